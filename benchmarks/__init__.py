@@ -1,0 +1,1 @@
+"""memgpt-jax benchmarks: speed, memory and quality, written as JSON + Markdown under results/."""

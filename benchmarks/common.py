@@ -1,0 +1,99 @@
+"""Shared benchmark plumbing: timing, machine description, result files.
+
+A measurement warms up (compiles), calls ``block_until_ready``, and reports the
+median of several runs; compile time is reported separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def time_fn(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Times ``fn()`` (which must return JAX arrays): first call = compile + run."""
+    import jax
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"median_s": median, "min_s": min(times), "compile_s": max(first - median, 0.0), "repeats": repeats}
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, memory, library versions and the commit."""
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info["cores"] = os.cpu_count()
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        info["memory_gib"] = round(kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+        info["backend"] = jax.default_backend()
+        info["devices"] = [str(d) for d in jax.devices()][:2]
+    except ImportError:
+        pass
+    for mod in ("flax", "optax", "torch"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    try:
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["commit"] = "unknown"
+    return info
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, rows: list[dict[str, Any]], columns: list[str], meta: dict[str, Any] | None = None) -> Path:
+    """Writes ``results/<name>.json`` and ``results/<name>.md``; returns the JSON path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    payload = {"name": name, "machine": machine(), "meta": meta or {}, "rows": rows}
+    json_path = RESULTS_DIR / f"{name}.json"
+    json_path.write_text(json.dumps(payload, indent=2))
+    m = payload["machine"]
+    header = (f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB; "
+              f"jax {m.get('jax')} ({m.get('backend')}); commit {m.get('commit')}")
+    (RESULTS_DIR / f"{name}.md").write_text(f"{header}\n\n{markdown_table(rows, columns)}\n")
+    return json_path

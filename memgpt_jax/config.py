@@ -1,0 +1,227 @@
+"""Model configuration: frozen, validated on construction.
+
+A ``ModelConfig`` fully describes the architecture of a memgpt-jax model. It is
+a frozen dataclass (hashable, so it can be a static argument to ``jax.jit``) and
+every invalid combination fails at construction with a ``ValueError`` that names
+the offending field.
+
+Dense configurations with the defaults (learned positions, LayerNorm, GELU MLP,
+tied embeddings, biases) have exactly GPT-2's block structure, so they map one
+to one onto Hugging Face GPT-2 weights. Everything beyond GPT-2 (RoPE, RMSNorm,
+grouped-query attention, block-sparse attention) is a switch here, not a fork.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+_DTYPES = ("float32", "bfloat16", "float16")
+PATTERNS = ("dense", "causal", "local", "window_global", "strided", "fixed", "bigbird")
+IMPLS = ("auto", "dense", "xla", "pallas")
+
+
+def _fail(field: str, message: str) -> None:
+    raise ValueError(f"{field}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+    """Which attention the model computes and how.
+
+    ``pattern`` names the block layout (``"dense"`` keeps every causal entry).
+    The sparse patterns are built by ``memgpt_jax.attention.layout`` from the
+    fields below; sizes are in tokens except ``window``/``n_global``/``n_random``,
+    which count blocks.
+    """
+
+    pattern: str = "dense"
+    block_size: int = 128
+    window: int = 3  # blocks on each side kept by local/bigbird (causal: blocks back)
+    n_global: int = 1  # leading global blocks (window_global, bigbird)
+    n_random: int = 0  # seeded random key blocks per query row (bigbird)
+    stride: int = 4  # blocks between summary columns (strided/fixed)
+    seed: int = 0  # seed of the random blocks
+    impl: str = "auto"  # "auto" | "dense" | "xla" | "pallas"
+
+    def __post_init__(self) -> None:
+        if self.pattern not in PATTERNS:
+            _fail("attention.pattern", f"unknown pattern {self.pattern!r}; choose one of {PATTERNS}")
+        if self.impl not in IMPLS:
+            _fail("attention.impl", f"unknown implementation {self.impl!r}; choose one of {IMPLS}")
+        if self.block_size < 1:
+            _fail("attention.block_size", f"must be >= 1, got {self.block_size}")
+        for name in ("window", "n_global", "n_random"):
+            if getattr(self, name) < 0:
+                _fail(f"attention.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if self.stride < 1:
+            _fail("attention.stride", f"must be >= 1, got {self.stride}")
+
+    @property
+    def is_dense(self) -> bool:
+        return self.pattern == "dense"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a decoder-only Transformer.
+
+    Sizes: ``d_model`` is the residual width, ``n_heads`` query heads of
+    ``d_model // n_heads`` each, ``n_kv_heads`` key/value heads (grouped-query
+    attention when smaller than ``n_heads``; ``None`` means equal), ``d_ff`` the
+    MLP width (``None`` means ``4 * d_model``), ``max_len`` the context length.
+    """
+
+    vocab_size: int = 50257
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    max_len: int = 1024
+    dropout: float = 0.0  # embedding and residual dropout (GPT-2: 0.1)
+    layer_norm_eps: float = 1e-5
+    activation: str = "gelu_tanh"  # GPT-2's "gelu_new"; or "gelu", "relu", "silu"
+    norm: str = "layernorm"  # or "rmsnorm"
+    position: str = "learned"  # or "rope"
+    rope_theta: float = 10000.0
+    use_bias: bool = True
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    param_dtype: str = "float32"
+    compute_dtype: str = "float32"
+    # Task heads.
+    num_labels: int = 2  # sequence classification
+    pooling: str = "last"  # "last" (last non-padding token) or "mean"
+    pad_id: int = 0
+    attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attention, Mapping):  # from JSON / ConfigDict
+            object.__setattr__(self, "attention", AttentionConfig(**self.attention))
+        positive = ("vocab_size", "d_model", "n_layers", "n_heads", "max_len", "num_labels")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                _fail(name, f"must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            _fail("n_heads", f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_kv_heads is not None:
+            if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
+                _fail("n_kv_heads", f"must be >= 1 and divide n_heads={self.n_heads}, got {self.n_kv_heads}")
+        if self.d_ff is not None and self.d_ff < 1:
+            _fail("d_ff", f"must be a positive integer, got {self.d_ff}")
+        if not 0.0 <= self.dropout < 1.0:
+            _fail("dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.layer_norm_eps <= 0:
+            _fail("layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}")
+        choices = {
+            "activation": ("gelu_tanh", "gelu", "relu", "silu"),
+            "norm": ("layernorm", "rmsnorm"),
+            "position": ("learned", "rope"),
+            "pooling": ("last", "mean"),
+            "param_dtype": _DTYPES,
+            "compute_dtype": _DTYPES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                _fail(name, f"unknown value {getattr(self, name)!r}; choose one of {allowed}")
+        if self.position == "rope" and self.head_dim % 2:
+            _fail("position", f"rope needs an even head_dim, got {self.head_dim}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            _fail("pad_id", f"must be a token id in [0, {self.vocab_size}), got {self.pad_id}")
+        if self.init_std <= 0:
+            _fail("init_std", f"must be > 0, got {self.init_std}")
+        attn = self.attention
+        if not attn.is_dense and self.max_len % attn.block_size:
+            _fail(
+                "attention.block_size",
+                f"max_len={self.max_len} must be a multiple of block_size={attn.block_size} for sparse attention",
+            )
+
+    # Derived sizes ---------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+    @property
+    def jnp_param_dtype(self) -> Any:
+        return jnp.dtype(self.param_dtype)
+
+    @property
+    def jnp_compute_dtype(self) -> Any:
+        return jnp.dtype(self.compute_dtype)
+
+    @property
+    def is_gpt2_compatible(self) -> bool:
+        """True when the config maps one to one onto Hugging Face GPT-2."""
+        return (
+            self.attention.is_dense
+            and self.position == "learned"
+            and self.norm == "layernorm"
+            and self.activation == "gelu_tanh"
+            and self.use_bias
+            and self.tie_embeddings
+            and self.kv_heads == self.n_heads
+        )
+
+    # Serialisation -----------------------------------------------------------
+    def replace(self, **changes: Any) -> "ModelConfig":
+        if "attention" in changes and isinstance(changes["attention"], Mapping):
+            changes["attention"] = dataclasses.replace(self.attention, **changes["attention"])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown fields {unknown}")
+        data = dict(data)
+        if "attention" in data and isinstance(data["attention"], Mapping):
+            attn_known = {f.name for f in dataclasses.fields(AttentionConfig)}
+            bad = sorted(set(data["attention"]) - attn_known)
+            if bad:
+                raise ValueError(f"attention: unknown fields {bad}")
+            data["attention"] = AttentionConfig(**data["attention"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def gpt2_small() -> ModelConfig:
+    """GPT-2 small (124M): 12 layers, 12 heads, width 768, 1024 positions."""
+    return ModelConfig()
+
+
+def tiny(**overrides: Any) -> ModelConfig:
+    """A tiny configuration for tests and smoke runs."""
+    base = dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, max_len=128)
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+def small_10m(**overrides: Any) -> ModelConfig:
+    """About 10M parameters (8k vocabulary): the size our benchmarks use."""
+    base = dict(vocab_size=8192, d_model=256, n_layers=10, n_heads=8, max_len=2048)
+    base.update(overrides)
+    return ModelConfig(**base)

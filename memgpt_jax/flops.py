@@ -1,0 +1,69 @@
+"""Parameter counts and FLOPs per token (for MFU).
+
+FLOPs follow the usual accounting (Kaplan et al. 2020; PaLM appendix B;
+nanoGPT's ``estimate_mfu``): a matmul of an ``m x k`` by ``k x n`` costs
+``2mkn``; the backward pass costs twice the forward. Per token, forward:
+
+    2 * (matmul parameters, with the tied LM head counted once)
+  + 4 * n_layers * n_heads * head_dim * keys_per_query
+
+where ``keys_per_query`` is what the attention actually computes: ``seq_len``
+for dense attention (the full masked score matrix, as nanoGPT counts it) and,
+for block-sparse attention, only the kept blocks: ``kept_blocks * block**2 /
+seq_len``. Training is three times the forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from memgpt_jax.config import ModelConfig
+
+
+def count_params(config_or_params: ModelConfig | Any, head: str = "lm") -> int:
+    """Number of parameters of a configuration's model (``head`` selects the task
+    head), or of a parameter tree. Tied embeddings are counted once."""
+    if isinstance(config_or_params, ModelConfig):
+        from memgpt_jax import model as model_lib  # lazy: keeps `import memgpt_jax` light
+
+        m = model_lib.build(config_or_params, head)
+        ids = jax.ShapeDtypeStruct((1, 8), np.int32)
+        shapes = jax.eval_shape(lambda x: m.init(jax.random.key(0), x), ids)
+        tree = shapes["params"]
+    else:
+        tree = config_or_params
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
+
+
+def matmul_params(config: ModelConfig) -> int:
+    """Parameters that take part in matmuls per token (LM head included)."""
+    c = config
+    attn = c.d_model * c.n_heads * c.head_dim * 2 + c.d_model * c.kv_heads * c.head_dim * 2
+    mlp = 2 * c.d_model * c.mlp_dim
+    return c.n_layers * (attn + mlp) + c.d_model * c.vocab_size
+
+
+def keys_per_query(config: ModelConfig, seq_len: int) -> float:
+    """Average number of keys each query's attention computes at ``seq_len``."""
+    if config.attention.is_dense:
+        return float(seq_len)
+    from memgpt_jax.attention import layout as layout_lib  # lazy
+
+    lay = layout_lib.from_config(config.attention, seq_len, seq_len)
+    return float(lay.n_kept_blocks) * config.attention.block_size**2 / seq_len
+
+
+def flops_per_token(config: ModelConfig, seq_len: int | None = None, training: bool = True) -> float:
+    """FLOPs per token of a forward (``training=False``) or training step."""
+    seq_len = seq_len or config.max_len
+    attn = 4 * config.n_layers * config.n_heads * config.head_dim * keys_per_query(config, seq_len)
+    forward = 2 * matmul_params(config) + attn
+    return 3 * forward if training else forward
+
+
+def mfu(config: ModelConfig, seq_len: int, tokens_per_second: float, peak_flops: float, training: bool = True) -> float:
+    """Model FLOPs utilisation: achieved FLOP/s over ``peak_flops``."""
+    return flops_per_token(config, seq_len, training) * tokens_per_second / peak_flops

@@ -1,0 +1,138 @@
+"""Small building blocks for the model: linear maps, norms, rotary embeddings.
+
+Every parameter carries logical axis names through
+``nn.with_logical_partitioning`` so that sharding rules (one table, in
+``memgpt_jax.training``) can place it on a mesh. Logical axis names used:
+
+    vocab, embed, position, heads, kv_heads, head_dim, mlp, labels
+
+Matmuls take their inputs in the compute dtype and accumulate in float32
+(``preferred_element_type``), which is both exact enough and, on CPU and TPU,
+the fast path for bfloat16.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+
+def normal_init(std: float) -> nn.initializers.Initializer:
+    return nn.initializers.normal(stddev=std)
+
+
+class Linear(nn.Module):
+    """``y = x @ W + b`` contracting the last ``n_in`` axes of ``x``.
+
+    ``features`` may be a tuple (e.g. ``(heads, head_dim)``); ``kernel_axes``
+    names every kernel dimension (inputs first, then outputs).
+    """
+
+    features: tuple[int, ...]
+    kernel_axes: tuple[str, ...]
+    n_in: int = 1
+    use_bias: bool = True
+    init_std: float = 0.02
+    param_dtype: Dtype = jnp.float32
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        in_shape = x.shape[-self.n_in :]
+        kernel_shape = tuple(in_shape) + tuple(self.features)
+        if len(self.kernel_axes) != len(kernel_shape):
+            raise ValueError(f"kernel_axes {self.kernel_axes} do not match kernel shape {kernel_shape}")
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(normal_init(self.init_std), self.kernel_axes),
+            kernel_shape,
+            self.param_dtype,
+        )
+        n_out = len(self.features)
+        contract_x = tuple(range(x.ndim - self.n_in, x.ndim))
+        contract_k = tuple(range(self.n_in))
+        y = jax.lax.dot_general(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            ((contract_x, contract_k), ((), ())),
+            preferred_element_type=jnp.float32,
+        )
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros_init(), self.kernel_axes[-n_out:]),
+                tuple(self.features),
+                self.param_dtype,
+            )
+            y = y + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class Norm(nn.Module):
+    """LayerNorm (GPT-2) or RMSNorm, computed in float32."""
+
+    kind: str = "layernorm"
+    eps: float = 1e-5
+    param_dtype: Dtype = jnp.float32
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        d = x.shape[-1]
+        x32 = x.astype(jnp.float32)
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)), (d,), self.param_dtype
+        )
+        if self.kind == "layernorm":
+            mean = jnp.mean(x32, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+            y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)), (d,), self.param_dtype
+            )
+            y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        else:
+            ms = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+            y = x32 * jax.lax.rsqrt(ms + self.eps) * scale.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+def activation(name: str, x: Array) -> Array:
+    if name == "gelu_tanh":
+        return jax.nn.gelu(x, approximate=True)
+    if name == "gelu":
+        return jax.nn.gelu(x, approximate=False)
+    if name == "relu":
+        return jax.nn.relu(x)
+    if name == "silu":
+        return jax.nn.silu(x)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def apply_rope(x_BTNH: Array, positions_BT: Array, theta: float) -> Array:
+    """Rotary position embedding (rotate-half convention), computed in float32."""
+    H = x_BTNH.shape[-1]
+    freqs = theta ** (-jnp.arange(0, H, 2, dtype=jnp.float32) / H)  # [H/2]
+    angles_BTF = positions_BT[..., None].astype(jnp.float32) * freqs
+    sin = jnp.sin(angles_BTF)[:, :, None, :]
+    cos = jnp.cos(angles_BTF)[:, :, None, :]
+    x = x_BTNH.astype(jnp.float32)
+    x1, x2 = x[..., : H // 2], x[..., H // 2 :]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTNH.dtype)
+
+
+def logical_axes(shape_tree: Any) -> Any:
+    """The logical axis names of a boxed variable tree (from ``model.init``)."""
+    return nn.get_partition_spec(shape_tree)
+
+
+def unbox(tree: Any) -> Any:
+    return nn.meta.unbox(tree)
+

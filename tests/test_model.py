@@ -1,0 +1,166 @@
+"""The foundation's model checks (issue 2, item 7)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from memgpt_jax import count_params, flops_per_token
+from memgpt_jax import model as M
+from memgpt_jax.config import gpt2_small, tiny
+
+B, T = 2, 16
+VARIANTS = {
+    "gpt2": tiny(),
+    "gqa_rope_rms": tiny(n_kv_heads=2, position="rope", norm="rmsnorm", activation="silu", use_bias=False),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def lm(request):
+    cfg = VARIANTS[request.param]
+    model = M.build(cfg)
+    params, axes = M.init(model, jax.random.key(0))
+    apply = jax.jit(lambda p, ids: model.apply({"params": p}, ids).logits)
+    return cfg, model, params, axes, apply
+
+
+def _ids(seed, cfg, shape=(B, T)):
+    return jax.random.randint(jax.random.key(seed), shape, 1, cfg.vocab_size)
+
+
+def test_shapes_dtypes_and_logical_axes(lm):
+    cfg, model, params, axes, apply = lm
+    logits = apply(params, _ids(1, cfg))
+    chex.assert_shape(logits, (B, T, cfg.vocab_size))
+    chex.assert_type(logits, jnp.float32)
+    chex.assert_tree_all_finite(logits)
+    for leaf in jax.tree.leaves(params):
+        assert leaf.dtype == jnp.float32
+    # Every parameter dimension has a logical axis name.
+    flat_p = jax.tree_util.tree_leaves_with_path(params)
+    flat_a = dict(jax.tree_util.tree_leaves_with_path(axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)))
+    for path, leaf in flat_p:
+        spec = flat_a[path]
+        assert len(spec) == leaf.ndim and all(isinstance(a, str) for a in spec), (path, spec)
+
+
+def test_causality(lm):
+    cfg, model, params, _, apply = lm
+    ids = _ids(2, cfg)
+    t = 7
+    changed = ids.at[:, t + 1 :].set(_ids(3, cfg)[:, t + 1 :])
+    a, b = apply(params, ids), apply(params, changed)
+    np.testing.assert_allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-6, rtol=0)
+    assert np.abs(a[:, t + 1 :] - b[:, t + 1 :]).max() > 1e-3
+
+
+def test_kv_cache_decode_equals_full_forward(lm):
+    cfg, model, params, _, apply = lm
+    ids = _ids(4, cfg)
+    full = apply(params, ids)
+    step = jax.jit(lambda p, c, x: M.decode_step(model, p, c, x))
+    cache = M.init_cache(model, B, length=32)
+    out, cache = step(params, cache, ids[:, :5])  # prefill 5 tokens at once
+    pieces = [out.logits]
+    for t in range(5, T):
+        out, cache = step(params, cache, ids[:, t : t + 1])
+        pieces.append(out.logits)
+    np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=0)
+    assert int(cache["transformer"]["cache_state"]["cache_index"]) == T
+
+
+def test_decode_with_left_padded_prompts():
+    """Batched prompts of different lengths: left padding + explicit positions."""
+    cfg = VARIANTS["gpt2"]
+    model = M.build(cfg)
+    params, _ = M.init(model, jax.random.key(0))
+    prompt = _ids(5, cfg, (1, 6))
+    n_pad = 3
+    padded = jnp.concatenate([jnp.zeros((1, n_pad), jnp.int32), prompt], axis=1)
+    valid = jnp.arange(6 + n_pad)[None] >= n_pad
+    positions = jnp.maximum(jnp.arange(6 + n_pad)[None] - n_pad, 0)
+    cache = M.init_cache(model, 1, length=16)
+    out_pad, cache = M.decode_step(model, params, cache, padded, kv_valid=valid, positions=positions)
+    nxt = jnp.array([[7]])
+    out_pad2, _ = M.decode_step(model, params, cache, nxt, positions=jnp.array([[6]]))
+    ref = model.apply({"params": params}, jnp.concatenate([prompt, nxt], axis=1)).logits
+    np.testing.assert_allclose(out_pad.logits[:, n_pad:], ref[:, :6], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out_pad2.logits[:, 0], ref[:, 6], atol=1e-5, rtol=0)
+
+
+def test_jit_equals_no_jit(lm):
+    cfg, model, params, _, apply = lm
+    ids = _ids(6, cfg)
+    np.testing.assert_allclose(model.apply({"params": params}, ids).logits, apply(params, ids), atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_compute_close_to_f32():
+    cfg = VARIANTS["gpt2"]
+    model32, model16 = M.build(cfg), M.build(cfg.replace(compute_dtype="bfloat16"))
+    params, _ = M.init(model32, jax.random.key(0))
+    ids = _ids(7, cfg)
+    out16 = jax.jit(lambda p: model16.apply({"params": p}, ids, output_hidden_states=True))(params)
+    assert out16.hidden_states[-1].dtype == jnp.bfloat16
+    assert out16.logits.dtype == jnp.float32
+    ref = model32.apply({"params": params}, ids).logits
+    err = np.abs(out16.logits - ref).max()
+    assert err < 0.05 * np.abs(ref).max(), err
+
+
+def test_hidden_states_and_attention_weights(lm):
+    cfg, model, params, _, _ = lm
+    out = model.apply({"params": params}, _ids(8, cfg), output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == cfg.n_layers + 1
+    assert len(out.attentions) == cfg.n_layers
+    w = out.attentions[0]
+    chex.assert_shape(w, (B, cfg.n_heads, T, T))
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    assert float(jnp.abs(jnp.triu(w, k=1)).max()) == 0.0
+
+
+def test_gpt2_small_parameter_count():
+    assert count_params(gpt2_small()) == 124_439_808
+
+
+def test_flops_per_token_matches_nanogpt_formula():
+    cfg = gpt2_small()
+    n_no_pos = count_params(cfg) - cfg.max_len * cfg.d_model
+    expected = 6 * n_no_pos + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * cfg.max_len
+    # Ours counts matmul parameters only (no LayerNorm/bias terms): within 0.2%.
+    assert abs(flops_per_token(cfg) - expected) / expected < 2e-3
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_padded_classification_equals_unpadded(pooling):
+    cfg = tiny(num_labels=3, pooling=pooling)
+    model = M.build(cfg, "classification")
+    params, _ = M.init(model, jax.random.key(0))
+    ids = _ids(9, cfg, (1, 10))
+    padded = jnp.concatenate([ids, jnp.zeros((1, 6), jnp.int32)], axis=1)
+    valid = jnp.arange(16)[None] < 10
+    a = model.apply({"params": params}, ids).logits
+    b = model.apply({"params": params}, padded, kv_valid=valid).logits
+    chex.assert_shape(a, (1, 3))
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_heads_share_the_backbone():
+    cfg = tiny()
+    lm_params, _ = M.init(M.build(cfg, "lm"), jax.random.key(0))
+    qa = M.build(cfg, "qa")
+    qa_params, _ = M.init(qa, jax.random.key(1))
+    assert jax.tree.structure(lm_params["transformer"]) == jax.tree.structure(qa_params["transformer"])
+    qa_params = {**qa_params, "transformer": lm_params["transformer"]}
+    valid = jnp.arange(T)[None].repeat(B, 0) < 12
+    out = qa.apply({"params": qa_params}, _ids(10, cfg), kv_valid=valid)
+    chex.assert_shape([out.start_logits, out.end_logits], (B, T))
+    assert float(out.start_logits[:, 12:].max()) <= -1e8
+
+
+def test_too_long_input_raises():
+    cfg = tiny(max_len=16)
+    model = M.build(cfg)
+    with pytest.raises(ValueError, match="exceeds max_len"):
+        M.init(model, jax.random.key(0), seq_len=17)
