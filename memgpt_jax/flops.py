@@ -67,3 +67,27 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None, training: b
 def mfu(config: ModelConfig, seq_len: int, tokens_per_second: float, peak_flops: float, training: bool = True) -> float:
     """Model FLOPs utilisation: achieved FLOP/s over ``peak_flops``."""
     return flops_per_token(config, seq_len, training) * tokens_per_second / peak_flops
+
+
+_PEAK_CACHE: dict[str, float] = {}
+
+
+def measured_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5) -> float:
+    """The matmul FLOP/s this machine reaches on an ``n x n`` product (the MFU
+    denominator we can actually measure on a CPU). Cached per process."""
+    key = f"{jax.default_backend()}:{dtype}:{n}"
+    if key not in _PEAK_CACHE:
+        import time
+
+        import jax.numpy as jnp
+
+        a = jnp.ones((n, n), dtype)
+        f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
+        f(a).block_until_ready()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f(a).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        _PEAK_CACHE[key] = 2 * n**3 / best
+    return _PEAK_CACHE[key]

@@ -1,0 +1,129 @@
+"""Checkpoints: the only module that imports Orbax.
+
+A checkpoint of step ``N`` lives in ``<workdir>/checkpoints/N`` and holds:
+
+- ``state``: the train state (params, aux params, optimizer state, step);
+- ``meta``: JSON with the data-iterator state, the resolved config, and the
+  tokenizer model (base64) so a checkpoint is self-contained.
+
+Orbax writes into a temporary directory and renames it when complete, so a
+run killed mid-save leaves no checkpoint that looks finished. ``restore_latest``
+walks back from the newest step: a checkpoint that fails to restore (corrupt
+or half-deleted) is reported and skipped, never used.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import sys
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    """Periodic + final saves, keep-N, async writes."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True) -> None:
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.save_every = max(int(save_every), 1)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def should_save(self, step: int) -> bool:
+        return step % self.save_every == 0
+
+    def save(
+        self, step: int, state: Any, *, data_state: Any = None, config: Any = None,
+        tokenizer: bytes | None = None, force: bool = False,
+    ) -> bool:
+        if step in self.manager.all_steps():
+            return False
+        meta = {
+            "step": int(step),
+            "data_state": data_state,
+            "config": config,
+            "tokenizer_b64": base64.b64encode(tokenizer).decode() if tokenizer else None,
+        }
+        return self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+        )
+        meta = dict(restored["meta"])
+        if meta.get("tokenizer_b64"):
+            meta["tokenizer"] = base64.b64decode(meta.pop("tokenizer_b64"))
+        return restored["state"], meta
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+        """The newest checkpoint that restores; ``None`` when there is none."""
+        for step in reversed(self.steps()):
+            try:
+                state, meta = self.restore(step, abstract_state)
+            except Exception as e:  # noqa: BLE001 - any failure means "do not use this one"
+                msg = f"checkpoint {self.directory}/{step} is incomplete or corrupt ({type(e).__name__}: {e}); skipping it"
+                log.warning(msg)
+                print(f"warning: {msg}", file=sys.stderr)
+                continue
+            return step, state, meta
+        return None
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    """``ShapeDtypeStruct``s (with shardings) describing ``tree``, for restoring."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+    )
+
+
+def load_params(workdir: str, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Model parameters and meta (config, tokenizer) of a run, without its optimizer
+    state: for teachers, evaluation and export."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints under {directory}: train a model there first")
+    manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
+    steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None:
+        steps = [step]
+    for s in steps:
+        try:
+            restored = manager.restore(
+                s, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+            )
+        except Exception as e:  # noqa: BLE001
+            print(f"warning: checkpoint {directory}/{s} unusable ({type(e).__name__}: {e}); skipping", file=sys.stderr)
+            continue
+        meta = dict(restored["meta"])
+        if meta.get("tokenizer_b64"):
+            meta["tokenizer"] = base64.b64decode(meta.pop("tokenizer_b64"))
+        manager.close()
+        return restored["state"]["params"], meta
+    manager.close()
+    raise FileNotFoundError(f"no usable checkpoint under {directory}")

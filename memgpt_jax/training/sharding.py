@@ -1,0 +1,92 @@
+"""Device meshes and the one table that maps logical axes to mesh axes.
+
+Every parameter dimension has a logical name (``memgpt_jax.layers``). A mesh has
+three axes, ``("data", "fsdp", "tensor")``; ``LOGICAL_RULES`` says which mesh
+axes each logical axis is split over. Batches are split over ``data`` and
+``fsdp`` together; parameters and optimizer state are split over ``fsdp``
+(ZeRO-3 style) on their ``embed`` axis and over ``tensor`` on heads/MLP/vocab.
+With ``fsdp = tensor = 1`` this is plain data parallelism.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("head_dim", None),
+    ("position", None),
+    ("labels", None),
+    ("teacher_embed", None),
+    ("length", None),
+)
+
+
+def make_mesh(shape: Sequence[int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ``(data, fsdp, tensor)`` mesh. ``shape`` may use -1 once (all remaining devices);
+    the default is all devices on ``data``."""
+    devices = list(devices or jax.devices())
+    shape = list(shape or (-1, 1, 1))
+    if len(shape) != 3:
+        raise ValueError(f"train.mesh: expected 3 sizes (data, fsdp, tensor), got {shape}")
+    if shape.count(-1) > 1:
+        raise ValueError(f"train.mesh: at most one -1, got {shape}")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+        if len(devices) % known:
+            raise ValueError(f"train.mesh: {len(devices)} devices do not divide into {shape}")
+        shape[shape.index(-1)] = len(devices) // known
+    if int(np.prod(shape)) != len(devices):
+        raise ValueError(f"train.mesh: {shape} needs {int(np.prod(shape))} devices, have {len(devices)}")
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def logical_to_sharding(logical_specs: Any, mesh: Mesh) -> Any:
+    """Maps a tree of logical ``PartitionSpec``s to ``NamedSharding``s on ``mesh``."""
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_RULES)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Batch arrays: leading axis over ``(data, fsdp)``, the rest replicated."""
+    return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Places a host batch on the mesh. On several processes each passes its own
+    slice of the global batch (``jax.make_array_from_process_local_data``)."""
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        sharding = batch_sharding(mesh, value.ndim)
+        if jax.process_count() > 1:
+            out[key] = jax.make_array_from_process_local_data(sharding, value)
+        else:
+            out[key] = jax.device_put(value, sharding)
+    return out
+
+
+def split_for_pmap(batch: dict[str, np.ndarray], n_devices: int) -> dict[str, np.ndarray]:
+    """``[B, ...] -> [n_devices, B / n_devices, ...]`` for ``jax.pmap``."""
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        if value.shape[0] % n_devices:
+            raise ValueError(f"batch size {value.shape[0]} is not divisible by {n_devices} devices ({key})")
+        out[key] = value.reshape(n_devices, value.shape[0] // n_devices, *value.shape[1:])
+    return out
