@@ -18,7 +18,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.optim = dict(lr=1e-3, schedule="cosine", warmup_steps=2, total_steps=0, end_lr_ratio=0.1,
                    weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.98, eps=1e-8)
     c.train = dict(steps=4, accum_steps=1, seed=0, parallel="pjit", mesh=(-1, 1, 1), log_every=2,
-                   eval_every=4, checkpoint_every=2, keep=3, async_checkpoint=True)
+                   eval_every=4, checkpoint_every=2, keep=3, async_checkpoint=True, init_from="")
     c.distill = dict(teacher="", kind="forward_kl", temperature=2.0, alpha=0.5, beta=0.5,
                      hidden_weight=0.0, hidden_kind="cosine", attention_weight=0.0, init_from_teacher=False)
     return ml_collections.ConfigDict(c)

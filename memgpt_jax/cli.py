@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 # Modules that contribute commands through ``register(subparsers)``.
 _COMMAND_MODULES = (
     "memgpt_jax.data.cli",
+    "memgpt_jax.training.cli",
 )
 
 
@@ -154,7 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "accepts_overrides", False):
+        bad = [u for u in unknown if not u.startswith("--config.")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

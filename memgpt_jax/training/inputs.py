@@ -29,15 +29,26 @@ class DataBundle:
     tokenizer_bytes: bytes | None
 
 
+def dataset_name(dc: Any) -> str:
+    """The prepared dataset's name; for ListOps derived from ``listops`` settings."""
+    if dc.dataset == "listops" and dc.get("listops"):
+        settings = dict(dc.listops)
+        preset = settings.pop("preset", "tiny")
+        return "memgpt_listops/" + data_lib.listops_config(preset, **settings).name
+    return dc.name
+
+
 def _source(dc: Any, split: str):
+    name = dataset_name(dc)
     if dc.dataset == "listops":
         try:
-            return data_lib.load_split(dc.name, split, dc.get("data_dir"))
-        except data_lib.DataError:
-            preset = dc.name.split("/", 1)[1] if "/" in dc.name else "tiny"
-            data_lib.prepare(data_lib.listops_builder(preset, data_dir=dc.get("data_dir")))
-            return data_lib.load_split(dc.name, split, dc.get("data_dir"))
-    return data_lib.load_split(dc.name, split, dc.get("data_dir"))
+            return data_lib.load_split(name, split, dc.get("data_dir"))
+        except data_lib.DataError:  # generated data: make it on first use
+            settings = dict(dc.get("listops") or {})
+            preset = settings.pop("preset", name.split("/", 1)[-1])
+            data_lib.prepare(data_lib.listops_builder(preset, data_dir=dc.get("data_dir"), **settings))
+            return data_lib.load_split(name, split, dc.get("data_dir"))
+    return data_lib.load_split(name, split, dc.get("data_dir"))
 
 
 def _iterator(task: str, dc: Any, split: str, tokenizer: Any, *, train: bool, batch_size: int):

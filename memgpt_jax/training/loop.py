@@ -113,6 +113,13 @@ class Trainer:
     # -- state -------------------------------------------------------------------------
     def _init_params(self) -> tuple[Any, Any]:
         params, axes = model_lib.init(self.model, jax.random.fold_in(self.rng, 1))
+        init_from = self.config.train.get("init_from")
+        if init_from:  # e.g. a classifier from a pretrained language model's backbone
+            pretrained, _ = load_params(init_from)
+            if jax.tree.map(np.shape, pretrained["transformer"]) != jax.tree.map(np.shape, params["transformer"]):
+                raise ValueError(f"train.init_from={init_from}: its transformer differs in shape from this model's")
+            params = {**params, "transformer": pretrained["transformer"]}
+            print(f"initialised the transformer from {init_from}", file=sys.stderr)
         dc = self.config.get("distill")
         if self.teacher_params is not None and dc is not None and dc.get("init_from_teacher"):
             params = init_student_from_teacher(params, self.teacher_params, self.model_config, self.teacher_config)
