@@ -33,12 +33,21 @@ from memgpt_jax.training.steps import AXIS, DistillSettings, make_eval_step, mak
 from memgpt_jax.training.teacher import init_student_from_teacher, load_teacher
 
 
+# Test hook: SIGKILL this process right after the given step (tests/test_training.py).
+_KILL_AT = os.environ.get("MEMGPT_FAULT_KILL_AT_STEP")
+
+
 class NonFiniteLossError(RuntimeError):
-    pass
+    """The loss became NaN/Inf; the message names the last good checkpoint."""
 
 
 def _to_dict(config: Any) -> dict[str, Any]:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def replicate(tree: Any, n: int) -> Any:
+    """A copy per local device along a new leading axis (for pmap)."""
+    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
 
 
 class MetricWriter:
@@ -199,7 +208,7 @@ class Trainer:
 
     def device_state(self, state: TrainState) -> TrainState:
         if self.parallel == "pmap":
-            return jax.device_put_replicated(state, jax.local_devices())
+            return replicate(state, self.n_dev)
         return state
 
     def step(self, state: TrainState, batch: dict[str, np.ndarray]) -> tuple[TrainState, dict[str, Any]]:
@@ -252,6 +261,14 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
         start, state, meta = restored
         data.train.set_state(meta["data_state"])
         print(f"resumed from {ckpt.directory}/{start}", file=sys.stderr)
+    summary_path = os.path.join(workdir, "summary.json")
+    if start >= trainer.steps_total and os.path.isfile(summary_path):
+        ckpt.close()
+        print(f"{workdir} is already trained to step {start}; nothing to do", file=sys.stderr)
+        with open(summary_path) as f:
+            summary = json.load(f)
+        summary["state"] = state
+        return summary
     state = trainer.device_state(state)
     config_json = _to_dict(config)
     writer = MetricWriter(workdir)
@@ -305,6 +322,8 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
                           tokenizer=data.tokenizer_bytes)
             if stop_after is not None and step - start >= stop_after:
                 break
+            if _KILL_AT is not None and step == int(_KILL_AT):  # fault injection for the resume test
+                os.kill(os.getpid(), 9)
     finally:
         ckpt.close()
         writer.close()
@@ -316,7 +335,7 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
         "flops_per_token": fpt, "peak_flops": peak,
     }
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
+        with open(summary_path, "w") as f:
             json.dump(summary, f, indent=2)
     summary["state"] = trainer.host_state(state)
     return summary
@@ -327,7 +346,7 @@ def evaluate_checkpoint(workdir: str, batches: Any, config: Any) -> dict[str, fl
     params, meta = load_params(workdir)
     trainer = Trainer(config, workdir, progress=False)
     if trainer.parallel == "pmap":
-        params = jax.device_put_replicated(params, jax.local_devices())
+        params = replicate(params, trainer.n_dev)
     else:
         trainer.init_state()
     return trainer.evaluate(params, batches)

@@ -36,7 +36,8 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 
 def make_mesh(shape: Sequence[int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ``(data, fsdp, tensor)`` mesh. ``shape`` may use -1 once (all remaining devices);
-    the default is all devices on ``data``."""
+    the default is all devices on ``data``. A shape smaller than the device count
+    uses the first devices."""
     devices = list(devices or jax.devices())
     shape = list(shape or (-1, 1, 1))
     if len(shape) != 3:
@@ -48,8 +49,10 @@ def make_mesh(shape: Sequence[int] | None = None, devices: Sequence[jax.Device] 
         if len(devices) % known:
             raise ValueError(f"train.mesh: {len(devices)} devices do not divide into {shape}")
         shape[shape.index(-1)] = len(devices) // known
-    if int(np.prod(shape)) != len(devices):
-        raise ValueError(f"train.mesh: {shape} needs {int(np.prod(shape))} devices, have {len(devices)}")
+    need = int(np.prod(shape))
+    if need > len(devices):
+        raise ValueError(f"train.mesh: {shape} needs {need} devices, have {len(devices)}")
+    devices = devices[:need]  # e.g. (1, 1, 1): one device
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
