@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import sys
 from typing import Sequence
 
 import ml_collections
@@ -55,7 +56,13 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     spec = importlib.util.spec_from_file_location(f"memgpt_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
-    spec.loader.exec_module(module)
+    config_dir = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, config_dir)  # configs import their shared defaults (configs/base.py)
+    try:
+        sys.modules.pop("base", None)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(config_dir)
     if not hasattr(module, "get_config"):
         raise AttributeError(f"config file {path} defines no get_config()")
     config = module.get_config(arg) if arg else module.get_config()

@@ -1,0 +1,56 @@
+"""The IMDb recipe: sentencepiece -> LM pretraining on train+unsup -> teacher
+classifier -> block-sparse student distilled from it (<= 40% of the parameters).
+
+    export MEMGPT_DATA_DIR=~/memgpt_data
+    memgpt-jax data prepare imdb --source $MEMGPT_SHARED_DATA/aclImdb_dev.tar.gz
+    memgpt-jax data tokenizer train --dataset memgpt_imdb/val10_seed0 --split train+unsupervised \\
+        --vocab-size 8192 --output runs/imdb/spm8k.model
+    memgpt-jax pretrain --config configs/imdb.py:pretrain --workdir runs/imdb/lm
+    memgpt-jax finetune --config configs/imdb.py:teacher  --workdir runs/imdb/teacher
+    memgpt-jax distill  --config configs/imdb.py:student  --workdir runs/imdb/student
+
+Variants: `pretrain`, `teacher`, `student` (CPU hours), `tiny` (seconds),
+and `teacher_tpu` (the teacher at accelerator scale: bf16, larger batch, fsdp mesh).
+"""
+
+import base
+
+TOKENIZER = "runs/imdb/spm8k.model"
+DATASET = "memgpt_imdb/val10_seed0"
+
+TEACHER = dict(vocab_size=8192, d_model=256, n_layers=6, n_heads=8, max_len=512, dropout=0.1,
+               attention=dict(pattern="dense", block_size=64))
+STUDENT = dict(vocab_size=8192, d_model=128, n_layers=4, n_heads=4, max_len=512, dropout=0.1,
+               attention=dict(pattern="window_global", block_size=64, window=2, n_global=1))
+
+
+def get_config(arg: str = "teacher"):
+    variants = ("pretrain", "teacher", "student", "tiny", "teacher_tpu")
+    if arg not in variants:
+        raise ValueError(f"configs/imdb.py: variant {arg!r} not in {variants}")
+    model = dict(STUDENT if arg == "student" else TEACHER, num_labels=2, pooling="mean", compute_dtype="bfloat16")
+    data = base.data(dataset="imdb", name=DATASET, tokenizer=TOKENIZER, seq_len=512, batch_size=32,
+                     eval_batch_size=64, eval_split="validation")
+    optim = base.optim(lr=3e-4, warmup_steps=200, weight_decay=0.05)
+    train = base.train(steps=3000, log_every=25, eval_every=500, checkpoint_every=250)
+    distill = base.distill()
+    task = "classification"
+    if arg == "pretrain":
+        task = "lm"
+        data.update(train_split="train+unsupervised", eval_split="validation", eval_batches=20)
+        optim.update(lr=1e-3, warmup_steps=300)
+        train.update(steps=6000, eval_every=1000)
+    elif arg == "teacher":
+        train.update(init_from="runs/imdb/lm")
+    elif arg == "student":
+        distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
+        optim.update(lr=1e-3)
+    elif arg == "tiny":
+        model.update(vocab_size=8192, d_model=32, n_layers=1, n_heads=2, max_len=128)
+        data.update(seq_len=128, batch_size=8, eval_batch_size=8, eval_batches=2)
+        train.update(steps=4, eval_every=4, checkpoint_every=2)
+    elif arg == "teacher_tpu":
+        model.update(d_model=512, n_layers=8, n_heads=8, max_len=1024)
+        data.update(seq_len=1024, batch_size=256)
+        train.update(mesh=(-1, 4, 1), steps=20_000, init_from="gs://YOUR_BUCKET/imdb/lm")
+    return base.config(task, model, data, optim, train, distill)

@@ -1,0 +1,30 @@
+"""LRA "Text": byte-level IMDb classification at 4,096 tokens, dense vs block-sparse
+models of equal size and training budget.
+
+    memgpt-jax data prepare imdb --source $MEMGPT_SHARED_DATA/aclImdb_dev.tar.gz
+    memgpt-jax finetune --config configs/lra_imdb_bytes.py:dense  --workdir runs/lra_text_dense
+    memgpt-jax finetune --config configs/lra_imdb_bytes.py:sparse --workdir runs/lra_text_sparse
+
+Variants: `dense`, `sparse` (BigBird-style: window + global + random blocks), `tiny`.
+"""
+
+import base
+
+
+def get_config(arg: str = "sparse"):
+    if arg not in ("dense", "sparse", "tiny"):
+        raise ValueError(f"configs/lra_imdb_bytes.py: variant {arg!r} not in ('dense', 'sparse', 'tiny')")
+    pattern = dict(pattern="dense", block_size=128) if arg == "dense" else dict(
+        pattern="bigbird", block_size=128, window=1, n_global=1, n_random=1, seed=0)
+    model = dict(vocab_size=264, d_model=128, n_layers=2, n_heads=4, d_ff=256, max_len=4096, num_labels=2,
+                 pooling="mean", dropout=0.1, compute_dtype="bfloat16", attention=pattern)
+    data = base.data(dataset="imdb", name="memgpt_imdb/val10_seed0", tokenizer="bytes", seq_len=4096,
+                     batch_size=16, eval_batch_size=16)
+    optim = base.optim(lr=5e-4, warmup_steps=200, weight_decay=0.05)
+    train = base.train(steps=2000, log_every=10, eval_every=500, checkpoint_every=250)
+    if arg == "tiny":
+        model.update(max_len=512, n_layers=1, attention=dict(pattern="bigbird", block_size=64, window=1,
+                                                             n_global=1, n_random=1))
+        data.update(seq_len=512, batch_size=4, eval_batches=2)
+        train.update(steps=2, eval_every=2)
+    return base.config("classification", model, data, optim, train, base.distill())

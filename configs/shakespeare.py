@@ -1,0 +1,34 @@
+"""Character-level (byte) language model on tiny Shakespeare.
+
+    memgpt-jax data prepare text --files $MEMGPT_SHARED_DATA/tinyshakespeare.txt --name shakespeare
+    memgpt-jax pretrain --config configs/shakespeare.py --workdir runs/shakespeare
+    memgpt-jax pretrain --config configs/shakespeare.py:tiny --workdir runs/shakespeare_tiny   # seconds
+
+Variants: `base` (dense, ~10M parameters, 512 tokens), `sparse` (the same with
+causal window+global block-sparse attention), `tiny` (CPU smoke run).
+"""
+
+import base
+
+MODELS = {
+    "base": dict(vocab_size=264, d_model=384, n_layers=6, n_heads=6, max_len=512, dropout=0.1,
+                 attention=dict(pattern="dense", block_size=64)),
+    "sparse": dict(vocab_size=264, d_model=384, n_layers=6, n_heads=6, max_len=512, dropout=0.1,
+                   attention=dict(pattern="window_global", block_size=64, window=2, n_global=1)),
+    "tiny": dict(vocab_size=264, d_model=64, n_layers=2, n_heads=4, max_len=128, dropout=0.0,
+                 attention=dict(pattern="dense", block_size=32)),
+}
+
+
+def get_config(arg: str = "base"):
+    if arg not in MODELS:
+        raise ValueError(f"configs/shakespeare.py: variant {arg!r} not in {sorted(MODELS)}")
+    tiny = arg == "tiny"
+    model = dict(MODELS[arg], compute_dtype="bfloat16")
+    data = base.data(dataset="text", name="memgpt_text/shakespeare", tokenizer="bytes", seq_len=model["max_len"],
+                     batch_size=8 if tiny else 32, eval_batch_size=8 if tiny else 32,
+                     eval_batches=4 if tiny else 20)
+    optim = base.optim(lr=3e-3 if tiny else 1e-3, warmup_steps=10 if tiny else 200, b2=0.99)
+    train = base.train(steps=50 if tiny else 5000, log_every=10 if tiny else 50, eval_every=50 if tiny else 500,
+                       checkpoint_every=50 if tiny else 500)
+    return base.config("lm", model, data, optim, train, base.distill())
