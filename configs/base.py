@@ -23,7 +23,8 @@ def train(**overrides) -> dict:
 
 def distill(**overrides) -> dict:
     d = dict(teacher="", kind="forward_kl", temperature=2.0, alpha=0.5, beta=0.5,
-             hidden_weight=0.0, hidden_kind="cosine", attention_weight=0.0, init_from_teacher=False)
+             hidden_weight=0.0, hidden_kind="cosine", attention_weight=0.0, init_from_teacher=False,
+             topk=0)
     d.update(overrides)
     return d
 

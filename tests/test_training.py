@@ -99,6 +99,20 @@ def test_entry_points_run_a_real_step(tmp_path, data_dir):
     assert rc == 0
     assert json.load(open(os.path.join(lm, "summary.json")))["eval"]["tokens"] > 0
 
+    # LM distillation from cached teacher top-k logits (the teacher runs once, before training).
+    lm_student = str(tmp_path / "lm_student")
+    rc = cli_main(["distill", "--config", TINY, "--workdir", lm_student, "--no-progress", "--config.task=lm",
+                   "--config.data.dataset=text", "--config.data.name=memgpt_text/unit_corpus",
+                   "--config.data.tokenizer=bytes", "--config.model.vocab_size=264", "--config.model.d_model=16",
+                   "--config.train.steps=3", f"--config.distill.teacher={lm}", "--config.distill.topk=5"])
+    assert rc == 0
+    cached = sorted(os.listdir(os.path.join(lm_student, "teacher_topk")))
+    assert cached == ["manifest.json", "step_00000000.npz", "step_00000001.npz", "step_00000002.npz"]
+    assert np.load(os.path.join(lm_student, "teacher_topk", cached[1]))["values"].shape[-1] == 5
+    rows = [json.loads(line) for line in open(os.path.join(lm_student, "metrics.jsonl"))]
+    kd = [r.get("kd") for r in rows if r["split"] == "train"]
+    assert kd and all(v is not None and v > 0 for v in kd)
+
     # Fine-tuning from the pretrained backbone.
     rc = cli_main(["finetune", "--config", TINY, "--workdir", str(tmp_path / "ft"), "--no-progress",
                    "--config.train.steps=1", "--config.model.vocab_size=264", f"--config.train.init_from={lm}"])

@@ -112,9 +112,10 @@ class Trainer:
                 kind=dc.get("kind", "forward_kl"), temperature=float(dc.get("temperature", 2.0)),
                 alpha=float(dc.get("alpha", 0.5)), beta=float(dc.get("beta", 0.5)),
                 hidden_weight=float(dc.get("hidden_weight", 0.0)), hidden_kind=dc.get("hidden_kind", "cosine"),
-                attention_weight=float(dc.get("attention_weight", 0.0)),
+                attention_weight=float(dc.get("attention_weight", 0.0)), topk=int(dc.get("topk", 0)),
             )
-        loss_fn = make_loss_fn(self.task, self.model, self.distill, self.teacher_model)
+        step_teacher = None if self.distill is not None and self.distill.topk else self.teacher_model
+        loss_fn = make_loss_fn(self.task, self.model, self.distill, step_teacher)
         step_fn = make_train_step(loss_fn, self.tx, self.schedule, accum_steps=self.accum, pmap=self.parallel == "pmap")
         eval_fn = make_eval_step(self.task, self.model, pmap=self.parallel == "pmap")
         self._build_parallel(step_fn, eval_fn)
@@ -252,6 +253,8 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
     data = data or inputs_lib.make_data(config, workdir)
     ckpt = Checkpointer(workdir, keep=int(tc.get("keep", 3)), save_every=int(tc.get("checkpoint_every", 1000)),
                         async_save=bool(tc.get("async_checkpoint", True)))
+    if trainer.distill is not None and trainer.distill.topk:
+        data.train = _with_teacher_cache(trainer, config, workdir, data.train)
     state = trainer.init_state()
     host_abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state)
@@ -339,6 +342,29 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
             json.dump(summary, f, indent=2)
     summary["state"] = trainer.host_state(state)
     return summary
+
+
+def _with_teacher_cache(trainer: Trainer, config: Any, workdir: str, train_iter: Any) -> Any:
+    """Builds (or reuses) the teacher top-k cache for every training batch, then
+    frees the teacher: the student's step reads the cache instead."""
+    from memgpt_jax.training import topk_cache
+    from memgpt_jax.training.losses import topk_teacher
+    from memgpt_jax.training.steps import model_inputs
+
+    k = trainer.distill.topk
+    teacher, t_params = trainer.teacher_model, trainer.teacher_params
+
+    @jax.jit
+    def top(params: Any, batch: dict[str, Any]) -> Any:
+        out = teacher.apply({"params": params}, batch["inputs"], **model_inputs("lm", batch))
+        return topk_teacher(out.logits, k)
+
+    directory = os.path.join(workdir, "teacher_topk")
+    fresh = inputs_lib.make_data(config, workdir)  # the same deterministic batches
+    topk_cache.build_cache(directory, fresh.train, lambda b: top(t_params, b), trainer.steps_total, k,
+                           progress=trainer.progress)
+    trainer.teacher_params = None
+    return topk_cache.CachedTeacherIterator(train_iter, directory)
 
 
 def evaluate_checkpoint(workdir: str, batches: Any, config: Any) -> dict[str, float]:

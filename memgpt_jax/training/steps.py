@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from memgpt_jax.training import losses
+from memgpt_jax.training import losses, topk_cache
 from memgpt_jax.training.state import TrainState
 
 TASKS = ("lm", "classification", "qa")
@@ -43,6 +43,16 @@ class DistillSettings:
     hidden_weight: float = 0.0  # hidden-state alignment (0 = off)
     hidden_kind: str = "cosine"  # cosine | mse
     attention_weight: float = 0.0  # attention-map transfer (0 = off)
+    topk: int = 0  # LM only: distill from precomputed teacher top-k logits (0 = run the teacher)
+
+    def __post_init__(self) -> None:
+        if self.kind not in losses.KD_KINDS:
+            raise ValueError(f"distill.kind: unknown {self.kind!r}; choose one of {losses.KD_KINDS}")
+        if self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"distill: need temperature > 0 and 0 <= alpha <= 1, got {self.temperature}, {self.alpha}")
+        if self.topk and (self.hidden_weight or self.attention_weight or self.kind != "forward_kl"):
+            raise ValueError("distill.topk: cached top-k logits support forward_kl only, without hidden or "
+                             "attention terms (those need the teacher running)")
 
 
 def model_inputs(task: str, batch: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +99,11 @@ def make_loss_fn(
     """``loss_fn(trainable, batch, rng, teacher_params) -> (loss, (metrics, weight))``."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    if (distill is None) != (teacher is None):
-        raise ValueError("distillation needs both settings and a teacher model")
+    cached = bool(distill and distill.topk)
+    if distill is not None and teacher is None and not cached:
+        raise ValueError("distillation needs a teacher model (or distill.topk with a cache)")
+    if cached and task != "lm":
+        raise ValueError("distill.topk: the top-k cache is for language-model distillation (task lm)")
     want_hidden = bool(distill and distill.hidden_weight > 0)
     want_attn = bool(distill and distill.attention_weight > 0)
 
@@ -103,6 +116,12 @@ def make_loss_fn(
         hard, metrics, weight = task_loss(task, out, batch)
         if distill is None:
             return hard, (metrics, weight)
+        if cached:  # precomputed teacher: no teacher forward in the step
+            mask = _distill_mask(task, batch)
+            kd = losses.kd_divergence_topk(out.logits, batch[topk_cache.VALUES], batch[topk_cache.INDICES],
+                                           mask, temperature=distill.temperature)
+            loss = distill.alpha * kd + (1 - distill.alpha) * hard
+            return loss, ({**metrics, "kd": kd, "hard": hard, "loss": loss}, weight)
         t_out = teacher.apply(
             {"params": teacher_params}, batch["inputs"], deterministic=True,
             output_hidden_states=want_hidden, output_attentions=want_attn, **kwargs,
