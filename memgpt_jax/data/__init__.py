@@ -1,0 +1,88 @@
+"""Data for memgpt-jax: tfds datasets, tokenizers and resumable input pipelines.
+
+Datasets (tfds ``GeneratorBasedBuilder``s written as ``array_record``, read with
+random access and no TensorFlow; see ``memgpt-jax data --help``):
+
+- ``memgpt_imdb/val10_seed0``: IMDb reviews from an aclImdb archive; splits
+  ``train``, ``validation`` (seeded stratified carve-out of train), ``test``,
+  ``unsupervised``; features ``text``, ``label``, ``rating``, ``id``.
+- ``memgpt_text/<name>``: plain UTF-8 files; splits ``train``, ``validation``.
+- ``memgpt_listops/tiny`` (or ``lra``, or custom): generated ListOps, 10 classes.
+
+Prepared data lives in ``--data-dir`` / ``$MEMGPT_DATA_DIR``; read a split with
+``load_split("memgpt_imdb/val10_seed0", "train")``.
+
+Tokenizers share one special-id table (:mod:`~memgpt_jax.data.specials`: pad 0,
+bos 1, eos 2, sep 3, unk 4): :class:`ByteTokenizer`, :class:`ListOpsTokenizer`,
+:class:`SentencePieceTokenizer` (:func:`train_sentencepiece`).
+
+Batch format (NumPy, this process's rows; ``B = batch_size // process_count``)
+-----------------------------------------------------------------------------
+Language modelling, :class:`PackedLMIterator` (``T = seq_len``)::
+
+    inputs       int32 [B, T]  token ids; PAD (0) where segment_ids == 0
+    targets      int32 [B, T]  next token within the same document; PAD on padding
+    segment_ids  int32 [B, T]  1, 2, ... per document piece in the row; 0 = padding
+    positions    int32 [B, T]  0, 1, ... restarting at every segment; 0 on padding
+    loss_mask    bool  [B, T]  True where targets count (segment_ids > 0)
+
+Attention within a document: ``q_seg[:, :, None] == k_seg[:, None, :]`` and
+``q_seg > 0``, plus causality. Rows are full except the last batch of a finite
+pass (``drop_remainder=False``).
+
+Classification, :class:`ClassificationIterator` (``T = max_len``)::
+
+    inputs         int32 [B, T]  [BOS] text [EOS?], right-padded with PAD
+    kv_valid       bool  [B, T]  key-validity mask; every row has >= 1 True
+    length         int32 [B]     number of valid tokens (pool at length - 1)
+    label          int32 [B]     class id (IMDb: 0 neg, 1 pos; ListOps: 0-9)
+    example_valid  bool  [B]     False for padding examples (evaluation only)
+
+Both iterators are deterministic given ``seed`` (the order of epoch ``e`` is
+``default_rng([seed, e]).permutation``), shard records across processes
+(``jax.process_index/process_count``, overridable), and expose
+``get_state()`` / ``set_state()``: a small JSON-able dict after which a new
+iterator yields exactly the batches the original would have. ``stats`` counts
+everything cut, skipped or padded. For device layouts use
+:func:`split_for_devices` (``[devices, B/devices, ...]``) or
+:func:`to_global_arrays` (``jax.Array`` with a given sharding).
+"""
+
+from memgpt_jax.data import specials
+from memgpt_jax.data.cls_pipeline import CLS_KEYS, ClassificationIterator
+from memgpt_jax.data.common import (
+    DATA_DIR_ENV,
+    DataError,
+    as_text,
+    dataset_report,
+    iter_texts,
+    list_prepared,
+    load_split,
+    prepare,
+    resolve_data_dir,
+)
+from memgpt_jax.data.imdb import IMDB_SOURCE_ENV, MemgptImdb, imdb_builder, imdb_config
+from memgpt_jax.data.listops import MemgptListops, evaluate as evaluate_listops, listops_builder, listops_config
+from memgpt_jax.data.lm_pipeline import LM_KEYS, PackedLMIterator
+from memgpt_jax.data.ordering import Shard, epoch_order, split_for_devices, to_global_arrays
+from memgpt_jax.data.spm import SentencePieceTokenizer, train_sentencepiece
+from memgpt_jax.data.text_corpus import MemgptText, text_builder, text_config
+from memgpt_jax.data.tokenizers import (
+    ByteTokenizer,
+    ListOpsTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_from_config,
+)
+
+__all__ = [
+    "CLS_KEYS", "DATA_DIR_ENV", "IMDB_SOURCE_ENV", "LM_KEYS",
+    "ByteTokenizer", "ClassificationIterator", "DataError", "ListOpsTokenizer",
+    "MemgptImdb", "MemgptListops", "MemgptText", "PackedLMIterator",
+    "SentencePieceTokenizer", "Shard", "Tokenizer",
+    "as_text", "dataset_report", "epoch_order", "evaluate_listops", "imdb_builder", "imdb_config",
+    "iter_texts", "list_prepared", "listops_builder", "listops_config", "load_split", "load_tokenizer",
+    "prepare", "resolve_data_dir", "save_tokenizer", "specials", "split_for_devices",
+    "text_builder", "text_config", "to_global_arrays", "tokenizer_from_config", "train_sentencepiece",
+]

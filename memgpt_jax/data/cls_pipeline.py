@@ -1,0 +1,176 @@
+"""Classification batches: one example per row, truncated, padded, with validity masks.
+
+Each text becomes ``[BOS] + tokens + [EOS]`` (both optional) cut to ``max_len``
+(``truncate="right"`` keeps the head, ``"left"`` the tail; EOS is kept after
+truncation; cuts are counted in ``stats``) and right-padded with PAD.
+
+Batch (``B`` = global batch / process count, ``T`` = ``max_len``)::
+
+    inputs         int32 [B, T]  token ids, PAD after ``length``
+    kv_valid       bool  [B, T]  True on real tokens: the key-validity mask
+    length         int32 [B]     real tokens per row (last real token: length - 1)
+    label          int32 [B]     class id
+    example_valid  bool  [B]     False on padding examples (weight them 0)
+
+Padding examples appear only with ``drop_remainder=False`` (the last batch of
+a finite pass, and shard padding so every process yields as many batches);
+they hold ``[PAD]`` with ``kv_valid`` True at position 0 and ``length`` 1, so
+that no row of a masked softmax is empty (which would produce NaN).
+
+State is ``{"epoch", "cursor", "batches", "fingerprint"}`` and restores exactly.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from memgpt_jax.data import specials
+from memgpt_jax.data.common import as_text
+from memgpt_jax.data.ordering import EpochCursor, check_fingerprint, local_batch_size, process_shard
+
+CLS_KEYS = ("inputs", "kv_valid", "length", "label", "example_valid")
+
+
+class ClassificationIterator:
+    """Iterator of padded classification batches over a random-access source.
+
+    Args:
+      source: ``len()`` + ``[i]`` records with ``text_key`` and ``label_key``.
+      tokenizer: any :class:`~memgpt_jax.data.Tokenizer` (bytes for LRA text,
+        ListOps words, sentencepiece for IMDb).
+      batch_size: global rows per step; each process yields ``batch_size / process_count``.
+      max_len: tokens per row, including BOS/EOS if added.
+      drop_remainder: True for training (even shards, full batches, a permuted
+        tail of ``n % process_count`` left out per epoch); False for evaluation
+        (every example exactly once, padded with ``example_valid == False``).
+      num_epochs: ``None`` iterates forever (batches may span epochs).
+    """
+
+    def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: int,
+                 max_len: int, seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
+                 text_key: str = "text", label_key: str = "label", add_bos: bool = True,
+                 add_eos: bool = False, truncate: str = "right", drop_remainder: bool = True,
+                 process_index: int | None = None, process_count: int | None = None) -> None:
+        if truncate not in ("right", "left"):
+            raise ValueError(f"truncate must be 'right' or 'left', got {truncate!r}")
+        if max_len < 1 + int(add_bos) + int(add_eos):
+            raise ValueError(f"max_len {max_len} leaves no room for text")
+        self.source, self.tokenizer = source, tokenizer
+        self.shard = process_shard(process_index, process_count)
+        self.batch_size = local_batch_size(batch_size, self.shard)
+        self.max_len, self.text_key, self.label_key = max_len, text_key, label_key
+        self.add_bos, self.add_eos, self.truncate = add_bos, add_eos, truncate
+        self.drop_remainder = drop_remainder
+        self._cursor = EpochCursor(len(source), seed=seed, shuffle=shuffle, shard=self.shard,
+                                   even=drop_remainder, num_epochs=num_epochs)
+        self._fingerprint = {
+            "kind": "classification", "num_records": len(source), "seed": seed,
+            "shuffle": shuffle, "batch_size": batch_size, "max_len": max_len,
+            "add_bos": add_bos, "add_eos": add_eos, "truncate": truncate,
+            "drop_remainder": drop_remainder,
+            "process_index": self.shard.index, "process_count": self.shard.count,
+            "vocab_size": int(tokenizer.vocab_size),
+        }
+        self.batches = 0
+        self.stats: collections.Counter = collections.Counter()
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-able position after the last batch returned."""
+        return {**self._cursor.state(), "batches": self.batches, "fingerprint": dict(self._fingerprint)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`get_state` of an identical pipeline)."""
+        check_fingerprint(self._fingerprint, state, "ClassificationIterator")
+        self._cursor.restore(state)
+        self.batches = int(state["batches"])
+
+    def encode(self, text: str) -> np.ndarray | None:
+        """Row tokens of ``text`` (BOS/EOS, truncated), or None if nothing is left."""
+        tokens = self.tokenizer.encode(text)
+        if len(tokens) == 0:
+            self.stats["empty_texts"] += 1
+            if not self.add_bos:
+                return None
+        budget = self.max_len - int(self.add_bos) - int(self.add_eos)
+        if len(tokens) > budget:
+            self.stats["truncated"] += 1
+            self.stats["tokens_truncated"] += len(tokens) - budget
+            tokens = tokens[:budget] if self.truncate == "right" else tokens[len(tokens) - budget:]
+        head = [specials.BOS_ID] if self.add_bos else []
+        tail = [specials.EOS_ID] if self.add_eos else []
+        return np.concatenate([head, tokens, tail]).astype(np.int32)
+
+    def _label(self, record: Mapping[str, Any], index: int) -> int:
+        label = int(record[self.label_key])
+        if label < 0:
+            raise ValueError(
+                f"record {index} has label {label} (unlabeled); classification needs a "
+                "labeled split (e.g. IMDb train/validation/test, not unsupervised)"
+            )
+        return label
+
+    def __iter__(self) -> "ClassificationIterator":
+        return self
+
+    def _fetch(self, indices: list[int]) -> list[Mapping[str, Any]]:
+        """Records at ``indices``, in one read when the source supports it (tfds does)."""
+        getitems = getattr(self.source, "__getitems__", None)
+        return list(getitems(indices)) if getitems else [self.source[i] for i in indices]
+
+    def _next_indices(self, count: int) -> list[int]:
+        """Up to ``count`` record indices (``-1``: shard padding) from the cursor."""
+        indices = []
+        while len(indices) < count:
+            index = self._cursor.peek()
+            if index is None:
+                break
+            self._cursor.advance()
+            indices.append(index)
+        return indices
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        b, t = self.batch_size, self.max_len
+        batch = {
+            "inputs": np.full((b, t), specials.PAD_ID, np.int32),
+            "kv_valid": np.zeros((b, t), bool),
+            "length": np.ones((b,), np.int32),
+            "label": np.zeros((b,), np.int32),
+            "example_valid": np.zeros((b,), bool),
+        }
+        batch["kv_valid"][:, 0] = True  # padding rows: one valid key (see module docstring)
+        rows = 0
+        while rows < b:
+            indices = self._next_indices(b - rows)
+            if not indices:
+                break
+            real = [i for i in indices if i >= 0]
+            records = dict(zip(real, self._fetch(real)))
+            for index in indices:
+                if index < 0:  # shard padding (evaluation): the row stays a padding example
+                    self.stats["padding_examples"] += 1
+                    rows += 1
+                    continue
+                record = records[index]
+                tokens = self.encode(as_text(record[self.text_key]))
+                if tokens is None:
+                    self.stats["empty_examples_skipped"] += 1
+                    continue
+                batch["inputs"][rows, :len(tokens)] = tokens
+                batch["kv_valid"][rows, :len(tokens)] = True
+                batch["length"][rows] = len(tokens)
+                batch["label"][rows] = self._label(record, index)
+                batch["example_valid"][rows] = True
+                self.stats["examples"] += 1
+                rows += 1
+        if rows == 0:
+            raise StopIteration
+        if rows < b:
+            if self.drop_remainder:
+                self.stats["final_examples_dropped"] += int(batch["example_valid"].sum())
+                raise StopIteration
+            self.stats["padding_examples"] += b - rows
+        self.batches += 1
+        return batch
