@@ -16,7 +16,8 @@ def optim(**overrides) -> dict:
 
 def train(**overrides) -> dict:
     d = dict(steps=1000, accum_steps=1, seed=0, parallel="pjit", mesh=(-1, 1, 1), log_every=50,
-             eval_every=0, checkpoint_every=500, keep=3, async_checkpoint=True, init_from="")
+             eval_every=0, checkpoint_every=500, keep=3, async_checkpoint=True, init_from="",
+             prune_kind="none", prune_sparsity=0.5)
     d.update(overrides)
     return d
 

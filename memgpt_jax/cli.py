@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 _COMMAND_MODULES = (
     "memgpt_jax.data.cli",
     "memgpt_jax.training.cli",
+    "memgpt_jax.compress.cli",
+    "memgpt_jax.export.cli",
 )
 
 

@@ -93,6 +93,9 @@ class ModelConfig:
     init_std: float = 0.02
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
+    # Inference: with int8-quantized weights (memgpt_jax.compress), also quantize the
+    # activations per token and run integer matmuls (int32 accumulation).
+    int8_activations: bool = False
     # Task heads.
     num_labels: int = 2  # sequence classification
     pooling: str = "last"  # "last" (last non-padding token) or "mean"

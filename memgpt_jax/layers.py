@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memgpt_jax.compress.quantize import QTensor, dequantize, int8_matmul
+
 Array = jax.Array
 Dtype = Any
 
@@ -42,6 +44,7 @@ class Linear(nn.Module):
     init_std: float = 0.02
     param_dtype: Dtype = jnp.float32
     dtype: Dtype = jnp.float32
+    int8_activations: bool = False  # with an int8 QTensor kernel: quantize inputs per token too
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -60,8 +63,16 @@ class Linear(nn.Module):
         # XLA:CPU's weight-gradient matmul several times slower.)
         lead = x.shape[: x.ndim - self.n_in]
         x2 = x.reshape(-1, math.prod(in_shape)).astype(self.dtype)
-        k2 = kernel.reshape(math.prod(in_shape), math.prod(self.features)).astype(self.dtype)
-        y = jnp.dot(x2, k2, preferred_element_type=jnp.float32).reshape(*lead, *self.features)
+        if isinstance(kernel, QTensor):  # a quantized checkpoint (memgpt_jax.compress)
+            if kernel.bits == 8 and self.int8_activations:
+                y2 = int8_matmul(x2, kernel)  # integer GEMM, int32 accumulation
+            else:
+                k2 = dequantize(kernel, self.dtype).reshape(math.prod(in_shape), -1)  # fused into the read
+                y2 = jnp.dot(x2, k2, preferred_element_type=jnp.float32)
+        else:
+            k2 = kernel.reshape(math.prod(in_shape), math.prod(self.features)).astype(self.dtype)
+            y2 = jnp.dot(x2, k2, preferred_element_type=jnp.float32)
+        y = y2.reshape(*lead, *self.features)
         if self.use_bias:
             bias = self.param(
                 "bias",

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from memgpt_jax.attention import AttentionFn, make_attention_fn
+from memgpt_jax.compress.quantize import QTensor, dequantize
 from memgpt_jax.config import ModelConfig
 from memgpt_jax.layers import Linear, Norm, activation, apply_rope, normal_init
 
@@ -82,8 +83,8 @@ class Attention(nn.Module):
         cfg = self.config
         N, K, H, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.d_model
         proj = dict(
-            use_bias=cfg.use_bias, init_std=cfg.init_std,
-            param_dtype=cfg.jnp_param_dtype, dtype=cfg.jnp_compute_dtype,
+            use_bias=cfg.use_bias, init_std=cfg.init_std, param_dtype=cfg.jnp_param_dtype,
+            dtype=cfg.jnp_compute_dtype, int8_activations=cfg.int8_activations,
         )
         q_BTNH = Linear((N, H), ("embed", "heads", "head_dim"), name="query", **proj)(x_BTD)
         k_BTKH = Linear((K, H), ("embed", "kv_heads", "head_dim"), name="key", **proj)(x_BTD)
@@ -125,7 +126,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BTD: Array) -> Array:
         cfg = self.config
-        kw = dict(use_bias=cfg.use_bias, param_dtype=cfg.jnp_param_dtype, dtype=cfg.jnp_compute_dtype)
+        kw = dict(use_bias=cfg.use_bias, param_dtype=cfg.jnp_param_dtype, dtype=cfg.jnp_compute_dtype,
+                  int8_activations=cfg.int8_activations)
         h_BTF = Linear((cfg.mlp_dim,), ("embed", "mlp"), init_std=cfg.init_std, name="fc", **kw)(x_BTD)
         h_BTF = activation(cfg.activation, h_BTF)
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
@@ -165,13 +167,17 @@ class Embed(nn.Module):
         )
 
     def __call__(self, ids: Array) -> Array:
-        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+        table = self.embedding
+        if isinstance(table, QTensor):  # int8 rows: gather codes and row scales only
+            codes = jnp.take(table.q, ids, axis=0).astype(jnp.float32)
+            return (codes * jnp.take(table.scale, ids, axis=0)).astype(self.dtype)
+        return jnp.take(table, ids, axis=0).astype(self.dtype)
 
     def attend(self, x_BTD: Array) -> Array:
         """Tied output projection: float32 logits ``x @ embedding.T``."""
-        return jnp.einsum(
-            "btd,vd->btv", x_BTD, self.embedding.astype(self.dtype), preferred_element_type=jnp.float32
-        )
+        table = self.embedding
+        table = dequantize(table, self.dtype) if isinstance(table, QTensor) else table.astype(self.dtype)
+        return jnp.einsum("btd,vd->btv", x_BTD, table, preferred_element_type=jnp.float32)
 
 
 class CacheState(nn.Module):

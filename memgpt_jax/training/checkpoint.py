@@ -95,6 +95,27 @@ class Checkpointer:
         self.manager.close()
 
 
+def save_params(workdir: str, params: Any, meta: dict[str, Any], step: int = 0) -> str:
+    """Writes an inference-only checkpoint (parameters + meta, no optimizer state) that
+    ``load_params`` reads; ``meta`` may carry ``config``, ``tokenizer`` (bytes) and
+    ``quantization``. Returns the checkpoint directory."""
+    meta = dict(meta)
+    tokenizer = meta.pop("tokenizer", None)
+    quantization = meta.pop("quantization", None)
+    ckpt = Checkpointer(workdir, keep=1, async_save=False)
+    if ckpt.steps():
+        raise FileExistsError(f"{ckpt.directory} already holds checkpoints {ckpt.steps()}; choose a new --out")
+    meta_json = {
+        "step": int(step), "data_state": None, "config": meta.pop("config", None),
+        "tokenizer_b64": base64.b64encode(tokenizer).decode() if tokenizer else None,
+        "quantization": quantization, **meta,
+    }
+    ckpt.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params}),
+                                                    meta=ocp.args.JsonSave(meta_json)), force=True)
+    ckpt.close()
+    return ckpt.directory
+
+
 def abstract_like(tree: Any) -> Any:
     """``ShapeDtypeStruct``s (with shardings) describing ``tree``, for restoring."""
     return jax.tree.map(
@@ -124,6 +145,11 @@ def load_params(workdir: str, step: int | None = None) -> tuple[Any, dict[str, A
         if meta.get("tokenizer_b64"):
             meta["tokenizer"] = base64.b64decode(meta.pop("tokenizer_b64"))
         manager.close()
-        return restored["state"]["params"], meta
+        params = restored["state"]["params"]
+        if meta.get("quantization"):  # a quantized checkpoint: rebuild the QTensors
+            from memgpt_jax.compress.quantize import decode
+
+            params = decode(params, meta["quantization"]["tensors"])
+        return params, meta
     manager.close()
     raise FileNotFoundError(f"no usable checkpoint under {directory}")

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from memgpt_jax import model as model_lib
 from memgpt_jax.config import ModelConfig
@@ -101,6 +102,11 @@ class Trainer:
         if self.parallel not in ("pjit", "pmap"):
             raise ValueError(f"train.parallel: choose 'pjit' or 'pmap', got {self.parallel!r}")
         self.tx, self.schedule = make_optimizer(_to_dict(config.optim), self.steps_total)
+        self.prune_kind = str(tc.get("prune_kind", "none"))
+        if self.prune_kind != "none":  # recovery fine-tuning: pruned weights stay exactly zero
+            from memgpt_jax.compress.prune import freeze_zeros
+
+            self.tx = optax.chain(self.tx, freeze_zeros())
         self.rng = jax.random.key(int(tc.get("seed", 0)))
 
         # Teacher (distillation): outside the student's state, never saved with it.
@@ -126,10 +132,20 @@ class Trainer:
         init_from = self.config.train.get("init_from")
         if init_from:  # e.g. a classifier from a pretrained language model's backbone
             pretrained, _ = load_params(init_from)
-            if jax.tree.map(np.shape, pretrained["transformer"]) != jax.tree.map(np.shape, params["transformer"]):
+            if jax.tree.map(np.shape, pretrained) == jax.tree.map(np.shape, params):
+                params = jax.tree.map(np.asarray, pretrained)  # the whole model, head included
+                print(f"initialised every parameter from {init_from}", file=sys.stderr)
+            elif jax.tree.map(np.shape, pretrained["transformer"]) == jax.tree.map(np.shape, params["transformer"]):
+                params = {**params, "transformer": pretrained["transformer"]}
+                print(f"initialised the transformer from {init_from}", file=sys.stderr)
+            else:
                 raise ValueError(f"train.init_from={init_from}: its transformer differs in shape from this model's")
-            params = {**params, "transformer": pretrained["transformer"]}
-            print(f"initialised the transformer from {init_from}", file=sys.stderr)
+        if self.prune_kind != "none":
+            from memgpt_jax.compress.prune import apply_masks, magnitude_masks, sparsity
+
+            params = apply_masks(params, magnitude_masks(params, float(self.config.train.get("prune_sparsity", 0.5)),
+                                                         self.prune_kind))
+            print(f"pruned ({self.prune_kind}): {sparsity(params)}", file=sys.stderr)
         dc = self.config.get("distill")
         if self.teacher_params is not None and dc is not None and dc.get("init_from_teacher"):
             params = init_student_from_teacher(params, self.teacher_params, self.model_config, self.teacher_config)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.training import losses, topk_cache
 from memgpt_jax.training.state import TrainState
 
@@ -237,6 +238,7 @@ def make_eval_step(task: str, model: nn.Module, pmap: bool = False) -> Callable[
     ``weight``); the loop adds them over the eval set and divides at the end."""
 
     def eval_step(params: Any, batch: Any) -> dict[str, jax.Array]:
+        params = inference_params(params)  # quantized checkpoints: dequantize on the fly
         out = model.apply({"params": params}, batch["inputs"], deterministic=True, **model_inputs(task, batch))
         _, metrics, w = task_loss(task, out, batch)
         sums = {k: v * w for k, v in metrics.items()}

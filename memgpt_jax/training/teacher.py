@@ -19,12 +19,13 @@ from memgpt_jax.training.checkpoint import load_params
 
 
 def load_teacher(spec: str, head: str) -> tuple[Any, Any, ModelConfig]:
-    """``(teacher_model, teacher_params, teacher_config)`` from a run directory."""
-    if spec.startswith("hf:"):
-        raise ValueError(
-            f"distill.teacher={spec!r}: Hugging Face teachers need the export/import module "
-            "(memgpt_jax.export), which this installation does not have yet; give a memgpt-jax run directory"
-        )
+    """``(teacher_model, teacher_params, teacher_config)`` from a run directory, or from
+    a Hugging Face GPT-2 directory given as ``hf:DIR``."""
+    if spec.startswith("hf:"):  # a Hugging Face GPT-2 directory, converted on load
+        from memgpt_jax.export.hf_gpt2 import import_hf_gpt2
+
+        t_config, params = import_hf_gpt2(spec[len("hf:"):], head)
+        return model_lib.build(t_config, head), params, t_config
     params, meta = load_params(spec)
     config = meta.get("config") or {}
     if "model" not in config:
