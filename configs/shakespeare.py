@@ -5,7 +5,8 @@
     memgpt-jax pretrain --config configs/shakespeare.py:tiny --workdir runs/shakespeare_tiny   # seconds
 
 Variants: `base` (dense, ~10M parameters, 512 tokens), `sparse` (the same with
-causal window+global block-sparse attention), `tiny` (CPU smoke run).
+causal window+global block-sparse attention), `small` (~1.9M parameters, 256 tokens:
+CPU minutes; the compression benchmark's model), `tiny` (CPU smoke run).
 """
 
 import base
@@ -15,6 +16,8 @@ MODELS = {
                  attention=dict(pattern="dense", block_size=64)),
     "sparse": dict(vocab_size=264, d_model=384, n_layers=6, n_heads=6, max_len=512, dropout=0.1,
                    attention=dict(pattern="window_global", block_size=64, window=2, n_global=1)),
+    "small": dict(vocab_size=264, d_model=192, n_layers=4, n_heads=6, max_len=256, dropout=0.1,
+                  attention=dict(pattern="dense", block_size=64)),
     "tiny": dict(vocab_size=264, d_model=64, n_layers=2, n_heads=4, max_len=128, dropout=0.0,
                  attention=dict(pattern="dense", block_size=32)),
 }
@@ -24,6 +27,7 @@ def get_config(arg: str = "base"):
     if arg not in MODELS:
         raise ValueError(f"configs/shakespeare.py: variant {arg!r} not in {sorted(MODELS)}")
     tiny = arg == "tiny"
+    small = arg == "small"
     model = dict(MODELS[arg], compute_dtype="bfloat16")
     data = base.data(dataset="text", name="memgpt_text/shakespeare", tokenizer="bytes", seq_len=model["max_len"],
                      batch_size=8 if tiny else 32, eval_batch_size=8 if tiny else 32,
@@ -31,4 +35,8 @@ def get_config(arg: str = "base"):
     optim = base.optim(lr=3e-3 if tiny else 1e-3, warmup_steps=10 if tiny else 200, b2=0.99)
     train = base.train(steps=50 if tiny else 5000, log_every=10 if tiny else 50, eval_every=50 if tiny else 500,
                        checkpoint_every=50 if tiny else 500)
+    if small:
+        data.update(batch_size=16, eval_batch_size=16, eval_batches=40)
+        optim.update(lr=2e-3, warmup_steps=100)
+        train.update(steps=1500, eval_every=500, checkpoint_every=250)
     return base.config("lm", model, data, optim, train, base.distill())

@@ -13,7 +13,7 @@ VARIANTS = {
     "listops.py": ["teacher", "student", "lra_teacher", "lra_student"],
     "imdb.py": ["pretrain", "teacher", "student", "tiny", "teacher_tpu"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],
-    "shakespeare.py": ["base", "sparse", "tiny"],
+    "shakespeare.py": ["base", "sparse", "small", "tiny"],
     "listops_tiny.py": [None],
 }
 

@@ -293,7 +293,7 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
     writer = MetricWriter(workdir)
     seq_len = int(config.data.seq_len)
     fpt = flops_per_token(trainer.model_config, seq_len)
-    peak = measured_peak_flops()
+    peak = measured_peak_flops("bfloat16" if trainer.model_config.compute_dtype == "bfloat16" else "float32")
     n_params = count_params(trainer.model_config, trainer.head)
     bar = None
     if trainer.progress:

@@ -1,0 +1,130 @@
+"""Files for export and import: tensors to and from disk, and all-or-nothing directories.
+
+NumPy is the exchange type on our side (bfloat16 as ``ml_dtypes.bfloat16``,
+bit-exact both ways); tensors are written with ``safetensors`` and read from
+safetensors (single or sharded) or a PyTorch ``.bin``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from memgpt_jax.export.mapping import ConversionError
+
+
+def to_torch(array: np.ndarray):
+    """NumPy -> contiguous CPU ``torch.Tensor`` of the same dtype (bfloat16 bit-exact)."""
+    import torch
+
+    array = np.asarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array))  # a writable copy (restored arrays may be read-only)
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """``torch.Tensor`` -> NumPy of the same dtype (bfloat16 as ``ml_dtypes.bfloat16``)."""
+    import torch
+
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def save_tensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+    """Writes NumPy ``tensors`` as one safetensors file (``metadata``: str -> str)."""
+    from safetensors.torch import save_file
+
+    save_file({k: to_torch(v) for k, v in tensors.items()}, path, metadata=dict(metadata or {}))
+
+
+def load_tensors(path: str) -> dict[str, np.ndarray]:
+    """One safetensors file -> NumPy arrays."""
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise ConversionError(f"missing file {path}")
+    return {k: to_numpy(v) for k, v in load_file(path).items()}
+
+
+def load_state_dict_dir(directory: str) -> tuple[dict[str, np.ndarray], str]:
+    """The weights of a Hugging Face model directory: ``(tensors, file description)``.
+
+    Looks for ``model.safetensors``, a sharded ``model.safetensors.index.json``,
+    then ``pytorch_model.bin`` (loaded with ``weights_only=True``).
+    """
+    single = os.path.join(directory, "model.safetensors")
+    index = os.path.join(directory, "model.safetensors.index.json")
+    binary = os.path.join(directory, "pytorch_model.bin")
+    if os.path.isfile(single):
+        return load_tensors(single), single
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        tensors: dict[str, np.ndarray] = {}
+        for shard in shards:
+            tensors.update(load_tensors(os.path.join(directory, shard)))
+        return tensors, index
+    if os.path.isfile(binary):
+        import torch
+
+        state = torch.load(binary, map_location="cpu", weights_only=True)
+        return {k: to_numpy(v) for k, v in state.items()}, binary
+    raise ConversionError(
+        f"{directory}: no weights found (expected model.safetensors, model.safetensors.index.json "
+        "or pytorch_model.bin)"
+    )
+
+
+def read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConversionError(f"missing file {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{path} is not valid JSON: {e}") from None
+
+
+def write_json(path: str, data: Mapping) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str, *, overwrite: bool = False) -> Iterator[str]:
+    """Yields a fresh temporary directory next to ``out``; renames it to ``out`` on success.
+
+    On any exception the temporary directory is removed, so a failed export
+    never leaves a directory that looks complete. With ``overwrite``, an
+    existing ``out`` is replaced only after the new one is fully written.
+    """
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not overwrite:
+        raise ConversionError(f"output {out} already exists; remove it or pass --overwrite")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.rename(out, os.path.join(old, "replaced"))
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,149 @@
+"""The ``torch`` format: our parameters as safetensors for :class:`~memgpt_jax.export.torch_model.TorchGPT`.
+
+An exported directory holds::
+
+    config.json                    {"format": "memgpt-jax/torch", "head": ..., "model": ModelConfig.to_dict(), ...}
+    model.safetensors              weights, named and laid out by ``mapping.ROWS`` (torch column)
+    attention_layout.safetensors   block-sparse configs only: the layout's block table
+    modeling_memgpt.py             a copy of ``torch_model.py`` (PyTorch only), so the directory
+                                   loads without memgpt-jax: ``from modeling_memgpt import TorchGPT``
+    memgpt_tokenizer.json          the run's tokenizer (``Tokenizer.to_config()``), when it has one
+    tokenizer.model                sentencepiece tokenizers: the model file itself
+
+Export writes into a temporary directory renamed at the end, so a failure leaves
+nothing that looks complete. :func:`import_torch` reads such a directory back
+into our parameter tree (bit-exact).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from memgpt_jax.config import ModelConfig
+from memgpt_jax.export import io, mapping, torch_model
+from memgpt_jax.export.mapping import ConversionError
+from memgpt_jax.export.torch_model import CONFIG_FILE, FORMAT, LAYOUT_FILE, WEIGHTS_FILE
+
+FORMAT_VERSION = 1
+TOKENIZER_FILE = "memgpt_tokenizer.json"
+SPM_FILE = "tokenizer.model"
+MODELING_FILE = "modeling_memgpt.py"  # a copy of torch_model.py: loads the directory without memgpt-jax
+HEADS = ("lm", "classification", "qa")
+
+
+def expected_params(config: ModelConfig, head: str) -> Any:
+    """Our parameter tree of ``config``/``head`` as ``ShapeDtypeStruct``s (traced, not computed)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from memgpt_jax import model as model_lib
+
+    if head not in HEADS:
+        raise ConversionError(f"unknown head {head!r}; choose one of {HEADS}")
+    model = model_lib.build(config, head)
+    ids = jnp.zeros((1, min(config.max_len, 8)), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids))
+    return nn.meta.unbox(shapes["params"])
+
+
+def check_params(params: Any, config: ModelConfig, head: str, source: str) -> None:
+    """Raises :class:`ConversionError` unless ``params`` has exactly the tree and shapes of ``config``."""
+    want = {k: tuple(v.shape) for k, v in mapping.flatten(expected_params(config, head)).items()}
+    have = {k: tuple(np.shape(v)) for k, v in mapping.flatten(params).items()}
+    for path in sorted(set(want) | set(have)):
+        if path not in have:
+            raise ConversionError(f"{source}: parameter {path!r} is missing for the saved config")
+        if path not in want:
+            raise ConversionError(f"{source}: parameter {path!r} does not belong to the saved config")
+        if want[path] != have[path]:
+            raise ConversionError(f"{source}: parameter {path!r} has shape {have[path]}, config gives {want[path]}")
+
+
+def layout_table(config: ModelConfig) -> dict[str, np.ndarray]:
+    """The block table of the config's sparse layout over ``max_len`` (row-stable, so it
+    serves every shorter length): ``mask_table [P, b, b]`` and ``tile_mask_ids [h, nq, nk]``."""
+    from memgpt_jax.attention import layout as L
+
+    lay = L.from_config(config.attention, config.max_len, config.max_len).require_causal("the exported model")
+    return {"mask_table": np.asarray(lay.mask_table, bool), "tile_mask_ids": np.asarray(lay.tile_mask_ids, np.int32)}
+
+
+def write_tokenizer(directory: str, tokenizer: bytes | None) -> list[str]:
+    """Writes the run's tokenizer (JSON of ``to_config()``) and, for sentencepiece, its model file."""
+    if not tokenizer:
+        return []
+    try:
+        spec = json.loads(tokenizer.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ConversionError("the checkpoint's tokenizer is not the JSON of Tokenizer.to_config()") from None
+    io.write_json(os.path.join(directory, TOKENIZER_FILE), spec)
+    files = [TOKENIZER_FILE]
+    if spec.get("kind") == "sentencepiece":
+        with open(os.path.join(directory, SPM_FILE), "wb") as f:
+            f.write(base64.b64decode(spec["model_b64"]))
+        files.append(SPM_FILE)
+    return files
+
+
+def export_torch(
+    params: Any,
+    config: ModelConfig,
+    head: str,
+    out: str,
+    *,
+    tokenizer: bytes | None = None,
+    source: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Writes ``params`` of a ``config``/``head`` model as a torch-format directory ``out``."""
+    check_params(params, config, head, "export")
+    tensors, leftovers = mapping.to_target(params, "torch")
+    assert not leftovers, leftovers  # every parameter has a torch name
+    with io.atomic_directory(out, overwrite=overwrite) as tmp:
+        io.save_tensors(os.path.join(tmp, WEIGHTS_FILE), tensors, {"format": "pt"})
+        files = [WEIGHTS_FILE]
+        if not config.attention.is_dense:
+            io.save_tensors(os.path.join(tmp, LAYOUT_FILE), layout_table(config), {"format": "pt"})
+            files.append(LAYOUT_FILE)
+        shutil.copyfile(torch_model.__file__, os.path.join(tmp, MODELING_FILE))  # self-contained directory
+        files += [MODELING_FILE] + write_tokenizer(tmp, tokenizer)
+        io.write_json(os.path.join(tmp, CONFIG_FILE), {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "head": head, "model": config.to_dict(),
+            "files": files + [CONFIG_FILE], "source": dict(source or {}),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+    return os.path.abspath(out)
+
+
+def import_torch(directory: str) -> tuple[ModelConfig, str, Any]:
+    """A torch-format directory -> ``(config, head, params)`` (NumPy arrays, bit-exact)."""
+    meta = io.read_json(os.path.join(directory, CONFIG_FILE))
+    if meta.get("format") != FORMAT:
+        raise ConversionError(f"{directory}/{CONFIG_FILE}: format {meta.get('format')!r} is not {FORMAT!r}")
+    for key in ("head", "model"):
+        if key not in meta:
+            raise ConversionError(f"{directory}/{CONFIG_FILE}: missing field {key!r}")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+    except (TypeError, ValueError) as e:
+        raise ConversionError(f"{directory}/{CONFIG_FILE}: invalid model config: {e}") from None
+    weights = os.path.join(directory, WEIGHTS_FILE)
+    tensors = io.load_tensors(weights)
+    params = mapping.from_target(tensors, expected_params(config, meta["head"]), "torch", source=weights)
+    return config, meta["head"], params
+
+
+def read_tokenizer(directory: str) -> bytes | None:
+    """The tokenizer bytes (as a checkpoint stores them) of an exported directory, if any."""
+    path = os.path.join(directory, TOKENIZER_FILE)
+    if not os.path.isfile(path):
+        return None
+    return json.dumps(io.read_json(path)).encode()

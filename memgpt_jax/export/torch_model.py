@@ -1,0 +1,383 @@
+"""A pure-PyTorch twin of the memgpt-jax model, loaded from an exported directory.
+
+This module imports only PyTorch, NumPy and safetensors (never JAX), so a
+directory written by ``memgpt-jax export --format torch`` runs wherever
+PyTorch does::
+
+    from memgpt_jax.export.torch_model import TorchGPT
+    model = TorchGPT.from_pretrained("exported/")          # config.json + model.safetensors
+    out = model(input_ids, attention_mask=mask)             # out.logits [B, T, vocab]
+    new_tokens = model.generate(prompt_ids, max_new_tokens=32)   # greedy, KV cache
+
+Every switch of ``ModelConfig`` is honoured: learned or rotary positions,
+LayerNorm or RMSNorm (computed in float32, as in JAX), the four activations,
+grouped-query attention, biases on or off, tied or untied LM head, and the
+three heads (``lm``, ``classification`` with last/mean pooling, ``qa``).
+Block-sparse layouts arrive as their block table (``attention_layout.safetensors``)
+and become one exact boolean token mask ``[heads, max_len, max_len]``; the
+causal layouts are row-stable, so its top-left corner is the layout of any
+shorter sequence. Attention is computed densely under that mask (scores and
+softmax in float32, fully masked rows give zeros), mirroring
+``memgpt_jax.attention.reference``. The module computes in its weights' dtype
+(float32 as exported from float32 parameters; ``from_pretrained(dir, dtype=torch.bfloat16)``
+for bfloat16), not the JAX ``compute_dtype``; parity is stated for float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FORMAT = "memgpt-jax/torch"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LAYOUT_FILE = "attention_layout.safetensors"
+_NEG_INF = -1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchConfig:
+    """The architecture fields of ``memgpt_jax.config.ModelConfig`` the forward pass needs."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    max_len: int = 1024
+    layer_norm_eps: float = 1e-5
+    activation: str = "gelu_tanh"
+    norm: str = "layernorm"
+    position: str = "learned"
+    rope_theta: float = 10000.0
+    use_bias: bool = True
+    tie_embeddings: bool = True
+    num_labels: int = 2
+    pooling: str = "last"
+    pad_id: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TorchConfig":
+        """From ``ModelConfig.to_dict()``; training-only fields (dropout, dtypes, ...) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+
+@dataclasses.dataclass
+class TorchOutput:
+    logits: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    cache: "KVCache | None" = None
+
+
+@dataclasses.dataclass
+class KVCache:
+    """Keys/values of every layer so far, and which cached keys are real (not padding)."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    valid: torch.Tensor  # [B, S] bool
+
+    @property
+    def length(self) -> int:
+        return self.valid.shape[1]
+
+
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm in float32 (parameters ``weight`` [and ``bias``])."""
+
+    def __init__(self, d: int, kind: str, eps: float) -> None:
+        super().__init__()
+        self.kind, self.eps = kind, eps
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d)) if kind == "layernorm" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        if self.kind == "layernorm":
+            mean = x32.mean(-1, keepdim=True)
+            var = (x32 - mean).square().mean(-1, keepdim=True)
+            y = (x32 - mean) * torch.rsqrt(var + self.eps) * self.weight.float() + self.bias.float()
+        else:
+            y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return y.to(x.dtype)
+
+
+def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "relu":
+        return F.relu(x)
+    if name == "silu":
+        return F.silu(x)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def apply_rope(x_BTNH: torch.Tensor, positions_BT: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding, rotate-half convention, in float32 (as ``memgpt_jax.layers.apply_rope``)."""
+    H = x_BTNH.shape[-1]
+    freqs = theta ** (-torch.arange(0, H, 2, dtype=torch.float32) / H)
+    angles = positions_BT[..., None].float() * freqs  # [B, T, H/2]
+    sin, cos = torch.sin(angles)[:, :, None, :], torch.cos(angles)[:, :, None, :]
+    x = x_BTNH.float()
+    x1, x2 = x[..., : H // 2], x[..., H // 2 :]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x_BTNH.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TorchConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        N, K, H, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.d_model
+        self.query = nn.Linear(D, N * H, bias=cfg.use_bias)
+        self.key = nn.Linear(D, K * H, bias=cfg.use_bias)
+        self.value = nn.Linear(D, K * H, bias=cfg.use_bias)
+        self.out = nn.Linear(N * H, D, bias=cfg.use_bias)
+
+    def forward(self, x_BTD, positions_BT, keep_BNTS, past=None):
+        cfg = self.cfg
+        B, T, _ = x_BTD.shape
+        N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        q_BTNH = self.query(x_BTD).view(B, T, N, H)
+        k_BTKH = self.key(x_BTD).view(B, T, K, H)
+        v_BTKH = self.value(x_BTD).view(B, T, K, H)
+        if cfg.position == "rope":
+            q_BTNH = apply_rope(q_BTNH, positions_BT, cfg.rope_theta)
+            k_BTKH = apply_rope(k_BTKH, positions_BT, cfg.rope_theta)
+        if past is not None:
+            k_BTKH = torch.cat([past[0], k_BTKH], dim=1)
+            v_BTKH = torch.cat([past[1], v_BTKH], dim=1)
+        S, G = k_BTKH.shape[1], N // K
+        q_BTKGH = q_BTNH.reshape(B, T, K, G, H)
+        scores = torch.einsum("btkgh,bskh->bkgts", q_BTKGH.float(), k_BTKH.float()) * H**-0.5
+        scores_BNTS = scores.reshape(B, N, T, S).masked_fill(~keep_BNTS, _NEG_INF)
+        weights = torch.softmax(scores_BNTS, dim=-1).masked_fill(~keep_BNTS, 0.0)  # empty rows -> 0
+        probs = weights.reshape(B, K, G, T, S).to(v_BTKH.dtype)
+        o_BTNH = torch.einsum("bkgts,bskh->btkgh", probs, v_BTKH).reshape(B, T, N * H).to(x_BTD.dtype)
+        return self.out(o_BTNH), (k_BTKH, v_BTKH)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TorchConfig) -> None:
+        super().__init__()
+        self.act = cfg.activation
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_dim, bias=cfg.use_bias)
+        self.proj = nn.Linear(cfg.mlp_dim, cfg.d_model, bias=cfg.use_bias)
+
+    def forward(self, x):
+        return self.proj(activation(self.act, self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TorchConfig) -> None:
+        super().__init__()
+        self.ln_1 = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
+        self.attn = Attention(cfg)
+        self.ln_2 = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, positions, keep, past=None):
+        h, kv = self.attn(self.ln_1(x), positions, keep, past)
+        x = x + h
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+class Transformer(nn.Module):
+    """Embeddings, blocks, final norm (state-dict names as in ``mapping.ROWS``)."""
+
+    def __init__(self, cfg: TorchConfig) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
+
+
+class TorchGPT(nn.Module):
+    """The memgpt-jax model in PyTorch, for ``head`` in ``{"lm", "classification", "qa"}``.
+
+    ``layout_mask``: optional ``bool [heads or 1, max_len, max_len]`` token mask of a
+    block-sparse layout (causality is always applied on top).
+    """
+
+    def __init__(self, config: TorchConfig | Mapping[str, Any], head: str = "lm",
+                 layout_mask: torch.Tensor | None = None) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, TorchConfig) else TorchConfig.from_dict(config)
+        if head not in ("lm", "classification", "qa"):
+            raise ValueError(f"unknown head {head!r}; choose lm, classification or qa")
+        self.config, self.head = cfg, head
+        self.transformer = Transformer(cfg)
+        if head == "lm" and not cfg.tie_embeddings:
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        elif head == "classification":
+            self.score = nn.Linear(cfg.d_model, cfg.num_labels)
+        elif head == "qa":
+            self.qa_outputs = nn.Linear(cfg.d_model, 2)
+        if layout_mask is not None:
+            layout_mask = torch.as_tensor(layout_mask, dtype=torch.bool)
+            if layout_mask.ndim == 2:
+                layout_mask = layout_mask[None]
+            if layout_mask.shape[1:] != (cfg.max_len, cfg.max_len) or layout_mask.shape[0] not in (1, cfg.n_heads):
+                raise ValueError(f"layout_mask must be [1 or {cfg.n_heads}, {cfg.max_len}, {cfg.max_len}], "
+                                 f"got {tuple(layout_mask.shape)}")
+        self.register_buffer("layout_mask", layout_mask, persistent=False)
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: str, dtype: torch.dtype | None = None) -> "TorchGPT":
+        """Loads ``config.json``, ``model.safetensors`` and, for sparse layouts,
+        ``attention_layout.safetensors`` from an exported directory."""
+        from safetensors.torch import load_file
+
+        path = os.path.join(directory, CONFIG_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"missing file {path} (write one with `memgpt-jax export --format torch`)")
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+        weights = os.path.join(directory, WEIGHTS_FILE)
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"missing file {weights}")
+        layout_path = os.path.join(directory, LAYOUT_FILE)
+        cfg = TorchConfig.from_dict(meta["model"])
+        layout = None
+        if meta["model"].get("attention", {}).get("pattern", "dense") != "dense":
+            if not os.path.isfile(layout_path):
+                raise FileNotFoundError(f"missing file {layout_path} (the config's attention is block-sparse)")
+            layout = layout_mask_from_table(load_file(layout_path), cfg.max_len)
+        model = cls(cfg, meta["head"], layout_mask=layout)
+        state = load_file(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{weights}: missing tensors {missing}, unexpected tensors {unexpected}")
+        return model.to(dtype) if dtype is not None else model
+
+    # -- forward -----------------------------------------------------------------------------
+    def _keep(self, B, T, S, offset, kv_valid, q_seg, kv_seg):
+        q_pos = torch.arange(T)[:, None] + offset
+        keep = (torch.arange(S)[None, :] <= q_pos)[None, None]  # [1, 1, T, S]
+        if self.layout_mask is not None:
+            if offset + T > self.config.max_len:
+                raise ValueError(f"positions up to {offset + T} exceed max_len={self.config.max_len}")
+            keep = keep & self.layout_mask[None, :, offset:offset + T, :S]
+        if kv_valid is not None:
+            keep = keep & kv_valid[:, None, None, :]
+        if q_seg is not None:
+            keep = keep & (q_seg[:, :, None] == kv_seg[:, None, :])[:, None]
+        return keep
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        use_cache: bool = False,
+    ) -> TorchOutput:
+        """``input_ids [B, T]``; ``attention_mask [B, T]`` (1/True for real tokens,
+        our ``kv_valid``); ``segment_ids [B, T]`` for packed rows (not with a cache).
+        With ``cache`` (or ``use_cache``), the tokens are appended to it (KV-cache decoding)."""
+        cfg = self.config
+        B, T = input_ids.shape
+        offset = cache.length if cache is not None else 0
+        if offset + T > cfg.max_len:
+            raise ValueError(f"sequence length {offset + T} exceeds max_len={cfg.max_len}")
+        valid = None if attention_mask is None else attention_mask.bool()
+        if cache is not None or use_cache:
+            if segment_ids is not None:
+                raise ValueError("segment_ids are not supported with a KV cache")
+            new = torch.ones(B, T, dtype=torch.bool) if valid is None else valid
+            kv_valid = new if cache is None else torch.cat([cache.valid, new], dim=1)
+        else:
+            kv_valid = valid
+        if position_ids is None:
+            position_ids = (torch.arange(T) + offset).expand(B, T)
+        keep = self._keep(B, T, offset + T, offset, kv_valid, segment_ids, segment_ids)
+
+        tr = self.transformer
+        x = tr.wte(input_ids)
+        if tr.wpe is not None:
+            x = x + tr.wpe(position_ids)
+        layers = []
+        for i, block in enumerate(tr.h):
+            x, kv = block(x, position_ids, keep, None if cache is None else cache.layers[i])
+            layers.append(kv)
+        h = tr.ln_f(x)
+        out = TorchOutput(last_hidden_state=h)
+        if cache is not None or use_cache:
+            out.cache = KVCache(layers, kv_valid)
+        if self.head == "lm":
+            if cfg.tie_embeddings:
+                out.logits = torch.einsum("btd,vd->btv", h.float(), tr.wte.weight.float())
+            else:
+                out.logits = self.lm_head(h).float()
+        elif self.head == "classification":
+            out.logits = self.score(pool(h, valid, cfg.pooling)).float()
+        else:
+            logits = self.qa_outputs(h).float()
+            if valid is not None:
+                logits = logits.masked_fill(~valid[..., None], -1e9)
+            out.start_logits, out.end_logits = logits[..., 0], logits[..., 1]
+        return out
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int,
+                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy decoding with the KV cache; returns the new tokens ``[B, max_new_tokens]``."""
+        if self.head != "lm":
+            raise ValueError(f"generate needs the lm head, this model has {self.head!r}")
+        out = self(input_ids, attention_mask=attention_mask, use_cache=True)
+        tokens = [out.logits[:, -1].argmax(-1)]
+        for _ in range(max_new_tokens - 1):
+            out = self(tokens[-1][:, None], cache=out.cache)
+            tokens.append(out.logits[:, -1].argmax(-1))
+        return torch.stack(tokens, dim=1)
+
+
+def pool(h_BTD: torch.Tensor, valid_BT: torch.Tensor | None, how: str) -> torch.Tensor:
+    """``[B, T, D] -> [B, D]``: the last valid token, or the mean over valid tokens."""
+    B, T, _ = h_BTD.shape
+    valid = torch.ones(B, T, dtype=torch.bool) if valid_BT is None else valid_BT.bool()
+    if how == "mean":
+        w = valid.float()[..., None]
+        return ((h_BTD.float() * w).sum(1) / w.sum(1).clamp_min(1.0)).to(h_BTD.dtype)
+    last = T - 1 - valid.flip(1).int().argmax(1)  # last True position (0 if none)
+    return h_BTD[torch.arange(B), last]
+
+
+def layout_mask_from_table(table: Mapping[str, torch.Tensor], max_len: int) -> torch.Tensor:
+    """The token mask ``bool [heads, L, L]`` of an exported block table:
+    ``tile_mask_ids [heads, nq, nk]`` indexing ``mask_table [P, block, block]``."""
+    for name in ("mask_table", "tile_mask_ids"):
+        if name not in table:
+            raise ValueError(f"attention layout file lacks tensor {name!r}")
+    tiles = table["mask_table"].bool()[table["tile_mask_ids"].long()]  # [h, nq, nk, b, b]
+    h, nq, nk, b, _ = tiles.shape
+    if (nq * b, nk * b) != (max_len, max_len):
+        raise ValueError(f"attention layout covers {nq * b}x{nk * b} tokens, the config's max_len is {max_len}")
+    return tiles.permute(0, 1, 3, 2, 4).reshape(h, nq * b, nk * b)
