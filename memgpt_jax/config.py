@@ -17,8 +17,6 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-import jax.numpy as jnp
-
 _DTYPES = ("float32", "bfloat16", "float16")
 PATTERNS = ("dense", "causal", "local", "window_global", "strided", "fixed", "bigbird")
 IMPLS = ("auto", "dense", "xla", "pallas")
@@ -160,10 +158,14 @@ class ModelConfig:
 
     @property
     def jnp_param_dtype(self) -> Any:
+        import jax.numpy as jnp  # lazy: the config (and the PyTorch side) need no JAX
+
         return jnp.dtype(self.param_dtype)
 
     @property
     def jnp_compute_dtype(self) -> Any:
+        import jax.numpy as jnp
+
         return jnp.dtype(self.compute_dtype)
 
     @property

@@ -35,6 +35,10 @@ def test_int4_error_bound_and_packing():
     assert t.q.dtype == jnp.uint8 and t.q.shape == (64, 24) and t.scale.shape == (2, 24)
     err = jnp.abs(Q.dequantize(t) - w).reshape(2, 64, 24)
     assert bool(jnp.all(err <= t.scale[:, None, :] / 2 + 1e-6))
+    odd = jax.random.normal(jax.random.key(4), (96, 5))  # 96 = 1.5 groups of 64: zero-padded
+    t_odd = Q.quantize(odd, 4, group=64)
+    assert t_odd.q.shape == (64, 5) and t_odd.scale.shape == (2, 5)
+    assert Q.dequantize(t_odd).shape == (96, 5) and float(jnp.max(jnp.abs(Q.dequantize(t_odd) - odd))) < 0.5
     every = jnp.arange(-8, 8, dtype=jnp.int8).reshape(16, 1).repeat(3, axis=1)
     np.testing.assert_array_equal(Q.unpack_int4(Q.pack_int4(every)), every)
 

@@ -38,8 +38,8 @@ class QTensor:
 
     int8: ``q`` int8 in the tensor's own shape; ``scale`` float32 broadcastable to it
     (one per output channel: ``[1] * n_in + out_shape``; embeddings ``[vocab, 1]``).
-    int4: ``q`` uint8 ``[n_in / 2, n_out]`` (two values a byte, along the input axis);
-    ``scale`` ``[n_in / group, n_out]``.
+    int4: ``q`` uint8 ``[padded_in / 2, n_out]`` (two values a byte, along the input
+    axis, zero-padded to whole groups); ``scale`` ``[padded_in / group, n_out]``.
     """
 
     q: Array
@@ -88,13 +88,15 @@ def quantize(w: Array, bits: int = 8, group: int = 64, n_in: int = 1) -> QTensor
         return QTensor(q, scale, tuple(w.shape), 8, n_in, 0)
     m = w.T if n_in == 0 else w.reshape(math.prod(w.shape[:n_in]), -1)  # [in, out]
     rows, cols = m.shape
-    g = min(group, rows)
-    if rows % g or g % 2:
-        raise ValueError(f"int4 group {g} must be even and divide the input size {rows} (tensor {tuple(w.shape)})")
-    grouped = m.reshape(rows // g, g, cols)
+    if group < 2 or group % 2:
+        raise ValueError(f"int4 group must be an even number >= 2, got {group}")
+    g = min(group, rows + rows % 2)
+    padded = -(-rows // g) * g  # zero rows up to a whole number of groups; dropped on dequantize
+    m = jnp.pad(m, ((0, padded - rows), (0, 0)))
+    grouped = m.reshape(padded // g, g, cols)
     scale = jnp.max(jnp.abs(grouped), axis=1) / 7.0  # [in/g, out]
     scale = jnp.where(scale == 0, 1.0, scale)
-    q = jnp.clip(jnp.round(grouped / scale[:, None, :]), -8, 7).reshape(rows, cols)
+    q = jnp.clip(jnp.round(grouped / scale[:, None, :]), -8, 7).reshape(padded, cols)
     return QTensor(pack_int4(q), scale, tuple(w.shape), 4, n_in, g)
 
 
@@ -102,8 +104,10 @@ def dequantize(t: QTensor, dtype: Any = jnp.float32) -> Array:
     if t.bits == 8:
         return (t.q.astype(jnp.float32) * t.scale).astype(dtype)
     q = unpack_int4(t.q).astype(jnp.float32)
-    rows, cols = q.shape
-    m = (q.reshape(rows // t.group, t.group, cols) * t.scale[:, None, :]).reshape(rows, cols)
+    padded, cols = q.shape
+    m = (q.reshape(padded // t.group, t.group, cols) * t.scale[:, None, :]).reshape(padded, cols)
+    rows = t.shape[1] if t.n_in == 0 else math.prod(t.shape[: t.n_in])
+    m = m[:rows]
     return (m.T if t.n_in == 0 else m).reshape(t.shape).astype(dtype)
 
 
@@ -118,18 +122,13 @@ def _input_axes(path: tuple, ndim: int) -> int:
 
 
 def quantize_params(params: Any, bits: int = 8, group: int = 64) -> Any:
-    """Quantizes every kernel and embedding; the rest is kept as is. int4 uses
-    int8 for a tensor whose input size the group does not divide (see ``summary``)."""
+    """Quantizes every kernel and embedding; the rest is kept as is. (int4: an input
+    size that the group does not divide is zero-padded to whole groups.)"""
 
     def one(path: tuple, w: Any) -> Any:
         if np.ndim(w) < 2 or getattr(path[-1], "key", None) not in ("kernel", "embedding"):
             return w
-        n_in = _input_axes(path, np.ndim(w))
-        rows = w.shape[1] if n_in == 0 else math.prod(w.shape[:n_in])
-        g = min(group, rows)
-        if bits == 4 and (rows % g or g % 2):
-            return quantize(w, 8, n_in=n_in)
-        return quantize(w, bits, group, n_in)
+        return quantize(w, bits, group, _input_axes(path, np.ndim(w)))
 
     return jax.tree_util.tree_map_with_path(one, params)
 

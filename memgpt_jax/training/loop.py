@@ -114,6 +114,12 @@ class Trainer:
         dc = config.get("distill")
         if dc is not None and dc.get("teacher"):
             self.teacher_model, self.teacher_params, self.teacher_config = load_teacher(dc.teacher, self.head)
+            if self.task == "lm" and self.teacher_config.vocab_size != self.model_config.vocab_size:
+                raise ValueError(f"distill.teacher={dc.teacher}: vocabulary {self.teacher_config.vocab_size} differs "
+                                 f"from the student's model.vocab_size={self.model_config.vocab_size}")
+            if self.task != "lm" and self.teacher_config.num_labels != self.model_config.num_labels:
+                raise ValueError(f"distill.teacher={dc.teacher}: {self.teacher_config.num_labels} labels, "
+                                 f"the student has model.num_labels={self.model_config.num_labels}")
             self.distill = DistillSettings(
                 kind=dc.get("kind", "forward_kl"), temperature=float(dc.get("temperature", 2.0)),
                 alpha=float(dc.get("alpha", 0.5)), beta=float(dc.get("beta", 0.5)),
