@@ -1,0 +1,321 @@
+"""Gather-based block-sparse attention in plain JAX: the CPU default, a fallback everywhere.
+
+For each query block the kept key/value blocks are gathered (padded to the
+largest row of its group), scores are computed on those tiles only, partial
+tiles get their exact token mask, and the softmax runs over kept entries only.
+Query blocks are processed in chunks (``lax.map`` / ``lax.scan``), so memory is
+bounded by one chunk of tiles plus the inputs: linear in sequence length for a
+fixed number of kept blocks per row. Rows of very different kept counts (global
+query tokens, strided summaries) are split into groups
+(:meth:`BlockLayout.row_groups`), so a few dense rows do not inflate the padding
+of every other row.
+
+The gradient is a ``custom_vjp`` in the style of FlashAttention: the forward pass
+saves only the output and the row log-sum-exp; the backward pass recomputes the
+probabilities per chunk and accumulates ``dk``/``dv`` into their blocks
+(scatter-add over the same block indices), so nothing of size ``T x S`` is kept.
+
+Shapes inside: ``B`` batch, ``H`` streams (kv heads; query heads for per-head
+layouts), ``G`` query heads per stream, ``n`` blocks, ``b`` block size, ``R``
+query blocks of a chunk, ``W`` kept slots per row, ``Q = G * b`` query rows per
+block, ``D`` head dim, ``I`` layout maps (1 or ``H``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memgpt_jax.attention.common import NEG_INF, check_layout, key_segments
+from memgpt_jax.attention.layout import BlockLayout
+from memgpt_jax.attention.reference import check_shapes
+
+Array = jax.Array
+_F32 = jnp.float32
+_NO_KEY_LSE = 1e30  # log-sum-exp stored for rows without keys: exp(s - lse) == 0
+
+DEFAULT_CHUNK_BYTES = 4 << 20  # f32 score bytes per chunk: stays in the last-level cache
+
+
+def to_streams(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, layout_heads: int):
+    """Head-major views ``(q [B, H, T, G, D], k [B, H, S, D], v [B, H, S, D])``.
+
+    With a shared layout the streams are the ``K`` kv heads and ``G = N // K``
+    query heads ride along each; with per-head layouts every query head is its
+    own stream (kv heads repeated).
+    """
+    B, T, N, D = q_BTNH.shape
+    K = k_BSKH.shape[2]
+    if layout_heads != 1:
+        k_BSKH, v_BSKH = (jnp.repeat(x, N // K, axis=2) for x in (k_BSKH, v_BSKH))
+    hk = k_BSKH.shape[2]
+    q_BHTGD = q_BTNH.reshape(B, T, hk, N // hk, D).transpose(0, 2, 1, 3, 4)
+    return q_BHTGD, k_BSKH.transpose(0, 2, 1, 3), v_BSKH.transpose(0, 2, 1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Static description of one call: the layout and how its rows are chunked."""
+
+    layout: BlockLayout
+    scale: float
+    chunk_bytes: int
+
+    def groups(self, B: int, H: int, G: int):
+        """Per row group: ``(rows_padded, n_rows, n_chunks, rows_per_chunk, idx, mid)`` (NumPy)."""
+        b = self.layout.block
+        out = []
+        for rows, idx, mid in self.layout.row_groups():
+            n_rows, W = len(rows), idx.shape[-1]
+            per_row = B * H * G * b * W * b * 4
+            target = max(1, min(n_rows, self.chunk_bytes // per_row))
+            rc = next((r for r in range(target, max(target // 2, 1) - 1, -1) if n_rows % r == 0), target)
+            nc = math.ceil(n_rows / rc)
+            pad = nc * rc - n_rows  # repeat the last row; its results are dropped
+            rows_p = np.concatenate([rows, np.repeat(rows[-1:], pad)])
+            idx_p = np.concatenate([idx, np.repeat(idx[:, -1:], pad, axis=1)], axis=1)
+            mid_p = np.concatenate([mid, np.repeat(mid[:, -1:], pad, axis=1)], axis=1)
+            out.append((rows_p, n_rows, nc, rc, idx_p, mid_p))
+        return out
+
+
+def _to_chunks(x_Bn, rows_p, nc, rc):
+    """Rows of ``x [B, n, b, H, G, ...]`` -> chunk-major ``[nc, B, H, rc, G * b, ...]``."""
+    if not np.array_equal(rows_p, np.arange(x_Bn.shape[1])):
+        x_Bn = jnp.take(x_Bn, rows_p, axis=1)
+    B, _, b, H, G = x_Bn.shape[:5]
+    rest = x_Bn.shape[5:]
+    x = x_Bn.reshape(B, nc, rc, b, H, G, *rest)
+    perm = (1, 0, 4, 2, 5, 3) + tuple(range(6, 6 + len(rest)))
+    return x.transpose(perm).reshape(nc, B, H, rc, G * b, *rest)
+
+
+def _from_chunks(x_c, n_rows, b):
+    """Inverse of :func:`_to_chunks` (padding rows dropped): ``[B, n_rows, b, H, G, ...]``."""
+    nc, B, H, rc, Q = x_c.shape[:5]
+    rest = x_c.shape[5:]
+    x = x_c.reshape(nc, B, H, rc, Q // b, b, *rest)
+    perm = (1, 0, 3, 5, 2, 4) + tuple(range(6, 6 + len(rest)))
+    return x.transpose(perm).reshape(B, nc * rc, b, H, Q // b, *rest)[:, :n_rows]
+
+
+def _gather_kv(x_BnbHD, idx_IRW):
+    """Kept blocks per row: ``[B, n, b, H, D]`` -> ``[B, H, R, W * b, D]``."""
+    B, _, b, H, D = x_BnbHD.shape
+    I, R, W = idx_IRW.shape
+    if I == 1:
+        g = jnp.take(x_BnbHD, idx_IRW[0], axis=1)  # [B, R, W, b, H, D]
+        return g.transpose(0, 4, 1, 2, 3, 5).reshape(B, H, R, W * b, D)
+    g = jax.vmap(lambda x, i: jnp.take(x, i, axis=1), in_axes=(3, 0))(x_BnbHD, idx_IRW)  # [H, B, R, W, b, D]
+    return g.transpose(1, 0, 2, 3, 4, 5).reshape(B, H, R, W * b, D)
+
+
+def _scatter_add_kv(acc_BHnbD, upd_BHRWbD, idx_IRW):
+    """``acc[:, h, idx[r, w]] += upd[:, h, r, w]`` (indices may repeat)."""
+    if idx_IRW.shape[0] == 1:
+        return acc_BHnbD.at[:, :, idx_IRW[0]].add(upd_BHRWbD)
+    add = lambda a, u, i: a.at[:, i].add(u)  # noqa: E731
+    return jax.vmap(add, in_axes=(1, 1, 0), out_axes=1)(acc_BHnbD, upd_BHRWbD, idx_IRW)
+
+
+def _mask_chunks(table, mid, nc: int, rc: int, transposed: bool) -> Array:
+    """Token masks of every slot, laid out like the score tiles of each chunk.
+
+    ``[nc, I, rc, b, W * b]`` (query-major) or, ``transposed``, ``[nc, I, rc, W * b, b]``.
+    Built once per call: a select reading a contiguous mask is much faster than
+    one that gathers and transposes mask tiles element by element.
+    """
+    I, _, W = mid.shape
+    b = table.shape[-1]
+    ids = jnp.asarray(mid.reshape(I, nc, rc, W).swapaxes(0, 1))
+    tiles = jnp.take(table, ids, axis=0)  # [nc, I, rc, W, b(q), b(k)]
+    if transposed:
+        return tiles.transpose(0, 1, 2, 3, 5, 4).reshape(nc, I, rc, W * b, b)
+    return tiles.transpose(0, 1, 2, 4, 3, 5).reshape(nc, I, rc, b, W * b)
+
+
+def _masked_scores(plan, q_BHRQD, k_BHRKD, idx_IRW, keep_IRbK, qid_BRb, kvid_Bnb):
+    """Scaled scores ``[B, H, R, G, b, W * b]`` (f32) with dropped pairs at ``NEG_INF``."""
+    B, H, R, Q, D = q_BHRQD.shape
+    I, _, W = idx_IRW.shape
+    b = plan.layout.block
+    scores = jnp.einsum("bhrqd,bhrkd->bhrqk", q_BHRQD, k_BHRKD, preferred_element_type=_F32)
+    scores = scores.reshape(B, H, R, Q // b, b, W * b) * _F32(plan.scale)
+    keep = keep_IRbK.reshape(1, I, R, 1, b, W * b)
+    if qid_BRb is not None:
+        kvid_BIRK = jnp.take(kvid_Bnb, idx_IRW, axis=1).reshape(B, I, R, 1, W * b)
+        keep = keep & (qid_BRb[:, None, :, :, None] == kvid_BIRK)[:, :, :, None]
+    return jnp.where(keep, scores, NEG_INF)
+
+
+def _chunk_forward(plan, q_BHRQD, idx, keep, qid, k_BnbHD, v_BnbHD, kvid_Bnb):
+    """Output ``[B, H, R, Q, D]`` (f32) and log-sum-exp ``[B, H, R, Q]`` of one chunk."""
+    B, H, R, Q, D = q_BHRQD.shape
+    k_g, v_g = _gather_kv(k_BnbHD, idx), _gather_kv(v_BnbHD, idx)
+    scores = _masked_scores(plan, q_BHRQD, k_g, idx, keep, qid, kvid_Bnb)
+    row_max = scores.max(axis=-1, keepdims=True)
+    probs = jnp.exp(scores - row_max)  # dropped pairs underflow to exactly 0
+    denom = probs.sum(axis=-1).reshape(B, H, R, Q, 1)
+    row_max = row_max.reshape(B, H, R, Q, 1)
+    probs = probs.reshape(B, H, R, Q, -1).astype(v_g.dtype)
+    out = jnp.einsum("bhrqk,bhrkd->bhrqd", probs, v_g, preferred_element_type=_F32)
+    has_key = row_max > NEG_INF / 2  # rows whose every key is dropped give zeros
+    out = jnp.where(has_key, out / jnp.where(has_key, denom, 1.0), 0.0)
+    lse = jnp.where(has_key, row_max + jnp.log(jnp.where(has_key, denom, 1.0)), _NO_KEY_LSE)
+    return out, lse[..., 0]
+
+
+def _chunk_backward(plan, q_BHRQD, do_BHRQD, out_BHRQD, lse_BHRQ, idx, keep_t, qid, k_BnbHD, v_BnbHD, kvid):
+    """``dq [B, H, R, Q, D]`` and per-slot ``dk, dv [B, H, R, W, b, D]`` (f32) of one chunk.
+
+    Works on transposed tiles ``[key, query]`` so that ``dk = dS^T q`` and
+    ``dv = P^T dO`` are plain matmuls; ``keep_t [I, R, W * b, b]`` is the transposed mask.
+    """
+    B, H, R, Q, D = q_BHRQD.shape
+    I, _, W = idx.shape
+    b = plan.layout.block
+    k_g, v_g = _gather_kv(k_BnbHD, idx), _gather_kv(v_BnbHD, idx)
+    scores_t = jnp.einsum("bhrkd,bhrqd->bhrkq", k_g, q_BHRQD, preferred_element_type=_F32)
+    scores_t = scores_t.reshape(B, H, R, W * b, Q // b, b) * _F32(plan.scale)
+    keep = keep_t.reshape(1, I, R, W * b, 1, b)
+    if qid is not None:
+        kvid_BIRK = jnp.take(kvid, idx, axis=1).reshape(B, I, R, W * b, 1, 1)
+        keep = keep & (qid[:, None, :, None, None, :] == kvid_BIRK)
+    scores_t = jnp.where(keep, scores_t, NEG_INF).reshape(B, H, R, W * b, Q)
+    probs_t = jnp.exp(scores_t - lse_BHRQ[:, :, :, None, :])
+    dprobs_t = jnp.einsum("bhrkd,bhrqd->bhrkq", v_g, do_BHRQD, preferred_element_type=_F32)
+    delta = jnp.sum(do_BHRQD.astype(_F32) * out_BHRQD.astype(_F32), axis=-1)[:, :, :, None, :]
+    dscores_t = probs_t * (dprobs_t - delta)
+    scale = _F32(plan.scale)
+    dk = jnp.einsum("bhrkq,bhrqd->bhrkd", dscores_t.astype(q_BHRQD.dtype), q_BHRQD, preferred_element_type=_F32)
+    dv = jnp.einsum("bhrkq,bhrqd->bhrkd", probs_t.astype(do_BHRQD.dtype), do_BHRQD, preferred_element_type=_F32)
+    dscores = jnp.swapaxes(dscores_t, -1, -2).astype(k_g.dtype)
+    dq = jnp.einsum("bhrqk,bhrkd->bhrqd", dscores, k_g, preferred_element_type=_F32) * scale
+    return dq, (dk * scale).reshape(B, H, R, W, b, D), dv.reshape(B, H, R, W, b, D)
+
+
+def _split(q_BTNH, k_BSKH, v_BSKH, layout):
+    """Block views ``q [B, nq, b, H, G, D]``, ``k, v [B, nk, b, H, D]`` (free reshapes)."""
+    B, T, N, D = q_BTNH.shape
+    S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+    b = layout.block
+    if layout.heads != 1:
+        k_BSKH, v_BSKH = (jnp.repeat(x, N // K, axis=2) for x in (k_BSKH, v_BSKH))
+    H = k_BSKH.shape[2]
+    return (q_BTNH.reshape(B, T // b, b, H, N // H, D), k_BSKH.reshape(B, S // b, b, H, D),
+            v_BSKH.reshape(B, S // b, b, H, D))
+
+
+def _ids_to_blocks(qid_BT, kvid_BS, b):
+    if qid_BT is None:
+        return None, None
+    return qid_BT.reshape(qid_BT.shape[0], -1, b), kvid_BS.reshape(kvid_BS.shape[0], -1, b)
+
+
+def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
+    lay, b = plan.layout, plan.layout.block
+    q_Bn, k_Bn, v_Bn = _split(q_BTNH, k_BSKH, v_BSKH, lay)
+    B, nq, _, H, G, D = q_Bn.shape
+    qid_Bnb, kvid_Bnb = _ids_to_blocks(qid_BT, kvid_BS, b)
+    table = jnp.asarray(lay.mask_table)
+    outs, lses, order = [], [], []
+    for rows_p, n_rows, nc, rc, idx, mid in plan.groups(B, H, G):
+        q_c = _to_chunks(q_Bn, rows_p, nc, rc)
+        xs = (q_c, jnp.asarray(idx.reshape(-1, nc, rc, idx.shape[-1]).swapaxes(0, 1)),
+              _mask_chunks(table, mid, nc, rc, transposed=False),
+              None if qid_Bnb is None else jnp.take(qid_Bnb, rows_p, axis=1).reshape(B, nc, rc, b).swapaxes(0, 1))
+        body = lambda x: _chunk_forward(plan, x[0], x[1], x[2], x[3], k_Bn, v_Bn, kvid_Bnb)  # noqa: E731
+        out_c, lse_c = jax.lax.map(body, xs)  # [nc, B, H, rc, Q, D], [nc, B, H, rc, Q]
+        outs.append(_from_chunks(out_c.astype(q_BTNH.dtype), n_rows, b))
+        lses.append(lse_c)
+        order.append(rows_p[:n_rows])
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+    order = np.concatenate(order)
+    if not np.array_equal(order, np.arange(nq)):
+        out = jnp.take(out, np.argsort(order), axis=1)
+    return out.reshape(q_BTNH.shape), lses
+
+
+def _backward(plan: _Plan, res, do_BTNH):
+    q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS, out_BTNH, lses = res
+    lay, b = plan.layout, plan.layout.block
+    q_Bn, k_Bn, v_Bn = _split(q_BTNH, k_BSKH, v_BSKH, lay)
+    B, nq, _, H, G, D = q_Bn.shape
+    qid_Bnb, kvid_Bnb = _ids_to_blocks(qid_BT, kvid_BS, b)
+    do_Bn, out_Bn = do_BTNH.reshape(q_Bn.shape), out_BTNH.reshape(q_Bn.shape)
+    table = jnp.asarray(lay.mask_table)
+    zeros = jnp.zeros((B, H, k_Bn.shape[1], b, D), _F32)
+    dk_acc, dv_acc = zeros, zeros
+    dqs, order = [], []
+    for (rows_p, n_rows, nc, rc, idx, mid), lse_c in zip(plan.groups(B, H, G), lses):
+        W = idx.shape[-1]
+        xs = (_to_chunks(q_Bn, rows_p, nc, rc), _to_chunks(do_Bn, rows_p, nc, rc),
+              _to_chunks(out_Bn, rows_p, nc, rc), lse_c, jnp.asarray(idx.reshape(-1, nc, rc, W).swapaxes(0, 1)),
+              _mask_chunks(table, mid, nc, rc, transposed=True),
+              None if qid_Bnb is None else jnp.take(qid_Bnb, rows_p, axis=1).reshape(B, nc, rc, b).swapaxes(0, 1))
+
+        def body(carry, x):
+            q_c, do_c, out_c, lse, idx_c, keep_c, qid_c = x
+            dq, dk, dv = _chunk_backward(plan, q_c, do_c, out_c, lse, idx_c, keep_c, qid_c, k_Bn, v_Bn, kvid_Bnb)
+            return (_scatter_add_kv(carry[0], dk, idx_c), _scatter_add_kv(carry[1], dv, idx_c)), dq
+
+        (dk_acc, dv_acc), dq_c = jax.lax.scan(body, (dk_acc, dv_acc), xs)
+        dqs.append(_from_chunks(dq_c, n_rows, b))
+        order.append(rows_p[:n_rows])
+    dq = dqs[0] if len(dqs) == 1 else jnp.concatenate(dqs, axis=1)
+    order = np.concatenate(order)
+    if not np.array_equal(order, np.arange(nq)):
+        dq = jnp.take(dq, np.argsort(order), axis=1)
+    S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+
+    def finish(acc_BHnbD, like):  # [B, H, nk, b, D] -> [B, S, K, D], summing repeated kv heads
+        g = acc_BHnbD.transpose(0, 2, 3, 1, 4).reshape(B, S, H, D)
+        if H != K:
+            g = g.reshape(B, S, K, H // K, D).sum(axis=3)
+        return g.astype(like.dtype)
+
+    return (dq.reshape(q_BTNH.shape).astype(q_BTNH.dtype), finish(dk_acc, k_BSKH), finish(dv_acc, v_BSKH),
+            None, None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _attention(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
+    return _forward(plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS)[0]
+
+
+def _attention_fwd(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
+    out, lses = _forward(plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS)
+    return out, (q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS, out, lses)
+
+
+_attention.defvjp(_attention_fwd, _backward)
+
+
+def xla_attention(
+    q_BTNH: Array,
+    k_BSKH: Array,
+    v_BSKH: Array,
+    layout: BlockLayout,
+    *,
+    scale: float | None = None,
+    kv_valid: Array | None = None,
+    q_segment_ids: Array | None = None,
+    kv_segment_ids: Array | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Array:
+    """Block-sparse attention computing only the kept tiles of ``layout``.
+
+    ``q_BTNH [B, T, N, D]``, ``k_BSKH, v_BSKH [B, S, K, D]`` (``K`` divides ``N``);
+    returns ``[B, T, N, D]`` in ``q``'s dtype. Queries with no visible key give
+    zeros. ``chunk_bytes`` bounds the float32 scores of one chunk of query blocks.
+    """
+    B, T, S, N, K, D = check_shapes(q_BTNH, k_BSKH, v_BSKH)
+    check_layout(layout, T, S, N)
+    plan = _Plan(layout=layout, scale=float(D**-0.5 if scale is None else scale), chunk_bytes=int(chunk_bytes))
+    q_ids, kv_ids = key_segments(B, T, S, kv_valid, q_segment_ids, kv_segment_ids)
+    return _attention(plan, q_BTNH, k_BSKH, v_BSKH, q_ids, kv_ids)

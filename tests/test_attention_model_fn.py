@@ -1,0 +1,85 @@
+"""The model-facing AttentionFn for sparse patterns: forward, prefill, KV-cache decoding, weights."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from memgpt_jax.attention import layout as L
+from memgpt_jax.attention import make_attention_fn
+from memgpt_jax.attention.reference import causal_attention, dense_attention
+from memgpt_jax.config import AttentionConfig
+
+B, S, N, K, D, BLK = 2, 64, 4, 2, 16, 16
+TOL = dict(atol=2e-5, rtol=2e-5)
+
+
+def config(pattern: str, impl: str = "xla") -> AttentionConfig:
+    return AttentionConfig(pattern=pattern, block_size=BLK, window=1, n_global=1, n_random=1,
+                           stride=2, seed=3, impl=impl)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    q = jax.random.normal(keys[0], (B, S, N, D))
+    k = jax.random.normal(keys[1], (B, S, K, D))
+    v = jax.random.normal(keys[2], (B, S, K, D))
+    kv_valid = jnp.arange(S)[None, :] < jnp.array([[S - 9], [S]])
+    seg = (jnp.arange(S)[None, :] >= jnp.array([[20], [41]])).astype(jnp.int32)
+    return q, k, v, kv_valid, seg
+
+
+def test_dense_pattern_is_causal_attention():
+    assert make_attention_fn(AttentionConfig()) is causal_attention
+    assert make_attention_fn(config("strided")) is make_attention_fn(config("strided"))
+
+
+@pytest.mark.parametrize("pattern", ["causal", "local", "window_global", "strided", "fixed", "bigbird"])
+def test_forward_decode_and_weights_agree(pattern, inputs):
+    q, k, v, kv_valid, seg = inputs
+    fn = make_attention_fn(config(pattern))
+    extras = dict(kv_valid=kv_valid, kv_segment_ids=seg)
+    full, weights = fn(q, k, v, q_segment_ids=seg, **extras)
+    assert weights is None
+    mask = L.from_config(config(pattern), S, S).to_dense_mask()
+    want = dense_attention(q, k, v, mask=mask, q_segment_ids=seg, **extras)
+    np.testing.assert_allclose(full, want, **TOL)
+
+    @jax.jit
+    def decode(q_t, offset, seg_t):
+        return fn(q_t, k, v, q_offset=offset, q_segment_ids=seg_t, **extras)[0]
+
+    for offset, t in ((0, 1), (23, 1), (S - 1, 1), (BLK, BLK), (37, 5), (5, 2 * BLK + 3)):
+        got = decode(q[:, offset:offset + t], jnp.int32(offset), seg[:, offset:offset + t])
+        np.testing.assert_allclose(got, full[:, offset:offset + t], err_msg=f"offset {offset}", **TOL)
+
+    out_w, w = fn(q, k, v, q_segment_ids=seg, return_weights=True, **extras)
+    np.testing.assert_allclose(out_w, full, **TOL)
+    assert w.shape == (B, N, S, S)
+    assert not np.asarray(w)[:, :, ~mask].any()  # no weight outside the layout
+    np.testing.assert_allclose(np.asarray(w).sum(-1), 1.0, atol=1e-5)
+
+
+def test_prefill_and_ragged_lengths(inputs):
+    """A prompt shorter than the cache, and lengths that are not whole blocks."""
+    q, k, v, kv_valid, seg = inputs
+    fn = make_attention_fn(config("window_global"))
+    full, _ = fn(q, k, v, kv_valid=kv_valid)
+    prefill, _ = fn(q[:, :37], k, v, kv_valid=kv_valid)
+    np.testing.assert_allclose(prefill, full[:, :37], **TOL)
+    short, _ = fn(q[:, :37], k[:, :37], v[:, :37], kv_valid=kv_valid[:, :37])
+    np.testing.assert_allclose(short, full[:, :37], **TOL)
+
+
+def test_decode_grads_and_pallas_regime(inputs):
+    q, k, v, kv_valid, _ = inputs
+    fn = make_attention_fn(config("bigbird", impl="pallas"))
+    ref = make_attention_fn(config("bigbird", impl="dense"))
+    loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v, kv_valid=kv_valid)[0]))  # noqa: E731
+    got = jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v)
+    want = jax.grad(loss(ref), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, **TOL)
