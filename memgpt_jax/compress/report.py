@@ -3,6 +3,7 @@ evaluation metric (perplexity or accuracy) and per-token latency on this machine
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import statistics
@@ -13,7 +14,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from memgpt_jax import model as model_lib
 from memgpt_jax.compress.quantize import inference_params, param_bytes
@@ -44,34 +44,15 @@ def evaluate(config: ml_collections.ConfigDict, params: Any, model_config: Model
              max_batches: int | None = None) -> dict[str, float]:
     """The run's evaluation metric on its eval split: perplexity (lm) or accuracy and F1."""
     from memgpt_jax.training import inputs as inputs_lib
+    from memgpt_jax.training.metrics import summarize_eval
     from memgpt_jax.training.steps import make_eval_step
 
     mc = model_config or ModelConfig.from_dict(config.model.to_dict())
     model = model_lib.build(mc, _head(config.task))
     step = jax.jit(make_eval_step(config.task, model))
     data = inputs_lib.make_data(config)
-    totals: dict[str, float] = {}
-    preds, labels = [], []
-    for i, batch in enumerate(data.eval()):
-        if max_batches is not None and i >= max_batches:
-            break
-        sums = step(params, batch)
-        for k, v in sums.items():
-            if k == "predictions":
-                keep = batch.get("example_valid", np.ones(len(batch["label"]), bool))
-                preds.append(np.asarray(v)[keep])
-                labels.append(np.asarray(batch["label"])[keep])
-            else:
-                totals[k] = totals.get(k, 0.0) + float(v)
-    w = max(totals.pop("weight", 0.0), 1e-9)
-    result = {k: v / w for k, v in totals.items()}
-    if config.task == "lm":
-        result["perplexity"] = float(np.exp(result["loss"]))
-    if preds:
-        from memgpt_jax.training.metrics import classification_report
-
-        result.update(classification_report(np.concatenate(preds), np.concatenate(labels), mc.num_labels, flat=True))
-    return result
+    batches = itertools.islice(data.eval(), max_batches)
+    return summarize_eval(((step(params, b), b) for b in batches), config.task, mc.num_labels)
 
 
 def token_latency_ms(config: ml_collections.ConfigDict, params: Any, model_config: ModelConfig | None = None,

@@ -241,28 +241,16 @@ class Trainer:
         return state, metrics
 
     def evaluate(self, params: Any, batches: Any) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        preds, labels = [], []
-        for batch in batches:
-            sums = self.p_eval(params, self.place(batch))
-            if self.parallel == "pmap":
-                sums = {k: (v[0] if k != "predictions" else np.asarray(v).reshape(-1)) for k, v in sums.items()}
-            for k, v in sums.items():
-                if k == "predictions":
-                    mask = batch.get("example_valid", np.ones(len(batch["label"]), bool))
-                    preds.append(np.asarray(v)[mask])
-                    labels.append(np.asarray(batch["label"])[mask])
-                else:
-                    totals[k] = totals.get(k, 0.0) + float(v)
-        w = max(totals.pop("weight", 0.0), 1e-9)
-        result = {k: v / w for k, v in totals.items()}
-        result["examples" if self.task != "lm" else "tokens"] = w
-        if preds:
-            from memgpt_jax.training.metrics import classification_report
+        from memgpt_jax.training.metrics import summarize_eval
 
-            result.update(classification_report(np.concatenate(preds), np.concatenate(labels),
-                                                self.model_config.num_labels, flat=True))
-        return result
+        def results():
+            for batch in batches:
+                sums = self.p_eval(params, self.place(batch))
+                if self.parallel == "pmap":  # psum'd sums are equal on every device
+                    sums = {k: (v[0] if k != "predictions" else v) for k, v in sums.items()}
+                yield sums, batch
+
+        return summarize_eval(results(), self.task, self.model_config.num_labels)
 
 
 def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = None, progress: bool = True,

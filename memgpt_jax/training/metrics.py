@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -39,3 +39,28 @@ def classification_report(predictions: np.ndarray, labels: np.ndarray, num_class
     report.update(precision=precision.tolist(), recall=recall.tolist(), f1=f1.tolist(),
                   support=actual.astype(int).tolist(), confusion=cm.tolist())
     return report
+
+
+def summarize_eval(results: Iterable[tuple[dict[str, Any], dict[str, Any]]], task: str,
+                   num_labels: int) -> dict[str, float]:
+    """Combines per-batch ``(metric sums, batch)`` pairs from an eval step: weighted
+    means, the weight (tokens or examples), perplexity for language models, and the
+    classification report over the valid examples."""
+    totals: dict[str, float] = {}
+    preds, labels = [], []
+    for sums, batch in results:
+        for k, v in sums.items():
+            if k == "predictions":
+                keep = np.asarray(batch.get("example_valid", np.ones(len(batch["label"]), bool)))
+                preds.append(np.asarray(v).reshape(-1)[keep])
+                labels.append(np.asarray(batch["label"])[keep])
+            else:
+                totals[k] = totals.get(k, 0.0) + float(v)
+    w = max(totals.pop("weight", 0.0), 1e-9)
+    result = {k: v / w for k, v in totals.items()}
+    result["tokens" if task == "lm" else "examples"] = w
+    if task == "lm" and "loss" in result:
+        result["perplexity"] = float(np.exp(result["loss"]))
+    if preds:
+        result.update(classification_report(np.concatenate(preds), np.concatenate(labels), num_labels, flat=True))
+    return result
