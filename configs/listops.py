@@ -5,16 +5,16 @@ block-sparse student distilled from it. `memgpt-jax demo` runs both.
     memgpt-jax distill  --config configs/listops.py:student --workdir runs/listops_student \\
         --config.distill.teacher=runs/listops_teacher
 
-Variants: `teacher`, `student` (CPU minutes, expressions up to 128 tokens) and
+Variants: `teacher`, `student` (CPU minutes, expressions up to 96 tokens) and
 `lra_teacher`, `lra_student` (LRA sizes: 96k examples, 500-2,000 tokens; for accelerators).
 """
 
 import base
 
 MODELS = {
-    "teacher": dict(vocab_size=32, d_model=128, n_layers=4, n_heads=4, max_len=128,
+    "teacher": dict(vocab_size=32, d_model=128, n_layers=4, n_heads=4, max_len=96,
                     attention=dict(pattern="dense", block_size=16)),
-    "student": dict(vocab_size=32, d_model=64, n_layers=2, n_heads=4, max_len=128,
+    "student": dict(vocab_size=32, d_model=64, n_layers=2, n_heads=4, max_len=96,
                     attention=dict(pattern="window_global", block_size=16, window=2, n_global=1)),
     "lra_teacher": dict(vocab_size=32, d_model=512, n_layers=4, n_heads=8, d_ff=1024, max_len=2048,
                         attention=dict(pattern="dense", block_size=128)),
@@ -33,8 +33,8 @@ def get_config(arg: str = "teacher"):
         optim = base.optim(lr=5e-4, warmup_steps=1000, weight_decay=0.05, end_lr_ratio=0.05)
         train = base.train(steps=20_000, log_every=50, checkpoint_every=1000, keep=2)
     else:
-        data = base.data(listops=dict(preset="tiny", train=20_000, validation=500, test=1_000, max_length=128),
-                         seq_len=128, batch_size=32, eval_batch_size=50)
-        optim = base.optim(lr=1e-3, warmup_steps=50, weight_decay=0.05, end_lr_ratio=0.05)
-        train = base.train(steps=600, log_every=25, checkpoint_every=200, keep=2)
+        data = base.data(listops=dict(preset="tiny", train=20_000, validation=500, test=1_000, max_length=96),
+                         seq_len=96, batch_size=32, eval_batch_size=50)
+        optim = base.optim(lr=2e-3, warmup_steps=50, weight_decay=0.05, end_lr_ratio=0.05)
+        train = base.train(steps=500, log_every=25, checkpoint_every=250, keep=2)
     return base.config("classification", model, data, optim, train, base.distill())
