@@ -8,7 +8,9 @@ bounded by one chunk of tiles plus the inputs: linear in sequence length for a
 fixed number of kept blocks per row. Rows of very different kept counts (global
 query tokens, strided summaries) are split into groups
 (:meth:`BlockLayout.row_groups`), so a few dense rows do not inflate the padding
-of every other row.
+of every other row. The token masks of all slots are laid out like the score
+tiles once per call (a few bytes per kept pair), so applying them is a streaming
+select rather than a gather per element.
 
 The gradient is a ``custom_vjp`` in the style of FlashAttention: the forward pass
 saves only the output and the row log-sum-exp; the backward pass recomputes the
@@ -84,24 +86,43 @@ class _Plan:
         return out
 
 
-def _to_chunks(x_Bn, rows_p, nc, rc):
-    """Rows of ``x [B, n, b, H, G, ...]`` -> chunk-major ``[nc, B, H, rc, G * b, ...]``."""
+def _to_chunks(x_Bn, rows_p, nc: int, rc: int):
+    """Rows of ``x [B, n, b, H, G, ...]`` -> chunk-major ``[nc, B, rc, b, H, G, ...]`` (free when B == 1)."""
     if not np.array_equal(rows_p, np.arange(x_Bn.shape[1])):
         x_Bn = jnp.take(x_Bn, rows_p, axis=1)
-    B, _, b, H, G = x_Bn.shape[:5]
-    rest = x_Bn.shape[5:]
-    x = x_Bn.reshape(B, nc, rc, b, H, G, *rest)
-    perm = (1, 0, 4, 2, 5, 3) + tuple(range(6, 6 + len(rest)))
-    return x.transpose(perm).reshape(nc, B, H, rc, G * b, *rest)
+    B = x_Bn.shape[0]
+    return jnp.moveaxis(x_Bn.reshape(B, nc, rc, *x_Bn.shape[2:]), 1, 0)
 
 
-def _from_chunks(x_c, n_rows, b):
-    """Inverse of :func:`_to_chunks` (padding rows dropped): ``[B, n_rows, b, H, G, ...]``."""
-    nc, B, H, rc, Q = x_c.shape[:5]
-    rest = x_c.shape[5:]
-    x = x_c.reshape(nc, B, H, rc, Q // b, b, *rest)
-    perm = (1, 0, 3, 5, 2, 4) + tuple(range(6, 6 + len(rest)))
-    return x.transpose(perm).reshape(B, nc * rc, b, H, Q // b, *rest)[:, :n_rows]
+def _from_chunks(x_c, n_rows: int):
+    """Inverse of :func:`_to_chunks`, padding rows dropped: ``[B, n_rows, b, H, G, ...]``."""
+    nc, B, rc = x_c.shape[:3]
+    return jnp.moveaxis(x_c, 0, 1).reshape(B, nc * rc, *x_c.shape[3:])[:, :n_rows]
+
+
+def _to_tile_chunks(x_Bn, rows_p, nc: int, rc: int):
+    """Rows of ``x [B, n, b, H, G, ...]`` -> ``[nc, B, H, rc, G * b, ...]``: one transpose up front.
+
+    (The backward pass reads three such inputs per chunk; transposing them once
+    is cheaper there than per chunk, while the forward pass prefers :func:`_tiles`.)
+    """
+    return jax.vmap(_tiles)(_to_chunks(x_Bn, rows_p, nc, rc))
+
+
+def _tiles(x_BRbHG):
+    """A chunk's rows ``[B, R, b, H, G, ...]`` -> score-tile order ``[B, H, R, G * b, ...]``."""
+    B, R, b, H, G = x_BRbHG.shape[:5]
+    rest = x_BRbHG.shape[5:]
+    perm = (0, 3, 1, 4, 2) + tuple(range(5, 5 + len(rest)))
+    return x_BRbHG.transpose(perm).reshape(B, H, R, G * b, *rest)
+
+
+def _untiles(x_BHRQ, b: int):
+    """Inverse of :func:`_tiles`."""
+    B, H, R, Q = x_BHRQ.shape[:4]
+    rest = x_BHRQ.shape[4:]
+    perm = (0, 2, 4, 1, 3) + tuple(range(5, 5 + len(rest)))
+    return x_BHRQ.reshape(B, H, R, Q // b, b, *rest).transpose(perm)
 
 
 def _gather_kv(x_BnbHD, idx_IRW):
@@ -229,9 +250,13 @@ def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
         xs = (q_c, jnp.asarray(idx.reshape(-1, nc, rc, idx.shape[-1]).swapaxes(0, 1)),
               _mask_chunks(table, mid, nc, rc, transposed=False),
               None if qid_Bnb is None else jnp.take(qid_Bnb, rows_p, axis=1).reshape(B, nc, rc, b).swapaxes(0, 1))
-        body = lambda x: _chunk_forward(plan, x[0], x[1], x[2], x[3], k_Bn, v_Bn, kvid_Bnb)  # noqa: E731
-        out_c, lse_c = jax.lax.map(body, xs)  # [nc, B, H, rc, Q, D], [nc, B, H, rc, Q]
-        outs.append(_from_chunks(out_c.astype(q_BTNH.dtype), n_rows, b))
+
+        def body(x):
+            out, lse = _chunk_forward(plan, _tiles(x[0]), x[1], x[2], x[3], k_Bn, v_Bn, kvid_Bnb)
+            return _untiles(out.astype(q_BTNH.dtype), b), lse
+
+        out_c, lse_c = jax.lax.map(body, xs)  # [nc, B, rc, b, H, G, D], [nc, B, H, rc, Q]
+        outs.append(_from_chunks(out_c, n_rows))
         lses.append(lse_c)
         order.append(rows_p[:n_rows])
     out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
@@ -254,8 +279,8 @@ def _backward(plan: _Plan, res, do_BTNH):
     dqs, order = [], []
     for (rows_p, n_rows, nc, rc, idx, mid), lse_c in zip(plan.groups(B, H, G), lses):
         W = idx.shape[-1]
-        xs = (_to_chunks(q_Bn, rows_p, nc, rc), _to_chunks(do_Bn, rows_p, nc, rc),
-              _to_chunks(out_Bn, rows_p, nc, rc), lse_c, jnp.asarray(idx.reshape(-1, nc, rc, W).swapaxes(0, 1)),
+        xs = (_to_tile_chunks(q_Bn, rows_p, nc, rc), _to_tile_chunks(do_Bn, rows_p, nc, rc),
+              _to_tile_chunks(out_Bn, rows_p, nc, rc), lse_c, jnp.asarray(idx.reshape(-1, nc, rc, W).swapaxes(0, 1)),
               _mask_chunks(table, mid, nc, rc, transposed=True),
               None if qid_Bnb is None else jnp.take(qid_Bnb, rows_p, axis=1).reshape(B, nc, rc, b).swapaxes(0, 1))
 
@@ -265,7 +290,7 @@ def _backward(plan: _Plan, res, do_BTNH):
             return (_scatter_add_kv(carry[0], dk, idx_c), _scatter_add_kv(carry[1], dv, idx_c)), dq
 
         (dk_acc, dv_acc), dq_c = jax.lax.scan(body, (dk_acc, dv_acc), xs)
-        dqs.append(_from_chunks(dq_c, n_rows, b))
+        dqs.append(_from_chunks(jax.vmap(functools.partial(_untiles, b=b))(dq_c), n_rows))
         order.append(rows_p[:n_rows])
     dq = dqs[0] if len(dqs) == 1 else jnp.concatenate(dqs, axis=1)
     order = np.concatenate(order)
