@@ -164,3 +164,16 @@ def test_too_long_input_raises():
     model = M.build(cfg)
     with pytest.raises(ValueError, match="exceeds max_len"):
         M.init(model, jax.random.key(0), seq_len=17)
+
+
+def test_flops_count_only_kept_blocks():
+    from memgpt_jax.attention import layout as L
+    from memgpt_jax.config import small_10m
+    from memgpt_jax.flops import keys_per_query
+
+    dense = small_10m()
+    sparse = dense.replace(attention=dict(pattern="window_global", block_size=128, window=3, n_global=1))
+    lay = L.from_config(sparse.attention, 2048, 2048)
+    assert keys_per_query(sparse, 2048) == lay.n_kept_blocks * 128**2 / 2048 < keys_per_query(dense, 2048) == 2048
+    attn_gap = 3 * 4 * dense.n_layers * dense.d_model * (2048 - keys_per_query(sparse, 2048))
+    assert flops_per_token(dense, 2048) - flops_per_token(sparse, 2048) == pytest.approx(attn_gap)
