@@ -203,13 +203,26 @@ def update_section(path: Path, key: str, body: str) -> None:
     path.write_text(text)
 
 
+def command(config: dict) -> str:
+    """The command line that reproduces a run (non-default options only)."""
+    parts = ["python -m benchmarks.attention", f"--dtype {config['dtype']}"]
+    if config.get("lengths") != [1024, 2048, 4096, 8192, 16384]:
+        parts.append("--lengths " + " ".join(map(str, config["lengths"])))
+    if config.get("rounds", 3) != 3:
+        parts.append(f"--rounds {config['rounds']}")
+    parts += [f"--{flag.replace('_', '-')}" for flag in ("no_memory", "no_torch") if config.get(flag)]
+    return " ".join(parts)
+
+
 def write_reports(payload, out_dir: Path, tag: str) -> None:
     dtype = payload["config"]["dtype"]
     records = payload["records"]
+    rounds = payload["config"].get("rounds", 1)
+    method = (f"Each time is the median over {rounds} rounds (ours and the PyTorch peers alternating) of "
+              "per-round medians after warm-up." if rounds > 1 else "Each time is one round's median after warm-up.")
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1, default=str))
     md = [f"# Attention benchmark ({dtype})", "", machine_line(payload), "",
-          f"Command: `python -m benchmarks.attention --dtype {dtype} "
-          f"--lengths {' '.join(map(str, payload['config']['lengths']))}`", "",
+          f"Command: `{command(payload['config'])}`. {method}", "",
           "## window+global = causal & (q - k < 384 | k < 128)", "", headline_table(records, dtype), "",
           "Targets (issue 3):", "", targets(records, dtype), "",
           "## All layouts", "", layouts_table(records, dtype), "", "## Baselines", "", baselines_table(records, dtype),
@@ -220,8 +233,8 @@ def write_reports(payload, out_dir: Path, tag: str) -> None:
     plot(payload, out_dir / f"{tag}.png", dtype)
     section = "\n".join([
         f"## Attention: block-sparse vs dense ({dtype})", "", f"Machine: {machine_line(payload)}.", "",
-        f"Command: `python -m benchmarks.attention --dtype {dtype}`; full tables in "
-        f"`benchmarks/results/{tag}.md`, plot `benchmarks/results/{tag}.png`.", "",
+        f"Command: `{command(payload['config'])}`; full tables in "
+        f"`benchmarks/results/{tag}.md`, plot `benchmarks/results/{tag}.png`. {method}", "",
         "window+global layout = causal & (q - k < 384 | k < 128), batch 1, 4 heads, head_dim 64, block 128:", "",
         headline_table(records, dtype), "", "Targets (issue 3), from this run:", "", targets(records, dtype)])
     results_md = out_dir.parent / "RESULTS.md"
