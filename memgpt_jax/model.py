@@ -357,6 +357,14 @@ def init(model: nn.Module, rng: Array, seq_len: int | None = None, batch: int = 
     return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
 
 
+def logical_axes(model: nn.Module, seq_len: int | None = None) -> Any:
+    """The logical-axis ``PartitionSpec`` tree of ``model``'s parameters, from shapes
+    alone (``jax.eval_shape``: nothing is computed or compiled)."""
+    ids = jnp.zeros((1, seq_len or min(model.config.max_len, 8)), jnp.int32)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), ids))["params"]
+    return nn.get_partition_spec(boxed)
+
+
 def init_cache(model: nn.Module, batch: int, length: int | None = None) -> Any:
     """An empty KV cache for ``batch`` sequences of up to ``length`` tokens."""
     length = length or model.config.max_len

@@ -134,7 +134,7 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------
     def _init_params(self) -> tuple[Any, Any]:
-        params, axes = model_lib.init(self.model, jax.random.fold_in(self.rng, 1))
+        params, _ = model_lib.init(self.model, jax.random.fold_in(self.rng, 1))
         init_from = self.config.train.get("init_from")
         if init_from:  # e.g. a classifier from a pretrained language model's backbone
             pretrained, _ = load_params(init_from)
@@ -174,8 +174,7 @@ class Trainer:
             self.mesh = None
             return
         self.mesh = sharding_lib.make_mesh(tuple(self.config.train.get("mesh", (-1, 1, 1))))
-        _, axes = model_lib.init(self.model, jax.random.key(0))  # logical names only (cheap model)
-        self.param_sharding = sharding_lib.logical_to_sharding(axes, self.mesh)
+        self.param_sharding = sharding_lib.logical_to_sharding(model_lib.logical_axes(self.model), self.mesh)
         rep = sharding_lib.replicated(self.mesh)
         self._step_fn, self._eval_fn = step_fn, eval_fn
         self.rep = rep
@@ -210,8 +209,7 @@ class Trainer:
         state = jax.device_put(state, self.state_sharding)
         teacher_sh = None
         if self.teacher_params is not None:
-            _, t_axes = model_lib.init(self.teacher_model, jax.random.key(0))
-            teacher_sh = sharding_lib.logical_to_sharding(t_axes, self.mesh)
+            teacher_sh = sharding_lib.logical_to_sharding(model_lib.logical_axes(self.teacher_model), self.mesh)
             self.teacher_params = jax.device_put(self.teacher_params, teacher_sh)
         self.p_step = jax.jit(
             self._step_fn, in_shardings=(self.state_sharding, None, self.rep, teacher_sh),
@@ -305,16 +303,20 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
             batch = next(data.train)
             state, metrics = trainer.step(state, batch)
             step += 1
-            loss = float(metrics["loss"])
+            save_now = ckpt.should_save(step) or step == trainer.steps_total
+            log_now = step % log_every == 0 or step == trainer.steps_total
+            # The loss reaches the host only when it is logged or a checkpoint is due (no
+            # per-step sync); a non-finite loss is thus never saved.
+            loss = float(metrics["loss"]) if save_now or log_now else 0.0
             if not np.isfinite(loss):
                 good = ckpt.steps()[-1] if ckpt.steps() else None
                 raise NonFiniteLossError(
-                    f"loss became {loss} at step {step}; stopping. The last good checkpoint is "
+                    f"loss became {loss} (seen at step {step}); stopping. The last good checkpoint is "
                     f"{'step ' + str(good) if good is not None else 'none (no checkpoint was saved yet)'} "
                     f"in {ckpt.directory}. Lower optim.lr or raise optim.warmup_steps, then rerun to resume."
                 )
             tokens_since += int(np.prod(batch["inputs"].shape))
-            if step % log_every == 0 or step == trainer.steps_total:
+            if log_now:
                 now = time.perf_counter()
                 tps = tokens_since / max(now - t_last, 1e-9)
                 t_last, tokens_since = now, 0
@@ -330,7 +332,7 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
                     bar.write(f"step {step}: eval " + ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items()))
             if bar is not None:
                 bar.update(1)
-            if ckpt.should_save(step) or step == trainer.steps_total:
+            if save_now:
                 ckpt.save(step, trainer.host_state(state), data_state=data.train.get_state(), config=config_json,
                           tokenizer=data.tokenizer_bytes)
             if stop_after is not None and step - start >= stop_after:
