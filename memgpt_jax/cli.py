@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "memgpt_jax.training.cli",
     "memgpt_jax.compress.cli",
     "memgpt_jax.export.cli",
+    "memgpt_jax.apps.cli",
 )
 
 

@@ -227,10 +227,13 @@ class Transformer(nn.Module):
         decode: bool = False,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        embed_delta: Array | None = None,
     ) -> ModelOutput:
         """``input_ids: [B, T]`` int. ``kv_valid: [B, T]`` bool marks real (non-padding)
         tokens. ``segment_ids: [B, T]`` keeps attention inside packed documents.
         ``positions: [B, T]`` default ``0..T-1`` (continuing from the cache when decoding).
+        ``embed_delta: [B, T, D]`` is added to the input embeddings (for gradients with
+        respect to them: saliency).
         """
         cfg = self.config
         B, T = input_ids.shape
@@ -244,6 +247,8 @@ class Transformer(nn.Module):
         x_BTD = self.wte(input_ids)
         if cfg.position == "learned":
             x_BTD = x_BTD + self.wpe(positions)
+        if embed_delta is not None:
+            x_BTD = x_BTD + embed_delta.astype(x_BTD.dtype)
         x_BTD = self.drop(x_BTD, deterministic=deterministic)
 
         hidden, attentions = [x_BTD], []

@@ -67,6 +67,17 @@ def _prepare_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_squad(args: argparse.Namespace) -> int:
+    from memgpt_jax.data.squad import squad_builder
+
+    start = time.perf_counter()
+    files = {"train": args.train, "validation": args.validation, "test": args.test}
+    builder = squad_builder(files=files, name=args.name, data_dir=args.data_dir)
+    common.prepare(builder)
+    print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_squad/{args.name})")
+    return 0
+
+
 def _prepare_listops(args: argparse.Namespace) -> int:
     from memgpt_jax.data.listops import listops_builder
 
@@ -174,6 +185,17 @@ def register(subparsers) -> argparse.ArgumentParser:
                       help="what one example is (default: %(default)s)")
     _add_data_dir(text)
     text.set_defaults(func=_handler(_prepare_text))
+
+    squad = psub.add_parser(
+        "squad", help="extractive QA from SQuAD-format JSON files",
+        description="Extractive QA (SQuAD v1.1/v2.0 JSON) into memgpt_squad/NAME. Example: memgpt-jax data "
+                    "prepare squad --train train-v1.1.json --validation dev-v1.1.json --name squad_v1")
+    squad.add_argument("--train", default=None, help="SQuAD-format JSON for the train split")
+    squad.add_argument("--validation", default=None, help="SQuAD-format JSON for the validation split")
+    squad.add_argument("--test", default=None, help="SQuAD-format JSON for the test split (optional)")
+    squad.add_argument("--name", default="custom", help="dataset config name (default: %(default)s)")
+    _add_data_dir(squad)
+    squad.set_defaults(func=_handler(_prepare_squad))
 
     listops = psub.add_parser(
         "listops", help="generated ListOps (no download)",

@@ -2,13 +2,13 @@
 
 ``data`` section fields:
 
-- ``dataset``: ``"listops"`` | ``"imdb"`` | ``"text"``; ``name``: the prepared tfds
+- ``dataset``: ``"listops"`` | ``"imdb"`` | ``"text"`` | ``"squad"`` (task ``qa``); ``name``: the prepared tfds
   name (e.g. ``memgpt_listops/tiny``); ``data_dir``: where prepared datasets live
   (default ``$MEMGPT_DATA_DIR``). ListOps is generated on first use; IMDb and text
   corpora must be prepared first (``memgpt-jax data prepare ...``).
 - ``tokenizer``: ``"listops"``, ``"bytes"`` or a sentencepiece ``.model`` path.
 - ``train_split``, ``eval_split``, ``text_key``, ``seq_len``, ``batch_size``,
-  ``eval_batch_size``, ``eval_batches`` (0 = the whole split), ``seed``.
+  ``eval_batch_size``, ``eval_batches`` (0 = the whole split), ``seed``; QA: ``doc_stride``.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def _iterator(task: str, dc: Any, split: str, tokenizer: Any, *, train: bool, ba
     if task == "lm":
         return data_lib.PackedLMIterator(source, tokenizer, seq_len=int(dc.seq_len),
                                          text_key=dc.get("text_key", "text"), **common)
+    if task == "qa":
+        from memgpt_jax.data.qa_pipeline import QAIterator
+
+        return QAIterator(source, tokenizer, max_len=int(dc.seq_len), doc_stride=int(dc.get("doc_stride", 128)),
+                          **common)
     return data_lib.ClassificationIterator(source, tokenizer, max_len=int(dc.seq_len),
                                            text_key=dc.get("text_key", "text"), **common)
 

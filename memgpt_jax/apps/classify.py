@@ -1,0 +1,123 @@
+"""Classification inference and evaluation of a trained classifier run.
+
+``Classifier.predict`` batches texts the way training did (BOS, truncation to
+the run's ``data.seq_len``, right padding with a validity mask) and returns
+class probabilities. ``evaluate_classifier`` runs a prepared split and reports
+accuracy, per-class and macro precision / recall / F1 and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memgpt_jax.apps.loading import LoadedRun
+from memgpt_jax.compress.quantize import inference_params
+from memgpt_jax.training.metrics import classification_report
+
+
+class Classifier:
+    def __init__(self, loaded: LoadedRun, *, batch_size: int = 32, max_len: int | None = None) -> None:
+        if loaded.task != "classification":
+            raise ValueError(f"{loaded.path} is a {loaded.task!r} model, not a classifier")
+        self.loaded = loaded
+        self.batch_size = int(batch_size)
+        self.max_len = int(max_len or loaded.run_config.get("data", {}).get("seq_len") or loaded.model_config.max_len)
+        model = loaded.model
+
+        @jax.jit
+        def probs(params, inputs, kv_valid):
+            out = model.apply({"params": inference_params(params)}, inputs, kv_valid=kv_valid)
+            return jax.nn.softmax(out.logits, axis=-1)
+
+        self._probs = probs
+
+    def batches(self, texts: Sequence[str]) -> Iterable[dict[str, np.ndarray]]:
+        from memgpt_jax.data import ClassificationIterator
+
+        source = [{"text": t, "label": 0} for t in texts]
+        return ClassificationIterator(source, self.loaded.tokenizer, batch_size=self.batch_size,
+                                      max_len=self.max_len, shuffle=False, num_epochs=1, drop_remainder=False)
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities ``[len(texts), num_labels]``."""
+        out = []
+        for batch in self.batches(texts):
+            p = np.asarray(self._probs(self.loaded.params, batch["inputs"], batch["kv_valid"]))
+            out.append(p[batch["example_valid"]])
+        return np.concatenate(out) if out else np.zeros((0, self.loaded.model_config.num_labels), np.float32)
+
+    def predict_batches(self, batches: Iterable[dict[str, np.ndarray]], progress: bool = False):
+        """``(predictions, labels, seconds, examples)`` over labeled batches."""
+        preds, labels, n, seconds = [], [], 0, 0.0
+        it = batches
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(batches, desc="evaluate", unit="batch", leave=False)
+        for batch in it:
+            t0 = time.perf_counter()
+            p = np.asarray(self._probs(self.loaded.params, jnp.asarray(batch["inputs"]),
+                                      jnp.asarray(batch["kv_valid"])))
+            seconds += time.perf_counter() - t0
+            keep = batch["example_valid"]
+            preds.append(p.argmax(-1)[keep])
+            labels.append(batch["label"][keep])
+            n += int(keep.sum())
+        if not preds:
+            return np.zeros((0,), np.int64), np.zeros((0,), np.int64), seconds, n
+        return np.concatenate(preds), np.concatenate(labels), seconds, n
+
+
+def evaluate_classifier(loaded: LoadedRun, split: str, *, batch_size: int = 64, max_examples: int = 0,
+                        progress: bool = True, data_dir: str | None = None) -> dict[str, Any]:
+    """The classification report of ``loaded`` on a prepared split, plus
+    ``examples_per_s`` (model time only, first batch's compile excluded)."""
+    from memgpt_jax import data as data_lib
+    from memgpt_jax.training.inputs import dataset_name
+
+    import ml_collections
+
+    dc = ml_collections.ConfigDict(loaded.run_config["data"])
+    source = data_lib.load_split(dataset_name(dc), split, data_dir or dc.get("data_dir"))
+    if max_examples:
+        source = [source[i] for i in range(min(max_examples, len(source)))]
+    clf = Classifier(loaded, batch_size=batch_size)
+    it = data_lib.ClassificationIterator(source, loaded.tokenizer, batch_size=batch_size, max_len=clf.max_len,
+                                         shuffle=False, num_epochs=1, drop_remainder=False,
+                                         text_key=dc.get("text_key", "text"))
+    batches = iter(it)
+    first = next(batches)
+    clf.predict_batches([first])  # compiles
+    p0, l0, s0, n0 = clf.predict_batches([first])
+    preds, labels, seconds, n = clf.predict_batches(batches, progress=progress)
+    preds, labels = np.concatenate([p0, preds]), np.concatenate([l0, labels])
+    seconds, n = seconds + s0, n + n0
+    report = classification_report(preds, labels, loaded.model_config.num_labels)
+    report.update(split=split, examples=int(len(labels)), label_names=list(loaded.label_names),
+                  examples_per_s=n / seconds if seconds > 0 else float("nan"))
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    names = report.get("label_names") or [str(i) for i in range(len(report["f1"]))]
+    width = max(9, *(len(n) for n in names))
+    lines = [f"{report.get('split', '')}: {report['examples']} examples, accuracy {report['accuracy']:.4f}, "
+             f"macro F1 {report['macro_f1']:.4f}",
+             f"{'class':<{width}}  precision  recall     f1  support"]
+    for i, name in enumerate(names):
+        lines.append(f"{name:<{width}}  {report['precision'][i]:9.4f}  {report['recall'][i]:6.4f}  "
+                     f"{report['f1'][i]:.4f}  {report['support'][i]:7d}")
+    lines.append(f"{'macro':<{width}}  {report['macro_precision']:9.4f}  {report['macro_recall']:6.4f}  "
+                 f"{report['macro_f1']:.4f}")
+    lines.append("confusion (rows: true, columns: predicted)")
+    lines.append(" " * width + "  " + "  ".join(f"{n[:8]:>8}" for n in names))
+    for name, row in zip(names, report["confusion"]):
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{c:8d}" for c in row))
+    if "examples_per_s" in report:
+        lines.append(f"throughput: {report['examples_per_s']:.1f} examples/s")
+    return "\n".join(lines)

@@ -1,0 +1,310 @@
+"""Commands for trained models: generate, classify, eval, qa, chat, attention-map, saliency.
+
+    memgpt-jax generate --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 --top-p 0.9
+    memgpt-jax classify --checkpoint runs/imdb/student "A wonderful, moving film."
+    memgpt-jax classify --checkpoint runs/imdb/student --file review1.txt review2.txt
+    cat reviews.txt | memgpt-jax classify --checkpoint runs/imdb/student      (one text per line)
+    memgpt-jax eval --checkpoint runs/imdb/student --split test
+    memgpt-jax qa --checkpoint runs/qa --question "Who?" --context "..."
+    memgpt-jax chat --checkpoint runs/shakespeare
+    memgpt-jax attention-map --checkpoint runs/imdb/student --text "..." --out maps/
+    memgpt-jax saliency --checkpoint runs/imdb/student --text "..." --out saliency.png
+
+Every command takes a run directory (its newest checkpoint; ``--step`` picks
+another). Quantized runs (``memgpt-jax quantize``) work everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def _load(args: argparse.Namespace, task: str | None) -> Any:
+    from memgpt_jax.apps.loading import load_run
+
+    try:
+        return load_run(args.checkpoint, task=task, step=args.step)
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def _sampling(args: argparse.Namespace):
+    from memgpt_jax.apps.generate import Sampling
+
+    try:
+        return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def _generator(loaded: Any, chunk: int):
+    from memgpt_jax.apps.generate import Generator
+
+    return Generator(loaded.model, loaded.params, eos_id=loaded.tokenizer.eos_id, pad_id=loaded.tokenizer.pad_id,
+                     chunk=chunk)
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts or [])
+    for path in args.file or []:
+        with open(path, encoding="utf-8") as f:
+            texts.append(f.read())
+    if not texts:
+        if sys.stdin.isatty():
+            raise SystemExit("error: give texts as arguments, --file FILES, or lines on stdin")
+        data = sys.stdin.read()
+        texts = [data] if args.whole else [line for line in data.splitlines() if line.strip()]
+    if not texts:
+        raise SystemExit("error: no text to process")
+    return texts
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    loaded = _load(args, "lm")
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompts.extend(line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip())
+    if not prompts:
+        prompts = [""]
+    sampling = _sampling(args)
+    gen = _generator(loaded, 1 if args.stream and len(prompts) == 1 else args.chunk)
+    stream = args.stream and len(prompts) == 1
+
+    def on_text(_: int, piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if stream:
+        sys.stdout.write(prompts[0])
+    t0 = time.perf_counter()
+    try:
+        results = gen.generate(prompts, loaded.tokenizer, max_new_tokens=args.max_new_tokens, sampling=sampling,
+                               seed=args.seed, stop=args.stop or (), on_text=on_text if stream else None)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    dt = time.perf_counter() - t0
+    n_tokens = sum(len(r.token_ids) for r in results)
+    if stream:
+        sys.stdout.write("\n")
+    for prompt, r in zip(prompts, results):
+        if args.json:
+            print(json.dumps({"prompt": prompt, "completion": r.text, "tokens": len(r.token_ids),
+                              "finish_reason": r.finish_reason}))
+        elif not stream:
+            print(prompt + r.text)
+            print("-" * 40)
+    print(f"{n_tokens} tokens in {dt:.2f} s ({n_tokens / max(dt, 1e-9):.1f} tokens/s, compile included); "
+          f"finish: {', '.join(r.finish_reason for r in results)}", file=sys.stderr)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from memgpt_jax.apps.classify import Classifier
+
+    loaded = _load(args, "classification")
+    texts = _read_texts(args)
+    probs = Classifier(loaded, batch_size=args.batch_size).predict(texts)
+    names = loaded.label_names
+    for text, p in zip(texts, probs):
+        k = int(p.argmax())
+        if args.json:
+            print(json.dumps({"label": names[k], "label_id": k, "probabilities": dict(zip(names, map(float, p))),
+                              "text": text[:200]}))
+        else:
+            snippet = " ".join(text.split())[:70]
+            print(f"{names[k]:>10}  p={p[k]:.3f}  {snippet}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    loaded = _load(args, None)
+    if loaded.task == "classification":
+        from memgpt_jax.apps.classify import evaluate_classifier, format_report
+
+        report = evaluate_classifier(loaded, args.split, batch_size=args.batch_size, max_examples=args.max_examples,
+                                     progress=not args.no_progress, data_dir=args.data_dir)
+        print(format_report(report))
+    elif loaded.task == "qa":
+        from memgpt_jax import data as data_lib
+        from memgpt_jax.apps.qa import evaluate_qa
+
+        dc = loaded.run_config["data"]
+        source = data_lib.load_split(dc["name"], args.split, args.data_dir or dc.get("data_dir"))
+        if args.max_examples:
+            source = [source[i] for i in range(min(args.max_examples, len(source)))]
+        report = evaluate_qa(loaded, source, batch_size=args.batch_size)
+        report.pop("predictions")
+        report["split"] = args.split
+        print(f"{args.split}: {report['questions']} questions, exact match {report['exact_match']:.2f}, "
+              f"F1 {report['f1']:.2f} ({report['questions_per_s']:.1f} questions/s)")
+    else:
+        import ml_collections
+
+        from memgpt_jax.training import inputs as inputs_lib
+        from memgpt_jax.training.loop import evaluate_checkpoint
+
+        config = ml_collections.ConfigDict(loaded.run_config)
+        config.data.eval_split = args.split
+        if args.data_dir:
+            config.data.data_dir = args.data_dir
+        if args.max_examples:
+            config.data.eval_batches = max(1, args.max_examples // int(config.data.get("eval_batch_size", 8)))
+        data = inputs_lib.make_data(config)
+        report = evaluate_checkpoint(args.checkpoint, data.eval(), config)
+        report["split"] = args.split
+        print(f"{args.split}: " + ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def cmd_qa(args: argparse.Namespace) -> int:
+    from memgpt_jax.apps.qa import QAPredictor
+
+    loaded = _load(args, "qa")
+    context = args.context
+    if args.context_file:
+        with open(args.context_file, encoding="utf-8") as f:
+            context = f.read()
+    if not context:
+        raise SystemExit("error: give --context TEXT or --context-file FILE")
+    print(QAPredictor(loaded).answer(args.question, context))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from memgpt_jax.apps.chat import ChatSession, run_repl
+
+    loaded = _load(args, "lm")
+    try:
+        session = ChatSession(_generator(loaded, args.chunk), loaded.tokenizer, max_new_tokens=args.max_new_tokens,
+                              sampling=_sampling(args), seed=args.seed, system=args.system)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    return run_repl(session)
+
+
+def cmd_attention_map(args: argparse.Namespace) -> int:
+    from memgpt_jax.apps import interpret
+
+    loaded = _load(args, None)
+    ids = interpret.encode_input(loaded, args.text, args.max_tokens)
+    maps = interpret.attention_maps(loaded, ids)
+    labels = interpret.token_labels(loaded.tokenizer, ids)
+    try:
+        paths = interpret.render_attention(maps, labels, args.out, layers=args.layers, heads=args.heads,
+                                           blocks=interpret.kept_blocks(loaded, len(ids)),
+                                           title=f"{args.checkpoint} ({loaded.model_config.attention.pattern})")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from memgpt_jax.apps import interpret
+
+    loaded = _load(args, "classification")
+    ids = interpret.encode_input(loaded, args.text, args.max_tokens)
+    try:
+        scores, label, probs = interpret.saliency(loaded, ids, args.label)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    labels = interpret.token_labels(loaded.tokenizer, ids)
+    name = loaded.label_names[label]
+    print(f"class {name} (p={probs[label]:.3f}); most influential tokens:")
+    for i in sorted(range(len(ids)), key=lambda i: -abs(scores[i]))[: args.top]:
+        print(f"  {labels[i]:>14}  {scores[i]:+.4f}")
+    if args.out:
+        print(interpret.render_saliency(scores, labels, args.out, title=f"gradient x input for class {name}"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    common = dict(formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def run_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint is used)")
+        p.add_argument("--step", type=int, default=None, help="use this checkpoint step instead of the newest")
+
+    def sampling_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-new-tokens", type=int, default=128)
+        p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+        p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
+        p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--chunk", type=int, default=32, help="tokens decoded per compiled call")
+
+    p = sub.add_parser("generate", help="generate text with a language model (KV cache)",
+                       description=__doc__, **common)
+    run_args(p)
+    p.add_argument("--prompt", action="append", help="a prompt; repeat for a batch")
+    p.add_argument("--prompt-file", help="one prompt per line (\\n for newlines)")
+    sampling_args(p)
+    p.add_argument("--stop", action="append", help="stop string (repeatable); not included in the output")
+    p.add_argument("--stream", action="store_true", help="print tokens as they come (single prompt)")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("classify", help="classify texts, files or stdin lines", description=__doc__, **common)
+    run_args(p)
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--file", nargs="+", help="files, one text each")
+    p.add_argument("--whole", action="store_true", help="stdin is one text (default: one text per line)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="JSON lines with all class probabilities")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("eval", help="evaluate a run on a split: accuracy/P/R/F1/confusion, perplexity, or EM/F1",
+                       description=__doc__, **common)
+    run_args(p)
+    p.add_argument("--split", default="test", help="prepared split to evaluate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-examples", type=int, default=0, help="evaluate only the first N examples (0: all)")
+    p.add_argument("--data-dir", default=None, help="where prepared datasets live (default: the run's)")
+    p.add_argument("--json", default=None, help="also write the report to this JSON file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("qa", help="answer a question from a context (extractive QA run)", description=__doc__,
+                       **common)
+    run_args(p)
+    p.add_argument("--question", required=True)
+    p.add_argument("--context", default=None)
+    p.add_argument("--context-file", default=None)
+    p.set_defaults(func=cmd_qa)
+
+    p = sub.add_parser("chat", help="interactive chat REPL with streaming replies", description=__doc__, **common)
+    run_args(p)
+    sampling_args(p)
+    p.set_defaults(chunk=1, max_new_tokens=96)
+    p.add_argument("--system", default="", help="text placed before the conversation")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("attention-map", help="PNG heatmaps of attention weights per layer and head",
+                       description=__doc__, **common)
+    run_args(p)
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", required=True, help="directory for layer_<i>.png")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to draw (default: all)")
+    p.add_argument("--heads", type=int, nargs="+", default=None, help="heads to draw (default: all)")
+    p.add_argument("--max-tokens", type=int, default=64, help="truncate the input to this many tokens")
+    p.set_defaults(func=cmd_attention_map)
+
+    p = sub.add_parser("saliency", help="gradient x input token saliency of a classification",
+                       description=__doc__, **common)
+    run_args(p)
+    p.add_argument("--text", required=True)
+    p.add_argument("--label", type=int, default=None, help="class to explain (default: the predicted one)")
+    p.add_argument("--out", default=None, help="also write a bar chart PNG here")
+    p.add_argument("--top", type=int, default=10, help="print this many tokens")
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.set_defaults(func=cmd_saliency)

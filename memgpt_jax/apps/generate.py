@@ -1,0 +1,269 @@
+"""Text generation with a KV cache: greedy, temperature, top-k, top-p, stop strings.
+
+The whole decode runs jitted: one compiled *prefill* writes the (left-padded)
+prompts into the cache, then a compiled *chunk* of ``n`` steps (a ``lax.scan``)
+samples a token, appends it to the cache and computes the next logits. Between
+chunks the host checks end-of-sequence and stop strings and streams new text,
+so ``chunk=1`` gives token-by-token streaming and a large chunk the least
+dispatch overhead.
+
+Block-sparse models decode through their attention function's decode regime:
+each new token attends only to the kept key blocks of its layout row (see
+``memgpt_jax.attention.decode``). Batched prompts are left-padded; positions
+count real tokens only, so a dense model's continuation of a prompt does not
+depend on the padding. Sparse layouts are defined on cache positions, so a
+sparse model's batched output equals the batched full forward pass, and equals
+unbatched generation when the prompts have equal lengths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memgpt_jax import model as model_lib
+from memgpt_jax.compress.quantize import inference_params
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen. ``temperature == 0`` is greedy (argmax);
+    ``top_k == 0`` and ``top_p == 1`` switch those filters off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def filter_logits(logits_BV: Array, sampling: Sampling) -> Array:
+    """Temperature-scaled logits with everything outside top-k / top-p set to -inf."""
+    logits = logits_BV.astype(jnp.float32) / sampling.temperature
+    if sampling.top_k:
+        kth = jax.lax.top_k(logits, min(sampling.top_k, logits.shape[-1]))[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if sampling.top_p < 1.0:
+        sorted_desc = -jnp.sort(-logits, axis=-1)
+        probs = jax.nn.softmax(sorted_desc, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
+        kept = before < sampling.top_p  # the smallest prefix reaching top_p (at least one token)
+        threshold = jnp.min(jnp.where(kept, sorted_desc, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return logits
+
+
+def sample_logits(logits_BV: Array, rng: Array, sampling: Sampling) -> Array:
+    """Next token ids ``[B]`` (int32)."""
+    if sampling.greedy:
+        return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(rng, filter_logits(logits_BV, sampling), axis=-1).astype(jnp.int32)
+
+
+@dataclasses.dataclass
+class Generation:
+    prompt_ids: list[int]
+    token_ids: list[int]  # generated ids (stop string / EOS excluded)
+    text: str
+    finish_reason: str  # "eos" | "stop" | "length"
+
+
+def _round_up(x: int, m: int) -> int:
+    return max(m, math.ceil(x / m) * m)
+
+
+class Generator:
+    """Compiled KV-cache generation for one LM and its parameters.
+
+    ``chunk`` is the number of tokens decoded per compiled call (the last chunk of a
+    request may be shorter). Compiled functions are cached per (batch, prompt
+    bucket, cache length, chunk, sampling)."""
+
+    def __init__(self, model: Any, params: Any, *, eos_id: int, pad_id: int = 0, chunk: int = 32,
+                 prompt_bucket: int = 16) -> None:
+        if not isinstance(model, model_lib.LMHeadModel):
+            raise ValueError("generation needs a language model (task 'lm')")
+        self.model, self.params = model, params
+        self.config = model.config
+        self.eos_id, self.pad_id = int(eos_id), int(pad_id)
+        self.chunk, self.prompt_bucket = int(chunk), int(prompt_bucket)
+        if self.config.attention.block_size and not self.config.attention.is_dense:
+            self.prompt_bucket = _round_up(self.prompt_bucket, self.config.attention.block_size)
+        self._prefill = jax.jit(self._prefill_impl)
+        self._decode = jax.jit(self._decode_impl, static_argnames=("n", "sampling"))
+
+    # -- compiled pieces -------------------------------------------------------------
+    def _prefill_impl(self, params: Any, cache: Any, ids_BP: Array, valid_BP: Array) -> tuple[Array, Any]:
+        params = inference_params(params)
+        positions = jnp.maximum(jnp.cumsum(valid_BP.astype(jnp.int32), axis=1) - 1, 0)
+        out, cache = model_lib.decode_step(self.model, params, cache, ids_BP, kv_valid=valid_BP,
+                                           positions=positions)
+        return out.logits[:, -1], cache
+
+    def _decode_impl(self, params: Any, cache: Any, logits_BV: Array, pos_B: Array, done_B: Array, rng: Array,
+                     *, n: int, sampling: Sampling) -> tuple[tuple[Any, Array, Array, Array], Array]:
+        params = inference_params(params)
+
+        def body(carry, _):
+            cache, logits, pos, done, rng = carry
+            rng, sub = jax.random.split(rng)
+            tok = jnp.where(done, self.pad_id, sample_logits(logits, sub, sampling))
+            out, cache = model_lib.decode_step(self.model, params, cache, tok[:, None], positions=pos[:, None])
+            done = done | (tok == self.eos_id)
+            return (cache, out.logits[:, -1], pos + 1, done, rng), tok
+
+        (cache, logits, pos, done, _), toks_nB = jax.lax.scan(body, (cache, logits_BV, pos_B, done_B, rng),
+                                                              None, length=n)
+        return (cache, logits, pos, done), toks_nB.T
+
+    # -- host loop --------------------------------------------------------------------
+    def generate_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        sampling: Sampling = Sampling(),
+        seed: int = 0,
+        should_stop: Callable[[int, list[int]], int | None] | None = None,
+        on_chunk: Callable[[list[list[int]]], None] | None = None,
+    ) -> tuple[list[list[int]], list[str]]:
+        """Generated ids per prompt and why each ended ("eos", "stop", "length").
+
+        ``should_stop(row, ids)`` may return a cut position (ids kept before it) to end
+        a row early; ``on_chunk(ids_per_row)`` sees the ids so far after each chunk."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token (e.g. BOS)")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        B = len(prompts)
+        longest = max(len(p) for p in prompts)
+        if longest + max_new_tokens > self.config.max_len:
+            raise ValueError(
+                f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context "
+                f"of {self.config.max_len} tokens; shorten the prompt or lower max_new_tokens")
+        # prompts are bucketed (fewer compiles); the cache holds exactly prompt + new tokens
+        P = min(_round_up(longest, self.prompt_bucket), self.config.max_len - max_new_tokens)
+        L = P + max_new_tokens
+        ids = np.full((B, P), self.pad_id, np.int32)
+        valid = np.zeros((B, P), bool)
+        for i, p in enumerate(prompts):
+            ids[i, P - len(p):] = p
+            valid[i, P - len(p):] = True
+        cache = model_lib.init_cache(self.model, B, L)
+        logits, cache = self._prefill(self.params, cache, jnp.asarray(ids), jnp.asarray(valid))
+        pos = jnp.asarray([len(p) for p in prompts], jnp.int32)
+        done = jnp.zeros((B,), bool)
+        rng = jax.random.key(seed)
+        out: list[list[int]] = [[] for _ in range(B)]
+        reasons: list[str | None] = [None] * B
+        produced = 0
+        while produced < max_new_tokens and any(r is None for r in reasons):
+            rng, sub = jax.random.split(rng)
+            n = min(self.chunk, max_new_tokens - produced)  # the last chunk may be shorter
+            (cache, logits, pos, done), toks = self._decode(self.params, cache, logits, pos, done, sub,
+                                                            n=n, sampling=sampling)
+            toks = np.asarray(toks)
+            produced += toks.shape[1]
+            for i in range(B):
+                if reasons[i] is not None:
+                    continue
+                row = toks[i].tolist()
+                if self.eos_id in row:
+                    out[i].extend(row[: row.index(self.eos_id)])
+                    reasons[i] = "eos"
+                else:
+                    out[i].extend(row)
+                if should_stop is not None:
+                    cut = should_stop(i, out[i])
+                    if cut is not None:
+                        del out[i][cut:]
+                        reasons[i] = "stop"
+                if reasons[i] is None and produced >= max_new_tokens:
+                    reasons[i] = "length"
+            if on_chunk is not None:
+                on_chunk(out)
+            if any(r is not None for r in reasons):  # stop strings end rows the device still decodes
+                done = done | jnp.asarray([r is not None for r in reasons])
+        return out, [r or "length" for r in reasons]
+
+    def generate(
+        self,
+        texts: Sequence[str],
+        tokenizer: Any,
+        *,
+        max_new_tokens: int = 64,
+        sampling: Sampling = Sampling(),
+        seed: int = 0,
+        stop: Sequence[str] = (),
+        add_bos: bool = True,
+        on_text: Callable[[int, str], None] | None = None,
+    ) -> list[Generation]:
+        """Continues each text; ``on_text(row, new_text)`` streams text as it is made."""
+        prompts = [([tokenizer.bos_id] if add_bos else []) + tokenizer.encode(t).tolist() for t in texts]
+        stop = [s for s in stop if s]
+
+        stopped_text: dict[int, str] = {}
+
+        def should_stop(i: int, ids: list[int]) -> int | None:
+            if not stop:
+                return None
+            cut = stop_cut(ids, tokenizer, stop)
+            if cut is not None:
+                text = tokenizer.decode(ids)
+                stopped_text[i] = text[: min(text.find(s) for s in stop if s in text)]
+            return cut
+
+        emitted = [""] * len(texts)
+
+        def on_chunk(ids_rows: list[list[int]]) -> None:
+            for i, ids in enumerate(ids_rows):
+                text = tokenizer.decode(ids)
+                if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its bytes
+                    text = text.rstrip("\ufffd")
+                if len(text) > len(emitted[i]) and text.startswith(emitted[i]):
+                    on_text(i, text[len(emitted[i]):])
+                    emitted[i] = text
+
+        ids, reasons = self.generate_ids(prompts, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
+                                         should_stop=should_stop, on_chunk=on_chunk if on_text else None)
+        results = []
+        for i, (p, g, r) in enumerate(zip(prompts, ids, reasons)):
+            text = stopped_text.get(i, tokenizer.decode(g))
+            if on_text and len(text) > len(emitted[i]) and text.startswith(emitted[i]):
+                on_text(i, text[len(emitted[i]):])
+            results.append(Generation(prompt_ids=p, token_ids=g, text=text, finish_reason=r))
+        return results
+
+
+def stop_cut(ids: list[int], tokenizer: Any, stop: Sequence[str]) -> int | None:
+    """The number of tokens to keep so the text ends before the first stop string,
+    or ``None`` when no stop string occurs."""
+    text = tokenizer.decode(ids)
+    hits = [text.find(s) for s in stop if s in text]
+    if not hits:
+        return None
+    end = min(hits)
+    keep = 0
+    for k in range(len(ids) + 1):  # the longest prefix whose text stays before the stop string
+        if len(tokenizer.decode(ids[:k]).rstrip("\ufffd")) <= end:
+            keep = k
+        else:
+            break
+    return keep

@@ -1,0 +1,169 @@
+"""Explainability: attention heatmaps and gradient x input token saliency.
+
+``attention_maps`` runs one forward pass with ``output_attentions=True`` and
+returns every layer's weights ``[heads, T, T]``; ``render_attention`` writes one
+PNG per layer (a panel per head) with token labels on both axes and, for
+block-sparse models, the kept blocks of the layout outlined. ``saliency`` is
+gradient x input for a classifier: the gradient of the chosen class's logit
+with respect to each input embedding, dotted with that embedding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memgpt_jax.apps.loading import LoadedRun
+from memgpt_jax.compress.quantize import dequantize_params
+
+
+def encode_input(loaded: LoadedRun, text: str, max_tokens: int | None = None) -> np.ndarray:
+    tok = loaded.tokenizer
+    ids = [tok.bos_id] + tok.encode(text).tolist()
+    limit = min(max_tokens or loaded.model_config.max_len, loaded.model_config.max_len)
+    return np.asarray(ids[:limit], np.int32)
+
+
+def token_labels(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """A short printable label per token (sentencepiece pieces, bytes, or words)."""
+    labels = []
+    for i in ids:
+        if hasattr(tokenizer, "id_to_piece"):
+            label = tokenizer.id_to_piece(int(i))
+        else:
+            label = tokenizer.decode([int(i)]) or f"<{int(i)}>"
+        labels.append(label.replace("\u2581", "_").replace("\n", "\\n")[:12])
+    return labels
+
+
+def attention_maps(loaded: LoadedRun, ids: np.ndarray) -> list[np.ndarray]:
+    """Every layer's attention weights ``[heads, T, T]`` (float32) for one input."""
+    params = dequantize_params(loaded.params)
+    out = jax.jit(lambda p, x: loaded.model.apply({"params": p}, x, output_attentions=True))(
+        params, jnp.asarray(ids)[None])
+    return [np.asarray(w[0]) for w in out.attentions]
+
+
+def kept_blocks(loaded: LoadedRun, T: int) -> tuple[np.ndarray, int] | None:
+    """``(kept [heads_or_1, nq, nk] bool, block)`` of a sparse model's layout for ``T``
+    tokens (``None`` for dense attention)."""
+    cfg = loaded.model_config.attention
+    if cfg.is_dense:
+        return None
+    from memgpt_jax.attention.layout import from_config
+
+    b = cfg.block_size
+    size = max(b, math.ceil(T / b) * b)
+    lay = from_config(cfg, size, size)
+    return lay.codes != 0, b
+
+
+def render_attention(maps: Sequence[np.ndarray], labels: Sequence[str], out_dir: str, *,
+                     layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+                     blocks: tuple[np.ndarray, int] | None = None, title: str = "") -> list[str]:
+    """Writes ``layer_{i}.png`` per layer; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    T = len(labels)
+    paths = []
+    for li in layers if layers is not None else range(len(maps)):
+        if not 0 <= li < len(maps):
+            raise ValueError(f"layer {li} out of range (the model has {len(maps)} layers)")
+        w = maps[li]
+        hs = list(heads) if heads is not None else list(range(w.shape[0]))
+        cols = min(4, len(hs))
+        rows = math.ceil(len(hs) / cols)
+        cell = max(3.0, 0.16 * T)
+        fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows), squeeze=False)
+        for ax in axes.flat[len(hs):]:
+            ax.axis("off")
+        for ax, h in zip(axes.flat, hs):
+            if not 0 <= h < w.shape[0]:
+                raise ValueError(f"head {h} out of range (the model has {w.shape[0]} heads)")
+            ax.imshow(w[h], cmap="viridis", vmin=0.0, vmax=max(float(w[h].max()), 1e-6), interpolation="nearest")
+            ax.set_title(f"layer {li} head {h}", fontsize=9)
+            if T <= 96:
+                ax.set_xticks(range(T), labels, rotation=90, fontsize=6)
+                ax.set_yticks(range(T), labels, fontsize=6)
+            ax.set_xlabel("key", fontsize=8)
+            ax.set_ylabel("query", fontsize=8)
+            if blocks is not None:
+                kept, b = blocks
+                k = kept[h % kept.shape[0]]
+                for qi, ki in zip(*np.nonzero(k)):
+                    if qi * b >= T or ki * b >= T:
+                        continue
+                    ax.add_patch(patches.Rectangle((ki * b - 0.5, qi * b - 0.5), min(b, T - ki * b), min(b, T - qi * b),
+                                                   fill=False, edgecolor="white", linewidth=0.8))
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"layer_{li}.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def saliency(loaded: LoadedRun, ids: np.ndarray, label: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+    """Gradient x input per token for a classifier: ``(scores [T], label, probs)``;
+    ``label`` defaults to the predicted class."""
+    if loaded.task != "classification":
+        raise ValueError(f"saliency needs a classifier; {loaded.path} is a {loaded.task!r} model")
+    params = dequantize_params(loaded.params)
+    model = loaded.model
+    x = jnp.asarray(ids)[None]
+    D = loaded.model_config.d_model
+
+    def logits_fn(delta):
+        return model.apply({"params": params}, x, embed_delta=delta).logits[0]
+
+    zero = jnp.zeros((1, len(ids), D), jnp.float32)
+    logits = jax.jit(logits_fn)(zero)
+    probs = np.asarray(jax.nn.softmax(logits))
+    label = int(np.argmax(probs)) if label is None else int(label)
+    if not 0 <= label < len(probs):
+        raise ValueError(f"label {label} out of range for {len(probs)} classes")
+    grad = jax.jit(jax.grad(lambda d: logits_fn(d)[label]))(zero)[0]
+    emb = _input_embeddings(params, loaded, ids)
+    return np.asarray(jnp.sum(grad * emb, axis=-1)), label, probs
+
+
+def _input_embeddings(params: Any, loaded: LoadedRun, ids: np.ndarray) -> jax.Array:
+    tr = params["transformer"]
+    emb = jnp.asarray(tr["wte"]["embedding"])[ids]
+    if loaded.model_config.position == "learned":
+        emb = emb + jnp.asarray(tr["wpe"]["embedding"])[: len(ids)]
+    return emb.astype(jnp.float32)
+
+
+def render_saliency(scores: np.ndarray, labels: Sequence[str], path: str, title: str = "") -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = len(labels)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * T), 2.6))
+    lim = max(float(np.abs(scores).max()), 1e-9)
+    ax.bar(range(T), scores, color=["tab:red" if s < 0 else "tab:green" for s in scores])
+    ax.set_ylim(-lim * 1.05, lim * 1.05)
+    ax.set_xticks(range(T), labels, rotation=90, fontsize=6)
+    ax.set_ylabel("gradient x input")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
