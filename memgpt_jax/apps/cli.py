@@ -1,10 +1,12 @@
-"""Commands for trained models: generate, classify, eval, qa, chat, attention-map, saliency.
+"""Commands for trained models: generate, classify, eval, decode, qa, chat, attention-map, saliency.
 
     memgpt-jax generate --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 --top-p 0.9
     memgpt-jax classify --checkpoint runs/imdb/student "A wonderful, moving film."
     memgpt-jax classify --checkpoint runs/imdb/student --file review1.txt review2.txt
     cat reviews.txt | memgpt-jax classify --checkpoint runs/imdb/student      (one text per line)
     memgpt-jax eval --checkpoint runs/imdb/student --split test
+    memgpt-jax eval --checkpoint runs/multi30k/teacher --split test_2016_flickr --beam 4   (BLEU/chrF/ROUGE-L/EM)
+    memgpt-jax decode --checkpoint runs/multi30k/teacher --split train --beam 4 --out distill.jsonl
     memgpt-jax qa --checkpoint runs/qa --question "Who?" --context "..."
     memgpt-jax chat --checkpoint runs/shakespeare
     memgpt-jax attention-map --checkpoint runs/imdb/student --text "..." --out maps/
@@ -142,6 +144,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report["split"] = args.split
         print(f"{args.split}: {report['questions']} questions, exact match {report['exact_match']:.2f}, "
               f"F1 {report['f1']:.2f} ({report['questions_per_s']:.1f} questions/s)")
+    elif loaded.run_config.get("data", {}).get("dataset") == "pairs" and not args.perplexity:
+        from memgpt_jax.apps.seq2seq import evaluate_pairs, load_pairs
+
+        records = load_pairs(loaded, args.split, data_dir=args.data_dir, max_examples=args.max_examples)
+        report = evaluate_pairs(loaded, records, beam=args.beam, length_penalty=args.length_penalty,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                progress=not args.no_progress)
+        report["split"] = args.split
+        print(f"{args.split}: {report['sentences']} sentences, BLEU {report['bleu']:.2f}, chrF {report['chrf']:.2f}, "
+              f"ROUGE-L {report['rouge_l']:.2f}, exact match {report['exact_match']:.2f} "
+              f"(beam {args.beam}, {report['sentences_per_s']:.1f} sentences/s)")
+        for ex in report["examples"][:3]:
+            print(f"  prompt:    {ex['prompt']}\n  reference: {ex['reference']}\n  output:    {ex['output']}")
     else:
         import ml_collections
 
@@ -162,6 +177,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from memgpt_jax.apps.seq2seq import decode, load_pairs, write_distillation_pairs
+
+    loaded = _load(args, "lm")
+    kwargs = dict(beam=args.beam, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens,
+                  batch_size=args.batch_size, progress=not args.no_progress)
+    try:
+        if args.split:
+            records = load_pairs(loaded, args.split, data_dir=args.data_dir, max_examples=args.max_examples,
+                                 dataset=args.dataset)
+            if args.out:
+                n = write_distillation_pairs(loaded, records, args.out, **kwargs)
+                print(f"wrote {n} prompt/target pairs (targets: this model's outputs) to {args.out}")
+                return 0
+            prompts = [str(r["prompt"], "utf-8") if isinstance(r["prompt"], bytes) else r["prompt"] for r in records]
+        else:
+            prompts = list(args.prompt or []) or [line for line in sys.stdin.read().splitlines() if line.strip()]
+        for p, out in zip(prompts, decode(loaded, prompts, **kwargs)):
+            print(json.dumps({"prompt": p, "output": out}, ensure_ascii=False) if args.json else out)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     return 0
 
 
@@ -272,7 +311,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="where prepared datasets live (default: the run's)")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--beam", type=int, default=1, help="prompt->target runs: beam width (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="prompt->target runs: longest output")
+    p.add_argument("--perplexity", action="store_true", help="prompt->target runs: report target perplexity "
+                   "instead of decoding")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("decode", help="prompt -> target decoding (greedy/beam); writes sequence-level KD data",
+                       description=__doc__ + """
+Sequence-level distillation (Kim & Rush, 2016):
+    memgpt-jax decode --checkpoint runs/mt/teacher --split train --beam 4 --out teacher_train.jsonl
+    memgpt-jax data prepare pairs --name mt_distilled --split train=teacher_train.jsonl --split val=...
+""", **common)
+    run_args(p)
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: stdin lines or --split")
+    p.add_argument("--split", default=None, help="decode the prompts of this prepared split")
+    p.add_argument("--dataset", default=None, help="prepared pairs dataset (default: the run's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--max-examples", type=int, default=0)
+    p.add_argument("--out", default=None, help="write JSONL {prompt, target=output} for distillation")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("qa", help="answer a question from a context (extractive QA run)", description=__doc__,
                        **common)

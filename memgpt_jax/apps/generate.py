@@ -108,6 +108,8 @@ class Generator:
             self.prompt_bucket = _round_up(self.prompt_bucket, self.config.attention.block_size)
         self._prefill = jax.jit(self._prefill_impl)
         self._decode = jax.jit(self._decode_impl, static_argnames=("n", "sampling"))
+        self._step = jax.jit(self._step_impl)
+        self._reorder = jax.jit(_reorder_cache)
 
     # -- compiled pieces -------------------------------------------------------------
     def _prefill_impl(self, params: Any, cache: Any, ids_BP: Array, valid_BP: Array) -> tuple[Array, Any]:
@@ -133,6 +135,11 @@ class Generator:
                                                               None, length=n)
         return (cache, logits, pos, done), toks_nB.T
 
+    def _step_impl(self, params: Any, cache: Any, tok_B: Array, pos_B: Array) -> tuple[Array, Any]:
+        params = inference_params(params)
+        out, cache = model_lib.decode_step(self.model, params, cache, tok_B[:, None], positions=pos_B[:, None])
+        return jax.nn.log_softmax(out.logits[:, -1].astype(jnp.float32), axis=-1), cache
+
     # -- host loop --------------------------------------------------------------------
     def generate_ids(
         self,
@@ -148,26 +155,9 @@ class Generator:
 
         ``should_stop(row, ids)`` may return a cut position (ids kept before it) to end
         a row early; ``on_chunk(ids_per_row)`` sees the ids so far after each chunk."""
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token (e.g. BOS)")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         B = len(prompts)
-        longest = max(len(p) for p in prompts)
-        if longest + max_new_tokens > self.config.max_len:
-            raise ValueError(
-                f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context "
-                f"of {self.config.max_len} tokens; shorten the prompt or lower max_new_tokens")
         # prompts are bucketed (fewer compiles); the cache holds exactly prompt + new tokens
-        P = min(_round_up(longest, self.prompt_bucket), self.config.max_len - max_new_tokens)
-        L = P + max_new_tokens
-        ids = np.full((B, P), self.pad_id, np.int32)
-        valid = np.zeros((B, P), bool)
-        for i, p in enumerate(prompts):
-            ids[i, P - len(p):] = p
-            valid[i, P - len(p):] = True
-        cache = model_lib.init_cache(self.model, B, L)
-        logits, cache = self._prefill(self.params, cache, jnp.asarray(ids), jnp.asarray(valid))
+        logits, cache, _ = self._start(prompts, max_new_tokens)
         pos = jnp.asarray([len(p) for p in prompts], jnp.int32)
         done = jnp.zeros((B,), bool)
         rng = jax.random.key(seed)
@@ -202,6 +192,101 @@ class Generator:
             if any(r is not None for r in reasons):  # stop strings end rows the device still decodes
                 done = done | jnp.asarray([r is not None for r in reasons])
         return out, [r or "length" for r in reasons]
+
+    def _start(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[Array, Any, int]:
+        """Prefills left-padded ``prompts``: ``(last logits [B, V], cache, P)``."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token (e.g. BOS)")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        longest = max(len(p) for p in prompts)
+        if longest + max_new_tokens > self.config.max_len:
+            raise ValueError(
+                f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context "
+                f"of {self.config.max_len} tokens; shorten the prompt or lower max_new_tokens")
+        P = min(_round_up(longest, self.prompt_bucket), self.config.max_len - max_new_tokens)
+        ids = np.full((len(prompts), P), self.pad_id, np.int32)
+        valid = np.zeros((len(prompts), P), bool)
+        for i, p in enumerate(prompts):
+            ids[i, P - len(p):] = p
+            valid[i, P - len(p):] = True
+        cache = model_lib.init_cache(self.model, len(prompts), P + max_new_tokens)
+        logits, cache = self._prefill(self.params, cache, jnp.asarray(ids), jnp.asarray(valid))
+        return logits, cache, P
+
+    def beam_search(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        beam: int = 4,
+        max_new_tokens: int,
+        length_penalty: float = 1.0,
+    ) -> tuple[list[list[int]], list[float]]:
+        """Beam search per prompt: ``(best ids, their log-probability)`` (EOS excluded).
+
+        Hypotheses are ranked by ``log p / length ** length_penalty`` (length counts the
+        EOS); a prompt is done once ``beam`` hypotheses have ended (EOS) or at
+        ``max_new_tokens``. ``beam=1`` is greedy decoding. All beams of all prompts
+        decode together in one KV cache of ``len(prompts) * beam`` rows."""
+        if beam < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
+        B, K = len(prompts), beam
+        logits, cache, _ = self._start(prompts, max_new_tokens)
+        cache = self._reorder(cache, jnp.repeat(jnp.arange(B), K))
+        logp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1))  # [B, V]
+        V = logp.shape[-1]
+        # live beams per prompt: (score, ids); the first step expands each prompt's single state
+        live = [[(0.0, [])] for _ in range(B)]
+        finished: list[list[tuple[float, float, list[int]]]] = [[] for _ in range(B)]  # (norm, raw, ids)
+        done = [False] * B
+        lp_rows = logp[:, None, :]  # [B, beams so far, V]
+        pos = np.asarray([len(p) for p in prompts], np.int64)
+        for t in range(max_new_tokens):
+            tokens = np.full((B, K), self.pad_id, np.int64)
+            parents = np.zeros((B, K), np.int64)
+            for b in range(B):
+                if done[b]:
+                    continue
+                n_live = len(live[b])
+                scores = np.asarray([s for s, _ in live[b]])[:, None] + lp_rows[b, :n_live]  # [n_live, V]
+                flat = scores.reshape(-1)
+                top = np.argpartition(-flat, min(2 * K, flat.size) - 1)[: 2 * K]
+                top = top[np.argsort(-flat[top], kind="stable")]
+                new_live = []
+                for rank, f in enumerate(top):
+                    parent, tok = divmod(int(f), V)
+                    score = float(flat[f])
+                    ids = live[b][parent][1] + [tok]
+                    if tok == self.eos_id:
+                        if rank < K:
+                            finished[b].append((score / len(ids) ** length_penalty, score, ids[:-1]))
+                    else:
+                        new_live.append((score, ids, parent))
+                    if len(new_live) == K:
+                        break
+                if len(finished[b]) >= K or t == max_new_tokens - 1:
+                    done[b] = True
+                    if t == max_new_tokens - 1:
+                        finished[b].extend((s / len(ids) ** length_penalty, s, ids) for s, ids, _ in new_live)
+                    continue
+                live[b] = [(s, ids) for s, ids, _ in new_live]
+                for k, (_, ids, parent) in enumerate(new_live):
+                    tokens[b, k], parents[b, k] = ids[-1], b * K + parent
+            if all(done):
+                break
+            for b in range(B):  # rows of finished prompts keep decoding padding (ignored)
+                if done[b]:
+                    parents[b] = b * K + np.arange(K)
+            cache = self._reorder(cache, jnp.asarray(parents.reshape(-1)))
+            lp, cache = self._step(self.params, cache, jnp.asarray(tokens.reshape(-1), jnp.int32),
+                                   jnp.asarray(np.repeat(pos + t, K), jnp.int32))
+            lp_rows = np.asarray(lp).reshape(B, K, V)
+        out_ids, out_scores = [], []
+        for b in range(B):
+            best = max(finished[b], key=lambda x: x[0]) if finished[b] else (0.0, 0.0, [])
+            out_ids.append(best[2])
+            out_scores.append(best[1])
+        return out_ids, out_scores
 
     def generate(
         self,
@@ -250,6 +335,11 @@ class Generator:
                 on_text(i, text[len(emitted[i]):])
             results.append(Generation(prompt_ids=p, token_ids=g, text=text, finish_reason=r))
         return results
+
+
+def _reorder_cache(cache: Any, rows: Array) -> Any:
+    """Gathers the batch rows ``rows`` of every per-row cache array (the write index is shared)."""
+    return jax.tree.map(lambda x: x[rows] if x.ndim > 0 else x, cache)
 
 
 def stop_cut(ids: list[int], tokenizer: Any, stop: Sequence[str]) -> int | None:

@@ -78,6 +78,17 @@ def _prepare_squad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_pairs(args: argparse.Namespace) -> int:
+    from memgpt_jax.data.pairs import pairs_builder, parse_split_spec
+
+    splits = dict(parse_split_spec(s) for s in args.split)
+    start = time.perf_counter()
+    builder = pairs_builder(args.name, splits, data_dir=args.data_dir)
+    common.prepare(builder)
+    print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_pairs/{args.name})")
+    return 0
+
+
 def _prepare_listops(args: argparse.Namespace) -> int:
     from memgpt_jax.data.listops import listops_builder
 
@@ -197,6 +208,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     _add_data_dir(squad)
     squad.set_defaults(func=_handler(_prepare_squad))
 
+    pairs = psub.add_parser(
+        "pairs", help="prompt -> target pairs from JSONL or parallel text files",
+        description="Prompt/target pairs (translation, summarization, dialogue) into memgpt_pairs/NAME. "
+                    "JSONL lines hold {\"prompt\", \"target\"} or a chat ({\"turns\": [...]} or "
+                    "{\"messages\": [{\"role\", \"content\"}]}); parallel files pair line i of SOURCE with "
+                    "line i of TARGET (.gz allowed). Example: memgpt-jax data prepare pairs --name multi30k_en_de "
+                    "--split train=train.en.gz,train.de.gz --split val=val.en.gz,val.de.gz")
+    pairs.add_argument("--name", required=True, help="dataset config name")
+    pairs.add_argument("--split", action="append", required=True, metavar="NAME=FILES",
+                       help="NAME=FILE.jsonl or NAME=SOURCE,TARGET (repeat per split)")
+    _add_data_dir(pairs)
+    pairs.set_defaults(func=_handler(_prepare_pairs))
+
     listops = psub.add_parser(
         "listops", help="generated ListOps (no download)",
         description="ListOps as in Long Range Arena, generated from a seed. Presets: tiny "
@@ -224,7 +248,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "--splits train,unsupervised --vocab-size 8000 --output imdb8k.model")
     train.add_argument("--dataset", required=True, help="prepared dataset, builder/config")
     train.add_argument("--splits", "--split", default="train", help="comma-separated splits to train on (default: %(default)s)")
-    train.add_argument("--text-key", default="text", help="feature holding the text (default: %(default)s)")
+    train.add_argument("--text-key", default="text",
+                       help="feature(s) holding the text, comma-separated, e.g. prompt,target (default: %(default)s)")
     train.add_argument("--vocab-size", type=int, default=8000,
                        help="pieces including 5 specials and 256 bytes (default: %(default)s)")
     train.add_argument("--model-type", choices=("unigram", "bpe", "char", "word"), default="unigram",

@@ -200,7 +200,11 @@ def as_text(value: Any) -> str:
 
 
 def iter_texts(sources: Sequence[Sequence[Mapping[str, Any]]], key: str = "text") -> Iterator[str]:
-    """The ``key`` texts of each record of each source, in stored order."""
+    """The ``key`` texts of each record of each source, in stored order; ``key`` may
+    name several features, comma-separated (``"prompt,target"``)."""
+    keys = [k for k in key.split(",") if k]
     for source in sources:
         for i in range(len(source)):
-            yield as_text(source[i][key])
+            record = source[i]
+            for k in keys:
+                yield as_text(record[k])

@@ -2,7 +2,8 @@
 
 ``data`` section fields:
 
-- ``dataset``: ``"listops"`` | ``"imdb"`` | ``"text"`` | ``"squad"`` (task ``qa``); ``name``: the prepared tfds
+- ``dataset``: ``"listops"`` | ``"imdb"`` | ``"text"`` | ``"squad"`` (task ``qa``) | ``"pairs"``
+  (task ``lm``: prompt -> target, loss on targets only; ``pack``); ``name``: the prepared tfds
   name (e.g. ``memgpt_listops/tiny``); ``data_dir``: where prepared datasets live
   (default ``$MEMGPT_DATA_DIR``). ListOps is generated on first use; IMDb and text
   corpora must be prepared first (``memgpt-jax data prepare ...``).
@@ -55,6 +56,11 @@ def _iterator(task: str, dc: Any, split: str, tokenizer: Any, *, train: bool, ba
     source = _source(dc, split)
     common = dict(batch_size=batch_size, seed=int(dc.get("seed", 0)), shuffle=train,
                   num_epochs=None if train else 1, drop_remainder=train)
+    if task == "lm" and dc.dataset == "pairs":
+        from memgpt_jax.data.pairs_pipeline import PackedPairsIterator
+
+        return PackedPairsIterator(source, tokenizer, seq_len=int(dc.seq_len), pack=bool(dc.get("pack", True)),
+                                   **common)
     if task == "lm":
         return data_lib.PackedLMIterator(source, tokenizer, seq_len=int(dc.seq_len),
                                          text_key=dc.get("text_key", "text"), **common)

@@ -1,0 +1,105 @@
+"""The IMDb recipe's table: teacher, block-sparse student, int8 student.
+
+    python -m benchmarks.imdb_recipe --runs runs/imdb       (after train/imdb_recipe.sh)
+
+For each model: parameters, size on disk of an inference checkpoint (parameters
+only), accuracy and macro F1 on the validation split and on the test split (the
+2,000-review "test sample" of the dev archive), CPU training wall time (from each
+run's ``summary.json``; the teacher's includes its LM pretraining, listed apart
+too), and inference examples/s on the test split (batch 64, model time after
+compilation). Writes ``benchmarks/results/imdb_recipe.{json,md}`` and the "IMDb
+recipe" section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from benchmarks.common import RESULTS_DIR, machine, markdown_table, write_results
+
+COLUMNS = ["model", "attention", "params", "params_vs_teacher", "disk_MB", "val_accuracy", "val_macro_f1",
+           "test_accuracy", "test_macro_f1", "train_wall_min", "test_examples_per_s"]
+
+
+def _wall_min(run: str) -> float:
+    with open(os.path.join(run, "summary.json")) as f:
+        return json.load(f)["wall_s"] / 60.0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/imdb", help="directory holding lm/, teacher/, student/, student_int8/")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-examples", type=int, default=0, help="evaluate only this many examples per split (0: all)")
+    p.add_argument("--no-results-md", action="store_true")
+    args = p.parse_args(argv)
+
+    from memgpt_jax.apps.classify import evaluate_classifier, format_report
+    from memgpt_jax.apps.loading import load_run
+    from memgpt_jax.compress.report import dir_bytes, params_disk_bytes
+    from memgpt_jax.flops import count_params
+    from memgpt_jax.training.checkpoint import load_params
+
+    lm_min = _wall_min(os.path.join(args.runs, "lm"))
+    models = [("teacher", "teacher"), ("student", "student"), ("student int8", "student_int8")]
+    rows, reports = [], {}
+    teacher_params = None
+    for name, sub in models:
+        run = os.path.join(args.runs, sub)
+        loaded = load_run(run)
+        if loaded.quantized:
+            disk = dir_bytes(os.path.join(run, "checkpoints"))
+            wall = _wall_min(os.path.join(args.runs, "student"))
+            n_params = count_params(loaded.model_config, "classification")
+        else:
+            params, meta = load_params(run)
+            disk = params_disk_bytes(params, meta)
+            wall = _wall_min(run) + (lm_min if name == "teacher" else 0.0)
+            n_params = count_params(params)
+        teacher_params = teacher_params or n_params
+        row = {"model": name, "attention": loaded.model_config.attention.pattern, "params": n_params,
+               "params_vs_teacher": n_params / teacher_params, "disk_MB": disk / 1e6, "train_wall_min": wall}
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            print(f"evaluating {name} on {split} ...", file=sys.stderr)
+            rep = evaluate_classifier(loaded, split, batch_size=args.batch_size, max_examples=args.max_examples,
+                                      progress=False)
+            print(format_report(rep), file=sys.stderr)
+            reports[f"{name}/{split}"] = rep
+            row[f"{prefix}_accuracy"] = rep["accuracy"]
+            row[f"{prefix}_macro_f1"] = rep["macro_f1"]
+            if split == "test":
+                row["test_examples_per_s"] = rep["examples_per_s"]
+        rows.append(row)
+    t_acc = rows[0]["test_accuracy"]
+    meta = {"lm_pretrain_wall_min": lm_min, "reports": reports,
+            "student_accuracy_ratio_test": rows[1]["test_accuracy"] / t_acc,
+            "student_accuracy_ratio_val": rows[1]["val_accuracy"] / rows[0]["val_accuracy"],
+            "int8_accuracy_ratio_test": rows[2]["test_accuracy"] / t_acc}
+    print(markdown_table(rows, COLUMNS))
+    write_results("imdb_recipe", rows, COLUMNS, meta)
+    if not args.no_results_md:
+        from benchmarks.attention_report import update_section
+
+        m = machine()
+        body = "\n".join([
+            "## The IMDb recipe (issue 8)", "",
+            "`train/imdb_recipe.sh` then `python -m benchmarks.imdb_recipe --runs runs/imdb` — "
+            f"{m.get('cpu', '?')}, {m.get('cores')} cores; commit {m.get('commit')}. Configs: `configs/imdb.py` "
+            "(`pretrain`, `teacher`, `student`); budgets are in the README section \"The IMDb recipe\". "
+            "Validation: 2,500 reviews carved from train (seed 0); test: the 2,000-review test sample.", "",
+            markdown_table(rows, COLUMNS), "",
+            f"Student / teacher accuracy: {100 * meta['student_accuracy_ratio_test']:.1f}% on the test sample, "
+            f"{100 * meta['student_accuracy_ratio_val']:.1f}% on validation, with "
+            f"{100 * rows[1]['params_vs_teacher']:.0f}% of the teacher's parameters; int8 student / teacher: "
+            f"{100 * meta['int8_accuracy_ratio_test']:.1f}%. The teacher's wall time includes "
+            f"{lm_min:.1f} min of LM pretraining on train+unsup.",
+        ])
+        update_section(RESULTS_DIR.parent / "RESULTS.md", "imdb-recipe", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

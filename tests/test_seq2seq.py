@@ -1,0 +1,178 @@
+"""Prompt -> target fine-tuning (issue 10): pair datasets, target-only loss, packing
+boundaries, beam search, text metrics, and a tiny model that learns to reverse digits."""
+
+import gzip
+import json
+import os
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from memgpt_jax import config as config_lib
+from memgpt_jax import data as data_lib
+from memgpt_jax import model as model_lib
+from memgpt_jax.apps import text_metrics
+from memgpt_jax.apps.generate import Generator
+from memgpt_jax.apps.loading import load_run
+from memgpt_jax.cli import main as cli_main
+from memgpt_jax.data import specials
+from memgpt_jax.data.common import DataError
+from memgpt_jax.data.pairs import chat_examples, pairs_builder, parse_split_spec
+from memgpt_jax.data.pairs_pipeline import PackedPairsIterator, encode_prompt, pair_tokens
+from memgpt_jax.data.tokenizers import ByteTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "multi30k.py")
+
+
+def _digit_pairs(n, seed):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        digits = [rng.choice("0123456789") for _ in range(rng.randint(3, 6))]
+        out.append({"prompt": " ".join(digits), "target": " ".join(digits[::-1])})
+    return out
+
+
+def test_pairs_builder_reads_jsonl_chat_and_parallel_files(tmp_path):
+    jl = tmp_path / "a.jsonl"
+    jl.write_text("\n".join([json.dumps({"prompt": "hi", "target": "ho"}),
+                             json.dumps({"turns": ["hello", "hi! how can I help?", "my order is late", "sorry!"]}),
+                             json.dumps({"prompt": " ", "target": "x"})]) + "\n")
+    with gzip.open(tmp_path / "s.gz", "wt") as f:
+        f.write("one\ntwo\nthree\n")
+    with gzip.open(tmp_path / "t.gz", "wt") as f:
+        f.write("eins\nzwei\ndrei\n")
+    (tmp_path / "short.txt").write_text("eins\n")
+    d = str(tmp_path / "tfds")
+    splits = dict([parse_split_spec(f"train={jl}"), parse_split_spec(f"val={tmp_path / 's.gz'},{tmp_path / 't.gz'}")])
+    data_lib.prepare(pairs_builder("unit", splits, data_dir=d), echo=lambda _: None)
+    train = data_lib.load_split("memgpt_pairs/unit", "train", d)
+    rows = sorted((data_lib.as_text(train[i]["prompt"]), data_lib.as_text(train[i]["target"])) for i in range(len(train)))
+    assert len(rows) == 3  # 1 pair + 2 assistant turns; the blank prompt is skipped
+    assert ("User: hello\nAssistant: hi! how can I help?\nUser: my order is late\nAssistant:", "sorry!") in rows
+    val = data_lib.load_split("memgpt_pairs/unit", "val", d)
+    assert sorted(data_lib.as_text(val[i]["target"]) for i in range(3)) == ["drei", "eins", "zwei"]
+    with pytest.raises(DataError, match="lines"):
+        data_lib.prepare(pairs_builder("bad", {"train": [str(tmp_path / "s.gz"), str(tmp_path / "short.txt")]},
+                                       data_dir=d), echo=lambda _: None)
+    with pytest.raises(ValueError, match="NAME="):
+        parse_split_spec("train")
+    assert chat_examples({"messages": [{"role": "system", "content": "Be brief."},
+                                       {"role": "user", "content": "hi"},
+                                       {"role": "assistant", "content": "hello"}]}) == [
+        ("Be brief.\nUser: hi\nAssistant:", "hello")]
+
+
+def test_loss_mask_covers_targets_only_and_packing_keeps_pairs_apart():
+    tok = ByteTokenizer()
+    source = [{"prompt": p, "target": t} for p, t in (("abc", "xy"), ("de", "uvw"), ("f", "z"), ("ghij", "k"))]
+    it = PackedPairsIterator(source, tok, batch_size=2, seq_len=16, shuffle=False, num_epochs=1, drop_remainder=False)
+    batch = next(it)
+    for r in range(2):
+        segs = batch["segment_ids"][r]
+        for s in set(segs.tolist()) - {0}:
+            cols = np.nonzero(segs == s)[0]
+            assert (np.diff(cols) == 1).all() and (batch["positions"][r, cols] == np.arange(len(cols))).all()
+            inputs, targets = batch["inputs"][r, cols], batch["targets"][r, cols]
+            mask = batch["loss_mask"][r, cols]
+            sep = int(np.nonzero(inputs == specials.SEP_ID)[0][0])
+            assert not mask[:sep].any() and mask[sep:].all()  # from SEP on, the model predicts the target
+            assert targets[-1] == specials.EOS_ID
+            assert tok.decode(targets[mask][:-1]) in ("xy", "uvw", "z", "k")
+    assert (batch["segment_ids"][0] > 0).sum() > len(pair_tokens(tok, "abc", "xy", 16)[0])  # two pairs in row 0
+    assert not batch["loss_mask"][batch["segment_ids"] == 0].any()
+
+    # A pair's logits inside a packed row equal its logits alone (dense and block-sparse).
+    for att in (dict(pattern="dense"), dict(pattern="window_global", block_size=4, window=2, n_global=1)):
+        mc = config_lib.tiny(vocab_size=264, max_len=16, attention=att)
+        model = model_lib.build(mc)
+        params, _ = model_lib.init(model, jax.random.key(0))
+        packed = model.apply({"params": params}, batch["inputs"], segment_ids=batch["segment_ids"],
+                             positions=batch["positions"]).logits
+        cols = np.nonzero(batch["segment_ids"][0] == 2)[0]
+        alone = model.apply({"params": params}, batch["inputs"][:1, cols]).logits
+        if att["pattern"] == "dense":
+            np.testing.assert_allclose(packed[0, cols], alone[0], atol=1e-4)
+        else:  # sparse layouts are fixed on row positions; the segment mask still blocks other pairs
+            other = np.nonzero(batch["segment_ids"][0] == 1)[0]
+            changed = batch["inputs"].copy()
+            changed[0, other] = (changed[0, other] + 7) % 200 + 5
+            packed2 = model.apply({"params": params}, changed, segment_ids=batch["segment_ids"],
+                                  positions=batch["positions"]).logits
+            np.testing.assert_allclose(packed[0, cols], packed2[0, cols], atol=1e-5)
+
+
+def test_text_metrics_on_known_strings():
+    assert text_metrics.bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert text_metrics.chrf(["Haus"], ["Haus"]) == pytest.approx(100.0)
+    assert text_metrics.bleu(["completely different words here"], ["the cat sat on the mat"]) < 5
+    # LCS("a b c d", "a c d e") = 3: P = R = 3/4 -> F = 75
+    assert text_metrics.rouge_l(["a b c d"], ["a c d e"]) == pytest.approx(75.0)
+    assert text_metrics.exact_match(["Hello  World", "x"], ["hello world", "y"]) == 50.0
+    with pytest.raises(ValueError, match="references"):
+        text_metrics.bleu(["a"], [])
+
+
+@pytest.fixture(scope="module")
+def reverser(tmp_path_factory):
+    """A tiny model trained to reverse digit strings (seconds), and its data dir."""
+    tmp = tmp_path_factory.mktemp("seq2seq")
+    for split, n, seed in (("train", 2000, 0), ("val", 40, 1)):
+        with open(tmp / f"{split}.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in _digit_pairs(n, seed))
+    d = str(tmp / "tfds")
+    assert cli_main(["data", "prepare", "pairs", "--name", "digits", "--split", f"train={tmp / 'train.jsonl'}",
+                     "--split", f"val={tmp / 'val.jsonl'}", "--data-dir", d]) == 0
+    run = str(tmp / "run")
+    assert cli_main(["pretrain", "--config", f"{CONFIG}:tiny", "--workdir", run, "--no-progress",
+                     "--config.data.name=memgpt_pairs/digits", f"--config.data.data_dir={d}",
+                     "--config.train.steps=800", "--config.train.eval_every=800", "--config.train.checkpoint_every=800",
+                     "--config.data.batch_size=32"]) == 0
+    return run, d, tmp
+
+
+def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys):
+    run, d, tmp = reverser
+    out = str(tmp / "eval.json")
+    assert cli_main(["eval", "--checkpoint", run, "--split", "val", "--no-progress", "--json", out,
+                     "--max-new-tokens", "12"]) == 0
+    report = json.load(open(out))
+    assert report["sentences"] == 40
+    assert report["exact_match"] >= 80.0, report  # learned: most reversals exact
+    assert report["bleu"] > 50 and report["chrf"] > 80 and report["rouge_l"] >= report["exact_match"]
+
+    # sequence-level distillation data: the model's outputs become targets
+    kd = str(tmp / "kd.jsonl")
+    assert cli_main(["decode", "--checkpoint", run, "--split", "val", "--out", kd, "--no-progress",
+                     "--max-new-tokens", "12"]) == 0
+    rows = [json.loads(line) for line in open(kd)]
+    assert len(rows) == 40 and sum(r["target"] == r["prompt"][::-1] for r in rows) >= 32
+
+
+def test_beam_search_properties(reverser):
+    run, _, _ = reverser
+    loaded = load_run(run)
+    tok = loaded.tokenizer
+    gen = Generator(loaded.model, loaded.params, eos_id=tok.eos_id, chunk=8)
+    prompts = [encode_prompt(tok, r["prompt"]) for r in _digit_pairs(12, 7)]
+    greedy, _ = gen.generate_ids(prompts, max_new_tokens=14)
+    b1, _ = gen.beam_search(prompts, beam=1, max_new_tokens=14, length_penalty=0.0)
+    assert b1 == greedy
+    b4, s4 = gen.beam_search(prompts, beam=4, max_new_tokens=14, length_penalty=0.0)
+
+    fwd = jax.jit(lambda x: jax.nn.log_softmax(loaded.model.apply({"params": loaded.params}, x).logits, -1))
+
+    def score(prompt, ids):  # log p(ids + EOS | prompt) by the full forward pass
+        seq = prompt + ids + [tok.eos_id]
+        buf = np.zeros((1, 40), np.int32)
+        buf[0, :len(seq)] = seq
+        lp = np.asarray(fwd(jnp.asarray(buf)))[0]
+        return float(sum(lp[len(prompt) - 1 + i, t] for i, t in enumerate(ids + [tok.eos_id])))
+
+    for p, g, b, s in zip(prompts, greedy, b4, s4):
+        assert s == pytest.approx(score(p, b), abs=1e-3)  # the reported score is the model's
+        assert s >= score(p, g) - 1e-4  # never worse than greedy in model score
