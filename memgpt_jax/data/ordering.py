@@ -129,6 +129,30 @@ def check_fingerprint(expected: Mapping[str, Any], state: Mapping[str, Any], wha
         raise ValueError(f"{what}: cannot restore state from a different pipeline ({details})")
 
 
+class CursorIterator:
+    """Shared plumbing of the record iterators built on an :class:`EpochCursor`:
+    ``get_state`` / ``set_state`` (exact resume, checked against the settings
+    fingerprint) and the iterator protocol. Subclasses set ``_cursor``,
+    ``_fingerprint`` and ``batches`` and implement ``__next__``."""
+
+    _cursor: EpochCursor
+    _fingerprint: dict[str, Any]
+    batches: int
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-able position after the last batch returned."""
+        return {**self._cursor.state(), "batches": self.batches, "fingerprint": dict(self._fingerprint)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`get_state` of an identical pipeline)."""
+        check_fingerprint(self._fingerprint, state, type(self).__name__)
+        self._cursor.restore(state)
+        self.batches = int(state["batches"])
+
+    def __iter__(self):
+        return self
+
+
 def split_for_devices(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
     """Reshape each ``[B, ...]`` array to ``[num_devices, B // num_devices, ...]`` (pmap style)."""
     out = {}

@@ -24,7 +24,7 @@ import numpy as np
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.common import as_text
-from memgpt_jax.data.ordering import EpochCursor, check_fingerprint, local_batch_size, process_shard
+from memgpt_jax.data.ordering import CursorIterator, EpochCursor, local_batch_size, process_shard
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
@@ -50,7 +50,7 @@ def pair_tokens(tokenizer: Any, prompt: str, target: str, seq_len: int,
     return np.asarray(tokens, np.int32), 2 + len(p)
 
 
-class PackedPairsIterator:
+class PackedPairsIterator(CursorIterator):
     """Iterator of (packed) prompt/target LM batches over a random-access source."""
 
     def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer: Any, *, batch_size: int, seq_len: int,
@@ -72,16 +72,6 @@ class PackedPairsIterator:
         self.stats: collections.Counter = collections.Counter()
         self._cache: dict[int, tuple[np.ndarray, int]] = {}
 
-    def get_state(self) -> dict[str, Any]:
-        return {**self._cursor.state(), "batches": self.batches, "fingerprint": dict(self._fingerprint)}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        check_fingerprint(self._fingerprint, state, "PackedPairsIterator")
-        self._cursor.restore(state)
-        self.batches = int(state["batches"])
-
-    def __iter__(self) -> "PackedPairsIterator":
-        return self
 
     def _tokens(self, index: int) -> tuple[np.ndarray, int]:
         if index not in self._cache:

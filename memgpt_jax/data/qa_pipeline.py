@@ -29,7 +29,7 @@ import numpy as np
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.common import as_text
-from memgpt_jax.data.ordering import EpochCursor, check_fingerprint, local_batch_size, process_shard
+from memgpt_jax.data.ordering import CursorIterator, EpochCursor, local_batch_size, process_shard
 
 QA_KEYS = ("inputs", "kv_valid", "start", "end", "example_valid")
 
@@ -152,7 +152,7 @@ def pad_features(feats: Sequence[QAFeature], batch_size: int, max_len: int) -> d
     return batch
 
 
-class QAIterator:
+class QAIterator(CursorIterator):
     """Training (or span-loss evaluation) batches: one answer-bearing window per question.
 
     Deterministic and resumable like the other iterators (``get_state``/``set_state``)."""
@@ -174,16 +174,6 @@ class QAIterator:
         self.batches = 0
         self.stats: collections.Counter = collections.Counter()
 
-    def get_state(self) -> dict[str, Any]:
-        return {**self._cursor.state(), "batches": self.batches, "fingerprint": dict(self._fingerprint)}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        check_fingerprint(self._fingerprint, state, "QAIterator")
-        self._cursor.restore(state)
-        self.batches = int(state["batches"])
-
-    def __iter__(self) -> "QAIterator":
-        return self
 
     def __next__(self) -> dict[str, np.ndarray]:
         feats: list[QAFeature] = []
