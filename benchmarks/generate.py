@@ -1,7 +1,7 @@
 """Generation speed: KV-cache decoding vs recomputing the full forward pass, and vs
 Hugging Face GPT-2 ``generate`` in PyTorch on the same weights, side by side.
 
-    python -m benchmarks.generate                       # small_10m (random init), 16-token prompt, 512 new tokens
+    python -m benchmarks.generate --sparse              # small_10m (random init), 16-token prompt, 512 new tokens
     python -m benchmarks.generate --checkpoint runs/shakespeare_small --new-tokens 256
     python -m benchmarks.generate --preset tiny --new-tokens 32      # a quick check
 
@@ -64,6 +64,7 @@ def run(args) -> tuple[list[dict], dict]:
     import jax
     import jax.numpy as jnp
 
+    from memgpt_jax import model as model_lib
     from memgpt_jax.apps.generate import Generator
     from memgpt_jax.flops import count_params
 
@@ -104,6 +105,14 @@ def run(args) -> tuple[list[dict], dict]:
     meta = {"model": source, "params": count_params(params), "prompt_tokens": P, "batch": 1,
             "attention": cfg.attention.pattern, "recompute_tokens_equal_kv": same_re}
 
+    if args.sparse and not args.checkpoint:  # the same model with block-sparse attention (block 64)
+        scfg = cfg.replace(attention=dict(pattern="window_global", block_size=64, window=2, n_global=1))
+        smodel = model_lib.build(scfg)
+        sgen = Generator(smodel, params, eos_id=never, chunk=args.chunk, prompt_bucket=1)
+        t_s, _ = _timed(lambda: sgen.generate_ids([prompt], max_new_tokens=n)[0][0], args.repeats)
+        rows.append(row(f"jax kv-cache (chunk {args.chunk}), window_global b64", t_s))
+        meta["sparse_attention"] = "window_global(block 64, window 2, 1 global)"
+
     if not args.no_torch and cfg.is_gpt2_compatible:
         import torch
         import transformers
@@ -140,7 +149,8 @@ def update_results_md(rows: list[dict], meta: dict, command: str) -> None:
         "## Generation: KV cache vs recompute vs Hugging Face (issue 8)", "",
         f"`{command}` — {m.get('cpu', '?')}, {m.get('cores')} cores; commit {m.get('commit')}.",
         f"Model: {meta['model']}, {meta['params']:,} parameters, {meta['attention']} attention; batch 1, "
-        f"{meta['prompt_tokens']}-token prompt, greedy, float32, best of the timed runs after a warm-up.", "",
+        f"{meta['prompt_tokens']}-token prompt, greedy, float32, best of the timed runs after a warm-up. "
+        "All rows come from one run (the machine may be shared: compare ratios).", "",
         markdown_table(rows, COLUMNS), "",
         f"KV cache vs recompute: **{kv['speedup_vs_recompute']:.1f}x**; recompute and KV cache pick the same "
         f"token at {meta['recompute_tokens_equal_kv']}/{kv['new_tokens']} steps.",
@@ -161,6 +171,7 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--sparse", action="store_true", help="add a row for the same weights with block-sparse attention")
     p.add_argument("--no-results-md", action="store_true", help="do not touch RESULTS.md")
     args = p.parse_args(argv)
     rows, meta = run(args)

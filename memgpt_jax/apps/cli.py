@@ -85,8 +85,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(prompts[0])
     t0 = time.perf_counter()
     try:
+        stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop or ()]  # "\n" as typed
         results = gen.generate(prompts, loaded.tokenizer, max_new_tokens=args.max_new_tokens, sampling=sampling,
-                               seed=args.seed, stop=args.stop or (), on_text=on_text if stream else None)
+                               seed=args.seed, stop=stops, on_text=on_text if stream else None)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     dt = time.perf_counter() - t0
@@ -288,7 +289,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", action="append", help="a prompt; repeat for a batch")
     p.add_argument("--prompt-file", help="one prompt per line (\\n for newlines)")
     sampling_args(p)
-    p.add_argument("--stop", action="append", help="stop string (repeatable); not included in the output")
+    p.add_argument("--stop", action="append", help="stop string (repeatable; \\n and \\t are newline and tab); not included in the output")
     p.add_argument("--stream", action="store_true", help="print tokens as they come (single prompt)")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
     p.set_defaults(func=cmd_generate)
