@@ -1,7 +1,14 @@
-"""Training-step throughput and MFU of dense and block-sparse ~10M-parameter models.
+"""Training-step throughput and MFU of dense and block-sparse ~10M-parameter models,
+side by side with the same models exported to PyTorch.
 
     python -m benchmarks.train_step                         # seq 512 and 2048, dense and sparse
     python -m benchmarks.train_step --seq-lens 1024 4096 --tokens-per-step 8192
+    python -m benchmarks.train_step --seq-lens 1024 --torch eager compile    # + PyTorch peers
+
+PyTorch peers (``--torch``): the JAX model's initial parameters exported with
+``memgpt_jax.export`` and trained by ``benchmarks/torch_train_step.py`` in a
+separate process (SDPA attention; the layout's token mask for block-sparse models),
+eager and/or ``torch.compile``, same batch, sequence length and dtype.
 
 MFU = model FLOPs per token (memgpt_jax.flops: 6N + attention over computed blocks)
 x tokens/s / the matmul peak measured on this machine in the same run
@@ -14,7 +21,7 @@ import argparse
 
 from benchmarks.common import markdown_table, time_fn, write_results
 
-COLUMNS = ["attention", "seq_len", "batch", "compute_dtype", "params", "step_ms", "compile_s", "tokens_per_s",
+COLUMNS = ["framework", "attention", "seq_len", "batch", "compute_dtype", "params", "step_ms", "compile_s", "tokens_per_s",
            "tflops_per_s", "peak_tflops", "mfu"]
 
 
@@ -24,7 +31,8 @@ def sparse_attention(seq_len: int) -> dict:
     return dict(pattern="window_global", block_size=block, window=3, n_global=1)
 
 
-def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int) -> dict:
+def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
+          torch_modes: tuple[str, ...] = ()) -> list[dict]:
     import jax
     import numpy as np
 
@@ -39,6 +47,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int) -
     cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype).replace(attention=attn)
     model = model_lib.build(cfg)
     params, _ = model_lib.init(model, jax.random.key(0))
+    host_params = jax.tree.map(np.asarray, params)  # the step donates its state
     tx, schedule = make_optimizer(dict(lr=1e-4, warmup_steps=0), 100)
     step = jax.jit(make_train_step(make_loss_fn("lm", model), tx, schedule), donate_argnums=(0,))
     batch_size = max(tokens // seq_len, 1)
@@ -53,17 +62,47 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int) -
         return metrics["loss"]
 
     t = time_fn(run, repeats=repeats)
-    tps = batch_size * seq_len / t["median_s"]
-    achieved = flops_per_token(cfg, seq_len) * tps
     peak = measured_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
-    row = {
-        "attention": "dense" if attention == "dense" else f"window_global(b{attn['block_size']})",
-        "seq_len": seq_len, "batch": batch_size, "compute_dtype": dtype, "params": count_params(params),
-        "step_ms": t["median_s"] * 1e3, "compile_s": t["compile_s"], "tokens_per_s": tps,
-        "tflops_per_s": achieved / 1e12, "peak_tflops": peak / 1e12, "mfu": achieved / peak,
-    }
-    print(row, flush=True)
-    return row
+    name = "dense" if attention == "dense" else f"window_global(b{attn['block_size']})"
+    fpt = flops_per_token(cfg, seq_len)
+
+    def row(framework: str, step_s: float, compile_s: float) -> dict:
+        tps = batch_size * seq_len / step_s
+        r = {"framework": framework, "attention": name, "seq_len": seq_len, "batch": batch_size,
+             "compute_dtype": dtype, "params": count_params(host_params), "step_ms": step_s * 1e3,
+             "compile_s": compile_s, "tokens_per_s": tps, "tflops_per_s": fpt * tps / 1e12,
+             "peak_tflops": peak / 1e12, "mfu": fpt * tps / peak}
+        print(r, flush=True)
+        return r
+
+    rows = [row("jax", t["median_s"], t["compile_s"])]
+    del holder, step
+    for mode in torch_modes:
+        rows.append(row(f"torch {mode}", *_torch_peer(host_params, cfg, mode, seq_len, batch_size, dtype, repeats)))
+    return rows
+
+
+def _torch_peer(params, cfg, mode: str, seq_len: int, batch: int, dtype: str, repeats: int) -> tuple[float, float]:
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import jax
+
+    from memgpt_jax.export.torch_format import export_torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_torch(jax.device_get(params), cfg, "lm", os.path.join(tmp, "model"))
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_step.py")
+        out = subprocess.run([sys.executable, script, "--export", os.path.join(tmp, "model"), "--seq-len",
+                              str(seq_len), "--batch", str(batch), "--mode", mode, "--dtype", dtype,
+                              "--repeats", str(repeats)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"torch peer failed:\n{out.stderr[-2000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return res["step_s"], res["compile_s"]
 
 
 def main() -> None:
@@ -74,9 +113,11 @@ def main() -> None:
     p.add_argument("--tokens-per-step", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--name", default="train_step")
+    p.add_argument("--torch", nargs="*", default=[], choices=["eager", "compile"],
+                   help="also time the PyTorch peer (eager and/or torch.compile)")
     args = p.parse_args()
-    rows = [bench(a, s, args.tokens_per_step, d, args.repeats)
-            for s in args.seq_lens for a in args.attention for d in args.dtypes]
+    rows = [r for s in args.seq_lens for a in args.attention for d in args.dtypes
+            for r in bench(a, s, args.tokens_per_step, d, args.repeats, tuple(args.torch))]
     write_results(args.name, rows, COLUMNS, vars(args))
     print(markdown_table(rows, COLUMNS))
 

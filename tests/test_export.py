@@ -181,6 +181,25 @@ def test_sparse_mask_is_applied(exported):
     assert np.abs(torch_outputs(sparse, ids, valid)[0] - torch_outputs(dense, ids, valid)[0]).max() > 1e-2
 
 
+@pytest.mark.parametrize("name", ["dense", "window_global", "rope_gqa_rms"])
+def test_sdpa_attention_matches_the_reference(name, exported):
+    """The fused SDPA path (used for PyTorch training baselines) gives the einsum logits and grads."""
+    config, head, params, directory = exported[name]
+    ref = TorchGPT.from_pretrained(directory)
+    fused = TorchGPT.from_pretrained(directory, attention_impl="sdpa")
+    ids = torch.as_tensor(np.asarray(inputs(config)[0]), dtype=torch.long)
+    outs = []
+    for model in (ref, fused):
+        model.zero_grad()
+        out = model(ids)
+        logits = out.logits
+        logits.float().square().mean().backward()
+        grad = next(model.transformer.h[0].attn.query.parameters()).grad.clone()
+        outs.append((logits.detach(), grad))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms"])
 def test_greedy_generation_matches_token_for_token(name, exported):
     config, _, params, directory = exported[name]

@@ -147,9 +147,9 @@ def apply_rope(x_BTNH: torch.Tensor, positions_BT: torch.Tensor, theta: float) -
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: TorchConfig) -> None:
+    def __init__(self, cfg: TorchConfig, impl: str = "einsum") -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.impl = cfg, impl
         N, K, H, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.d_model
         self.query = nn.Linear(D, N * H, bias=cfg.use_bias)
         self.key = nn.Linear(D, K * H, bias=cfg.use_bias)
@@ -170,6 +170,12 @@ class Attention(nn.Module):
             k_BTKH = torch.cat([past[0], k_BTKH], dim=1)
             v_BTKH = torch.cat([past[1], v_BTKH], dim=1)
         S, G = k_BTKH.shape[1], N // K
+        if self.impl == "sdpa":  # fused kernel; keep None means plain causal attention
+            k_BNSH = k_BTKH.transpose(1, 2).repeat_interleave(G, dim=1)
+            v_BNSH = v_BTKH.transpose(1, 2).repeat_interleave(G, dim=1)
+            o_BNTH = F.scaled_dot_product_attention(q_BTNH.transpose(1, 2), k_BNSH, v_BNSH, attn_mask=keep_BNTS,
+                                                    is_causal=keep_BNTS is None)
+            return self.out(o_BNTH.transpose(1, 2).reshape(B, T, N * H)), (k_BTKH, v_BTKH)
         q_BTKGH = q_BTNH.reshape(B, T, K, G, H)
         scores = torch.einsum("btkgh,bskh->bkgts", q_BTKGH.float(), k_BTKH.float()) * H**-0.5
         scores_BNTS = scores.reshape(B, N, T, S).masked_fill(~keep_BNTS, _NEG_INF)
@@ -191,10 +197,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: TorchConfig) -> None:
+    def __init__(self, cfg: TorchConfig, attention_impl: str = "einsum") -> None:
         super().__init__()
         self.ln_1 = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, attention_impl)
         self.ln_2 = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
@@ -207,11 +213,11 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Embeddings, blocks, final norm (state-dict names as in ``mapping.ROWS``)."""
 
-    def __init__(self, cfg: TorchConfig) -> None:
+    def __init__(self, cfg: TorchConfig, attention_impl: str = "einsum") -> None:
         super().__init__()
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.h = nn.ModuleList(Block(cfg, attention_impl) for _ in range(cfg.n_layers))
         self.ln_f = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
 
 
@@ -220,16 +226,21 @@ class TorchGPT(nn.Module):
 
     ``layout_mask``: optional ``bool [heads or 1, max_len, max_len]`` token mask of a
     block-sparse layout (causality is always applied on top).
+    ``attention_impl``: ``"einsum"`` (default: float32 scores, the parity reference) or
+    ``"sdpa"`` (``F.scaled_dot_product_attention``: the fused kernel, for training speed;
+    plain causal attention runs with ``is_causal=True``, anything else under the mask).
     """
 
     def __init__(self, config: TorchConfig | Mapping[str, Any], head: str = "lm",
-                 layout_mask: torch.Tensor | None = None) -> None:
+                 layout_mask: torch.Tensor | None = None, attention_impl: str = "einsum") -> None:
         super().__init__()
         cfg = config if isinstance(config, TorchConfig) else TorchConfig.from_dict(config)
         if head not in ("lm", "classification", "qa"):
             raise ValueError(f"unknown head {head!r}; choose lm, classification or qa")
-        self.config, self.head = cfg, head
-        self.transformer = Transformer(cfg)
+        if attention_impl not in ("einsum", "sdpa"):
+            raise ValueError(f"attention_impl must be 'einsum' or 'sdpa', got {attention_impl!r}")
+        self.config, self.head, self.attention_impl = cfg, head, attention_impl
+        self.transformer = Transformer(cfg, attention_impl)
         if head == "lm" and not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         elif head == "classification":
@@ -247,7 +258,8 @@ class TorchGPT(nn.Module):
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str, dtype: torch.dtype | None = None) -> "TorchGPT":
+    def from_pretrained(cls, directory: str, dtype: torch.dtype | None = None,
+                        attention_impl: str = "einsum") -> "TorchGPT":
         """Loads ``config.json``, ``model.safetensors`` and, for sparse layouts,
         ``attention_layout.safetensors`` from an exported directory."""
         from safetensors.torch import load_file
@@ -269,7 +281,7 @@ class TorchGPT(nn.Module):
             if not os.path.isfile(layout_path):
                 raise FileNotFoundError(f"missing file {layout_path} (the config's attention is block-sparse)")
             layout = layout_mask_from_table(load_file(layout_path), cfg.max_len)
-        model = cls(cfg, meta["head"], layout_mask=layout)
+        model = cls(cfg, meta["head"], layout_mask=layout, attention_impl=attention_impl)
         state = load_file(weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -317,7 +329,9 @@ class TorchGPT(nn.Module):
             kv_valid = valid
         if position_ids is None:
             position_ids = (torch.arange(T) + offset).expand(B, T)
-        keep = self._keep(B, T, offset + T, offset, kv_valid, segment_ids, segment_ids)
+        plain_causal = self.layout_mask is None and kv_valid is None and segment_ids is None and offset == 0
+        keep = None if self.attention_impl == "sdpa" and plain_causal else \
+            self._keep(B, T, offset + T, offset, kv_valid, segment_ids, segment_ids)
 
         tr = self.transformer
         x = tr.wte(input_ids)

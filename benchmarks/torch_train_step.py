@@ -1,0 +1,67 @@
+"""PyTorch peer of benchmarks/train_step.py: one training step of an exported model.
+
+Runs in its own process (never imports JAX) so both frameworks get the machine's
+threads in turn. Loads ``memgpt-jax export --format torch`` output with the fused
+attention (``TorchGPT(..., attention_impl="sdpa")``: ``is_causal`` for dense models,
+the layout's boolean token mask for block-sparse ones), then times AdamW steps
+(forward, cross-entropy, backward, update) on random tokens, eager or
+``torch.compile``d, in float32 or under bfloat16 autocast. Prints one JSON line::
+
+    .venv/bin/python benchmarks/torch_train_step.py --export DIR --seq-len 1024 --batch 4 --mode eager
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from memgpt_jax.export.torch_model import TorchGPT
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", required=True, help="directory written by `memgpt-jax export --format torch`")
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--mode", choices=("eager", "compile"), default="eager")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    model = TorchGPT.from_pretrained(args.export, attention_impl="sdpa").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    V = model.config.vocab_size
+    ids = torch.randint(0, V, (args.batch, args.seq_len + 1))
+    x, y = ids[:, :-1], ids[:, 1:]
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+            logits = model(x).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    run = torch.compile(step) if args.mode == "compile" else step
+    t0 = time.perf_counter()
+    run()  # warm-up (compilation for torch.compile)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"step_s": statistics.median(times), "compile_s": compile_s, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
