@@ -6,10 +6,12 @@ classifier -> block-sparse student distilled from it (<= 40% of the parameters).
     memgpt-jax data tokenizer train --dataset memgpt_imdb/val10_seed0 --split train+unsupervised \\
         --vocab-size 8192 --output runs/imdb/spm8k.model
     memgpt-jax pretrain --config configs/imdb.py:pretrain --workdir runs/imdb/lm
+    memgpt-jax pretrain --config configs/imdb.py:pretrain_student --workdir runs/imdb/lm_student
     memgpt-jax finetune --config configs/imdb.py:teacher  --workdir runs/imdb/teacher
     memgpt-jax distill  --config configs/imdb.py:student  --workdir runs/imdb/student
 
-Variants: `pretrain`, `teacher`, `student` (CPU hours), `tiny` (seconds),
+Variants: `pretrain` and `pretrain_student` (the two backbones as LMs on train+unsup),
+`teacher`, `student` (CPU hours together), `tiny` (seconds),
 and `teacher_tpu` (the teacher at accelerator scale: bf16, larger batch, fsdp mesh).
 """
 
@@ -26,26 +28,27 @@ STUDENT = dict(vocab_size=8192, d_model=128, n_layers=4, n_heads=4, max_len=512,
 
 
 def get_config(arg: str = "teacher"):
-    variants = ("pretrain", "teacher", "student", "tiny", "teacher_tpu")
+    variants = ("pretrain", "pretrain_student", "teacher", "student", "tiny", "teacher_tpu")
     if arg not in variants:
         raise ValueError(f"configs/imdb.py: variant {arg!r} not in {variants}")
-    model = dict(STUDENT if arg == "student" else TEACHER, num_labels=2, pooling="mean", compute_dtype="bfloat16")
+    model = dict(STUDENT if arg in ("student", "pretrain_student") else TEACHER, num_labels=2, pooling="mean", compute_dtype="bfloat16")
     data = base.data(dataset="imdb", name=DATASET, tokenizer=TOKENIZER, seq_len=512, batch_size=32,
                      eval_batch_size=64, eval_split="validation")
     optim = base.optim(lr=3e-4, warmup_steps=50, weight_decay=0.05)
     train = base.train(steps=500, log_every=25, eval_every=500, checkpoint_every=100)
     distill = base.distill()
     task = "classification"
-    if arg == "pretrain":
+    if arg in ("pretrain", "pretrain_student"):
         task = "lm"
         data.update(train_split="train+unsupervised", eval_split="validation", eval_batches=20, batch_size=16)
         optim.update(lr=1e-3, warmup_steps=60)
         train.update(steps=400, eval_every=400)
     elif arg == "teacher":
         train.update(init_from="runs/imdb/lm")
-    elif arg == "student":
+    elif arg == "student":  # its backbone pretrained as an LM too (pretrain_student), then distilled
         distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
         optim.update(lr=1e-3)
+        train.update(steps=600, init_from="runs/imdb/lm_student")
     elif arg == "tiny":
         model.update(vocab_size=8192, d_model=32, n_layers=1, n_heads=2, max_len=128)
         data.update(seq_len=128, batch_size=8, eval_batch_size=8, eval_batches=2)

@@ -15,7 +15,8 @@ $CLI data prepare imdb --source "$IMDB_SOURCE"
 [ -f "$RUNS/spm8k.model" ] || $CLI data tokenizer train --dataset memgpt_imdb/val10_seed0 \
     --splits train,unsupervised --vocab-size 8192 --output "$RUNS/spm8k.model"
 $CLI pretrain --config configs/imdb.py:pretrain --workdir "$RUNS/lm"
+$CLI pretrain --config configs/imdb.py:pretrain_student --workdir "$RUNS/lm_student"
 $CLI finetune --config configs/imdb.py:teacher --workdir "$RUNS/teacher"
 $CLI distill --config configs/imdb.py:student --workdir "$RUNS/student"
 [ -d "$RUNS/student_int8" ] || $CLI quantize --checkpoint "$RUNS/student" --out "$RUNS/student_int8" --bits 8
-python -m benchmarks.imdb_recipe --runs "$RUNS"
+${PYTHON:-python} -m benchmarks.imdb_recipe --runs "$RUNS"
