@@ -215,6 +215,12 @@ def test_qa_features_map_back_to_answers_and_metrics():
                 assert len(w.inputs) <= max_len
                 covered.update(w.char_start.tolist())
             assert covered == set(token_spans(tok, rec["context"])[1].tolist())  # every token in some window
+    rec = _qa_records(1, 5)[0]  # the same question in tfds squad's layout gives the same features
+    tfds_rec = {**rec, "answers": {"text": rec["answers"], "answer_start": rec["answer_starts"]}}
+    del tfds_rec["answer_starts"]
+    a = make_features(rec, tok, max_len=40, doc_stride=8, train=True)[0]
+    b = make_features(tfds_rec, tok, max_len=40, doc_stride=8, train=True)[0]
+    assert (a.start, a.end) == (b.start, b.end) and (a.inputs == b.inputs).all()
     assert qa_lib.exact_match("The Eiffel Tower!", "eiffel tower") == 1.0
     assert qa_lib.token_f1("in the city of paris", "paris city") == pytest.approx(2 * 0.5 * 1.0 / 1.5)
     assert qa_lib.squad_scores({"a": "rome", "b": "x"}, {"a": ["Rome", "oslo"], "b": ["y"]})["exact_match"] == 50.0

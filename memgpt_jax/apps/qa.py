@@ -21,7 +21,7 @@ import numpy as np
 from memgpt_jax.apps.loading import LoadedRun
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.data.common import as_text
-from memgpt_jax.data.qa_pipeline import QAFeature, iter_eval_features, pad_features
+from memgpt_jax.data.qa_pipeline import QAFeature, iter_eval_features, pad_features, qa_answers
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -136,7 +136,7 @@ def evaluate_qa(loaded: LoadedRun, source: Sequence[Mapping[str, Any]], **kwargs
     t0 = time.perf_counter()
     predictions = predictor.predict(source)
     seconds = time.perf_counter() - t0
-    golds = {as_text(r["id"]): [as_text(a) for a in r["answers"]] for r in (source[i] for i in range(len(source)))}
+    golds = {as_text(r["id"]): qa_answers(r)[0] for r in (source[i] for i in range(len(source)))}
     scores = squad_scores(predictions, golds)
     scores["questions_per_s"] = len(golds) / max(seconds, 1e-9)
     return {**scores, "predictions": predictions}

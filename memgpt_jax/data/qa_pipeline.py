@@ -13,6 +13,10 @@ Batch (``T`` = ``max_len``)::
     start, end   int32 [B]   answer token positions in ``inputs`` (inclusive)
     example_valid bool [B]
 
+Records use our layout (:mod:`memgpt_jax.data.squad`) or tfds ``squad``'s
+(``answers: {text, answer_start}``), so ``data.name="squad/v1.1"`` works where tfds
+has prepared it (``tfds build squad --file_format array_record`` when online).
+
 Token character offsets come from :func:`token_spans` (sentencepiece byte
 offsets, bytes, or words for other tokenizers), so predicted spans map back to
 exact substrings of the context.
@@ -79,6 +83,19 @@ def token_spans(tokenizer: Any, text: str) -> tuple[np.ndarray, np.ndarray, np.n
     return np.asarray(ids, np.int32), np.asarray(starts, np.int64), np.asarray(ends, np.int64)
 
 
+def qa_answers(record: Mapping[str, Any]) -> tuple[list[str], list[int]]:
+    """Gold answer texts and character starts of a record in our layout (``answers``,
+    ``answer_starts``) or tfds ``squad``'s (``answers: {text, answer_start}``)."""
+    answers = record.get("answers")
+    if answers is None:
+        return [], []
+    if isinstance(answers, Mapping):
+        texts, starts = answers.get("text", []), answers.get("answer_start", [])
+    else:
+        texts, starts = answers, record.get("answer_starts", [])
+    return [as_text(t) for t in list(texts)], [int(x) for x in list(starts)]
+
+
 @dataclasses.dataclass
 class QAFeature:
     """One window of one question."""
@@ -114,10 +131,9 @@ def make_features(record: Mapping[str, Any], tokenizer: Any, *, max_len: int, do
     if starts[-1] + room < len(ids):
         starts.append(len(ids) - room)
     span = None
-    answers = list(record.get("answers") or [])
+    answers, answer_starts = qa_answers(record)
     if answers:
-        a0 = int(list(record["answer_starts"])[0])
-        span = answer_tokens(cs, ce, a0, a0 + len(as_text(answers[0])))
+        span = answer_tokens(cs, ce, answer_starts[0], answer_starts[0] + len(answers[0]))
     feats = []
     for w0 in starts:
         w1 = min(w0 + room, len(ids))
