@@ -148,7 +148,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif loaded.run_config.get("data", {}).get("dataset") == "pairs" and not args.perplexity:
         from memgpt_jax.apps.seq2seq import evaluate_pairs, load_pairs
 
-        records = load_pairs(loaded, args.split, data_dir=args.data_dir, max_examples=args.max_examples)
+        records = load_pairs(loaded, args.split, data_dir=args.data_dir, max_examples=args.max_examples,
+                             dataset=args.dataset)
         report = evaluate_pairs(loaded, records, beam=args.beam, length_penalty=args.length_penalty,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 progress=not args.no_progress)
@@ -315,6 +316,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam", type=int, default=1, help="prompt->target runs: beam width (1: greedy)")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
     p.add_argument("--max-new-tokens", type=int, default=64, help="prompt->target runs: longest output")
+    p.add_argument("--dataset", default=None, help="prompt->target runs: prepared dataset to score on "
+                   "(default: the run's own)")
     p.add_argument("--perplexity", action="store_true", help="prompt->target runs: report target perplexity "
                    "instead of decoding")
     p.set_defaults(func=cmd_eval)
