@@ -11,7 +11,8 @@ from memgpt_jax.training.config_io import load_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "listops.py": ["teacher", "student", "lra_teacher", "lra_student"],
-    "imdb.py": ["pretrain", "teacher", "student", "tiny", "teacher_tpu"],
+    "imdb.py": ["pretrain", "pretrain_student", "teacher", "student", "tiny", "teacher_tpu"],
+    "multi30k.py": ["teacher", "student", "tiny"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],
     "shakespeare.py": ["base", "sparse", "small", "tiny"],
     "listops_tiny.py": [None],
