@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.attention_report import machine_info, write_reports
+from benchmarks.common import RESULTS_DIR
 from memgpt_jax.attention import block_sparse_attention, layout as L
 
 HEADS, HEAD_DIM, BLOCK = 4, 64, 128
@@ -174,7 +175,7 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--rounds", type=int, default=3, help="alternate ours and the PyTorch peers this many times")
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", default=str(RESULTS_DIR))
     p.add_argument("--quick", action="store_true", help="1k and 2k, 3 repeats, no memory runs")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-memory", action="store_true")

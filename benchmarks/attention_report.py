@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 from pathlib import Path
 
 from benchmarks.common import machine
@@ -194,15 +193,6 @@ def plot(payload, path: Path, dtype: str) -> None:
     plt.close(fig)
 
 
-def update_section(path: Path, key: str, body: str) -> None:
-    """Replaces the text between ``<!-- key:begin -->`` and ``<!-- key:end -->`` (appends if absent)."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"<!-- {key}:begin -->\n{body.strip()}\n<!-- {key}:end -->"
-    pattern = re.compile(rf"<!-- {re.escape(key)}:begin -->.*?<!-- {re.escape(key)}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def command(config: dict) -> str:
     """The command line that reproduces a run (non-default options only)."""
     parts = ["python -m benchmarks.attention", f"--dtype {config['dtype']}"]
@@ -214,12 +204,28 @@ def command(config: dict) -> str:
     return " ".join(parts)
 
 
+def _method(payload) -> str:
+    rounds = payload["config"].get("rounds", 1)
+    return (f"Each time is the median over {rounds} rounds (ours and the PyTorch peers alternating) of "
+            "per-round medians after warm-up." if rounds > 1 else "Each time is one round's median after warm-up.")
+
+
+def section(payload, tag: str) -> str:
+    """The RESULTS.md section of one attention results file."""
+    dtype, records = payload["config"]["dtype"], payload["records"]
+    return "\n".join([
+        f"## Attention: block-sparse vs dense ({dtype})", "", f"Machine: {machine_line(payload)}.", "",
+        f"Command: `{command(payload['config'])}`; full tables in "
+        f"`benchmarks/results/{tag}.md`, plot `benchmarks/results/{tag}.png`. {_method(payload)}", "",
+        f"![attention times]({'results/' + tag + '.png'})", "",
+        "window+global layout = causal & (q - k < 384 | k < 128), batch 1, 4 heads, head_dim 64, block 128:", "",
+        headline_table(records, dtype), "", "Targets (issue 3), from this run:", "", targets(records, dtype)])
+
+
 def write_reports(payload, out_dir: Path, tag: str) -> None:
     dtype = payload["config"]["dtype"]
     records = payload["records"]
-    rounds = payload["config"].get("rounds", 1)
-    method = (f"Each time is the median over {rounds} rounds (ours and the PyTorch peers alternating) of "
-              "per-round medians after warm-up." if rounds > 1 else "Each time is one round's median after warm-up.")
+    method = _method(payload)
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1, default=str))
     md = [f"# Attention benchmark ({dtype})", "", machine_line(payload), "",
           f"Command: `{command(payload['config'])}`. {method}", "",
@@ -231,12 +237,7 @@ def write_reports(payload, out_dir: Path, tag: str) -> None:
           "Dense masked XLA computes the full score matrix whatever the mask, so it is timed once per length."]
     (out_dir / f"{tag}.md").write_text("\n".join(md) + "\n")
     plot(payload, out_dir / f"{tag}.png", dtype)
-    section = "\n".join([
-        f"## Attention: block-sparse vs dense ({dtype})", "", f"Machine: {machine_line(payload)}.", "",
-        f"Command: `{command(payload['config'])}`; full tables in "
-        f"`benchmarks/results/{tag}.md`, plot `benchmarks/results/{tag}.png`. {method}", "",
-        "window+global layout = causal & (q - k < 384 | k < 128), batch 1, 4 heads, head_dim 64, block 128:", "",
-        headline_table(records, dtype), "", "Targets (issue 3), from this run:", "", targets(records, dtype)])
-    results_md = out_dir.parent / "RESULTS.md"
     if not payload["config"].get("quick"):
-        update_section(results_md, f"attention-benchmark-{dtype}", section)
+        from benchmarks.report import build
+
+        build()

@@ -11,11 +11,14 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Where results JSON (and, one level up, RESULTS.md) go; MEMGPT_BENCH_RESULTS redirects them
+# (quick runs and tests write elsewhere, leaving the committed figures alone).
+RESULTS_DIR = Path(os.environ.get("MEMGPT_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def time_fn(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
@@ -86,10 +89,19 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def invocation() -> str:
+    """The command line that is running, as ``python -m benchmarks.<module> ...``."""
+    argv = list(sys.argv)
+    script = Path(argv[0]) if argv else Path("?")
+    module = f"benchmarks.{script.stem}" if script.parent.name == "benchmarks" else script.stem
+    return " ".join(["python -m " + module, *argv[1:]]).strip()
+
+
 def write_results(name: str, rows: list[dict[str, Any]], columns: list[str], meta: dict[str, Any] | None = None) -> Path:
     """Writes ``results/<name>.json`` and ``results/<name>.md``; returns the JSON path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    payload = {"name": name, "machine": machine(), "meta": meta or {}, "rows": rows}
+    payload = {"name": name, "command": invocation(), "machine": machine(), "meta": meta or {},
+               "columns": columns, "rows": rows}
     json_path = RESULTS_DIR / f"{name}.json"
     json_path.write_text(json.dumps(payload, indent=2))
     m = payload["machine"]

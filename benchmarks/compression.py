@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 
-from benchmarks.common import RESULTS_DIR, markdown_table, write_results
+from benchmarks.common import markdown_table, write_results
 
 COLUMNS = ["variant", "disk_bytes", "size_ratio", "param_bytes", "memory_ratio", "metric", "before", "after",
            "change", "ms_per_token_before", "ms_per_token_after"]
@@ -66,20 +66,10 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_results("compression", rows, COLUMNS, vars(args))
-    table = markdown_table(rows, COLUMNS)
-    print(table)
-    section = (f"<!-- compression-benchmark:begin -->\n## Compression\n\n`python -m benchmarks.compression "
-               f"--checkpoint {args.checkpoint} --recover-steps {args.recover_steps}` (model and data: see the "
-               f"run's config; disk = params-only Orbax checkpoint; latency = batch 1 on this CPU). "
-               f"Full table: `benchmarks/results/compression.md`.\n\n{table}\n<!-- compression-benchmark:end -->")
-    path = RESULTS_DIR.parent / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Results\n"
-    if "<!-- compression-benchmark:begin -->" in text:
-        text = re.sub(r"<!-- compression-benchmark:begin -->.*<!-- compression-benchmark:end -->", section, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    print(markdown_table(rows, COLUMNS))
+    from benchmarks.report import build
+
+    build()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ sys.path.insert(0, REPO)
 from benchmarks.common import RESULTS_DIR, machine  # noqa: E402
 from memgpt_jax import data as D  # noqa: E402
 
-BEGIN, END = "<!-- data-benchmark:begin -->", "<!-- data-benchmark:end -->"
 
 
 def default_imdb_source() -> str:
@@ -131,15 +130,15 @@ def model_rate_note() -> list[str]:
             "costs about three forward passes, so the input pipeline is not the bottleneck.", ""]
 
 
-def write(results: dict) -> None:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS_DIR / "data.json", "w") as f:
-        json.dump(results, f, indent=2)
-    m, prep = results["machine"], results["imdb_prepare"]
+def section(results: dict) -> str:
+    """The RESULTS.md section, from ``results/data.json``."""
+    from benchmarks.report import machine_line
+
+    prep = results["imdb_prepare"]
     s = prep["splits"]
     lines = [
         "## Data", "",
-        f"`python -m benchmarks.data` on {m.get('cpu', '?')}, {m.get('cores')} cores (shared, noisy); "
+        f"`python -m benchmarks.data` — {machine_line(results['machine'])} (shared, noisy); "
         "tables also in `benchmarks/results/data.{json,md}`.", "",
         f"IMDb preparation from `{os.path.basename(results['imdb_source'])}` (the work of "
         f"`memgpt-jax data prepare imdb --source ...`, without interpreter start-up): "
@@ -161,18 +160,16 @@ def write(results: dict) -> None:
     for label, r in results["throughput"].items():
         lines.append(f"| {label} | {r['batches_per_s']:,.0f} | {r['min']:,.0f} | {r['max']:,.0f} |")
     lines += [""] + model_rate_note()
-    section = "\n".join(lines).rstrip("\n") + "\n"
-    (RESULTS_DIR / "data.md").write_text(section)
-    path = RESULTS_DIR.parent / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Results\n"
-    block = f"{BEGIN}\n{section}{END}\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-    print(section)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
-if __name__ == "__main__":
-    main()
+def write(results: dict) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS_DIR / "data.json", "w") as f:
+        json.dump(results, f, indent=2)
+    text = section(results)
+    (RESULTS_DIR / "data.md").write_text(text)
+    from benchmarks.report import build
+
+    build()
+    print(text)

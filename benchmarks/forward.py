@@ -47,6 +47,9 @@ def main() -> None:
     args = p.parse_args()
     rows = run(args.preset, args.batch, args.seq_len, args.repeats)
     write_results("forward", rows, COLUMNS, vars(args))
+    from benchmarks.report import build
+
+    build()
     print(markdown_table(rows, COLUMNS))
 
 

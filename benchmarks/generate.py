@@ -17,7 +17,7 @@ Rows (batch 1, greedy, float32, after one warm-up run each):
   use_cache=True)`` on this CPU with ``torch.get_num_threads()`` threads.
 
 Also reports how many greedy tokens JAX and PyTorch agree on. Writes
-``benchmarks/results/generate.{json,md}`` and the "Generation" section of RESULTS.md.
+``benchmarks/results/generate.{json,md}`` and rebuilds RESULTS.md (``benchmarks.report``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, markdown_table, write_results
+from benchmarks.common import markdown_table, write_results
 
 COLUMNS = ["method", "new_tokens", "seconds", "tokens_per_s", "speedup_vs_recompute", "ms_per_token"]
 
@@ -138,20 +138,20 @@ def run(args) -> tuple[list[dict], dict]:
     return rows, meta
 
 
-def update_results_md(rows: list[dict], meta: dict, command: str) -> None:
-    from benchmarks.attention_report import update_section
-    from benchmarks.common import machine
+def section(payload: dict) -> str:
+    """The RESULTS.md section, from ``results/generate.json``."""
+    from benchmarks.report import machine_line
 
-    m = machine()
+    rows, meta = payload["rows"], payload["meta"]
     kv = rows[0]
     hf = next((r for r in rows if r["method"].startswith("hf")), None)
     lines = [
-        "## Generation: KV cache vs recompute vs Hugging Face (issue 8)", "",
-        f"`{command}` — {m.get('cpu', '?')}, {m.get('cores')} cores; commit {m.get('commit')}.",
+        "## Generation: KV cache vs recompute vs Hugging Face", "",
+        f"`{payload.get('command', 'python -m benchmarks.generate')}` — {machine_line(payload['machine'])}.",
         f"Model: {meta['model']}, {meta['params']:,} parameters, {meta['attention']} attention; batch 1, "
         f"{meta['prompt_tokens']}-token prompt, greedy, float32, best of the timed runs after a warm-up. "
-        "All rows come from one run (the machine may be shared: compare ratios).", "",
-        markdown_table(rows, COLUMNS), "",
+        "All rows come from one run.", "",
+        markdown_table(rows, payload.get("columns") or COLUMNS), "",
         f"KV cache vs recompute: **{kv['speedup_vs_recompute']:.1f}x**; recompute and KV cache pick the same "
         f"token at {meta['recompute_tokens_equal_kv']}/{kv['new_tokens']} steps.",
     ]
@@ -159,7 +159,7 @@ def update_results_md(rows: list[dict], meta: dict, command: str) -> None:
         lines.append(f"KV cache vs Hugging Face `generate` on the exported weights: **{hf['seconds'] / kv['seconds']:.2f}x** "
                      f"(torch {meta['torch']}, transformers {meta['transformers']}, {meta['torch_threads']} threads); "
                      f"the two greedy outputs agree on the first {meta['greedy_prefix_agreement']} tokens.")
-    update_section(RESULTS_DIR.parent / "RESULTS.md", "generate-benchmark", "\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -172,16 +172,16 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--sparse", action="store_true", help="add a row for the same weights with block-sparse attention")
-    p.add_argument("--no-results-md", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument("--no-results-md", action="store_true", help="do not rebuild RESULTS.md")
     args = p.parse_args(argv)
     rows, meta = run(args)
     print(markdown_table(rows, COLUMNS))
     print({k: v for k, v in meta.items()})
     write_results("generate", rows, COLUMNS, meta)
     if not args.no_results_md:
-        import sys
+        from benchmarks.report import build
 
-        update_results_md(rows, meta, "python -m benchmarks.generate " + " ".join(sys.argv[1:] if argv is None else argv))
+        build()
     return 0
 
 

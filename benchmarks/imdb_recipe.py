@@ -5,10 +5,10 @@
 For each model: parameters, size on disk of an inference checkpoint (parameters
 only), accuracy and macro F1 on the validation split and on the test split (the
 2,000-review "test sample" of the dev archive), CPU training wall time (from each
-run's ``summary.json``; the teacher's includes its LM pretraining, listed apart
+run's ``summary.json``; each model's includes its own LM pretraining, listed apart
 too), and inference examples/s on the test split (batch 64, model time after
 compilation). Writes ``benchmarks/results/imdb_recipe.{json,md}`` and the "IMDb
-recipe" section of RESULTS.md.
+recipe" section of RESULTS.md (rebuilt by ``benchmarks.report``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from benchmarks.common import RESULTS_DIR, machine, markdown_table, write_results
+from benchmarks.common import markdown_table, write_results
 
 COLUMNS = ["model", "attention", "params", "params_vs_teacher", "disk_MB", "val_accuracy", "val_macro_f1",
            "test_accuracy", "test_macro_f1", "train_wall_min", "test_examples_per_s"]
@@ -27,6 +27,28 @@ COLUMNS = ["model", "attention", "params", "params_vs_teacher", "disk_MB", "val_
 def _wall_min(run: str) -> float:
     with open(os.path.join(run, "summary.json")) as f:
         return json.load(f)["wall_s"] / 60.0
+
+
+def section(payload: dict) -> str:
+    """The RESULTS.md section, from ``results/imdb_recipe.json``."""
+    from benchmarks.report import machine_line
+
+    rows, meta = payload["rows"], payload["meta"]
+    return "\n".join([
+        "## The IMDb recipe", "",
+        f"`train/imdb_recipe.sh`, then `{payload.get('command', 'python -m benchmarks.imdb_recipe')}` — "
+        f"{machine_line(payload['machine'])}. Configs: `configs/imdb.py` (`pretrain`, `pretrain_student`, "
+        "`teacher`, `student`); the budgets are in the README section \"The IMDb recipe\". Validation: 2,500 "
+        "reviews carved from train (seed 0); test: the 2,000-review test sample. Disk: a parameters-only "
+        "checkpoint; examples/s: batch 64 on this CPU, model time after compilation.", "",
+        markdown_table(rows, payload.get("columns") or COLUMNS), "",
+        f"Student / teacher accuracy: **{100 * meta['student_accuracy_ratio_test']:.1f}%** on the test sample, "
+        f"{100 * meta['student_accuracy_ratio_val']:.1f}% on validation, with "
+        f"{100 * rows[1]['params_vs_teacher']:.0f}% of the teacher's parameters; int8 student / teacher: "
+        f"{100 * meta['int8_accuracy_ratio_test']:.1f}%. The teacher's wall time includes "
+        f"{meta['lm_pretrain_wall_min']:.1f} min of LM pretraining; the student's includes "
+        f"{meta.get('student_lm_wall_min', 0):.1f} min of its own.",
+    ])
 
 
 def main(argv=None) -> int:
@@ -44,6 +66,8 @@ def main(argv=None) -> int:
     from memgpt_jax.training.checkpoint import load_params
 
     lm_min = _wall_min(os.path.join(args.runs, "lm"))
+    student_lm = os.path.join(args.runs, "lm_student")
+    student_lm_min = _wall_min(student_lm) if os.path.isfile(os.path.join(student_lm, "summary.json")) else 0.0
     models = [("teacher", "teacher"), ("student", "student"), ("student int8", "student_int8")]
     rows, reports = [], {}
     teacher_params = None
@@ -52,12 +76,12 @@ def main(argv=None) -> int:
         loaded = load_run(run)
         if loaded.quantized:
             disk = dir_bytes(os.path.join(run, "checkpoints"))
-            wall = _wall_min(os.path.join(args.runs, "student"))
+            wall = _wall_min(os.path.join(args.runs, "student")) + student_lm_min
             n_params = count_params(loaded.model_config, "classification")
         else:
             params, meta = load_params(run)
             disk = params_disk_bytes(params, meta)
-            wall = _wall_min(run) + (lm_min if name == "teacher" else 0.0)
+            wall = _wall_min(run) + (lm_min if name == "teacher" else student_lm_min)
             n_params = count_params(params)
         teacher_params = teacher_params or n_params
         row = {"model": name, "attention": loaded.model_config.attention.pattern, "params": n_params,
@@ -74,30 +98,16 @@ def main(argv=None) -> int:
                 row["test_examples_per_s"] = rep["examples_per_s"]
         rows.append(row)
     t_acc = rows[0]["test_accuracy"]
-    meta = {"lm_pretrain_wall_min": lm_min, "reports": reports,
+    meta = {"lm_pretrain_wall_min": lm_min, "student_lm_wall_min": student_lm_min, "reports": reports,
             "student_accuracy_ratio_test": rows[1]["test_accuracy"] / t_acc,
             "student_accuracy_ratio_val": rows[1]["val_accuracy"] / rows[0]["val_accuracy"],
             "int8_accuracy_ratio_test": rows[2]["test_accuracy"] / t_acc}
     print(markdown_table(rows, COLUMNS))
     write_results("imdb_recipe", rows, COLUMNS, meta)
     if not args.no_results_md:
-        from benchmarks.attention_report import update_section
+        from benchmarks.report import build
 
-        m = machine()
-        body = "\n".join([
-            "## The IMDb recipe (issue 8)", "",
-            "`train/imdb_recipe.sh` then `python -m benchmarks.imdb_recipe --runs runs/imdb` — "
-            f"{m.get('cpu', '?')}, {m.get('cores')} cores; commit {m.get('commit')}. Configs: `configs/imdb.py` "
-            "(`pretrain`, `teacher`, `student`); budgets are in the README section \"The IMDb recipe\". "
-            "Validation: 2,500 reviews carved from train (seed 0); test: the 2,000-review test sample.", "",
-            markdown_table(rows, COLUMNS), "",
-            f"Student / teacher accuracy: {100 * meta['student_accuracy_ratio_test']:.1f}% on the test sample, "
-            f"{100 * meta['student_accuracy_ratio_val']:.1f}% on validation, with "
-            f"{100 * rows[1]['params_vs_teacher']:.0f}% of the teacher's parameters; int8 student / teacher: "
-            f"{100 * meta['int8_accuracy_ratio_test']:.1f}%. The teacher's wall time includes "
-            f"{lm_min:.1f} min of LM pretraining on train+unsup.",
-        ])
-        update_section(RESULTS_DIR.parent / "RESULTS.md", "imdb-recipe", body)
+        build()
     return 0
 
 

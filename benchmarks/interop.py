@@ -124,6 +124,9 @@ def main() -> None:
         rows = run(args.preset, args.batch, args.seq_len, args.new_tokens, args.repeats, workdir)
     name = "interop" if args.preset == "10m" else f"interop_{args.preset}"
     write_results(name, rows, COLUMNS, {**vars(args), "wall_s": time.perf_counter() - t0})
+    from benchmarks.report import build
+
+    build()
     print(markdown_table(rows, COLUMNS))
 
 

@@ -16,11 +16,30 @@ import json
 import os
 import sys
 
-from benchmarks.common import RESULTS_DIR, machine, markdown_table, write_results
+from benchmarks.common import markdown_table, write_results
 
 COLUMNS = ["model", "attention", "params", "decoding", "val_bleu", "val_chrf", "test_bleu", "test_chrf",
            "train_wall_min", "test_sentences_per_s"]
 DATASET = "memgpt_pairs/multi30k_en_de"
+
+
+def section(payload: dict) -> str:
+    """The RESULTS.md section, from ``results/multi30k_recipe.json``."""
+    from benchmarks.report import machine_line
+
+    rows = payload["rows"]
+    t = next((r for r in rows if r["model"] == "teacher" and r["decoding"] != "greedy"), None)
+    s = next((r for r in rows if r["model"] == "student" and r["decoding"] != "greedy"), None)
+    summary = (f"Student - teacher BLEU on test_2016_flickr ({t['decoding']}): **{s['test_bleu'] - t['test_bleu']:+.2f}**."
+               if s and t else "")
+    return "\n".join([
+        "## Multi30k en->de: prompt->target fine-tuning and sequence-level distillation", "",
+        f"`train/multi30k_recipe.sh`, then `{payload.get('command', 'python -m benchmarks.multi30k_recipe')}` — "
+        f"{machine_line(payload['machine'])}. Configs: `configs/multi30k.py` (`teacher`, `student`). BLEU and "
+        "chrF: sacrebleu corpus scores of detokenized output against the raw references; selection on `val`, "
+        "report on `test_2016_flickr`.", "",
+        markdown_table(rows, payload.get("columns") or COLUMNS), "", summary,
+    ])
 
 
 def main(argv=None) -> int:
@@ -67,22 +86,9 @@ def main(argv=None) -> int:
     write_results("multi30k_recipe", rows, COLUMNS, {"reports": reports, "beam": args.beam,
                                                      "length_penalty": args.length_penalty})
     if not args.no_results_md:
-        from benchmarks.attention_report import update_section
+        from benchmarks.report import build
 
-        m = machine()
-        t = next(r for r in rows if r["model"] == "teacher" and r["decoding"] != "greedy")
-        s = next((r for r in rows if r["model"] == "student" and r["decoding"] != "greedy"), None)
-        summary = (f"Student - teacher BLEU on test_2016_flickr ({t['decoding']}): {s['test_bleu'] - t['test_bleu']:+.2f}."
-                   if s else "")
-        body = "\n".join([
-            "## Multi30k en->de: prompt->target fine-tuning and sequence-level distillation (issue 10)", "",
-            f"`train/multi30k_recipe.sh` then `python -m benchmarks.multi30k_recipe --runs {args.runs} --beam "
-            f"{args.beam}` — {m.get('cpu', '?')}, {m.get('cores')} cores; commit {m.get('commit')}. "
-            "Configs: `configs/multi30k.py` (`teacher`, `student`). BLEU and chrF: sacrebleu corpus scores on "
-            "detokenized output against the raw references; selection on `val`, report on `test_2016_flickr`.", "",
-            markdown_table(rows, COLUMNS), "", summary,
-        ])
-        update_section(RESULTS_DIR.parent / "RESULTS.md", "multi30k-recipe", body)
+        build()
     return 0
 
 

@@ -76,7 +76,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
         return r
 
     rows = [row("jax", t["median_s"], t["compile_s"])]
-    del holder, step
+    holder.clear()  # free the JAX train state before the PyTorch peers run
     for mode in torch_modes:
         rows.append(row(f"torch {mode}", *_torch_peer(host_params, cfg, mode, seq_len, batch_size, dtype, repeats)))
     return rows
@@ -119,6 +119,9 @@ def main() -> None:
     rows = [r for s in args.seq_lens for a in args.attention for d in args.dtypes
             for r in bench(a, s, args.tokens_per_step, d, args.repeats, tuple(args.torch))]
     write_results(args.name, rows, COLUMNS, vars(args))
+    from benchmarks.report import build
+
+    build()
     print(markdown_table(rows, COLUMNS))
 
 

@@ -128,6 +128,20 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Delegates to ``python -m benchmarks`` (the benchmarks live in the source checkout)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise SystemExit("error: `memgpt-jax bench` needs the source checkout (benchmarks/ beside memgpt_jax/); "
+                         "install with `pip install -e .` from a clone")
+    sys.path.insert(0, str(root))
+    from benchmarks.__main__ import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memgpt-jax",
@@ -149,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_smoke)
 
+    p = sub.add_parser("bench", help="run benchmarks and rebuild benchmarks/RESULTS.md (python -m benchmarks)",
+                       add_help=False)
+    p.set_defaults(func=lambda a: cmd_bench(argparse.Namespace(bench_args=[])))
+
     for name in _COMMAND_MODULES:
         if importlib.util.find_spec(name) is None:
             continue
@@ -158,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after `bench` belongs to python -m benchmarks
+        return int(cmd_bench(argparse.Namespace(bench_args=argv[1:])) or 0)
     args, unknown = parser.parse_known_args(argv)
     if getattr(args, "accepts_overrides", False):
         bad = [u for u in unknown if not u.startswith("--config.")]

@@ -1,0 +1,101 @@
+"""Run benchmarks and rebuild ``benchmarks/RESULTS.md`` (also ``memgpt-jax bench``).
+
+    python -m benchmarks                      # every benchmark with its full settings (hours on a CPU)
+    python -m benchmarks train_step generate  # chosen ones
+    python -m benchmarks --quick              # tiny shapes, minutes; results go to $MEMGPT_BENCH_RESULTS
+    python -m benchmarks report               # only rebuild RESULTS.md from benchmarks/results/*.json
+    python -m benchmarks --list
+
+Each benchmark runs in its own process (``python -m benchmarks.<name> ...``) and writes
+``benchmarks/results/<name>.json``; RESULTS.md is then rebuilt from all the JSON files
+(tables, PNG plots, the machine, library versions and the commit of each run). The same
+commands run unchanged on GPU and TPU hosts: JAX picks the accelerator, and the
+``machine`` block of each JSON records the backend and devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+# name -> (full arguments, quick arguments or None when it needs trained runs)
+BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
+    "train_step": (["--seq-lens", "1024", "2048", "4096", "8192", "--dtypes", "bfloat16", "--tokens-per-step", "8192",
+                    "--repeats", "3", "--torch", "eager", "compile"],
+                   ["--seq-lens", "128", "256", "--tokens-per-step", "256", "--dtypes", "float32", "--repeats", "1",
+                    "--torch", "eager"]),
+    "forward": ([], ["--preset", "tiny", "--seq-len", "64", "--batch", "2", "--repeats", "1"]),
+    "generate": (["--sparse"], ["--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--sparse"]),
+    "attention": (["--dtype", "bfloat16"], ["--quick", "--no-torch", "--lengths", "256", "--layouts", "window_global"]),
+    "interop": ([], ["--preset", "tiny", "--seq-len", "64", "--new-tokens", "8", "--repeats", "1"]),
+    "data": ([], None),
+    "demo": ([], ["--teacher-steps", "2", "--student-steps", "2"]),
+    "compression": (["--checkpoint", "runs/shakespeare_small"], None),
+    "imdb_recipe": (["--runs", "runs/imdb"], None),
+    "multi30k_recipe": (["--runs", "runs/multi30k"], None),
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", help="benchmarks to run (default: all), or 'report'")
+    p.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run); skips those needing trained runs")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and their commands")
+    p.add_argument("--keep-going", action="store_true", help="run the rest when one fails")
+    args = p.parse_args(argv)
+    if args.list:
+        for name, (full, quick) in BENCHMARKS.items():
+            print(f"{name:16} python -m benchmarks.{name} {' '.join(full)}")
+        return 0
+    if args.names == ["report"]:
+        from benchmarks.report import RESULTS_MD, build
+
+        build()
+        print(f"rebuilt {RESULTS_MD}")
+        return 0
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        p.error(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)} or 'report'")
+    env = dict(os.environ)
+    if args.quick and not env.get("MEMGPT_BENCH_RESULTS"):
+        env["MEMGPT_BENCH_RESULTS"] = os.path.join(tempfile.mkdtemp(prefix="memgpt_bench_"), "results")
+        print(f"quick run: results go to {env['MEMGPT_BENCH_RESULTS']}", file=sys.stderr)
+    failed = []
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in args.names or list(BENCHMARKS):
+        full, quick = BENCHMARKS[name]
+        if args.quick and quick is None:
+            print(f"== {name}: skipped in a quick run (needs data or trained runs)", file=sys.stderr)
+            continue
+        cmd = [sys.executable, "-m", f"benchmarks.{name}", *(quick if args.quick else full)]
+        print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.run(cmd, env=env, cwd=root).returncode
+        print(f"== {name}: exit {rc} after {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        if rc:
+            failed.append(name)
+            if not args.keep_going:
+                break
+    os.environ.update({k: v for k, v in env.items() if k == "MEMGPT_BENCH_RESULTS"})
+    import importlib
+
+    import benchmarks.common
+    import benchmarks.report
+
+    importlib.reload(benchmarks.common)
+    importlib.reload(benchmarks.report)
+    benchmarks.report.build()
+    print(f"rebuilt {benchmarks.report.RESULTS_MD}", file=sys.stderr)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The offline demo as a benchmark: ``memgpt-jax demo`` in a fresh workdir, timed.
+
+    python -m benchmarks.demo                   # defaults of the demo (500 + 500 steps)
+
+Runs the demo in a child process (as a user would), then stores its table
+(``<workdir>/demo.json``: test accuracy, macro F1, examples/s, training wall
+time per model) with the command's total wall time in ``results/demo.json`` and
+rebuilds RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.common import RESULTS_DIR, invocation, machine, markdown_table
+
+COLUMNS = ["model", "params", "attention", "accuracy", "macro_f1", "examples_per_s", "train_wall_s"]
+
+
+def section(payload: dict) -> str:
+    from benchmarks.report import machine_line
+
+    rows = payload["rows"]
+    return "\n".join([
+        "## The demo", "",
+        f"`{payload['command']}` (runs `{payload['demo_command']}`) — {machine_line(payload['machine'])}.",
+        f"Whole command: **{payload['command_wall_s']:.0f} s** (data generation, both trainings, evaluation). "
+        f"ListOps test split; chance 10%, majority class {100 * payload['majority']:.1f}%.", "",
+        markdown_table(rows, COLUMNS), "",
+        f"Student / teacher parameters: {rows[1]['params'] / rows[0]['params']:.1%}.",
+    ])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher-steps", type=int, default=500)
+    p.add_argument("--student-steps", type=int, default=500)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as work:
+        cmd = [sys.executable, "-m", "memgpt_jax.cli", "demo", "--workdir", work, "--no-progress",
+               "--teacher-steps", str(args.teacher_steps), "--student-steps", str(args.student_steps)]
+        env = {k: v for k, v in os.environ.items() if k != "MEMGPT_DATA_DIR"}  # the demo's own data dir
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env)
+        wall = time.perf_counter() - t0
+        with open(os.path.join(work, "demo.json")) as f:
+            demo = json.load(f)
+    payload = {"name": "demo", "command": invocation(), "demo_command": "memgpt-jax demo " + " ".join(cmd[5:]),
+               "machine": machine(), "command_wall_s": wall, "columns": COLUMNS, **demo}
+    payload["demo_command"] = (f"memgpt-jax demo --teacher-steps {args.teacher_steps} "
+                               f"--student-steps {args.student_steps}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "demo.json").write_text(json.dumps(payload, indent=2))
+    print(section(payload))
+    from benchmarks.report import build
+
+    build()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

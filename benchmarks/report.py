@@ -1,0 +1,187 @@
+"""Builds ``benchmarks/RESULTS.md`` from ``benchmarks/results/*.json``.
+
+Every table and number in RESULTS.md is rendered here from a JSON file a
+benchmark wrote; nothing is typed in by hand. Interpretation that does not
+change with the figures lives in ``benchmarks/notes/<key>.md`` and is placed
+under its section. Sections whose JSON is missing say which command makes it.
+
+    python -m benchmarks report           # rebuild RESULTS.md (no benchmark is run)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.common import RESULTS_DIR, markdown_table
+
+ROOT = Path(__file__).resolve().parent
+NOTES_DIR = ROOT / "notes"
+RESULTS_MD = RESULTS_DIR.parent / "RESULTS.md"
+
+
+def load(key: str) -> dict[str, Any] | None:
+    path = RESULTS_DIR / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    libs = ", ".join(f"{k} {m[k]}" for k in ("jax", "flax", "optax", "torch") if m.get(k))
+    when = f"; {m['date']}" if m.get("date") else ""
+    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB; {libs}; "
+            f"backend {m.get('backend', '?')}; commit {m.get('commit', '?')}{when}")
+
+
+def _command(payload: dict[str, Any], default: str) -> str:
+    return payload.get("command") or payload.get("meta", {}).get("command") or default
+
+
+def _rows_section(title: str, default_command: str, columns: list[str] | None = None,
+                  extra: Callable[[dict[str, Any]], list[str]] | None = None) -> Callable[[dict[str, Any]], str]:
+    def render(payload: dict[str, Any]) -> str:
+        rows = payload.get("rows", [])
+        cols = columns or payload.get("columns") or (list(rows[0]) if rows else [])
+        lines = [f"## {title}", "", f"`{_command(payload, default_command)}` — {machine_line(payload['machine'])}.",
+                 "", markdown_table(rows, cols)]
+        if extra:
+            lines += [""] + extra(payload)
+        return "\n".join(lines)
+
+    return render
+
+
+def _train_step_extra(payload: dict[str, Any]) -> list[str]:
+    rows = payload["rows"]
+    out = []
+    png = plot_train_step(payload)
+    if png:
+        out += [f"![tokens/s by sequence length](results/{png.name})", ""]
+    by = {(r.get("framework", "jax"), r["attention"].split("(")[0], r["seq_len"], r["compute_dtype"]): r for r in rows}
+    for (fw, att, T, dt), r in sorted(by.items()):
+        if fw != "jax" or att != "window_global":
+            continue
+        dense = by.get(("jax", "dense", T, dt))
+        eager = by.get(("torch eager", "window_global", T, dt))
+        parts = []
+        if dense:
+            parts.append(f"{r['tokens_per_s'] / dense['tokens_per_s']:.2f}x the dense JAX model")
+        if eager:
+            parts.append(f"{r['tokens_per_s'] / eager['tokens_per_s']:.2f}x PyTorch eager on the same model")
+        if parts:
+            out.append(f"- block-sparse, {T} tokens, {dt}: " + ", ".join(parts) + ".")
+    return out
+
+
+def plot_train_step(payload: dict[str, Any]) -> Path | None:
+    rows = [r for r in payload.get("rows", []) if r.get("tokens_per_s")]
+    if len({r["seq_len"] for r in rows}) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        label = f"{r.get('framework', 'jax')} {r['attention']} {r['compute_dtype']}"
+        series.setdefault(label, []).append((r["seq_len"], r["tokens_per_s"]))
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel("training tokens/s")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = RESULTS_DIR / "train_step.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _generate(payload: dict[str, Any]) -> str:
+    from benchmarks.generate import section
+
+    return section(payload)
+
+
+def _attention(dtype: str) -> Callable[[dict[str, Any]], str]:
+    def render(payload: dict[str, Any]) -> str:
+        from benchmarks.attention_report import section
+
+        return section(payload, f"attention_{dtype}")
+
+    return render
+
+
+def _data(payload: dict[str, Any]) -> str:
+    from benchmarks.data import section
+
+    return section(payload)
+
+
+def _recipe(module: str) -> Callable[[dict[str, Any]], str]:
+    def render(payload: dict[str, Any]) -> str:
+        return __import__(f"benchmarks.{module}", fromlist=["section"]).section(payload)
+
+    return render
+
+
+# (key = results/<key>.json, title, the command that makes it, renderer), in RESULTS.md order.
+SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
+    ("train_step", "Training step: tokens/s and MFU, JAX and PyTorch",
+     "python -m benchmarks.train_step", None),
+    ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
+    ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
+     _generate),
+    ("attention_float32", "Attention: block-sparse vs dense (float32)",
+     "python -m benchmarks.attention --dtype float32", _attention("float32")),
+    ("attention_bfloat16", "Attention: block-sparse vs dense (bfloat16)",
+     "python -m benchmarks.attention --dtype bfloat16", _attention("bfloat16")),
+    ("demo", "The demo", "python -m benchmarks.demo", _recipe("demo")),
+    ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", _recipe("imdb_recipe")),
+    ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe", _recipe("multi30k_recipe")),
+    ("compression", "Compression", "python -m benchmarks.compression", None),
+    ("interop", "Interoperability", "python -m benchmarks.interop", None),
+    ("data", "Data", "python -m benchmarks.data", _data),
+]
+
+
+def _renderer(key: str, title: str, command: str, fn) -> Callable[[dict[str, Any]], str]:
+    if fn is not None:
+        return fn
+    extra = _train_step_extra if key == "train_step" else None
+    return _rows_section(title, command, extra=extra)
+
+
+def build(path: Path = RESULTS_MD) -> str:
+    """Writes RESULTS.md from the JSON results; returns its text."""
+    parts = ["# Results", "",
+             "Generated by `python -m benchmarks report` (or `memgpt-jax bench`) from `benchmarks/results/*.json`; "
+             "each section names the command that produced its JSON and the machine it ran on. Machines are "
+             "shared and noisy: compare ratios measured side by side in one run.", ""]
+    index = []
+    body = []
+    for key, title, command, fn in SECTIONS:
+        payload = load(key)
+        index.append(f"- {title}" + ("" if payload else f" (not run yet: `{command}`)"))
+        if payload is None:
+            continue
+        text = _renderer(key, title, command, fn)(payload).strip()
+        note = NOTES_DIR / f"{key}.md"
+        if note.exists():
+            text += "\n\n" + note.read_text().strip()
+        body.append(text)
+    parts += index + [""] + ["\n\n".join(body)]
+    text = "\n".join(parts).rstrip() + "\n"
+    path.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    build()
+    print(f"wrote {RESULTS_MD}")
