@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "generate": (["--sparse"], ["--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--sparse"]),
     "attention": (["--dtype", "bfloat16"], ["--quick", "--no-torch", "--lengths", "256", "--layouts", "window_global"]),
     "interop": ([], ["--preset", "tiny", "--seq-len", "64", "--new-tokens", "8", "--repeats", "1"]),
+    "lra": ([], ["--tasks", "listops", "--tiny"]),
     "data": ([], None),
     "demo": ([], ["--teacher-steps", "2", "--student-steps", "2"]),
     "compression": (["--checkpoint", "runs/shakespeare_small"], None),

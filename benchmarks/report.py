@@ -142,6 +142,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      "python -m benchmarks.attention --dtype float32", _attention("float32")),
     ("attention_bfloat16", "Attention: block-sparse vs dense (bfloat16)",
      "python -m benchmarks.attention --dtype bfloat16", _attention("bfloat16")),
+    ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", _recipe("lra")),
     ("demo", "The demo", "python -m benchmarks.demo", _recipe("demo")),
     ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", _recipe("imdb_recipe")),
     ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe", _recipe("multi30k_recipe")),

@@ -14,6 +14,7 @@ VARIANTS = {
     "imdb.py": ["pretrain", "pretrain_student", "teacher", "student", "tiny", "teacher_tpu"],
     "multi30k.py": ["teacher", "student", "tiny"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],
+    "lra_listops.py": ["dense", "sparse", "tiny"],
     "shakespeare.py": ["base", "sparse", "small", "tiny"],
     "listops_tiny.py": [None],
 }

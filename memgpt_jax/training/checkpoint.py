@@ -46,7 +46,7 @@ class Checkpointer:
 
     def save(
         self, step: int, state: Any, *, data_state: Any = None, config: Any = None,
-        tokenizer: bytes | None = None, force: bool = False,
+        tokenizer: bytes | None = None, force: bool = False, wall_s: float | None = None,
     ) -> bool:
         if step in self.manager.all_steps():
             return False
@@ -55,6 +55,7 @@ class Checkpointer:
             "data_state": data_state,
             "config": config,
             "tokenizer_b64": base64.b64encode(tokenizer).decode() if tokenizer else None,
+            "wall_s": wall_s,  # training wall time up to this step, across restarts
         }
         return self.manager.save(
             step,

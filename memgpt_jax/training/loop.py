@@ -38,6 +38,20 @@ from memgpt_jax.training.teacher import init_student_from_teacher, load_teacher
 _KILL_AT = os.environ.get("MEMGPT_FAULT_KILL_AT_STEP")
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (Linux ``VmHWM``; else ``getrusage``)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(float(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except (ImportError, OSError):
+            return None
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf; the message names the last good checkpoint."""
 
@@ -267,9 +281,10 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
     host_abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state)
     restored = ckpt.restore_latest(host_abstract)
-    start = 0
+    start, wall_before = 0, 0.0
     if restored is not None:
         start, state, meta = restored
+        wall_before = float(meta.get("wall_s") or 0.0)
         data.train.set_state(meta["data_state"])
         print(f"resumed from {ckpt.directory}/{start}", file=sys.stderr)
     summary_path = os.path.join(workdir, "summary.json")
@@ -334,7 +349,7 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
                 bar.update(1)
             if save_now:
                 ckpt.save(step, trainer.host_state(state), data_state=data.train.get_state(), config=config_json,
-                          tokenizer=data.tokenizer_bytes)
+                          tokenizer=data.tokenizer_bytes, wall_s=wall_before + time.perf_counter() - t_start)
             if stop_after is not None and step - start >= stop_after:
                 break
             if _KILL_AT is not None and step == int(_KILL_AT):  # fault injection for the resume test
@@ -346,8 +361,9 @@ def train(config: Any, workdir: str, *, data: inputs_lib.DataBundle | None = Non
             bar.close()
     wall = time.perf_counter() - t_start
     summary = {
-        "step": int(step), "params": n_params, "wall_s": wall, "train": last_metrics, "eval": last_eval,
-        "flops_per_token": fpt, "peak_flops": peak,
+        "step": int(step), "params": n_params, "wall_s": wall_before + wall, "wall_s_this_run": wall,
+        "train": last_metrics, "eval": last_eval,
+        "flops_per_token": fpt, "peak_flops": peak, "peak_rss_mb": peak_rss_mb(),
     }
     if jax.process_index() == 0:
         with open(summary_path, "w") as f:

@@ -1,0 +1,30 @@
+"""LRA "ListOps" at 2,048 tokens: dense vs block-sparse models of equal size and budget.
+
+    memgpt-jax finetune --config configs/lra_listops.py:dense  --workdir runs/lra_listops_dense
+    memgpt-jax finetune --config configs/lra_listops.py:sparse --workdir runs/lra_listops_sparse
+    python -m benchmarks.lra          # both tasks, both variants, the table in RESULTS.md
+
+ListOps is generated offline with the LRA preset (96k / 2k / 2k examples, 500-2,000 tokens).
+The CPU budget (`train.steps`) is far below LRA's; raise it on an accelerator.
+Variants: `dense`, `sparse` (BigBird-style window + global + random blocks), `tiny`.
+"""
+
+import base
+
+
+def get_config(arg: str = "sparse"):
+    if arg not in ("dense", "sparse", "tiny"):
+        raise ValueError(f"configs/lra_listops.py: variant {arg!r} not in ('dense', 'sparse', 'tiny')")
+    pattern = dict(pattern="dense", block_size=128) if arg == "dense" else dict(
+        pattern="bigbird", block_size=128, window=1, n_global=1, n_random=1, seed=0)
+    model = dict(vocab_size=32, d_model=128, n_layers=2, n_heads=4, d_ff=256, max_len=2048, num_labels=10,
+                 pooling="mean", dropout=0.0, compute_dtype="bfloat16", attention=pattern)
+    data = base.data(listops=dict(preset="lra"), seq_len=2048, batch_size=16, eval_batch_size=32, eval_batches=0)
+    optim = base.optim(lr=1e-3, warmup_steps=100, weight_decay=0.05, end_lr_ratio=0.05)
+    train = base.train(steps=1500, log_every=25, eval_every=1500, checkpoint_every=250, keep=2)
+    if arg == "tiny":
+        model.update(max_len=256, n_layers=1, attention=dict(pattern="bigbird", block_size=32, window=1,
+                                                             n_global=1, n_random=1))
+        data.update(listops=dict(preset="tiny"), seq_len=256, batch_size=4, eval_batches=2)
+        train.update(steps=2, eval_every=2)
+    return base.config("classification", model, data, optim, train, base.distill())
