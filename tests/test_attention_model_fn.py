@@ -37,6 +37,23 @@ def test_dense_pattern_is_causal_attention():
     assert make_attention_fn(config("strided")) is make_attention_fn(config("strided"))
 
 
+def test_dense_through_the_block_kernel_equals_the_oracle(inputs):
+    """pattern="dense" with impl="xla": the causal-layout kernel, same values and gradients."""
+    q, k, v, kv_valid, seg = inputs
+    fast = make_attention_fn(AttentionConfig(block_size=BLK, impl="xla"))
+    assert fast is not causal_attention
+
+    def loss(fn, q, k, v):
+        out, _ = fn(q, k, v, kv_valid=kv_valid, q_segment_ids=seg, kv_segment_ids=seg)
+        return jnp.sum(out * jnp.cos(out)), out
+
+    (_, want), gw = jax.value_and_grad(lambda *a: loss(causal_attention, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    (_, got), gg = jax.value_and_grad(lambda *a: loss(fast, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    np.testing.assert_allclose(got, want, **TOL)
+    for a, b in zip(gg, gw):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("pattern", ["causal", "local", "window_global", "strided", "fixed", "bigbird"])
 def test_forward_decode_and_weights_agree(pattern, inputs):
     q, k, v, kv_valid, seg = inputs

@@ -117,11 +117,20 @@ def block_sparse_attention(
 
 @functools.lru_cache(maxsize=None)
 def make_attention_fn(config: AttentionConfig) -> AttentionFn:
-    """The model-facing attention function for ``config`` (one object per config)."""
-    if config.is_dense:
-        return causal_attention
+    """The model-facing attention function for ``config`` (one object per config).
+
+    Dense attention uses the oracle (``impl`` ``"auto"`` or ``"dense"``), or, with ``impl``
+    ``"xla"`` / ``"pallas"``, the block kernels on the full causal layout: the same
+    result, computed tile by tile without the upper-triangle tiles and without
+    materialising the whole score matrix."""
     from memgpt_jax.attention.decode import make_sparse_attention_fn
 
+    if config.is_dense:
+        if config.impl in ("xla", "pallas"):
+            import dataclasses
+
+            return make_sparse_attention_fn(dataclasses.replace(config, pattern="causal"))
+        return causal_attention
     return make_sparse_attention_fn(config)
 
 
