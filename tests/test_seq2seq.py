@@ -193,3 +193,21 @@ def test_pairs_iterator_resumes_exactly():
         assert all((got[k] == want[k]).all() for k in want)
     with pytest.raises(ValueError):
         PackedPairsIterator(source, ByteTokenizer(), batch_size=4, seq_len=16, seed=1).set_state(state)
+
+
+def test_beam_search_on_a_block_sparse_model():
+    mc = config_lib.tiny(vocab_size=40, max_len=64, attention=dict(pattern="window_global", block_size=8, window=1,
+                                                                   n_global=1))
+    model = model_lib.build(mc)
+    params, _ = model_lib.init(model, jax.random.key(2))
+    gen = Generator(model, params, eos_id=7, chunk=8)
+    prompts = [[1, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], [1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
+    greedy, _ = gen.generate_ids(prompts, max_new_tokens=20)
+    assert gen.beam_search(prompts, beam=1, max_new_tokens=20, length_penalty=0.0)[0] == greedy
+    _, s4 = gen.beam_search(prompts, beam=4, max_new_tokens=20, length_penalty=0.0)
+    fwd = jax.jit(lambda x: jax.nn.log_softmax(model.apply({"params": params}, x).logits, -1))
+    for p, g, s in zip(prompts, greedy, s4):
+        seq = p + g + ([7] if len(g) < 20 else [])
+        lp = np.asarray(fwd(jnp.asarray([seq + [0] * (40 - len(seq))])))[0]
+        greedy_score = float(sum(lp[len(p) - 1 + i, t] for i, t in enumerate(seq[len(p):])))
+        assert s >= greedy_score - 1e-4
