@@ -52,24 +52,34 @@ def _rows_section(title: str, default_command: str, columns: list[str] | None = 
 
 
 def _train_step_extra(payload: dict[str, Any]) -> list[str]:
+    """Plot, then per (length, dtype): block-sparse vs the fastest dense JAX row (and the
+    FLOPs ratio that predicts), vs PyTorch eager on the same sparse model, and dense MFU."""
     rows = payload["rows"]
     out = []
     png = plot_train_step(payload)
     if png:
         out += [f"![tokens/s by sequence length](results/{png.name})", ""]
-    by = {(r.get("framework", "jax"), r["attention"].split("(")[0], r["seq_len"], r["compute_dtype"]): r for r in rows}
-    for (fw, att, T, dt), r in sorted(by.items()):
-        if fw != "jax" or att != "window_global":
-            continue
-        dense = by.get(("jax", "dense", T, dt))
-        eager = by.get(("torch eager", "window_global", T, dt))
+    fpt = lambda r: r["tflops_per_s"] * 1e12 / r["tokens_per_s"]  # noqa: E731  model FLOPs per token
+    for T, dt in sorted({(r["seq_len"], r["compute_dtype"]) for r in rows}):
+        sel = [r for r in rows if r["seq_len"] == T and r["compute_dtype"] == dt]
+        jax_rows = [r for r in sel if r.get("framework", "jax") == "jax"]
+        dense = max((r for r in jax_rows if r["attention"].startswith("dense")), key=lambda r: r["tokens_per_s"],
+                    default=None)
+        sparse = next((r for r in jax_rows if r["attention"].startswith("window_global")), None)
         parts = []
         if dense:
-            parts.append(f"{r['tokens_per_s'] / dense['tokens_per_s']:.2f}x the dense JAX model")
-        if eager:
-            parts.append(f"{r['tokens_per_s'] / eager['tokens_per_s']:.2f}x PyTorch eager on the same model")
+            parts.append(f"best dense JAX ({dense['attention']}) MFU {100 * dense['mfu']:.1f}%")
+        if dense and sparse:
+            achieved, predicted = sparse["tokens_per_s"] / dense["tokens_per_s"], fpt(dense) / fpt(sparse)
+            parts.append(f"block-sparse {achieved:.2f}x its tokens/s, {100 * achieved / predicted:.0f}% of the "
+                         f"{predicted:.2f}x the FLOPs ratio predicts")
+        eager = next((r for r in sel if r.get("framework") == "torch eager" and r["attention"].startswith("window")),
+                     None)
+        if sparse and eager:
+            parts.append(f"block-sparse {sparse['tokens_per_s'] / eager['tokens_per_s']:.2f}x PyTorch eager on the "
+                         "same model")
         if parts:
-            out.append(f"- block-sparse, {T} tokens, {dt}: " + ", ".join(parts) + ".")
+            out.append(f"- {T} tokens, {dt}: " + "; ".join(parts) + ".")
     return out
 
 

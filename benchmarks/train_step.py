@@ -43,7 +43,12 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     from memgpt_jax.training.state import TrainState
     from memgpt_jax.training.steps import make_loss_fn, make_train_step
 
-    attn = dict(pattern="dense") if attention == "dense" else sparse_attention(seq_len)
+    if attention == "dense":
+        attn = dict(pattern="dense")  # the oracle: the whole score matrix
+    elif attention == "dense_blocked":  # the same result through the block kernel on the causal layout
+        attn = dict(pattern="dense", impl="xla", block_size=128 if seq_len >= 1024 else 64)
+    else:
+        attn = sparse_attention(seq_len)
     cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype).replace(attention=attn)
     model = model_lib.build(cfg)
     params, _ = model_lib.init(model, jax.random.key(0))
@@ -63,7 +68,8 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
 
     t = time_fn(run, repeats=repeats)
     peak = measured_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
-    name = "dense" if attention == "dense" else f"window_global(b{attn['block_size']})"
+    name = {"dense": "dense", "dense_blocked": f"dense(blocked b{attn.get('block_size')})"}.get(
+        attention, f"window_global(b{attn['block_size']})")
     fpt = flops_per_token(cfg, seq_len)
 
     def row(framework: str, step_s: float, compile_s: float) -> dict:
@@ -108,7 +114,9 @@ def _torch_peer(params, cfg, mode: str, seq_len: int, batch: int, dtype: str, re
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
-    p.add_argument("--attention", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
+    p.add_argument("--attention", nargs="+", default=["dense", "dense_blocked", "sparse"],
+                   choices=["dense", "dense_blocked", "sparse"],
+                   help="dense = the oracle; dense_blocked = dense attention through the causal-layout block kernel")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--tokens-per-step", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=5)
