@@ -82,16 +82,8 @@ def main(argv=None) -> int:
             failed.append(name)
             if not args.keep_going:
                 break
-    os.environ.update({k: v for k, v in env.items() if k == "MEMGPT_BENCH_RESULTS"})
-    import importlib
-
-    import benchmarks.common
-    import benchmarks.report
-
-    importlib.reload(benchmarks.common)
-    importlib.reload(benchmarks.report)
-    benchmarks.report.build()
-    print(f"rebuilt {benchmarks.report.RESULTS_MD}", file=sys.stderr)
+    # the report is built in the runs' environment (where their results went)
+    subprocess.run([sys.executable, "-m", "benchmarks.report"], env=env, cwd=root, check=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

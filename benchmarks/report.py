@@ -10,6 +10,7 @@ under its section. Sections whose JSON is missing say which command makes it.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -113,12 +114,6 @@ def plot_train_step(payload: dict[str, Any]) -> Path | None:
     return path
 
 
-def _generate(payload: dict[str, Any]) -> str:
-    from benchmarks.generate import section
-
-    return section(payload)
-
-
 def _attention(dtype: str) -> Callable[[dict[str, Any]], str]:
     def render(payload: dict[str, Any]) -> str:
         from benchmarks.attention_report import section
@@ -128,15 +123,10 @@ def _attention(dtype: str) -> Callable[[dict[str, Any]], str]:
     return render
 
 
-def _data(payload: dict[str, Any]) -> str:
-    from benchmarks.data import section
-
-    return section(payload)
-
-
-def _recipe(module: str) -> Callable[[dict[str, Any]], str]:
+def _module(name: str) -> Callable[[dict[str, Any]], str]:
+    """The ``section(payload)`` of ``benchmarks.<name>``, imported when rendered."""
     def render(payload: dict[str, Any]) -> str:
-        return __import__(f"benchmarks.{module}", fromlist=["section"]).section(payload)
+        return importlib.import_module(f"benchmarks.{name}").section(payload)
 
     return render
 
@@ -147,18 +137,18 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      "python -m benchmarks.train_step", None),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
     ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
-     _generate),
+     _module("generate")),
     ("attention_float32", "Attention: block-sparse vs dense (float32)",
      "python -m benchmarks.attention --dtype float32", _attention("float32")),
     ("attention_bfloat16", "Attention: block-sparse vs dense (bfloat16)",
      "python -m benchmarks.attention --dtype bfloat16", _attention("bfloat16")),
-    ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", _recipe("lra")),
-    ("demo", "The demo", "python -m benchmarks.demo", _recipe("demo")),
-    ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", _recipe("imdb_recipe")),
-    ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe", _recipe("multi30k_recipe")),
+    ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", _module("lra")),
+    ("demo", "The demo", "python -m benchmarks.demo", _module("demo")),
+    ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", _module("imdb_recipe")),
+    ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe", _module("multi30k_recipe")),
     ("compression", "Compression", "python -m benchmarks.compression", None),
     ("interop", "Interoperability", "python -m benchmarks.interop", None),
-    ("data", "Data", "python -m benchmarks.data", _data),
+    ("data", "Data", "python -m benchmarks.data", _module("data")),
 ]
 
 

@@ -68,8 +68,8 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
 
     t = time_fn(run, repeats=repeats)
     peak = measured_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
-    name = {"dense": "dense", "dense_blocked": f"dense(blocked b{attn.get('block_size')})"}.get(
-        attention, f"window_global(b{attn['block_size']})")
+    name = {"dense": "dense", "dense_blocked": f"dense(blocked b{attn.get('block_size')})",
+            "sparse": f"window_global(b{attn.get('block_size')})"}[attention]
     fpt = flops_per_token(cfg, seq_len)
 
     def row(framework: str, step_s: float, compile_s: float) -> dict:
@@ -83,28 +83,30 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
 
     rows = [row("jax", t["median_s"], t["compile_s"])]
     holder.clear()  # free the JAX train state before the PyTorch peers run
-    for mode in torch_modes:
-        rows.append(row(f"torch {mode}", *_torch_peer(host_params, cfg, mode, seq_len, batch_size, dtype, repeats)))
+    if torch_modes:
+        import os
+        import tempfile
+
+        from memgpt_jax.export.torch_format import export_torch
+
+        with tempfile.TemporaryDirectory() as tmp:  # one export serves every mode
+            export_torch(host_params, cfg, "lm", os.path.join(tmp, "model"))
+            for mode in torch_modes:
+                rows.append(row(f"torch {mode}", *_torch_peer(os.path.join(tmp, "model"), mode, seq_len, batch_size,
+                                                              dtype, repeats)))
     return rows
 
 
-def _torch_peer(params, cfg, mode: str, seq_len: int, batch: int, dtype: str, repeats: int) -> tuple[float, float]:
+def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str, repeats: int) -> tuple[float, float]:
     import json
     import os
     import subprocess
     import sys
-    import tempfile
 
-    import jax
-
-    from memgpt_jax.export.torch_format import export_torch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        export_torch(jax.device_get(params), cfg, "lm", os.path.join(tmp, "model"))
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_step.py")
-        out = subprocess.run([sys.executable, script, "--export", os.path.join(tmp, "model"), "--seq-len",
-                              str(seq_len), "--batch", str(batch), "--mode", mode, "--dtype", dtype,
-                              "--repeats", str(repeats)], capture_output=True, text=True)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_step.py")
+    out = subprocess.run([sys.executable, script, "--export", export_dir, "--seq-len", str(seq_len), "--batch",
+                          str(batch), "--mode", mode, "--dtype", dtype, "--repeats", str(repeats)],
+                         capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"torch peer failed:\n{out.stderr[-2000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])

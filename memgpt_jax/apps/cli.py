@@ -196,7 +196,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 n = write_distillation_pairs(loaded, records, args.out, **kwargs)
                 print(f"wrote {n} prompt/target pairs (targets: this model's outputs) to {args.out}")
                 return 0
-            prompts = [str(r["prompt"], "utf-8") if isinstance(r["prompt"], bytes) else r["prompt"] for r in records]
+            from memgpt_jax.data.common import as_text
+
+            prompts = [as_text(r["prompt"]) for r in records]
         else:
             prompts = list(args.prompt or []) or [line for line in sys.stdin.read().splitlines() if line.strip()]
         for p, out in zip(prompts, decode(loaded, prompts, **kwargs)):
