@@ -52,12 +52,12 @@ def _rows_section(title: str, default_command: str, columns: list[str] | None = 
     return render
 
 
-def _train_step_extra(payload: dict[str, Any]) -> list[str]:
+def _train_step_extra(payload: dict[str, Any], key: str = "train_step") -> list[str]:
     """Plot, then per (length, dtype): block-sparse vs the fastest dense JAX row (and the
     FLOPs ratio that predicts), vs PyTorch eager on the same sparse model, and dense MFU."""
     rows = payload["rows"]
     out = []
-    png = plot_train_step(payload)
+    png = plot_train_step(payload, key)
     if png:
         out += [f"![tokens/s by sequence length](results/{png.name})", ""]
     fpt = lambda r: r["tflops_per_s"] * 1e12 / r["tokens_per_s"]  # noqa: E731  model FLOPs per token
@@ -84,7 +84,7 @@ def _train_step_extra(payload: dict[str, Any]) -> list[str]:
     return out
 
 
-def plot_train_step(payload: dict[str, Any]) -> Path | None:
+def plot_train_step(payload: dict[str, Any], key: str = "train_step") -> Path | None:
     rows = [r for r in payload.get("rows", []) if r.get("tokens_per_s")]
     if len({r["seq_len"] for r in rows}) < 2:
         return None
@@ -108,7 +108,7 @@ def plot_train_step(payload: dict[str, Any]) -> Path | None:
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = RESULTS_DIR / "train_step.png"
+    path = RESULTS_DIR / f"{key}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -135,6 +135,9 @@ def _module(name: str) -> Callable[[dict[str, Any]], str]:
 SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step", "Training step: tokens/s and MFU, JAX and PyTorch",
      "python -m benchmarks.train_step", None),
+    ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
+     "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
+     "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
     ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
      _module("generate")),
@@ -155,7 +158,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
 def _renderer(key: str, title: str, command: str, fn) -> Callable[[dict[str, Any]], str]:
     if fn is not None:
         return fn
-    extra = _train_step_extra if key == "train_step" else None
+    extra = (lambda payload: _train_step_extra(payload, key)) if key.startswith("train_step") else None
     return _rows_section(title, command, extra=extra)
 
 

@@ -4,6 +4,8 @@ side by side with the same models exported to PyTorch.
     python -m benchmarks.train_step                         # seq 512 and 2048, dense and sparse
     python -m benchmarks.train_step --seq-lens 1024 4096 --tokens-per-step 8192
     python -m benchmarks.train_step --seq-lens 1024 --torch eager compile    # + PyTorch peers
+    python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 \
+        --attention dense_fused sparse --name train_step_gpu      # on a GPU: cuDNN dense vs Pallas sparse
 
 PyTorch peers (``--torch``): the JAX model's initial parameters exported with
 ``memgpt_jax.export`` and trained by ``benchmarks/torch_train_step.py`` in a
@@ -21,8 +23,8 @@ import argparse
 
 from benchmarks.common import markdown_table, time_fn, write_results
 
-COLUMNS = ["framework", "attention", "seq_len", "batch", "compute_dtype", "params", "step_ms", "compile_s", "tokens_per_s",
-           "tflops_per_s", "peak_tflops", "mfu"]
+COLUMNS = ["framework", "attention", "seq_len", "batch", "heads", "compute_dtype", "params", "step_ms", "compile_s",
+           "tokens_per_s", "tflops_per_s", "peak_tflops", "mfu"]
 
 
 def sparse_attention(seq_len: int) -> dict:
@@ -32,7 +34,7 @@ def sparse_attention(seq_len: int) -> dict:
 
 
 def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
-          torch_modes: tuple[str, ...] = ()) -> list[dict]:
+          torch_modes: tuple[str, ...] = (), heads: int = 4) -> list[dict]:
     import jax
     import numpy as np
 
@@ -45,11 +47,13 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
 
     if attention == "dense":
         attn = dict(pattern="dense")  # the oracle: the whole score matrix
+    elif attention == "dense_fused":  # jax.nn.dot_product_attention: cuDNN flash attention on NVIDIA GPUs
+        attn = dict(pattern="dense", impl="fused")
     elif attention == "dense_blocked":  # the same result through the block kernel on the causal layout
         attn = dict(pattern="dense", impl="xla", block_size=128 if seq_len >= 1024 else 64)
     else:
         attn = sparse_attention(seq_len)
-    cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype).replace(attention=attn)
+    cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype, n_heads=heads).replace(attention=attn)
     model = model_lib.build(cfg)
     params, _ = model_lib.init(model, jax.random.key(0))
     host_params = jax.tree.map(np.asarray, params)  # the step donates its state
@@ -68,14 +72,15 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
 
     t = time_fn(run, repeats=repeats)
     peak = measured_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
-    name = {"dense": "dense", "dense_blocked": f"dense(blocked b{attn.get('block_size')})",
+    name = {"dense": "dense", "dense_fused": "dense(fused)", "dense_blocked": f"dense(blocked b{attn.get('block_size')})",
             "sparse": f"window_global(b{attn.get('block_size')})"}[attention]
     fpt = flops_per_token(cfg, seq_len)
 
     def row(framework: str, step_s: float, compile_s: float) -> dict:
         tps = batch_size * seq_len / step_s
         r = {"framework": framework, "attention": name, "seq_len": seq_len, "batch": batch_size,
-             "compute_dtype": dtype, "params": count_params(host_params), "step_ms": step_s * 1e3,
+             "heads": f"{cfg.n_heads}x{cfg.head_dim}", "compute_dtype": dtype,
+             "params": count_params(host_params), "step_ms": step_s * 1e3,
              "compile_s": compile_s, "tokens_per_s": tps, "tflops_per_s": fpt * tps / 1e12,
              "peak_tflops": peak / 1e12, "mfu": fpt * tps / peak}
         print(r, flush=True)
@@ -117,17 +122,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--attention", nargs="+", default=["dense", "dense_blocked", "sparse"],
-                   choices=["dense", "dense_blocked", "sparse"],
-                   help="dense = the oracle; dense_blocked = dense attention through the causal-layout block kernel")
+                   choices=["dense", "dense_fused", "dense_blocked", "sparse"],
+                   help="dense = the oracle; dense_fused = jax.nn.dot_product_attention (cuDNN on NVIDIA GPUs); "
+                        "dense_blocked = dense attention through the causal-layout block kernel; sparse = "
+                        "window_global through the block kernels (Pallas on GPU/TPU)")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--tokens-per-step", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-oracle-len", type=int, default=2048,
+                   help="skip the dense oracle (whole score matrix in memory) above this length")
+    p.add_argument("--heads", type=int, default=4,
+                   help="attention heads of the d_model-256 model (4 = head_dim 64, GPT-2's; 8 = head_dim 32)")
     p.add_argument("--name", default="train_step")
     p.add_argument("--torch", nargs="*", default=[], choices=["eager", "compile"],
                    help="also time the PyTorch peer (eager and/or torch.compile)")
     args = p.parse_args()
     rows = [r for s in args.seq_lens for a in args.attention for d in args.dtypes
-            for r in bench(a, s, args.tokens_per_step, d, args.repeats, tuple(args.torch))]
+            if not (a == "dense" and s > args.max_oracle_len)
+            for r in bench(a, s, args.tokens_per_step, d, args.repeats, tuple(args.torch), args.heads)]
     write_results(args.name, rows, COLUMNS, vars(args))
     from benchmarks.report import build
 

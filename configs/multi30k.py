@@ -38,8 +38,9 @@ def get_config(arg: str = "teacher"):
     optim = base.optim(lr=1e-3, warmup_steps=200, weight_decay=0.1, b2=0.98)
     train = base.train(steps=3000, log_every=50, eval_every=1000, checkpoint_every=250)
     distill = base.distill()
-    if arg == "student":
+    if arg == "student":  # starts from the teacher's layers, so it needs fewer steps
         data.update(name="memgpt_pairs/multi30k_distilled")
+        train.update(steps=2000)
         distill.update(teacher="runs/multi30k/teacher", temperature=1.0, alpha=0.5, init_from_teacher=True)
     elif arg == "tiny":
         model.update(vocab_size=264, d_model=64, n_layers=2, n_heads=4, max_len=64, dropout=0.0,

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 _DTYPES = ("float32", "bfloat16", "float16")
 PATTERNS = ("dense", "causal", "local", "window_global", "strided", "fixed", "bigbird")
-IMPLS = ("auto", "dense", "xla", "pallas")
+IMPLS = ("auto", "dense", "xla", "pallas", "fused")
 
 
 def _fail(field: str, message: str) -> None:
@@ -43,13 +43,18 @@ class AttentionConfig:
     n_random: int = 0  # seeded random key blocks per query row (bigbird)
     stride: int = 4  # blocks between summary columns (strided/fixed)
     seed: int = 0  # seed of the random blocks
-    impl: str = "auto"  # "auto" | "dense" | "xla" | "pallas"
+    # "auto" | "dense" | "xla" | "pallas" | "fused" (dense pattern only: jax.nn.dot_product_attention,
+    # cuDNN's fused kernel on NVIDIA GPUs)
+    impl: str = "auto"
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
             _fail("attention.pattern", f"unknown pattern {self.pattern!r}; choose one of {PATTERNS}")
         if self.impl not in IMPLS:
             _fail("attention.impl", f"unknown implementation {self.impl!r}; choose one of {IMPLS}")
+        if self.impl == "fused" and self.pattern != "dense":
+            _fail("attention.impl", f"'fused' (jax.nn.dot_product_attention) computes dense attention only; "
+                                    f"pattern {self.pattern!r} needs 'auto', 'xla', 'pallas' or 'dense'")
         if self.block_size < 1:
             _fail("attention.block_size", f"must be >= 1, got {self.block_size}")
         for name in ("window", "n_global", "n_random"):

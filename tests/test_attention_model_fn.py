@@ -54,6 +54,30 @@ def test_dense_through_the_block_kernel_equals_the_oracle(inputs):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_fused_dense_equals_the_oracle(inputs):
+    """impl="fused" (jax.nn.dot_product_attention; cuDNN on GPUs): the oracle's values and
+    gradients with GQA; masked, decoding and weight-returning calls fall back to the oracle."""
+    q, k, v, kv_valid, seg = inputs
+    fused = make_attention_fn(AttentionConfig(impl="fused"))
+
+    def loss(fn, q, k, v):
+        out, _ = fn(q, k, v)
+        return jnp.sum(out * jnp.cos(out)), out
+
+    (_, want), gw = jax.value_and_grad(lambda *a: loss(causal_attention, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    (_, got), gg = jax.value_and_grad(lambda *a: loss(fused, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    np.testing.assert_allclose(got, want, **TOL)
+    for a, b in zip(gg, gw):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    kw = dict(kv_valid=kv_valid, q_segment_ids=seg, kv_segment_ids=seg, return_weights=True)
+    for a, b in zip(fused(q, k, v, **kw), causal_attention(q, k, v, **kw)):
+        np.testing.assert_allclose(a, b, **TOL)
+    step = fused(q[:, 5:6], k[:, :6], v[:, :6], q_offset=5)[0]
+    np.testing.assert_allclose(step, causal_attention(q[:, 5:6], k[:, :6], v[:, :6], q_offset=5)[0], **TOL)
+    with pytest.raises(ValueError, match="dense attention only"):
+        AttentionConfig(pattern="local", impl="fused")
+
+
 @pytest.mark.parametrize("pattern", ["causal", "local", "window_global", "strided", "fixed", "bigbird"])
 def test_forward_decode_and_weights_agree(pattern, inputs):
     q, k, v, kv_valid, seg = inputs

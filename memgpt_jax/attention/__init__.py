@@ -39,7 +39,7 @@ from memgpt_jax.attention.layout import BlockLayout
 from memgpt_jax.attention.reference import causal_attention, dense_attention
 from memgpt_jax.config import AttentionConfig
 
-IMPLS = ("auto", "dense", "xla", "pallas")
+IMPLS = ("auto", "dense", "xla", "pallas")  # kernels for any layout; configs also take "fused" (dense only)
 
 
 class AttentionFn(Protocol):
@@ -119,13 +119,19 @@ def block_sparse_attention(
 def make_attention_fn(config: AttentionConfig) -> AttentionFn:
     """The model-facing attention function for ``config`` (one object per config).
 
-    Dense attention uses the oracle (``impl`` ``"auto"`` or ``"dense"``), or, with ``impl``
+    Dense attention uses the oracle (``impl`` ``"auto"`` or ``"dense"``); with ``impl``
     ``"xla"`` / ``"pallas"``, the block kernels on the full causal layout: the same
     result, computed tile by tile without the upper-triangle tiles and without
-    materialising the whole score matrix."""
+    materialising the whole score matrix; with ``"fused"``,
+    ``jax.nn.dot_product_attention`` (cuDNN's flash kernel on NVIDIA GPUs, the dense
+    baseline of the GPU benchmarks)."""
     from memgpt_jax.attention.decode import make_sparse_attention_fn
 
     if config.is_dense:
+        if config.impl == "fused":
+            from memgpt_jax.attention.reference import fused_causal_attention
+
+            return fused_causal_attention
         if config.impl in ("xla", "pallas"):
             import dataclasses
 

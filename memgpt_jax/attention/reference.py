@@ -162,3 +162,31 @@ def causal_attention(
         return_weights=return_weights,
     )
     return result if return_weights else (result, None)
+
+
+def fused_causal_attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    *,
+    q_offset: Array | int = 0,
+    kv_valid: Array | None = None,
+    q_segment_ids: Array | None = None,
+    kv_segment_ids: Array | None = None,
+    return_weights: bool = False,
+) -> tuple[Array, Array | None]:
+    """Dense causal attention through ``jax.nn.dot_product_attention``: cuDNN's fused
+    flash kernel on NVIDIA GPUs (bf16/f16), XLA's implementation elsewhere.
+
+    The fused call covers plain causal self-attention, the training and prefill case.
+    KV-cache decoding (``q_offset``), padding and segment masks, and returned weights
+    go to :func:`causal_attention`, which gives the same result for them.
+    """
+    plain = (isinstance(q_offset, int) and q_offset == 0 and q.shape[1] == k.shape[1] and kv_valid is None
+             and q_segment_ids is None and kv_segment_ids is None and not return_weights)
+    if not plain:
+        return causal_attention(q, k, v, q_offset=q_offset, kv_valid=kv_valid, q_segment_ids=q_segment_ids,
+                                kv_segment_ids=kv_segment_ids, return_weights=return_weights)
+    use_cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn" if use_cudnn else None)
+    return out.astype(q.dtype), None
