@@ -22,7 +22,7 @@ import sys
 
 from benchmarks.common import markdown_table, write_results
 
-COLUMNS = ["task", "attention", "seq_len", "params", "steps", "test_accuracy", "test_macro_f1", "train_wall_min",
+COLUMNS = ["task", "attention", "seq_len", "params", "steps", "batch", "test_accuracy", "test_macro_f1", "train_wall_min",
            "train_tokens_per_s", "peak_rss_mb"]
 TASKS = {"listops": "configs/lra_listops.py", "text": "configs/lra_imdb_bytes.py"}
 # LRA (Tay et al., 2021), test accuracy: (ListOps, Text)
@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--variants", nargs="+", default=["dense", "sparse"])
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the config's)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch per run (default: the config's)")
     p.add_argument("--runs", default=None, help="run directories (default runs/lra; a temp dir with --tiny)")
     p.add_argument("--tiny", action="store_true", help="the tiny variants (a smoke run)")
     args = p.parse_args(argv)
@@ -77,6 +78,8 @@ def main(argv=None) -> int:
                 cmd.append("--config.model.attention.pattern=dense")
             if args.steps:
                 cmd.append(f"--config.train.steps={args.steps}")
+            if args.batch_size:
+                cmd.append(f"--config.data.batch_size={args.batch_size}")
             print(f"== {task} {variant}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
             subprocess.run(cmd, check=True)
             with open(os.path.join(workdir, "summary.json")) as f:
@@ -85,13 +88,14 @@ def main(argv=None) -> int:
             rep = evaluate_classifier(loaded, "test", batch_size=16, progress=False)
             cfg = loaded.model_config
             rows.append({"task": task, "attention": cfg.attention.pattern, "seq_len": loaded.run_config["data"]["seq_len"],
-                         "params": summary["params"], "steps": summary["step"], "test_accuracy": rep["accuracy"],
+                         "params": summary["params"], "steps": summary["step"],
+                         "batch": loaded.run_config["data"]["batch_size"], "test_accuracy": rep["accuracy"],
                          "test_macro_f1": rep["macro_f1"], "train_wall_min": summary["wall_s"] / 60,
                          "train_tokens_per_s": summary.get("train", {}).get("tokens_per_s"),
                          "peak_rss_mb": summary.get("peak_rss_mb")})
             print(rows[-1], file=sys.stderr, flush=True)
-    budget = (f"{rows[0]['steps']} steps per run" if len({r['steps'] for r in rows}) == 1
-              else "see the steps column")
+    budget = (f"{rows[0]['steps']} steps x batch {rows[0]['batch']} per run"
+              if len({(r['steps'], r['batch']) for r in rows}) == 1 else "see the steps and batch columns")
     print(markdown_table(rows, COLUMNS))
     write_results("lra", rows, COLUMNS, {**vars(args), "budget": budget})
     from benchmarks.report import build
