@@ -24,8 +24,8 @@ import time
 
 # name -> (full arguments, quick arguments or None when it needs trained runs)
 BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
-    "train_step": (["--seq-lens", "1024", "2048", "4096", "8192", "--dtypes", "bfloat16", "--tokens-per-step", "8192",
-                    "--repeats", "3", "--torch", "eager", "compile"],
+    "train_step": (["--seq-lens", "1024", "2048", "4096", "8192", "--dtypes", "bfloat16", "float32", "--max-f32-len",
+                    "1024", "--tokens-per-step", "8192", "--repeats", "3", "--torch", "eager", "compile"],
                    ["--seq-lens", "128", "256", "--tokens-per-step", "256", "--dtypes", "float32", "--repeats", "1",
                     "--torch", "eager"]),
     "forward": ([], ["--preset", "tiny", "--seq-len", "64", "--batch", "2", "--repeats", "1"]),

@@ -133,6 +133,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-oracle-len", type=int, default=2048,
                    help="skip the dense oracle (whole score matrix in memory) above this length")
+    p.add_argument("--max-f32-len", type=int, default=0,
+                   help="float32 rows only up to this length (0: every length)")
     p.add_argument("--heads", type=int, default=4,
                    help="attention heads of the d_model-256 model (4 = head_dim 64, GPT-2's; 8 = head_dim 32)")
     p.add_argument("--name", default="train_step")
@@ -145,6 +147,8 @@ def main() -> None:
             if a == "dense" and s > args.max_oracle_len:
                 continue
             for d in args.dtypes:
+                if d == "float32" and args.max_f32_len and s > args.max_f32_len:
+                    continue
                 # Every dense variant exports to the same PyTorch model (SDPA, is_causal): time its peers once.
                 peer = (s, d, "dense" if a.startswith("dense") else a)
                 modes = () if peer in peers_done else tuple(args.torch)
