@@ -160,6 +160,7 @@ def main() -> None:
                 modes = () if peer in peers_done else tuple(args.torch)
                 peers_done.add(peer)
                 rows += bench(a, s, args.tokens_per_step, d, args.repeats, modes, args.heads)
+                write_results(args.name, rows, COLUMNS, {**vars(args), "partial": True})  # kept if interrupted
     write_results(args.name, rows, COLUMNS, vars(args))
     from benchmarks.report import build
 
