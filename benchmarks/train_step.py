@@ -40,6 +40,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
 
     from memgpt_jax import config as config_lib
     from memgpt_jax import model as model_lib
+    from memgpt_jax.attention.reference import fused_uses_cudnn
     from memgpt_jax.flops import count_params, flops_per_token, measured_peak_flops
     from memgpt_jax.training.optim import make_optimizer
     from memgpt_jax.training.state import TrainState
@@ -76,7 +77,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
             "sparse": f"window_global(b{attn.get('block_size')})"}[attention]
     fpt = flops_per_token(cfg, seq_len)  # MFU accounting: dense attention counts the whole score matrix
     # What each implementation computes: the causal block kernels (and cuDNN) skip the upper triangle.
-    skips_upper = attention == "dense_blocked" or (attention == "dense_fused" and jax.default_backend() == "gpu")
+    skips_upper = attention == "dense_blocked" or (attention == "dense_fused" and fused_uses_cudnn(dtype))
     computed = flops_per_token(cfg.replace(attention=dict(pattern="causal", impl="auto",
                                                              block_size=attn.get("block_size", 128)))
                                if skips_upper else cfg, seq_len)

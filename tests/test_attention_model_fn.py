@@ -32,6 +32,20 @@ def inputs():
     return q, k, v, kv_valid, seg
 
 
+def assert_oracle_values_and_grads(fn, q, k, v, **kw):
+    """``fn`` gives the oracle's (causal_attention's) outputs and q/k/v gradients."""
+
+    def loss(f, q, k, v):
+        out, _ = f(q, k, v, **kw)
+        return jnp.sum(out * jnp.cos(out)), out
+
+    (_, want), gw = jax.value_and_grad(lambda *a: loss(causal_attention, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    (_, got), gg = jax.value_and_grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    np.testing.assert_allclose(got, want, **TOL)
+    for a, b in zip(gg, gw):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_dense_pattern_is_causal_attention():
     assert make_attention_fn(AttentionConfig()) is causal_attention
     assert make_attention_fn(config("strided")) is make_attention_fn(config("strided"))
@@ -42,16 +56,7 @@ def test_dense_through_the_block_kernel_equals_the_oracle(inputs):
     q, k, v, kv_valid, seg = inputs
     fast = make_attention_fn(AttentionConfig(block_size=BLK, impl="xla"))
     assert fast is not causal_attention
-
-    def loss(fn, q, k, v):
-        out, _ = fn(q, k, v, kv_valid=kv_valid, q_segment_ids=seg, kv_segment_ids=seg)
-        return jnp.sum(out * jnp.cos(out)), out
-
-    (_, want), gw = jax.value_and_grad(lambda *a: loss(causal_attention, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
-    (_, got), gg = jax.value_and_grad(lambda *a: loss(fast, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
-    np.testing.assert_allclose(got, want, **TOL)
-    for a, b in zip(gg, gw):
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert_oracle_values_and_grads(fast, q, k, v, kv_valid=kv_valid, q_segment_ids=seg, kv_segment_ids=seg)
 
 
 def test_fused_dense_equals_the_oracle(inputs):
@@ -59,16 +64,7 @@ def test_fused_dense_equals_the_oracle(inputs):
     gradients with GQA; masked, decoding and weight-returning calls fall back to the oracle."""
     q, k, v, kv_valid, seg = inputs
     fused = make_attention_fn(AttentionConfig(impl="fused"))
-
-    def loss(fn, q, k, v):
-        out, _ = fn(q, k, v)
-        return jnp.sum(out * jnp.cos(out)), out
-
-    (_, want), gw = jax.value_and_grad(lambda *a: loss(causal_attention, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
-    (_, got), gg = jax.value_and_grad(lambda *a: loss(fused, *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
-    np.testing.assert_allclose(got, want, **TOL)
-    for a, b in zip(gg, gw):
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert_oracle_values_and_grads(fused, q, k, v)
     kw = dict(kv_valid=kv_valid, q_segment_ids=seg, kv_segment_ids=seg, return_weights=True)
     for a, b in zip(fused(q, k, v, **kw), causal_attention(q, k, v, **kw)):
         np.testing.assert_allclose(a, b, **TOL)

@@ -37,9 +37,10 @@ from memgpt_jax.attention import layout
 from memgpt_jax.attention.common import split_segment_ids
 from memgpt_jax.attention.layout import BlockLayout
 from memgpt_jax.attention.reference import causal_attention, dense_attention
+from memgpt_jax.config import IMPLS as CONFIG_IMPLS
 from memgpt_jax.config import AttentionConfig
 
-IMPLS = ("auto", "dense", "xla", "pallas")  # kernels for any layout; configs also take "fused" (dense only)
+IMPLS = tuple(i for i in CONFIG_IMPLS if i != "fused")  # kernels for any layout; "fused" is dense-only
 
 
 class AttentionFn(Protocol):

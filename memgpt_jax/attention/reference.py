@@ -164,6 +164,12 @@ def causal_attention(
     return result if return_weights else (result, None)
 
 
+def fused_uses_cudnn(dtype: Any) -> bool:
+    """Whether :func:`fused_causal_attention` runs cuDNN's kernel (which skips the upper
+    triangle) for inputs of ``dtype`` on this backend."""
+    return jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+
+
 def fused_causal_attention(
     q: Array,
     k: Array,
@@ -187,6 +193,6 @@ def fused_causal_attention(
     if not plain:
         return causal_attention(q, k, v, q_offset=q_offset, kv_valid=kv_valid, q_segment_ids=q_segment_ids,
                                 kv_segment_ids=kv_segment_ids, return_weights=return_weights)
-    use_cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-    out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn" if use_cudnn else None)
+    impl = "cudnn" if fused_uses_cudnn(q.dtype) else None
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
     return out.astype(q.dtype), None
