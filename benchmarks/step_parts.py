@@ -1,37 +1,160 @@
-"""Where a training step's time goes: attention, the model's GEMMs, the LM head.
+"""Where the dense training step's time goes, and how fast this machine runs its GEMMs.
 
-    python -m benchmarks.step_parts                     # small_10m shapes, 4 x 1024 tokens, bf16
+    python -m benchmarks.step_parts                 # the train_step model, 8 x 1024 tokens, bf16 and f32
+    python -m benchmarks.step_parts --quick         # tiny shapes (a smoke run)
 
-Times forward + backward (best of 3 after compilation) of: the whole model; the blocked
-dense attention and the dense oracle alone (x n_layers); the QKV/out + MLP GEMMs alone
-(x n_layers); the LM head with cross-entropy; and the blocked attention per layer at equal
-FLOPs for several heads x head_dim splits. Prints tables; the figures guide the MFU work.
+It explains the dense-MFU figure of ``benchmarks.train_step`` and writes ``results/step_parts.json``
+with two tables:
+
+1. Parts of one training step of the dense model (``small_10m(n_heads=4)``, exact attention
+   through the causal block kernel), per compute dtype. It times the whole step (forward,
+   backward and AdamW) and forward + backward alone. Then each part is timed alone, forward
+   and backward:
+   - attention (x n_layers);
+   - the QKV/out and MLP GEMMs (x n_layers);
+   - the tied LM head with cross-entropy.
+   Two rows are derived: the remainder (norms, activations, residuals, embedding, dropout)
+   is forward + backward minus the parts, and the optimizer is the step minus forward + backward.
+   Each row shows its model FLOPs (3x the forward's), GFLOP/s and share of the matmul peak.
+   The step rows count FLOPs as MFU does (dense attention = the whole score matrix), so
+   their ``of_peak`` is the MFU; the attention row counts the causal blocks it computes.
+2. Every GEMM shape of that step: forward, input gradient and weight gradient, as they are
+   laid out (``NN``: A @ B, ``NT``: A @ B^T, ``TN``: A^T @ B). Each runs in JAX (bf16 in with
+   f32 accumulation, and f32) and, when PyTorch is installed, in ``torch.matmul`` on the same
+   CPU in its own process. All are shown in GFLOP/s and as a share of the JAX peak of
+   their dtype (``memgpt_jax.flops.measured_peak_flops``, a 1024^3 product).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
+from typing import Any
+
+from benchmarks.common import markdown_table, write_results
+
+PART_COLUMNS = ["compute_dtype", "part", "ms", "share_of_step", "gflop", "gflops_per_s", "of_peak"]
+GEMM_COLUMNS = ["gemm", "layout", "batch", "m", "k", "n", "count_per_step", "jax_bf16_gflops", "jax_bf16_of_peak",
+                "jax_f32_gflops", "jax_f32_of_peak", "torch_bf16_gflops", "torch_f32_gflops"]
 
 
-def _best_ms(f, *args, n: int = 3) -> float:
+def keep_freed_host_memory() -> None:
+    """glibc: serve buffers up to 1 GiB from the heap and keep freed memory mapped.
+
+    By default every buffer over 32 MiB is a fresh ``mmap`` that the kernel zero-fills page
+    by page. A GEMM timed alone allocates its output on every call; with the default, this
+    page-faulting can cost as much as the GEMM itself (a [8192, 1024] f32 result: 4x), so the
+    GEMM table would measure the allocator. The donated training step reuses its buffers and
+    is unaffected. The PyTorch process gets the same setting.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+def _best_s(f, *args, repeats: int) -> float:
     import jax
 
     jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(n):
+    best = float("inf")
+    for _ in range(repeats):
         t0 = time.perf_counter()
         jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--batch", type=int, default=4)
-    args = p.parse_args(argv)
+def gemm_shapes(tokens: int, d_model: int, mlp: int, vocab: int, n_layers: int, heads: int, head_dim: int,
+                block: int, seq_len: int) -> list[dict[str, Any]]:
+    """The step's GEMMs: ``(name, layout, batch, m, k, n, count per step)``.
 
+    Attention tiles are the block kernel's: a query block of ``block`` rows against the
+    average causal row of keys.
+    """
+    n, D, F, V, L = tokens, d_model, mlp, vocab, n_layers
+    rows_per_seq = seq_len // block
+    keys = block * (rows_per_seq + 1) // 2  # the average causal row, in whole blocks
+    tiles = (tokens // seq_len) * heads * rows_per_seq
+    spec = [
+        ("QKV projection, forward", "NN", 1, n, D, 3 * D, L),
+        ("QKV projection, input gradient", "NT", 1, n, 3 * D, D, L),
+        ("QKV projection, weight gradient", "TN", 1, D, n, 3 * D, L),
+        ("MLP up, forward", "NN", 1, n, D, F, L),
+        ("MLP down, forward", "NN", 1, n, F, D, L),
+        ("MLP up, weight gradient", "TN", 1, D, n, F, L),
+        ("LM head, forward", "NT", 1, n, D, V, 1),
+        ("LM head, input gradient", "NN", 1, n, V, D, 1),
+        ("LM head, weight gradient", "TN", 1, V, n, D, 1),
+        ("attention scores Q K^T", "NT", tiles, block, head_dim, keys, L),
+        ("attention P V", "NN", tiles, block, keys, head_dim, L),
+        ("attention dK = dS^T Q", "NN", tiles, keys, block, head_dim, L),
+        ("peak reference 1024^3", "NN", 1, 1024, 1024, 1024, 0),
+    ]
+    return [dict(zip(("gemm", "layout", "batch", "m", "k", "n", "count_per_step"), s)) for s in spec]
+
+
+def _operand_shapes(g: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    m, k, n, b = g["m"], g["k"], g["n"], g["batch"]
+    a = (k, m) if g["layout"] == "TN" else (m, k)
+    w = (n, k) if g["layout"] == "NT" else (k, n)
+    return ((b, *a), (b, *w)) if b > 1 else (a, w)
+
+
+def jax_gemm(g: dict[str, Any], dtype: str):
+    """``(f, a, b)``: the jitted product of one GEMM (f32 accumulation) and operands laid out as ``g["layout"]``."""
+    import jax
+    import jax.numpy as jnp
+
+    sa, sb = _operand_shapes(g)
+    batched = g["batch"] > 1
+    # contracting dims: A's k axis and B's k axis, as the layout puts them
+    ca = (1 if batched else 0) if g["layout"] == "TN" else (2 if batched else 1)
+    cb = (2 if batched else 1) if g["layout"] == "NT" else (1 if batched else 0)
+    dims = (((ca,), (cb,)), ((0,), (0,)) if batched else ((), ()))
+    f = jax.jit(lambda a, b: jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32))
+    return f, jax.random.normal(jax.random.key(0), sa, dtype), jax.random.normal(jax.random.key(1), sb, dtype)
+
+
+def _jax_gemm_gflops(g: dict[str, Any], dtype: str, repeats: int) -> float:
+    f, a, b = jax_gemm(g, dtype)
+    return 2 * g["batch"] * g["m"] * g["k"] * g["n"] / _best_s(f, a, b, repeats=repeats) / 1e9
+
+
+def torch_gemms(gemms: list[dict[str, Any]], repeats: int) -> list[dict[str, float]]:
+    """``torch.matmul`` GFLOP/s of every GEMM (bf16 and f32), in this process."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    out = []
+    for g in gemms:
+        res = {}
+        for dtype, key in ((torch.bfloat16, "torch_bf16_gflops"), (torch.float32, "torch_f32_gflops")):
+            sa, sb = _operand_shapes(g)
+            a, b = torch.randn(sa, dtype=dtype), torch.randn(sb, dtype=dtype)
+            a = a.transpose(-1, -2) if g["layout"] == "TN" else a  # a strided view, as autograd passes it
+            b = b.transpose(-1, -2) if g["layout"] == "NT" else b
+            torch.matmul(a, b)
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                torch.matmul(a, b)
+                best = min(best, time.perf_counter() - t0)
+            res[key] = 2 * g["batch"] * g["m"] * g["k"] * g["n"] / best / 1e9
+        out.append(res)
+    return out
+
+
+def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -> list[dict[str, Any]]:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -39,48 +162,166 @@ def main(argv=None) -> int:
     from memgpt_jax import config as config_lib
     from memgpt_jax import model as model_lib
     from memgpt_jax.attention import make_attention_fn
-    from memgpt_jax.config import AttentionConfig
+    from memgpt_jax.flops import flops_per_token, keys_per_query, measured_peak_flops
+    from memgpt_jax.layers import activation, materialized_transpose, matmul
+    from memgpt_jax.training.optim import make_optimizer
+    from memgpt_jax.training.state import TrainState
+    from memgpt_jax.training.steps import make_loss_fn, make_train_step
 
-    T, B = args.seq_len, args.batch
-    cfg = config_lib.small_10m(max_len=T, compute_dtype="bfloat16").replace(
-        attention=dict(pattern="dense", impl="xla", block_size=128))
-    D, N, L, V, F = cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.vocab_size, cfg.mlp_dim
+    block = 128 if seq_len >= 1024 else 64
+    cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype, n_heads=heads).replace(
+        attention=dict(pattern="dense", impl="xla", block_size=block))  # the train_step "dense(blocked)" row
+    D, L, V, F, H, d = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.mlp_dim, cfg.n_heads, cfg.head_dim
+    n = batch * seq_len
     model = model_lib.build(cfg)
     params, _ = model_lib.init(model, jax.random.key(0))
-    ids = jnp.asarray(np.random.default_rng(0).integers(0, V, (B, T)), jnp.int32)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, V, (batch, seq_len + 1), dtype=np.int32)
+    data = {"inputs": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": np.ones((batch, seq_len), bool)}
+    key = jax.random.key(1)
+    loss_fn = make_loss_fn("lm", model)
+    fwd_bwd = jax.jit(jax.grad(lambda p: loss_fn({"params": p}, data, key, None)[0]))
+    t_fwd_bwd = _best_s(fwd_bwd, params, repeats=repeats)
+    tx, schedule = make_optimizer(dict(lr=1e-4, warmup_steps=0), 100)
+    step = jax.jit(make_train_step(loss_fn, tx, schedule))
+    state = TrainState.create(params, tx)
+    t_step = _best_s(lambda s: step(s, data, key)[1]["loss"], state, repeats=repeats)
 
-    def loss(p):
-        return -jnp.mean(jax.nn.log_softmax(model.apply({"params": p}, ids).logits)[..., 0])
+    cdt = jnp.dtype(dtype)
+    mm = lambda a, b: matmul(a.astype(cdt), b.astype(cdt))  # noqa: E731  (the model's GEMM, backward included)
+    x = jax.random.normal(jax.random.key(2), (n, D), jnp.float32)
+    table = params["transformer"]["wte"]["embedding"]
+    targets = jnp.asarray(data["targets"].reshape(-1))
 
-    rows = [("whole model", _best_ms(jax.jit(jax.grad(loss)), params))]
-    bf = lambda a: a.astype(jnp.bfloat16)  # noqa: E731
-    x = jax.random.normal(jax.random.key(1), (B * T, D))
-    head = lambda x, w: -jnp.mean(jax.nn.log_softmax(jnp.einsum(  # noqa: E731
-        "nd,vd->nv", bf(x), bf(w), preferred_element_type=jnp.float32))[:, 0])
-    rows.append(("LM head + cross-entropy", _best_ms(jax.jit(jax.grad(head, (0, 1))), x,
-                                                      params["transformer"]["wte"]["embedding"])))
+    def head(x, table):  # as the model's tied head (model.Embed.attend)
+        logp = jax.nn.log_softmax(matmul(x.astype(cdt), materialized_transpose(table.astype(cdt))))
+        return -jnp.mean(jnp.take_along_axis(logp, targets[:, None], axis=-1))
 
-    def attention_ms(config: AttentionConfig, heads: int) -> float:
-        fn = make_attention_fn(config)
-        q = jax.random.normal(jax.random.key(2), (B, T, heads, D // heads), jnp.bfloat16)
-        g = jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)[0].astype(jnp.float32)), (0, 1, 2))
-        return _best_ms(jax.jit(g), q, q, q)
-
-    rows.append((f"attention, blocked kernel (x{L})", L * attention_ms(AttentionConfig(impl="xla"), N)))
-    rows.append((f"attention, dense oracle (x{L})", L * attention_ms(AttentionConfig(), N)))
-    w = [jax.random.normal(jax.random.key(i), s) for i, s in ((3, (D, 3 * D)), (4, (D, D)), (5, (D, F)), (6, (F, D)))]
+    t_head = _best_s(jax.jit(jax.grad(head, (0, 1))), x, table, repeats=repeats)
+    attend = make_attention_fn(cfg.attention)
+    q = jax.random.normal(jax.random.key(3), (batch, seq_len, H, d), cdt)
+    attn_grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v)[0].astype(jnp.float32)), (0, 1, 2)))
+    t_attn = L * _best_s(attn_grad, q, q, q, repeats=repeats)
+    w = [jax.random.normal(jax.random.key(4 + i), s) for i, s in enumerate(((D, 3 * D), (D, D), (D, F), (F, D)))]
 
     def gemms(x, wqkv, wo, w1, w2):
-        mm = lambda a, b: jnp.dot(bf(a), bf(b), preferred_element_type=jnp.float32)  # noqa: E731
-        return jnp.sum(mm(mm(x, wqkv)[:, :D], wo)) + jnp.sum(mm(jax.nn.gelu(mm(x, w1)), w2))
+        a = mm(mm(x, wqkv).astype(cdt)[:, :D], wo)
+        return jnp.sum(a) + jnp.sum(mm(activation(cfg.activation, mm(x, w1).astype(cdt)), w2))
 
-    rows.append((f"QKV/out + MLP GEMMs (x{L})", L * _best_ms(jax.jit(jax.grad(gemms, (0, 1, 2, 3, 4))), x, *w)))
-    print(f"forward + backward, {B} x {T} tokens, bfloat16 compute, small_10m shapes")
-    for name, ms in rows:
-        print(f"  {name:34} {ms:9.0f} ms")
-    print("blocked attention per layer, equal FLOPs:")
-    for heads in (N, N // 2, N // 4):
-        print(f"  {heads} heads x {D // heads:<4} {attention_ms(AttentionConfig(impl='xla'), heads):9.0f} ms")
+    t_gemms = L * _best_s(jax.jit(jax.grad(gemms, (0, 1, 2, 3, 4))), x, *w, repeats=repeats)
+
+    peak = measured_peak_flops(dtype)
+    attn_flops = 3 * 4 * L * H * d * n * keys_per_query(
+        cfg.replace(attention=dict(pattern="causal", block_size=block)), seq_len)
+    model_flops = flops_per_token(cfg, seq_len) * n  # as MFU counts them: dense attention = the whole matrix
+    parts = [  # (name, kind, seconds, model FLOPs)
+        ("training step (forward, backward, AdamW)", "total", t_step, model_flops),
+        ("forward + backward", "total", t_fwd_bwd, model_flops),
+        (f"attention, causal block kernel (x{L})", "matmul", t_attn, attn_flops),
+        (f"QKV/out + MLP GEMMs (x{L})", "matmul", t_gemms, 6 * n * L * (3 * D * D + D * D + 2 * D * F)),
+        ("LM head + cross-entropy", "matmul", t_head, 6 * n * D * V),
+        ("remainder: norms, activations, residuals, embedding", "derived", t_fwd_bwd - t_attn - t_gemms - t_head,
+         None),
+        ("optimizer (step - forward + backward)", "derived", t_step - t_fwd_bwd, None),
+    ]
+    rows = []
+    for name, kind, t, fl in parts:
+        r = {"compute_dtype": dtype, "part": name, "kind": kind, "ms": 1e3 * t, "share_of_step": t / t_step,
+             "gflop": None if fl is None else fl / 1e9, "gflops_per_s": None if fl is None else fl / t / 1e9,
+             "of_peak": None if fl is None else fl / t / peak, "tokens": n, "peak_gflops": peak / 1e9}
+        print(r, flush=True)
+        rows.append(r)
+    return rows
+
+
+def summary(payload: dict[str, Any]) -> list[str]:
+    """Per dtype: the step's MFU, and the MFU it would have if everything but the timed
+    matmul parts (attention, GEMMs, LM head) took no time."""
+    out = []
+    for dtype in dict.fromkeys(r["compute_dtype"] for r in payload["rows"]):
+        rows = [r for r in payload["rows"] if r["compute_dtype"] == dtype]
+        step = rows[0]  # the whole training step
+        matmul_s = sum(r["ms"] for r in rows if r["kind"] == "matmul") / 1e3
+        ceiling = step["gflop"] * 1e9 / matmul_s / (step["peak_gflops"] * 1e9)
+        out.append(f"- {dtype}: the step runs at {100 * step['of_peak']:.1f}% MFU. Attention, GEMMs and LM head take "
+                   f"{1e3 * matmul_s:,.0f} of its {step['ms']:,.0f} ms: with the rest free, it would reach "
+                   f"{100 * ceiling:.1f}%.")
+    return out
+
+
+def section(payload: dict[str, Any]) -> str:
+    from benchmarks.report import machine_line
+
+    meta = payload["meta"]
+    lines = ["## Where the dense step's time goes", "",
+             f"`{payload.get('command', 'python -m benchmarks.step_parts')}` — {machine_line(payload['machine'])}.", "",
+             f"Parts of one training step of the train-step benchmark's dense model at {meta['seq_len']} tokens, "
+             f"{meta['batch']} sequences (each part also timed alone, forward + backward):", "",
+             markdown_table(payload["rows"], PART_COLUMNS), "", *summary(payload), "",
+             "The GEMMs of that step, alone (GFLOP/s; `of_peak`: share of the 1024^3 JAX peak of the dtype):", "",
+             markdown_table(meta["gemms"], GEMM_COLUMNS)]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=8, help="sequences per step (train_step: 8192 tokens at 1k)")
+    p.add_argument("--heads", type=int, default=4, help="as in benchmarks.train_step (4 x 64)")
+    p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch GEMM column")
+    p.add_argument("--quick", action="store_true", help="tiny shapes: 2 x 256 tokens, float32, 1 repeat")
+    p.add_argument("--torch-gemms-json", help=argparse.SUPPRESS)  # internal: the PyTorch child process
+    args = p.parse_args(argv)
+    keep_freed_host_memory()
+    if args.torch_gemms_json:
+        spec = json.loads(args.torch_gemms_json)
+        print(json.dumps(torch_gemms(spec["gemms"], spec["repeats"])))
+        return 0
+    if args.quick:
+        args.seq_len, args.batch, args.dtypes, args.repeats = 256, 2, ["float32"], 1
+    if args.seq_len % 64 or args.batch < 1:
+        p.error("--seq-len must be a multiple of 64 and --batch at least 1")
+
+    from memgpt_jax import config as config_lib
+
+    rows = []
+    for dtype in args.dtypes:
+        rows += step_parts(args.seq_len, args.batch, dtype, args.repeats, args.heads)
+    cfg = config_lib.small_10m(n_heads=args.heads)
+    block = 128 if args.seq_len >= 1024 else 64
+    gemms = gemm_shapes(args.batch * args.seq_len, cfg.d_model, cfg.mlp_dim, cfg.vocab_size, cfg.n_layers,
+                        cfg.n_heads, cfg.head_dim, block, args.seq_len)
+    from memgpt_jax.flops import measured_peak_flops
+
+    for g in gemms:
+        for dtype, key in (("bfloat16", "jax_bf16"), ("float32", "jax_f32")):
+            g[f"{key}_gflops"] = _jax_gemm_gflops(g, dtype, args.repeats)
+            g[f"{key}_of_peak"] = g[f"{key}_gflops"] * 1e9 / measured_peak_flops(dtype)
+        print(g, flush=True)
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("PyTorch is not installed: no PyTorch column", file=sys.stderr)
+        else:
+            spec = json.dumps({"gemms": [{k: g[k] for k in ("layout", "batch", "m", "k", "n")} for g in gemms],
+                               "repeats": args.repeats})
+            out = subprocess.run([sys.executable, "-m", "benchmarks.step_parts", "--torch-gemms-json", spec],
+                                 capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+            if out.returncode != 0:
+                raise RuntimeError(f"the PyTorch GEMM process failed:\n{out.stderr[-2000:]}")
+            for g, t in zip(gemms, json.loads(out.stdout.strip().splitlines()[-1])):
+                g.update(t)
+    meta = {**vars(args), "gemms": gemms, "tokens": args.batch * args.seq_len}
+    meta.pop("torch_gemms_json")
+    write_results("step_parts", rows, PART_COLUMNS, meta)
+    from benchmarks.report import build
+
+    build()
+    print(markdown_table(rows, PART_COLUMNS))
+    print(markdown_table(gemms, GEMM_COLUMNS))
     return 0
 
 

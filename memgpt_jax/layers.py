@@ -8,7 +8,8 @@ Every parameter carries logical axis names through
 
 Matmuls take their inputs in the compute dtype and accumulate in float32
 (``preferred_element_type``), which is both exact enough and, on CPU and TPU,
-the fast path for bfloat16.
+the fast path for bfloat16. ``matmul`` is that product with its own backward pass:
+gradients in the compute dtype, and, on CPU, operands laid out for the fast GEMM.
 """
 
 from __future__ import annotations
@@ -24,6 +25,48 @@ from memgpt_jax.compress.quantize import QTensor, dequantize, int8_matmul
 
 Array = jax.Array
 Dtype = Any
+
+
+def materialized_transpose(a: Array) -> Array:
+    """``a.T`` of a 2-D array, materialised in memory on CPU.
+
+    XLA folds a plain transpose into the dot that reads it, and XLA:CPU runs a product whose
+    left operand is transposed (``A^T @ B``: every weight gradient) several times slower
+    than the same product on a transposed copy (``benchmarks.step_parts``). Reshaping the
+    transposed view forces the copy. Elsewhere (GPU, TPU) it is the plain transpose.
+    """
+    if jax.default_backend() != "cpu" or a.shape[0] % 8:
+        return a.T
+    n, k = a.shape
+    return jnp.transpose(a.reshape(n // 8, 8, k), (2, 0, 1)).reshape(k, n)
+
+
+@jax.custom_vjp
+def matmul(x: Array, w: Array) -> Array:
+    """``x @ w`` for 2-D operands in the compute dtype, accumulated and returned in float32.
+
+    The backward pass rounds the incoming gradient to the compute dtype (as mixed-precision
+    training does; with float32 compute it is exact). It then runs ``dx = g @ w^T`` and
+    ``dw = x^T @ g`` as bf16-in / f32-accumulate GEMMs, with ``x^T`` materialised on CPU.
+    Autodiff of ``jnp.dot`` would instead run them on a float32 gradient against a
+    transposed bf16 operand: a mixed, strided GEMM, the slowest path of XLA:CPU.
+    """
+    return jnp.dot(x, w, preferred_element_type=jnp.float32)
+
+
+def _matmul_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
+    return matmul(x, w), (x, w)
+
+
+def _matmul_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    x, w = res
+    g = g.astype(x.dtype)
+    dx = jnp.dot(g, w.T, preferred_element_type=jnp.float32).astype(x.dtype)
+    dw = jnp.dot(materialized_transpose(x), g.astype(w.dtype), preferred_element_type=jnp.float32)
+    return dx, dw.astype(w.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def normal_init(std: float) -> nn.initializers.Initializer:
@@ -71,7 +114,7 @@ class Linear(nn.Module):
                 y2 = jnp.dot(x2, k2, preferred_element_type=jnp.float32)
         else:
             k2 = kernel.reshape(math.prod(in_shape), math.prod(self.features)).astype(self.dtype)
-            y2 = jnp.dot(x2, k2, preferred_element_type=jnp.float32)
+            y2 = matmul(x2, k2)
         y = y2.reshape(*lead, *self.features)
         if self.use_bias:
             bias = self.param(
@@ -114,15 +157,13 @@ class Norm(nn.Module):
 
 
 def activation(name: str, x: Array) -> Array:
-    if name == "gelu_tanh":
-        return jax.nn.gelu(x, approximate=True)
-    if name == "gelu":
-        return jax.nn.gelu(x, approximate=False)
-    if name == "relu":
-        return jax.nn.relu(x)
-    if name == "silu":
-        return jax.nn.silu(x)
-    raise ValueError(f"unknown activation {name!r}")
+    """The MLP nonlinearity, computed in float32 and returned in ``x``'s dtype (bf16
+    elementwise math is several times slower than f32 on CPU, and no more exact)."""
+    fns = {"gelu_tanh": lambda v: jax.nn.gelu(v, approximate=True),
+           "gelu": lambda v: jax.nn.gelu(v, approximate=False), "relu": jax.nn.relu, "silu": jax.nn.silu}
+    if name not in fns:
+        raise ValueError(f"unknown activation {name!r}")
+    return fns[name](x.astype(jnp.float32)).astype(x.dtype)
 
 
 def apply_rope(x_BTNH: Array, positions_BT: Array, theta: float) -> Array:

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from memgpt_jax.attention import AttentionFn, make_attention_fn
 from memgpt_jax.compress.quantize import QTensor, dequantize
 from memgpt_jax.config import ModelConfig
-from memgpt_jax.layers import Linear, Norm, activation, apply_rope, normal_init
+from memgpt_jax.layers import Linear, Norm, activation, apply_rope, materialized_transpose, matmul, normal_init
 
 Array = jax.Array
 
@@ -176,8 +176,12 @@ class Embed(nn.Module):
     def attend(self, x_BTD: Array) -> Array:
         """Tied output projection: float32 logits ``x @ embedding.T``."""
         table = self.embedding
-        table = dequantize(table, self.dtype) if isinstance(table, QTensor) else table.astype(self.dtype)
-        return jnp.einsum("btd,vd->btv", x_BTD, table, preferred_element_type=jnp.float32)
+        if isinstance(table, QTensor):
+            return jnp.einsum("btd,vd->btv", x_BTD, dequantize(table, self.dtype), preferred_element_type=jnp.float32)
+        B, T, D = x_BTD.shape
+        # [tokens, D] @ [D, V] on the materialised transpose: the GEMM layout XLA:CPU runs fastest
+        logits = matmul(x_BTD.reshape(B * T, D).astype(self.dtype), materialized_transpose(table.astype(self.dtype)))
+        return logits.reshape(B, T, -1)
 
 
 class CacheState(nn.Module):

@@ -60,3 +60,51 @@ def test_train_step_summary_ratios():
     assert "block-sparse 2.00x its tokens/s, 100% of the 2.00x the ratio of computed FLOPs" in line
     assert "67% of 3.00x counting dense as the whole score matrix" in line
     assert "block-sparse 2.50x PyTorch eager" in line
+
+
+def test_step_parts_gemms_are_the_step_shapes_in_their_layouts():
+    """Each GEMM row computes the product its layout names (A @ B, A @ B^T, A^T @ B, batched),
+    and the listed shapes add up to the model's matmul FLOPs per step."""
+    import numpy as np
+
+    from benchmarks.step_parts import gemm_shapes, jax_gemm
+    from memgpt_jax import config as config_lib
+    from memgpt_jax.flops import matmul_params
+
+    for layout in ("NN", "NT", "TN"):
+        for batch in (1, 3):
+            g = {"layout": layout, "batch": batch, "m": 5, "k": 7, "n": 4}
+            f, a, b = jax_gemm(g, "float32")
+            out = np.asarray(f(a, b))
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            a = np.swapaxes(a, -1, -2) if layout == "TN" else a  # stored [k, m]
+            b = np.swapaxes(b, -1, -2) if layout == "NT" else b  # stored [n, k]
+            assert out.shape == ((batch, 5, 4) if batch > 1 else (5, 4))
+            np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    cfg = config_lib.small_10m(n_heads=4)
+    tokens, seq = 2048, 1024
+    gemms = gemm_shapes(tokens, cfg.d_model, cfg.mlp_dim, cfg.vocab_size, cfg.n_layers, cfg.n_heads,
+                        cfg.head_dim, 128, seq)
+    forward = {g["gemm"]: 2 * g["batch"] * g["m"] * g["k"] * g["n"] * g["count_per_step"] for g in gemms}
+    # QKV + MLP up + MLP down + LM head forwards; the out projection (D x D) is not listed separately
+    listed = (forward["QKV projection, forward"] + forward["MLP up, forward"] + forward["MLP down, forward"]
+              + forward["LM head, forward"])
+    out_proj = 2 * tokens * cfg.n_layers * cfg.d_model**2
+    assert listed + out_proj == 2 * tokens * matmul_params(cfg)
+    # attention tiles cover the causal blocks: 8 query blocks, on average 4.5 blocks of keys each
+    qk = next(g for g in gemms if g["gemm"] == "attention scores Q K^T")
+    assert qk["batch"] == 2 * 4 * 8 and qk["n"] == 128 * 9 // 2 and qk["k"] == cfg.head_dim
+
+
+def test_step_parts_summary_mfu_and_ceiling():
+    from benchmarks.step_parts import summary
+
+    def row(kind, ms, gflop):
+        return {"compute_dtype": "bfloat16", "kind": kind, "ms": ms, "gflop": gflop, "peak_gflops": 100.0,
+                "of_peak": None if gflop is None else gflop / (ms / 1e3) / 100.0}
+
+    rows = [row("total", 1000.0, 20.0), row("total", 900.0, 20.0), row("matmul", 300.0, 5.0),
+            row("matmul", 200.0, 10.0), row("derived", 400.0, None), row("derived", 100.0, None)]
+    (line,) = summary({"rows": rows})
+    # MFU 20 GFLOP / 1 s / 100 GFLOP/s; ceiling 20 GFLOP / 0.5 s / 100
+    assert "20.0% MFU" in line and "500 of its 1,000 ms" in line and "reach 40.0%" in line

@@ -177,3 +177,27 @@ def test_flops_count_only_kept_blocks():
     assert keys_per_query(sparse, 2048) == lay.n_kept_blocks * 128**2 / 2048 < keys_per_query(dense, 2048) == 2048
     attn_gap = 3 * 4 * dense.n_layers * dense.d_model * (2048 - keys_per_query(sparse, 2048))
     assert flops_per_token(dense, 2048) - flops_per_token(sparse, 2048) == pytest.approx(attn_gap)
+
+
+def test_matmul_backward_equals_autodiff_of_dot():
+    """layers.matmul has its own VJP (gradients in the compute dtype, a materialised x^T on CPU):
+    in float32 it equals autodiff of jnp.dot; in bf16 it agrees to bf16 rounding."""
+    from memgpt_jax.layers import materialized_transpose, matmul
+
+    x = jax.random.normal(jax.random.key(0), (48, 24))
+    w = jax.random.normal(jax.random.key(1), (24, 40))
+    np.testing.assert_array_equal(materialized_transpose(x), x.T)
+    np.testing.assert_array_equal(materialized_transpose(x[:5]), x[:5].T)  # rows not a multiple of 8
+
+    def grads(mm, x, w):
+        return jax.grad(lambda x, w: jnp.sum(jnp.sin(mm(x, w)) * jnp.arange(40.0)), (0, 1))(x, w)
+
+    dot = lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32)  # noqa: E731
+    np.testing.assert_array_equal(matmul(x, w), dot(x, w))
+    for got, want in zip(grads(matmul, x, w), grads(dot, x, w)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)  # summation order only
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    for got, want in zip(grads(matmul, xb, wb), grads(dot, xb, wb)):
+        assert got.dtype == want.dtype == jnp.bfloat16
+        scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=0.02 * scale)
