@@ -22,7 +22,9 @@ with two tables:
    laid out (``NN``: A @ B, ``NT``: A @ B^T, ``TN``: A^T @ B). Each runs in JAX (bf16 in with
    f32 accumulation, and f32) and, when PyTorch is installed, in ``torch.matmul`` on the same
    CPU in its own process. All are shown in GFLOP/s and as a share of the JAX peak of
-   their dtype (``memgpt_jax.flops.measured_peak_flops``, a 1024^3 product).
+   their dtype (``memgpt_jax.flops.measured_peak_flops``, a 1024^3 product). Weight
+   gradients are also timed as the model runs them: ``layers.matmul`` multiplies a
+   materialised transpose (``jax_bf16_xT_gflops``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from benchmarks.common import markdown_table, write_results
 
 PART_COLUMNS = ["compute_dtype", "part", "ms", "share_of_step", "gflop", "gflops_per_s", "of_peak"]
 GEMM_COLUMNS = ["gemm", "layout", "batch", "m", "k", "n", "count_per_step", "jax_bf16_gflops", "jax_bf16_of_peak",
-                "jax_f32_gflops", "jax_f32_of_peak", "torch_bf16_gflops", "torch_f32_gflops"]
+                "jax_bf16_xT_gflops", "jax_f32_gflops", "jax_f32_of_peak", "torch_bf16_gflops", "torch_f32_gflops"]
 
 
 def keep_freed_host_memory() -> None:
@@ -92,9 +94,9 @@ def gemm_shapes(tokens: int, d_model: int, mlp: int, vocab: int, n_layers: int, 
         ("MLP up, forward", "NN", 1, n, D, F, L),
         ("MLP down, forward", "NN", 1, n, F, D, L),
         ("MLP up, weight gradient", "TN", 1, D, n, F, L),
-        ("LM head, forward", "NT", 1, n, D, V, 1),
-        ("LM head, input gradient", "NN", 1, n, V, D, 1),
-        ("LM head, weight gradient", "TN", 1, V, n, D, 1),
+        ("LM head, forward", "NN", 1, n, D, V, 1),  # on the materialised table^T (model.Embed.attend)
+        ("LM head, input gradient", "NT", 1, n, V, D, 1),
+        ("LM head, weight gradient", "TN", 1, D, n, V, 1),
         ("attention scores Q K^T", "NT", tiles, block, head_dim, keys, L),
         ("attention P V", "NN", tiles, block, keys, head_dim, L),
         ("attention dK = dS^T Q", "NN", tiles, keys, block, head_dim, L),
@@ -125,8 +127,17 @@ def jax_gemm(g: dict[str, Any], dtype: str):
     return f, jax.random.normal(jax.random.key(0), sa, dtype), jax.random.normal(jax.random.key(1), sb, dtype)
 
 
-def _jax_gemm_gflops(g: dict[str, Any], dtype: str, repeats: int) -> float:
+def _jax_gemm_gflops(g: dict[str, Any], dtype: str, repeats: int, materialize: bool = False) -> float:
+    """GFLOP/s of one GEMM; ``materialize``: a ``TN`` product run as ``layers.matmul`` runs its
+    weight gradients, ``materialized_transpose(A) @ B`` (the copy included in the time)."""
+    import jax
+    import jax.numpy as jnp
+
+    from memgpt_jax.layers import materialized_transpose
+
     f, a, b = jax_gemm(g, dtype)
+    if materialize:
+        f = jax.jit(lambda a, b: jnp.dot(materialized_transpose(a), b, preferred_element_type=jnp.float32))
     return 2 * g["batch"] * g["m"] * g["k"] * g["n"] / _best_s(f, a, b, repeats=repeats) / 1e9
 
 
@@ -258,7 +269,9 @@ def section(payload: dict[str, Any]) -> str:
              f"Parts of one training step of the train-step benchmark's dense model at {meta['seq_len']} tokens, "
              f"{meta['batch']} sequences (each part also timed alone, forward + backward):", "",
              markdown_table(payload["rows"], PART_COLUMNS), "", *summary(payload), "",
-             "The GEMMs of that step, alone (GFLOP/s; `of_peak`: share of the 1024^3 JAX peak of the dtype):", "",
+             "The GEMMs of that step, alone (GFLOP/s; `of_peak`: share of the 1024^3 JAX peak of the dtype; "
+             "`jax_bf16_xT`: a weight gradient as `layers.matmul` runs it, on a materialised transpose, the copy "
+             "included):", "",
              markdown_table(meta["gemms"], GEMM_COLUMNS)]
     return "\n".join(lines)
 
@@ -269,7 +282,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8, help="sequences per step (train_step: 8192 tokens at 1k)")
     p.add_argument("--heads", type=int, default=4, help="as in benchmarks.train_step (4 x 64)")
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32"])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="each time is the best of this many runs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch GEMM column")
     p.add_argument("--quick", action="store_true", help="tiny shapes: 2 x 256 tokens, float32, 1 repeat")
     p.add_argument("--torch-gemms-json", help=argparse.SUPPRESS)  # internal: the PyTorch child process
@@ -299,6 +312,8 @@ def main(argv=None) -> int:
         for dtype, key in (("bfloat16", "jax_bf16"), ("float32", "jax_f32")):
             g[f"{key}_gflops"] = _jax_gemm_gflops(g, dtype, args.repeats)
             g[f"{key}_of_peak"] = g[f"{key}_gflops"] * 1e9 / measured_peak_flops(dtype)
+        if g["layout"] == "TN" and g["batch"] == 1:  # how the model runs it (layers.matmul)
+            g["jax_bf16_xT_gflops"] = _jax_gemm_gflops(g, "bfloat16", args.repeats, materialize=True)
         print(g, flush=True)
     if not args.no_torch:
         try:
