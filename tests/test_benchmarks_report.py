@@ -108,3 +108,20 @@ def test_step_parts_summary_mfu_and_ceiling():
     (line,) = summary({"rows": rows})
     # MFU 20 GFLOP / 1 s / 100 GFLOP/s; ceiling 20 GFLOP / 0.5 s / 100
     assert "20.0% MFU" in line and "500 of its 1,000 ms" in line and "reach 40.0%" in line
+
+
+def test_step_parts_quick_run(tmp_path):
+    """The step-parts benchmark runs end to end on tiny shapes and its rows are consistent:
+    the remainder is forward + backward minus the timed parts, the optimizer is the step minus both."""
+    env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.step_parts", "--quick", "--no-torch"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    payload = json.loads((tmp_path / "results" / "step_parts.json").read_text())
+    ms = {r["kind"] + ":" + r["part"].split(",")[0].split(" (")[0]: r["ms"] for r in payload["rows"]}
+    step, fwd_bwd = ms["total:training step"], ms["total:forward + backward"]
+    parts = sum(r["ms"] for r in payload["rows"] if r["kind"] == "matmul")
+    assert abs(ms["derived:remainder: norms"] - (fwd_bwd - parts)) < 1e-6
+    assert abs(ms["derived:optimizer"] - (step - fwd_bwd)) < 1e-6
+    assert all(g["jax_f32_gflops"] > 0 for g in payload["meta"]["gemms"])
+    assert "## Where the dense step's time goes" in (tmp_path / "RESULTS.md").read_text()
