@@ -50,8 +50,10 @@ def keep_freed_host_memory() -> None:
     By default every buffer over 32 MiB is a fresh ``mmap`` that the kernel zero-fills page
     by page. A GEMM timed alone allocates its output on every call; with the default, this
     page-faulting can cost as much as the GEMM itself (a [8192, 1024] f32 result: 4x), so the
-    GEMM table would measure the allocator. The donated training step reuses its buffers and
-    is unaffected. The PyTorch process gets the same setting.
+    GEMM table would measure the allocator. The PyTorch process gets the same setting.
+    Buffers over 64 MiB that XLA's worker threads allocate (in their own arenas) still come
+    from a fresh ``mmap``: only ``MALLOC_ARENA_MAX=1`` in the environment at process start
+    avoids that (``benchmarks/notes/step_parts.md``).
     """
     import ctypes
     import ctypes.util
@@ -174,7 +176,7 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     from memgpt_jax import model as model_lib
     from memgpt_jax.attention import make_attention_fn
     from memgpt_jax.flops import flops_per_token, keys_per_query, measured_peak_flops
-    from memgpt_jax.layers import activation, materialized_transpose, matmul
+    from memgpt_jax.layers import activation, matmul, tied_logits
     from memgpt_jax.training.optim import make_optimizer
     from memgpt_jax.training.state import TrainState
     from memgpt_jax.training.steps import make_loss_fn, make_train_step
@@ -204,8 +206,8 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     table = params["transformer"]["wte"]["embedding"]
     targets = jnp.asarray(data["targets"].reshape(-1))
 
-    def head(x, table):  # as the model's tied head (model.Embed.attend)
-        logp = jax.nn.log_softmax(matmul(x.astype(cdt), materialized_transpose(table.astype(cdt))))
+    def head(x, table):  # the model's tied head (model.Embed.attend) and cross-entropy
+        logp = jax.nn.log_softmax(tied_logits(x.astype(cdt), table.astype(cdt)))
         return -jnp.mean(jnp.take_along_axis(logp, targets[:, None], axis=-1))
 
     t_head = _best_s(jax.jit(jax.grad(head, (0, 1))), x, table, repeats=repeats)

@@ -48,8 +48,9 @@ def matmul(x: Array, w: Array) -> Array:
     The backward pass rounds the incoming gradient to the compute dtype (as mixed-precision
     training does; with float32 compute it is exact). It then runs ``dx = g @ w^T`` and
     ``dw = x^T @ g`` as bf16-in / f32-accumulate GEMMs, with ``x^T`` materialised on CPU.
-    Autodiff of ``jnp.dot`` would instead run them on a float32 gradient against a
-    transposed bf16 operand: a mixed, strided GEMM, the slowest path of XLA:CPU.
+    Autodiff of ``jnp.dot`` would instead run the weight gradient on a float32 gradient
+    against a transposed bf16 operand, which XLA:CPU runs at about a third of its matmul
+    peak (``benchmarks.step_parts``).
     """
     return jnp.dot(x, w, preferred_element_type=jnp.float32)
 
@@ -67,6 +68,12 @@ def _matmul_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def tied_logits(x: Array, table: Array) -> Array:
+    """``x @ table.T`` (tokens x vocabulary, float32) for a tied output embedding.
+    The table's transpose is materialised so that the GEMM runs in XLA:CPU's fast layout."""
+    return matmul(x, materialized_transpose(table))
 
 
 def normal_init(std: float) -> nn.initializers.Initializer:

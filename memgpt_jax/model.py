@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from memgpt_jax.attention import AttentionFn, make_attention_fn
 from memgpt_jax.compress.quantize import QTensor, dequantize
 from memgpt_jax.config import ModelConfig
-from memgpt_jax.layers import Linear, Norm, activation, apply_rope, materialized_transpose, matmul, normal_init
+from memgpt_jax.layers import Linear, Norm, activation, apply_rope, normal_init, tied_logits
 
 Array = jax.Array
 
@@ -179,8 +179,7 @@ class Embed(nn.Module):
         if isinstance(table, QTensor):
             return jnp.einsum("btd,vd->btv", x_BTD, dequantize(table, self.dtype), preferred_element_type=jnp.float32)
         B, T, D = x_BTD.shape
-        # [tokens, D] @ [D, V] on the materialised transpose: the GEMM layout XLA:CPU runs fastest
-        logits = matmul(x_BTD.reshape(B * T, D).astype(self.dtype), materialized_transpose(table.astype(self.dtype)))
+        logits = tied_logits(x_BTD.reshape(B * T, D).astype(self.dtype), table.astype(self.dtype))
         return logits.reshape(B, T, -1)
 
 
