@@ -15,7 +15,7 @@ Variants: `pretrain` and `pretrain_student` (the two backbones as LMs on train+u
 and `teacher_tpu` (the teacher at accelerator scale: bf16, larger batch, fsdp mesh).
 """
 
-import base
+from memgpt_jax import run_config
 
 TOKENIZER = "runs/imdb/spm8k.model"
 DATASET = "memgpt_imdb/val10_seed0"
@@ -31,30 +31,30 @@ def get_config(arg: str = "teacher"):
     variants = ("pretrain", "pretrain_student", "teacher", "student", "tiny", "teacher_tpu")
     if arg not in variants:
         raise ValueError(f"configs/imdb.py: variant {arg!r} not in {variants}")
-    model = dict(STUDENT if arg in ("student", "pretrain_student") else TEACHER, num_labels=2, pooling="mean", compute_dtype="bfloat16")
-    data = base.data(dataset="imdb", name=DATASET, tokenizer=TOKENIZER, seq_len=512, batch_size=32,
-                     eval_batch_size=64, eval_split="validation")
-    optim = base.optim(lr=3e-4, warmup_steps=50, weight_decay=0.05)
-    train = base.train(steps=500, log_every=25, eval_every=500, checkpoint_every=100)
-    distill = base.distill()
-    task = "classification"
-    if arg in ("pretrain", "pretrain_student"):
-        task = "lm"
-        data.update(train_split="train+unsupervised", eval_split="validation", eval_batches=20, batch_size=16)
-        optim.update(lr=1e-3, warmup_steps=60)
-        train.update(steps=400, eval_every=400)
+    pretrain = arg in ("pretrain", "pretrain_student")
+    config = run_config.defaults("lm" if pretrain else "classification")
+    config.model.update(STUDENT if arg in ("student", "pretrain_student") else TEACHER, num_labels=2, pooling="mean",
+                        compute_dtype="bfloat16")
+    config.data.update(dataset="imdb", name=DATASET, tokenizer=TOKENIZER, seq_len=512, batch_size=32,
+                       eval_batch_size=64, eval_split="validation")
+    config.optim.update(lr=3e-4, warmup_steps=50, weight_decay=0.05)
+    config.train.update(steps=500, log_every=25, eval_every=500, checkpoint_every=100)
+    if pretrain:
+        config.data.update(train_split="train+unsupervised", eval_split="validation", eval_batches=20, batch_size=16)
+        config.optim.update(lr=1e-3, warmup_steps=60)
+        config.train.update(steps=400, eval_every=400)
     elif arg == "teacher":
-        train.update(init_from="runs/imdb/lm")
+        config.train.init_from = "runs/imdb/lm"
     elif arg == "student":  # its backbone pretrained as an LM too (pretrain_student), then distilled
-        distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
-        optim.update(lr=1e-3)
-        train.update(steps=600, init_from="runs/imdb/lm_student")
+        config.distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
+        config.optim.lr = 1e-3
+        config.train.update(steps=600, init_from="runs/imdb/lm_student")
     elif arg == "tiny":
-        model.update(vocab_size=8192, d_model=32, n_layers=1, n_heads=2, max_len=128)
-        data.update(seq_len=128, batch_size=8, eval_batch_size=8, eval_batches=2)
-        train.update(steps=4, eval_every=4, checkpoint_every=2)
+        config.model.update(vocab_size=8192, d_model=32, n_layers=1, n_heads=2, max_len=128)
+        config.data.update(seq_len=128, batch_size=8, eval_batch_size=8, eval_batches=2)
+        config.train.update(steps=4, eval_every=4, checkpoint_every=2)
     elif arg == "teacher_tpu":
-        model.update(d_model=512, n_layers=8, n_heads=8, max_len=1024)
-        data.update(seq_len=1024, batch_size=256)
-        train.update(mesh=(-1, 4, 1), steps=20_000, init_from="gs://YOUR_BUCKET/imdb/lm")
-    return base.config(task, model, data, optim, train, distill)
+        config.model.update(d_model=512, n_layers=8, n_heads=8, max_len=1024)
+        config.data.update(seq_len=1024, batch_size=256)
+        config.train.update(mesh=(-1, 4, 1), steps=20_000, init_from="gs://YOUR_BUCKET/imdb/lm")
+    return config

@@ -9,7 +9,7 @@ Variants: `teacher`, `student` (CPU minutes, expressions up to 96 tokens) and
 `lra_teacher`, `lra_student` (LRA sizes: 96k examples, 500-2,000 tokens; for accelerators).
 """
 
-import base
+from memgpt_jax import run_config
 
 MODELS = {
     "teacher": dict(vocab_size=32, d_model=128, n_layers=4, n_heads=4, max_len=96,
@@ -26,15 +26,15 @@ MODELS = {
 def get_config(arg: str = "teacher"):
     if arg not in MODELS:
         raise ValueError(f"configs/listops.py: variant {arg!r} not in {sorted(MODELS)}")
-    lra = arg.startswith("lra_")
-    model = dict(MODELS[arg], num_labels=10, pooling="mean", dropout=0.0, compute_dtype="bfloat16")
-    if lra:
-        data = base.data(listops=dict(preset="lra"), seq_len=2048, batch_size=32, eval_batch_size=32)
-        optim = base.optim(lr=5e-4, warmup_steps=1000, weight_decay=0.05, end_lr_ratio=0.05)
-        train = base.train(steps=20_000, log_every=50, checkpoint_every=1000, keep=2)
+    config = run_config.defaults("classification")
+    config.model.update(MODELS[arg], num_labels=10, pooling="mean", dropout=0.0, compute_dtype="bfloat16")
+    if arg.startswith("lra_"):
+        config.data.update(listops=dict(preset="lra"), seq_len=2048, batch_size=32, eval_batch_size=32)
+        config.optim.update(lr=5e-4, warmup_steps=1000, weight_decay=0.05, end_lr_ratio=0.05)
+        config.train.update(steps=20_000, log_every=50, checkpoint_every=1000, keep=2)
     else:
-        data = base.data(listops=dict(preset="tiny", train=20_000, validation=500, test=1_000, max_length=96),
-                         seq_len=96, batch_size=32, eval_batch_size=50)
-        optim = base.optim(lr=2e-3, warmup_steps=50, weight_decay=0.05, end_lr_ratio=0.05)
-        train = base.train(steps=500, log_every=25, checkpoint_every=250, keep=2)
-    return base.config("classification", model, data, optim, train, base.distill())
+        config.data.update(listops=dict(preset="tiny", train=20_000, validation=500, test=1_000, max_length=96),
+                           seq_len=96, batch_size=32, eval_batch_size=50)
+        config.optim.update(lr=2e-3, warmup_steps=50, weight_decay=0.05, end_lr_ratio=0.05)
+        config.train.update(steps=500, log_every=25, checkpoint_every=250, keep=2)
+    return config

@@ -10,7 +10,7 @@ raise `train.steps` and `data.batch_size` on an accelerator.
 Variants: `dense`, `sparse` (BigBird-style: window + global + random blocks), `tiny`.
 """
 
-import base
+from memgpt_jax import run_config
 
 
 def get_config(arg: str = "sparse"):
@@ -21,15 +21,16 @@ def get_config(arg: str = "sparse"):
     # --config.model.attention.impl=fused (cuDNN) or =pallas.
     pattern = dict(pattern="dense", block_size=128, impl="xla") if arg == "dense" else dict(
         pattern="bigbird", block_size=128, window=1, n_global=1, n_random=1, seed=0)
-    model = dict(vocab_size=264, d_model=128, n_layers=2, n_heads=2, d_ff=256, max_len=4096, num_labels=2,
+    config = run_config.defaults("classification")
+    config.model.update(vocab_size=264, d_model=128, n_layers=2, n_heads=2, d_ff=256, max_len=4096, num_labels=2,
                  pooling="mean", dropout=0.1, compute_dtype="bfloat16", attention=pattern)
-    data = base.data(dataset="imdb", name="memgpt_imdb/val10_seed0", tokenizer="bytes", seq_len=4096,
+    config.data.update(dataset="imdb", name="memgpt_imdb/val10_seed0", tokenizer="bytes", seq_len=4096,
                      batch_size=8, eval_batch_size=16, eval_batches=25)
-    optim = base.optim(lr=5e-4, warmup_steps=50, weight_decay=0.05)
-    train = base.train(steps=500, log_every=10, eval_every=500, checkpoint_every=50, keep=2)
+    config.optim.update(lr=5e-4, warmup_steps=50, weight_decay=0.05)
+    config.train.update(steps=500, log_every=10, eval_every=500, checkpoint_every=50, keep=2)
     if arg == "tiny":
-        model.update(max_len=512, n_layers=1, attention=dict(pattern="bigbird", block_size=64, window=1,
+        config.model.update(max_len=512, n_layers=1, attention=dict(pattern="bigbird", block_size=64, window=1,
                                                              n_global=1, n_random=1))
-        data.update(seq_len=512, batch_size=4, eval_batches=2)
-        train.update(steps=2, eval_every=2)
-    return base.config("classification", model, data, optim, train, base.distill())
+        config.data.update(seq_len=512, batch_size=4, eval_batches=2)
+        config.train.update(steps=2, eval_every=2)
+    return config

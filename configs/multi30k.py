@@ -19,7 +19,7 @@ the loss on German tokens only, several pairs packed per row.
 `tiny` (tests: seconds).
 """
 
-import base
+from memgpt_jax import run_config
 
 TOKENIZER = "runs/multi30k/spm8k.model"
 TEACHER = dict(vocab_size=8000, d_model=256, n_layers=6, n_heads=8, max_len=128, dropout=0.1,
@@ -32,20 +32,20 @@ def get_config(arg: str = "teacher"):
     variants = ("teacher", "student", "tiny")
     if arg not in variants:
         raise ValueError(f"configs/multi30k.py: variant {arg!r} not in {variants}")
-    model = dict(STUDENT if arg == "student" else TEACHER, compute_dtype="bfloat16")
-    data = base.data(dataset="pairs", name="memgpt_pairs/multi30k_en_de", tokenizer=TOKENIZER, seq_len=128,
-                     batch_size=48, eval_batch_size=48, eval_split="val", eval_batches=0, pack=True)
-    optim = base.optim(lr=1e-3, warmup_steps=200, weight_decay=0.1, b2=0.98)
-    train = base.train(steps=3000, log_every=50, eval_every=1000, checkpoint_every=250)
-    distill = base.distill()
+    config = run_config.defaults("lm")
+    config.model.update(STUDENT if arg == "student" else TEACHER, compute_dtype="bfloat16")
+    config.data.update(dataset="pairs", name="memgpt_pairs/multi30k_en_de", tokenizer=TOKENIZER, seq_len=128,
+                       batch_size=48, eval_batch_size=48, eval_split="val", eval_batches=0, pack=True)
+    config.optim.update(lr=1e-3, warmup_steps=200, weight_decay=0.1, b2=0.98)
+    config.train.update(steps=3000, log_every=50, eval_every=1000, checkpoint_every=250)
     if arg == "student":  # starts from the teacher's layers, so it needs fewer steps
-        data.update(name="memgpt_pairs/multi30k_distilled")
-        train.update(steps=2000)
-        distill.update(teacher="runs/multi30k/teacher", temperature=1.0, alpha=0.5, init_from_teacher=True)
+        config.data.name = "memgpt_pairs/multi30k_distilled"
+        config.train.steps = 2000
+        config.distill.update(teacher="runs/multi30k/teacher", temperature=1.0, alpha=0.5, init_from_teacher=True)
     elif arg == "tiny":
-        model.update(vocab_size=264, d_model=64, n_layers=2, n_heads=4, max_len=64, dropout=0.0,
-                     compute_dtype="float32", attention=dict(pattern="dense", block_size=16))
-        data.update(tokenizer="bytes", seq_len=64, batch_size=16, eval_batch_size=16, eval_batches=2)
-        optim.update(lr=3e-3, warmup_steps=20)
-        train.update(steps=10, log_every=5, eval_every=10, checkpoint_every=10)
-    return base.config("lm", model, data, optim, train, distill)
+        config.model.update(vocab_size=264, d_model=64, n_layers=2, n_heads=4, max_len=64, dropout=0.0,
+                            compute_dtype="float32", attention=dict(pattern="dense", block_size=16))
+        config.data.update(tokenizer="bytes", seq_len=64, batch_size=16, eval_batch_size=16, eval_batches=2)
+        config.optim.update(lr=3e-3, warmup_steps=20)
+        config.train.update(steps=10, log_every=5, eval_every=10, checkpoint_every=10)
+    return config

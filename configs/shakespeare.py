@@ -9,7 +9,7 @@ causal window+global block-sparse attention), `small` (~1.9M parameters, 256 tok
 CPU minutes; the compression benchmark's model), `tiny` (CPU smoke run).
 """
 
-import base
+from memgpt_jax import run_config
 
 MODELS = {
     "base": dict(vocab_size=264, d_model=384, n_layers=6, n_heads=6, max_len=512, dropout=0.1,
@@ -27,16 +27,16 @@ def get_config(arg: str = "base"):
     if arg not in MODELS:
         raise ValueError(f"configs/shakespeare.py: variant {arg!r} not in {sorted(MODELS)}")
     tiny = arg == "tiny"
-    small = arg == "small"
-    model = dict(MODELS[arg], compute_dtype="bfloat16")
-    data = base.data(dataset="text", name="memgpt_text/shakespeare", tokenizer="bytes", seq_len=model["max_len"],
-                     batch_size=8 if tiny else 32, eval_batch_size=8 if tiny else 32,
-                     eval_batches=4 if tiny else 20)
-    optim = base.optim(lr=3e-3 if tiny else 1e-3, warmup_steps=10 if tiny else 200, b2=0.99)
-    train = base.train(steps=50 if tiny else 5000, log_every=10 if tiny else 50, eval_every=50 if tiny else 500,
-                       checkpoint_every=50 if tiny else 500)
-    if small:
-        data.update(batch_size=16, eval_batch_size=16, eval_batches=40)
-        optim.update(lr=2e-3, warmup_steps=100)
-        train.update(steps=1500, eval_every=500, checkpoint_every=250)
-    return base.config("lm", model, data, optim, train, base.distill())
+    config = run_config.defaults("lm")
+    config.model.update(MODELS[arg], compute_dtype="bfloat16")
+    config.data.update(dataset="text", name="memgpt_text/shakespeare", tokenizer="bytes",
+                       seq_len=MODELS[arg]["max_len"], batch_size=8 if tiny else 32,
+                       eval_batch_size=8 if tiny else 32, eval_batches=4 if tiny else 20)
+    config.optim.update(lr=3e-3 if tiny else 1e-3, warmup_steps=10 if tiny else 200, b2=0.99)
+    config.train.update(steps=50 if tiny else 5000, log_every=10 if tiny else 50, eval_every=50 if tiny else 500,
+                        checkpoint_every=50 if tiny else 500)
+    if arg == "small":
+        config.data.update(batch_size=16, eval_batch_size=16, eval_batches=40)
+        config.optim.update(lr=2e-3, warmup_steps=100)
+        config.train.update(steps=1500, eval_every=500, checkpoint_every=250)
+    return config

@@ -18,8 +18,13 @@ import json
 from typing import Any, Mapping
 
 _DTYPES = ("float32", "bfloat16", "float16")
-PATTERNS = ("dense", "causal", "local", "window_global", "strided", "fixed", "bigbird")
-IMPLS = ("auto", "dense", "xla", "pallas", "fused")
+# "dense" is the model's full causal attention (every causal pair): the baseline sparse runs
+# are compared against. The others are block-sparse layouts (memgpt_jax.attention.layout).
+PATTERNS = ("dense", "local", "window_global", "strided", "fixed", "bigbird")
+# "reference": the oracle on the materialised mask (memgpt_jax.attention.reference);
+# "xla" / "pallas": the block kernels; "fused": jax.nn.dot_product_attention (dense only);
+# "auto": the oracle for "dense", otherwise "xla" on CPU and "pallas" on GPU/TPU.
+IMPLS = ("auto", "reference", "xla", "pallas", "fused")
 
 
 def _fail(field: str, message: str) -> None:
@@ -30,10 +35,13 @@ def _fail(field: str, message: str) -> None:
 class AttentionConfig:
     """Which attention the model computes and how.
 
-    ``pattern`` names the block layout (``"dense"`` keeps every causal entry).
-    The sparse patterns are built by ``memgpt_jax.attention.layout`` from the
-    fields below; sizes are in tokens except ``window``/``n_global``/``n_random``,
-    which count blocks.
+    ``pattern`` names what attention keeps: ``"dense"`` every causal pair (the
+    baseline), the others a block-sparse layout built by
+    ``memgpt_jax.attention.layout.from_config`` from the fields below; sizes are
+    in tokens except ``window``/``n_global``/``n_random``/``stride``, which count
+    blocks. ``impl`` says how it is computed (see ``IMPLS``); dense attention with
+    ``impl="xla"`` or ``"pallas"`` runs the block kernels on the causal layout
+    (``block_size`` tiles), which skip the tiles above the diagonal.
     """
 
     pattern: str = "dense"
@@ -43,18 +51,20 @@ class AttentionConfig:
     n_random: int = 0  # seeded random key blocks per query row (bigbird)
     stride: int = 4  # blocks between summary columns (strided/fixed)
     seed: int = 0  # seed of the random blocks
-    # "auto" | "dense" | "xla" | "pallas" | "fused" (dense pattern only: jax.nn.dot_product_attention,
+    # "auto" | "reference" | "xla" | "pallas" | "fused" (dense pattern only: jax.nn.dot_product_attention,
     # cuDNN's fused kernel on NVIDIA GPUs)
     impl: str = "auto"
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
-            _fail("attention.pattern", f"unknown pattern {self.pattern!r}; choose one of {PATTERNS}")
+            hint = f"; {_RENAMED_PATTERNS[self.pattern]}" if self.pattern in _RENAMED_PATTERNS else ""
+            _fail("attention.pattern", f"unknown pattern {self.pattern!r}; choose one of {PATTERNS}{hint}")
         if self.impl not in IMPLS:
-            _fail("attention.impl", f"unknown implementation {self.impl!r}; choose one of {IMPLS}")
+            hint = f"; {_RENAMED_IMPLS[self.impl]}" if self.impl in _RENAMED_IMPLS else ""
+            _fail("attention.impl", f"unknown implementation {self.impl!r}; choose one of {IMPLS}{hint}")
         if self.impl == "fused" and self.pattern != "dense":
             _fail("attention.impl", f"'fused' (jax.nn.dot_product_attention) computes dense attention only; "
-                                    f"pattern {self.pattern!r} needs 'auto', 'xla', 'pallas' or 'dense'")
+                                    f"pattern {self.pattern!r} needs 'auto', 'xla', 'pallas' or 'reference'")
         if self.block_size < 1:
             _fail("attention.block_size", f"must be >= 1, got {self.block_size}")
         for name in ("window", "n_global", "n_random"):
@@ -65,7 +75,41 @@ class AttentionConfig:
 
     @property
     def is_dense(self) -> bool:
+        """Every causal pair is kept (whatever ``impl`` computes it)."""
         return self.pattern == "dense"
+
+
+# Names older versions saved, with what replaced them (messages, and upgrade_attention_dict).
+_RENAMED_IMPLS = {"dense": "'dense' was renamed 'reference' (the oracle on the materialised mask)"}
+_RENAMED_PATTERNS = {"causal": "'causal' was removed: it is pattern='dense' with impl='xla' or 'pallas'"}
+
+
+def upgrade_attention_dict(d: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Maps an attention config saved by an older version to today's names.
+
+    Returns ``(new_dict, notes)``: a new dict (``d`` is not changed) and one note per
+    change (empty when nothing was old):
+
+    - ``impl="dense"`` (the oracle) -> ``impl="reference"``;
+    - ``pattern="causal"`` (full causal attention through the block kernels) ->
+      ``pattern="dense"`` with ``impl="xla"`` when it was ``"auto"`` (or absent), the
+      same values through the portable block kernel (``"auto"`` picked ``"pallas"`` on
+      GPU/TPU; set it by hand there); ``"xla"``, ``"pallas"`` stay and ``"dense"``
+      becomes ``"reference"``.
+    """
+    out, notes = dict(d), []
+    if out.get("impl") == "dense":
+        out["impl"] = "reference"
+        notes.append("attention.impl: 'dense' (the oracle) is now called 'reference'")
+    if out.get("pattern") == "causal":
+        out["pattern"] = "dense"
+        if out.get("impl", "auto") == "auto":
+            out["impl"] = "xla"
+            notes.append("attention.pattern: 'causal' (impl 'auto') is now pattern 'dense' with impl 'xla' "
+                         "(the causal block kernel; use 'pallas' on GPU/TPU)")
+        else:
+            notes.append(f"attention.pattern: 'causal' is now pattern 'dense' (impl {out['impl']!r})")
+    return out, notes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,13 +207,13 @@ class ModelConfig:
 
     @property
     def jnp_param_dtype(self) -> Any:
-        import jax.numpy as jnp  # lazy: the config (and the PyTorch side) need no JAX
+        import jax.numpy as jnp  # lazy: the CLI's --help and the PyTorch side read the config without JAX
 
         return jnp.dtype(self.param_dtype)
 
     @property
     def jnp_compute_dtype(self) -> Any:
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # lazy: as in jnp_param_dtype
 
         return jnp.dtype(self.compute_dtype)
 

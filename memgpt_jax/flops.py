@@ -7,19 +7,25 @@ nanoGPT's ``estimate_mfu``): a matmul of an ``m x k`` by ``k x n`` costs
     2 * (matmul parameters, with the tied LM head counted once)
   + 4 * n_layers * n_heads * head_dim * keys_per_query
 
-where ``keys_per_query`` is what the attention actually computes: ``seq_len``
-for dense attention (the full masked score matrix, as nanoGPT counts it) and,
-for block-sparse attention, only the kept blocks: ``kept_blocks * block**2 /
-seq_len``. Training is three times the forward.
+where ``keys_per_query`` is ``seq_len`` for dense attention (the full masked
+score matrix, as nanoGPT counts it for MFU) and, for block-sparse attention,
+only the kept blocks: ``kept_blocks * block**2 / seq_len``. With
+``computed=True`` it is what the kernel computes: dense attention through the
+block kernels (``impl`` ``"xla"`` / ``"pallas"``) then counts only the kept tiles
+of the causal layout. Training is three times the forward.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from memgpt_jax import model as model_lib
+from memgpt_jax.attention import layout as layout_lib
 from memgpt_jax.config import ModelConfig
 
 
@@ -27,8 +33,6 @@ def count_params(config_or_params: ModelConfig | Any, head: str = "lm") -> int:
     """Number of parameters of a configuration's model (``head`` selects the task
     head), or of a parameter tree. Tied embeddings are counted once."""
     if isinstance(config_or_params, ModelConfig):
-        from memgpt_jax import model as model_lib  # lazy: keeps `import memgpt_jax` light
-
         m = model_lib.build(config_or_params, head)
         ids = jax.ShapeDtypeStruct((1, 8), np.int32)
         shapes = jax.eval_shape(lambda x: m.init(jax.random.key(0), x), ids)
@@ -46,20 +50,26 @@ def matmul_params(config: ModelConfig) -> int:
     return c.n_layers * (attn + mlp) + c.d_model * c.vocab_size
 
 
-def keys_per_query(config: ModelConfig, seq_len: int) -> float:
-    """Average number of keys each query's attention computes at ``seq_len``."""
-    if config.attention.is_dense:
+def keys_per_query(config: ModelConfig, seq_len: int, computed: bool = False) -> float:
+    """Average number of keys each query's attention computes at ``seq_len``.
+
+    Dense attention counts the whole score matrix (``seq_len``), the MFU convention;
+    with ``computed``, dense attention through the block kernels counts the kept
+    tiles of the causal layout, as it does for block-sparse attention."""
+    attn = config.attention
+    if attn.is_dense and not (computed and attn.impl in ("xla", "pallas")):
         return float(seq_len)
-    from memgpt_jax.attention import layout as layout_lib  # lazy
-
-    lay = layout_lib.from_config(config.attention, seq_len, seq_len)
-    return float(lay.n_kept_blocks) * config.attention.block_size**2 / seq_len
+    lay = layout_lib.from_config(attn, seq_len, seq_len)
+    return float(lay.n_kept_blocks) * attn.block_size**2 / seq_len
 
 
-def flops_per_token(config: ModelConfig, seq_len: int | None = None, training: bool = True) -> float:
-    """FLOPs per token of a forward (``training=False``) or training step."""
+def flops_per_token(
+    config: ModelConfig, seq_len: int | None = None, training: bool = True, computed: bool = False
+) -> float:
+    """FLOPs per token of a forward (``training=False``) or training step; ``computed``
+    as in :func:`keys_per_query`."""
     seq_len = seq_len or config.max_len
-    attn = 4 * config.n_layers * config.n_heads * config.head_dim * keys_per_query(config, seq_len)
+    attn = 4 * config.n_layers * config.n_heads * config.head_dim * keys_per_query(config, seq_len, computed)
     forward = 2 * matmul_params(config) + attn
     return 3 * forward if training else forward
 
@@ -77,10 +87,6 @@ def measured_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5)
     denominator we can actually measure on a CPU). Cached per process."""
     key = f"{jax.default_backend()}:{dtype}:{n}"
     if key not in _PEAK_CACHE:
-        import time
-
-        import jax.numpy as jnp
-
         a = jnp.ones((n, n), dtype)
         f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
         f(a).block_until_ready()

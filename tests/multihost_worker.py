@@ -19,11 +19,11 @@ if nproc > 1:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
 
-from memgpt_jax.training.config_io import load_config  # noqa: E402
+from memgpt_jax import run_config  # noqa: E402
 from memgpt_jax.training.loop import train  # noqa: E402
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-config = load_config(os.path.join(root, "configs", "listops_tiny.py"), [
+config = run_config.load(os.path.join(root, "configs", "listops_tiny.py"), [
     "--config.data.batch_size=16", "--config.train.steps=3", "--config.train.eval_every=0",
     "--config.train.checkpoint_every=100", "--config.train.log_every=1",
 ])

@@ -1,4 +1,4 @@
-"""Block-sparse kernels (xla, pallas interpreted) against the dense oracle: outputs and dq, dk, dv."""
+"""Block-sparse kernels (xla, pallas interpreted) against the reference oracle: outputs and dq, dk, dv."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from memgpt_jax.attention import block_sparse_attention, layout as L, resolve_impl
 from memgpt_jax.attention.pallas import pallas_attention
-from memgpt_jax.attention.reference import dense_attention
+from memgpt_jax.attention.reference import reference_attention
+from memgpt_jax.attention.xla import xla_attention
 
 B, T, N, D, BLK = 2, 64, 4, 16, 16
 TOL = dict(atol=2e-5, rtol=2e-5)
@@ -43,23 +44,23 @@ def out_and_grads(fn, q, k, v, cot, extras):
     return (out, *vjp(cot))
 
 
-def dense_fn(mask):
+def reference_fn(mask):
     def fn(q, k, v, kv_valid=None, segment_ids=None):
         q_ids, kv_ids = (None, None) if segment_ids is None else segment_ids
-        return dense_attention(q, k, v, mask=mask, kv_valid=kv_valid, q_segment_ids=q_ids, kv_segment_ids=kv_ids)
+        return reference_attention(q, k, v, mask=mask, kv_valid=kv_valid, q_segment_ids=q_ids, kv_segment_ids=kv_ids)
     return fn
 
 
 @jax.jit
-def dense_out_and_grads(q, k, v, cot, mask, extras):
-    out, vjp = jax.vjp(lambda q, k, v: dense_fn(mask)(q, k, v, **extras), q, k, v)
+def reference_out_and_grads(q, k, v, cot, mask, extras):
+    out, vjp = jax.vjp(lambda q, k, v: reference_fn(mask)(q, k, v, **extras), q, k, v)
     return (out, *vjp(cot))
 
 
-def check_against_dense(layout, impl_fn, q, k, v, cot, extras=None, tol=TOL):
+def check_against_reference(layout, impl_fn, q, k, v, cot, extras=None, tol=TOL):
     extras = extras or {}
     got = out_and_grads(impl_fn, q, k, v, cot, extras)
-    want = dense_out_and_grads(q, k, v, cot, jnp.asarray(layout.to_dense_mask()), extras)
+    want = reference_out_and_grads(q, k, v, cot, jnp.asarray(layout.to_dense_mask()), extras)
     for name, a, b in zip(("out", "dq", "dk", "dv"), got, want):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), err_msg=name, **tol)
 
@@ -84,10 +85,10 @@ def _cases():
         "global_tokens": (causal & (L.local(T, block=BLK, window=0) | L.global_tokens(T, block=BLK, n_tokens=5)), 2, None),
         "strided": (L.strided(T, block=BLK, stride=2), 2, None),
         "fixed_padded": (L.fixed(T, block=BLK, stride=2), 2, "pad"),
-        "bigbird_dense_rows": (L.bigbird(T, block=BLK, window=0, n_global=1, n_random=1, seed=5), 2, None),
+        "bigbird_full_rows": (L.bigbird(T, block=BLK, window=0, n_global=1, n_random=1, seed=5), 2, None),
         "bigbird_causal": (L.bigbird(T, block=BLK, window=1, n_global=1, n_random=1, seed=5, causal=True), 2, "both"),
         "mask_fn_or": (L.from_mask_fn(lambda q, k: (q - k) % 5 == 0, T, block=BLK) | causal, 2, None),
-        "per_head": (L.stack_heads([causal, L.local(T, block=BLK, window=0), random_layout(3), L.dense(T, block=BLK)]), 2, "both"),
+        "per_head": (L.stack_heads([causal, L.local(T, block=BLK, window=0), random_layout(3), L.full(T, block=BLK)]), 2, "both"),
     }
 
 
@@ -101,29 +102,27 @@ def extras_for(kind, t=T, s=T):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_xla_matches_dense(name):
+def test_xla_matches_reference(name):
     layout, kv_heads, kind = CASES[name]
     q, k, v, cot = make_inputs(kv_heads=kv_heads, seed=hash(name) % 1000)
     fn = functools.partial(block_sparse_attention, layout=layout, impl="xla")
-    check_against_dense(layout, fn, q, k, v, cot, extras_for(kind))
+    check_against_reference(layout, fn, q, k, v, cot, extras_for(kind))
 
 
 @pytest.mark.parametrize("t,s", [(64, 128), (128, 64)])
-def test_xla_rectangular_matches_dense(t, s):
+def test_xla_rectangular_matches_reference(t, s):
     layout = random_layout(t + s, t, s) | L.causal(t, s, block=BLK)
     q, k, v, cot = make_inputs(t, s)
     fn = functools.partial(block_sparse_attention, layout=layout, impl="xla")
-    check_against_dense(layout, fn, q, k, v, cot, extras_for("both", t, s))
+    check_against_reference(layout, fn, q, k, v, cot, extras_for("both", t, s))
 
 
-def test_xla_small_chunks_match_dense():
+def test_xla_small_chunks_match_reference():
     """Many chunks and padded chunk rows (chunk_bytes forces one or two rows per chunk)."""
-    from memgpt_jax.attention.xla import xla_attention
-
-    layout, kv_heads, _ = CASES["bigbird_dense_rows"]
+    layout, kv_heads, _ = CASES["bigbird_full_rows"]
     q, k, v, cot = make_inputs(kv_heads=kv_heads)
     fn = functools.partial(xla_attention, layout=layout, chunk_bytes=40_000)
-    check_against_dense(layout, fn, q, k, v, cot)
+    check_against_reference(layout, fn, q, k, v, cot)
 
 
 PALLAS_CASES = [
@@ -136,7 +135,7 @@ PALLAS_CASES = [
 
 
 @pytest.mark.parametrize("backend,name", PALLAS_CASES)
-def test_pallas_interpret_matches_dense(backend, name):
+def test_pallas_interpret_matches_reference(backend, name):
     layout, kv_heads, kind = CASES[name]
     q, k, v, cot = make_inputs(kv_heads=kv_heads, seed=7)
 
@@ -145,21 +144,21 @@ def test_pallas_interpret_matches_dense(backend, name):
         return pallas_attention(q, k, v, layout, kv_valid=kv_valid, q_segment_ids=q_ids,
                                 kv_segment_ids=kv_ids, backend=backend, interpret=True)
 
-    check_against_dense(layout, fn, q, k, v, cot, extras_for(kind))
+    check_against_reference(layout, fn, q, k, v, cot, extras_for(kind))
 
 
-def test_pallas_rectangular_matches_dense():
+def test_pallas_rectangular_matches_reference():
     layout = random_layout(11, 32, 64) | L.causal(32, 64, block=BLK)
     q, k, v, cot = make_inputs(32, 64)
     fn = functools.partial(pallas_attention, layout=layout, backend="tpu", interpret=True)
-    check_against_dense(layout, fn, q, k, v, cot)
+    check_against_reference(layout, fn, q, k, v, cot)
 
 
 # Agreement with jax.nn.dot_product_attention ---------------------------------------------------
 @pytest.mark.parametrize("impl", ["xla", "pallas"])
-def test_dense_and_causal_layouts_equal_jax_nn(impl):
+def test_full_and_causal_layouts_equal_jax_nn(impl):
     q, k, v, cot = make_inputs()
-    for layout, is_causal in ((L.dense(T, block=BLK), False), (L.causal(T, block=BLK), True)):
+    for layout, is_causal in ((L.full(T, block=BLK), False), (L.causal(T, block=BLK), True)):
         fn = functools.partial(block_sparse_attention, layout=layout, impl=impl)
         ref = functools.partial(jax.nn.dot_product_attention, is_causal=is_causal)
         got = out_and_grads(fn, q, k, v, cot, {})
@@ -168,7 +167,7 @@ def test_dense_and_causal_layouts_equal_jax_nn(impl):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
 
 
-# bf16: error no more than a few times that of dense bf16, both against float64 -----------------
+# bf16: error no more than a few times the oracle's in bf16, both against float64 -----------------
 def _attention_f64(q, k, v, mask):
     q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
     k, v = (np.repeat(x, q.shape[2] // x.shape[2], axis=2) for x in (k, v))
@@ -179,32 +178,34 @@ def _attention_f64(q, k, v, mask):
 
 
 @pytest.mark.parametrize("impl", ["xla", "pallas"])
-def test_bf16_error_is_within_a_few_times_dense_bf16(impl):
+def test_bf16_error_is_within_a_few_times_reference_bf16(impl):
     layout = CASES["window_global"][0]
     q, k, v, _ = make_inputs(dtype=jnp.bfloat16, seed=3)
     mask = layout.to_dense_mask()
     exact = _attention_f64(q, k, v, mask)
-    dense_err = np.abs(np.asarray(dense_attention(q, k, v, mask=mask), np.float64) - exact).max()
+    ref_err = np.abs(np.asarray(reference_attention(q, k, v, mask=mask), np.float64) - exact).max()
     got = jax.jit(functools.partial(block_sparse_attention, layout=layout, impl=impl))(q, k, v)
     assert got.dtype == jnp.bfloat16
     err = np.abs(np.asarray(got, np.float64) - exact).max()
-    assert err <= 3 * dense_err + 1e-6, (err, dense_err)
+    assert err <= 3 * ref_err + 1e-6, (err, ref_err)
 
 
-def test_auto_and_dense_impls():
+def test_auto_and_reference_impls():
     assert resolve_impl("auto", D, L.causal(T, block=BLK)) == "xla"  # the tests run on CPU
     with pytest.raises(ValueError, match="unknown impl"):
         resolve_impl("cuda", D, L.causal(T, block=BLK))
     layout = CASES["strided"][0]
     q, k, v, _ = make_inputs()
-    np.testing.assert_allclose(block_sparse_attention(q, k, v, layout, impl="dense"),
-                               dense_attention(q, k, v, mask=layout.to_dense_mask()), **TOL)
+    np.testing.assert_allclose(block_sparse_attention(q, k, v, layout, impl="reference"),
+                               reference_attention(q, k, v, mask=layout.to_dense_mask()), **TOL)
+    with pytest.raises(ValueError, match="unknown impl 'dense'"):  # the oracle's old name
+        block_sparse_attention(q, k, v, layout, impl="dense")
     with pytest.raises(ValueError, match="layout is for q_len=64"):
         block_sparse_attention(q[:, :32], k, v, layout)
 
 
 def test_xla_memory_is_linear_in_length():
-    """Compiled fwd+bwd temporaries grow ~linearly and stay far below one dense score matrix."""
+    """Compiled fwd+bwd temporaries grow ~linearly and stay far below one whole score matrix."""
     temps = {}
     for t in (4096, 8192):
         layout = L.causal(t, block=128) & (L.local(t, block=128, window=2) | L.global_blocks(t, block=128, n=1))
@@ -212,6 +213,6 @@ def test_xla_memory_is_linear_in_length():
         loss = lambda q, k, v: block_sparse_attention(q, k, v, layout, impl="xla").sum()  # noqa: E731,B023
         compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile()
         temps[t] = compiled.memory_analysis().temp_size_in_bytes
-    dense_scores = 4 * 8192 * 8192 * 4  # one f32 [heads, T, T] score matrix: 1 GiB
-    assert temps[8192] < dense_scores / 16, temps
+    whole_scores = 4 * 8192 * 8192 * 4  # one f32 [heads, T, T] score matrix: 1 GiB
+    assert temps[8192] < whole_scores / 16, temps
     assert temps[8192] < 2.2 * temps[4096], temps

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memgpt_jax.attention import layout as L
-from memgpt_jax.config import AttentionConfig
+from memgpt_jax.config import PATTERNS, AttentionConfig
 
 T, B = 128, 16  # tokens, block
 Q_IDX, K_IDX = np.arange(T)[:, None], np.arange(T)[None, :]
@@ -24,7 +24,7 @@ def blocks(i_tok: np.ndarray, block: int = B) -> np.ndarray:
 # Constructors equal their token-level definitions ------------------------------------------
 QB, KB = blocks(Q_IDX), blocks(K_IDX)
 CASES = {
-    "dense": (L.dense(T, block=B), np.ones((T, T), bool)),
+    "full": (L.full(T, block=B), np.ones((T, T), bool)),
     "causal": (L.causal(T, block=B), CAUSAL),
     "local_causal": (L.local(T, block=B, window=2), CAUSAL & (QB - KB <= 2)),
     "local_both": (L.local(T, block=B, window=1, causal=False), np.abs(QB - KB) <= 1),
@@ -119,7 +119,7 @@ def test_row_groups_keep_dense_rows_apart():
     np.testing.assert_array_equal(rows, np.arange(16))
     light = min(groups, key=lambda g: g[1].shape[-1])
     assert light[1].shape[-1] <= 5 and 0 not in light[0]
-    assert L.causal(T, block=B) == L.causal(T, block=B) and len(L.dense(T, block=B).row_groups()) == 1
+    assert L.causal(T, block=B) == L.causal(T, block=B) and len(L.full(T, block=B).row_groups()) == 1
 
 
 def test_per_head_layouts_and_hashing():
@@ -148,7 +148,7 @@ def test_invalid_layouts_raise_with_messages():
     with pytest.raises(ValueError, match="not a positive multiple of the block size"):
         L.causal(100, block=16)
     with pytest.raises(ValueError, match="kv_len=40 is not a positive multiple"):
-        L.dense(64, 40, block=16)
+        L.full(64, 40, block=16)
     empty_row = np.eye(4, dtype=bool)
     empty_row[2, 2] = False
     with pytest.raises(ValueError, match=r"query 32 \(query block 2\) keeps no key"):
@@ -158,20 +158,17 @@ def test_invalid_layouts_raise_with_messages():
     with pytest.raises(ValueError, match="layout is not causal: head 0, query block 0 keeps key block 0"):
         L.local(64, block=16, window=1, causal=False).require_causal()
     with pytest.raises(ValueError, match="not causal"):
-        L.dense(64, block=16).require_causal()
+        L.full(64, block=16).require_causal()
     assert L.causal(64, block=16).require_causal().is_causal
     with pytest.raises(ValueError, match="different shapes"):
         L.causal(64, block=16) & L.causal(128, block=16)
     with pytest.raises(ValueError, match="2 and 3 heads"):
-        L.stack_heads([L.dense(64, block=16)] * 2) | L.stack_heads([L.dense(64, block=16)] * 3)
+        L.stack_heads([L.full(64, block=16)] * 2) | L.stack_heads([L.full(64, block=16)] * 3)
     with pytest.raises(ValueError, match="window must be >= 0"):
         L.local(64, block=16, window=-1)
 
 
 # Config patterns ----------------------------------------------------------------------------
-PATTERNS = ["dense", "causal", "local", "window_global", "strided", "fixed", "bigbird"]
-
-
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_from_config_is_causal_and_row_stable(pattern):
     cfg = AttentionConfig(pattern=pattern, block_size=B, window=2, n_global=1, n_random=2, stride=3, seed=7)
@@ -183,6 +180,7 @@ def test_from_config_is_causal_and_row_stable(pattern):
 
 
 def test_from_config_patterns_compose_as_documented():
+    assert L.from_config(AttentionConfig(pattern="dense", block_size=B), T, T) == L.causal(T, block=B)
     cfg = AttentionConfig(pattern="window_global", block_size=B, window=2, n_global=1)
     expected = L.causal(T, block=B) & (L.local(T, block=B, window=2, causal=False) | L.global_blocks(T, block=B, n=1))
     assert L.from_config(cfg, T, T) == expected

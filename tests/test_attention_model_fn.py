@@ -1,4 +1,4 @@
-"""The model-facing AttentionFn for sparse patterns: forward, prefill, KV-cache decoding, weights."""
+"""The model-facing AttentionFn: dense and sparse patterns; forward, prefill, KV-cache decoding, weights."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from memgpt_jax.attention import layout as L
 from memgpt_jax.attention import make_attention_fn
-from memgpt_jax.attention.reference import causal_attention, dense_attention
-from memgpt_jax.config import AttentionConfig
+from memgpt_jax.attention.reference import causal_attention, reference_attention
+from memgpt_jax.config import PATTERNS, AttentionConfig
 
 B, S, N, K, D, BLK = 2, 64, 4, 2, 16, 16
 TOL = dict(atol=2e-5, rtol=2e-5)
@@ -48,6 +48,7 @@ def assert_oracle_values_and_grads(fn, q, k, v, **kw):
 
 def test_dense_pattern_is_causal_attention():
     assert make_attention_fn(AttentionConfig()) is causal_attention
+    assert make_attention_fn(AttentionConfig(impl="reference")) is causal_attention
     assert make_attention_fn(config("strided")) is make_attention_fn(config("strided"))
 
 
@@ -74,15 +75,16 @@ def test_fused_dense_equals_the_oracle(inputs):
         AttentionConfig(pattern="local", impl="fused")
 
 
-@pytest.mark.parametrize("pattern", ["causal", "local", "window_global", "strided", "fixed", "bigbird"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 def test_forward_decode_and_weights_agree(pattern, inputs):
+    """Every pattern through the block kernel ("dense": the causal layout)."""
     q, k, v, kv_valid, seg = inputs
     fn = make_attention_fn(config(pattern))
     extras = dict(kv_valid=kv_valid, kv_segment_ids=seg)
     full, weights = fn(q, k, v, q_segment_ids=seg, **extras)
     assert weights is None
     mask = L.from_config(config(pattern), S, S).to_dense_mask()
-    want = dense_attention(q, k, v, mask=mask, q_segment_ids=seg, **extras)
+    want = reference_attention(q, k, v, mask=mask, q_segment_ids=seg, **extras)
     np.testing.assert_allclose(full, want, **TOL)
 
     @jax.jit
@@ -114,7 +116,7 @@ def test_prefill_and_ragged_lengths(inputs):
 def test_decode_grads_and_pallas_regime(inputs):
     q, k, v, kv_valid, _ = inputs
     fn = make_attention_fn(config("bigbird", impl="pallas"))
-    ref = make_attention_fn(config("bigbird", impl="dense"))
+    ref = make_attention_fn(config("bigbird", impl="reference"))
     loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v, kv_valid=kv_valid)[0]))  # noqa: E731
     got = jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v)
     want = jax.grad(loss(ref), argnums=(0, 1, 2))(q, k, v)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from memgpt_jax import data as data_lib
 from memgpt_jax import model as M
 from memgpt_jax.cli import main as cli_main
 from memgpt_jax.compress import prune as P
@@ -100,8 +101,6 @@ def test_two_of_four_and_global_masks(lm):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from memgpt_jax import data as data_lib
-
     d = str(tmp_path_factory.mktemp("tfds"))
     os.environ["MEMGPT_DATA_DIR"] = d
     data_lib.prepare(data_lib.listops_builder("tiny", data_dir=d), echo=lambda _: None)

@@ -12,6 +12,8 @@ from memgpt_jax.data import (
     ByteTokenizer,
     ClassificationIterator,
     PackedLMIterator,
+    PackedPairsIterator,
+    QAIterator,
     Shard,
     epoch_order,
     specials,
@@ -121,25 +123,58 @@ def assert_same(a, b):
             np.testing.assert_array_equal(x[k], y[k])
 
 
-@pytest.mark.parametrize("kind", ["lm", "cls"])
+RESUME_SOURCE = docs(list(np.random.default_rng(1).integers(0, 90, size=37)))
+
+
+def make_iterator(kind):
+    """One of every pipeline, each on the shared CursorIterator base."""
+    source = [{**r, "prompt": r["text"][:7], "target": r["text"][7:19], "question": "what is the end?",
+               "context": r["text"] + " the end", "answers": ["the end"], "answer_starts": [len(r["text"]) + 1]}
+              for r in RESUME_SOURCE]
+    return {
+        "lm": lambda: PackedLMIterator(source, TOK, batch_size=3, seq_len=32, seed=5, **ONE),
+        "cls": lambda: ClassificationIterator(source, TOK, batch_size=4, max_len=24, seed=5, **ONE),
+        "pairs": lambda: PackedPairsIterator(source, TOK, batch_size=2, seq_len=24, seed=5, **ONE),
+        "qa": lambda: QAIterator(source, TOK, batch_size=4, max_len=48, doc_stride=16, seed=5, **ONE),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["lm", "cls", "pairs", "qa"])
 @pytest.mark.parametrize("stop", [0, 1, 7, 23])
 def test_resume_from_saved_state_yields_identical_batches(kind, stop):
-    source = docs(list(np.random.default_rng(1).integers(0, 90, size=37)))
-
-    def make():
-        if kind == "lm":
-            return PackedLMIterator(source, TOK, batch_size=3, seq_len=32, seed=5, **ONE)
-        return ClassificationIterator(source, TOK, batch_size=4, max_len=24, seed=5, **ONE)
-
-    straight = make()
+    straight = make_iterator(kind)
     expected = take(straight, stop + 15)  # crosses several epoch boundaries
-    interrupted = make()
+    interrupted = make_iterator(kind)
     take(interrupted, stop)
     state = json.loads(json.dumps(interrupted.get_state()))  # must survive JSON
-    resumed = make()
+    resumed = make_iterator(kind)
     resumed.set_state(state)
     assert_same(take(resumed, 15), expected[stop:])
     assert resumed.get_state() == straight.get_state()
+    assert resumed.batches == stop + 15
+
+
+# Written by get_state() after 20 batches, before the pipelines shared CursorIterator:
+# checkpoints hold states of this form, and they must keep restoring.
+SAVED_STATES = {
+    "lm": {"epoch": 1, "cursor": 4, "offset": 9, "batches": 20, "fingerprint": {
+        "kind": "lm", "num_records": 37, "seed": 5, "shuffle": True, "batch_size": 3, "seq_len": 32,
+        "add_bos": True, "split_documents": True, "process_index": 0, "process_count": 1, "vocab_size": 261}},
+    "cls": {"epoch": 2, "cursor": 6, "batches": 20, "fingerprint": {
+        "kind": "classification", "num_records": 37, "seed": 5, "shuffle": True, "batch_size": 4,
+        "max_len": 24, "add_bos": True, "add_eos": False, "truncate": "right", "drop_remainder": True,
+        "process_index": 0, "process_count": 1, "vocab_size": 261}},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SAVED_STATES))
+def test_states_saved_by_earlier_versions_restore(kind):
+    straight = make_iterator(kind)
+    take(straight, 20)
+    assert straight.get_state() == SAVED_STATES[kind]
+    resumed = make_iterator(kind)
+    resumed.set_state(SAVED_STATES[kind])
+    assert_same(take(resumed, 5), take(straight, 5))
 
 
 def test_restoring_state_from_another_pipeline_is_refused():
@@ -232,5 +267,8 @@ def test_device_layouts(n_devices):
     arrays = to_global_arrays(batch, NamedSharding(mesh, P("data")))
     assert arrays["segment_ids"].shape == (n_devices * 2, 16)
     np.testing.assert_array_equal(np.asarray(arrays["targets"]), batch["targets"])
+    per_key = {k: NamedSharding(mesh, P("data") if k == "inputs" else P()) for k in batch}
+    placed = to_global_arrays(batch, per_key)
+    assert placed["inputs"].sharding.spec == P("data") and placed["targets"].sharding.is_fully_replicated
     with pytest.raises(ValueError, match="does not split"):
         split_for_devices(batch, n_devices * 2 + 1)

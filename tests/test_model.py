@@ -8,7 +8,10 @@ import pytest
 
 from memgpt_jax import count_params, flops_per_token
 from memgpt_jax import model as M
-from memgpt_jax.config import gpt2_small, tiny
+from memgpt_jax.attention import layout as L
+from memgpt_jax.config import gpt2_small, small_10m, tiny
+from memgpt_jax.flops import keys_per_query
+from memgpt_jax.layers import materialized_transpose, matmul
 
 B, T = 2, 16
 VARIANTS = {
@@ -167,23 +170,24 @@ def test_too_long_input_raises():
 
 
 def test_flops_count_only_kept_blocks():
-    from memgpt_jax.attention import layout as L
-    from memgpt_jax.config import small_10m
-    from memgpt_jax.flops import keys_per_query
-
     dense = small_10m()
     sparse = dense.replace(attention=dict(pattern="window_global", block_size=128, window=3, n_global=1))
     lay = L.from_config(sparse.attention, 2048, 2048)
     assert keys_per_query(sparse, 2048) == lay.n_kept_blocks * 128**2 / 2048 < keys_per_query(dense, 2048) == 2048
     attn_gap = 3 * 4 * dense.n_layers * dense.d_model * (2048 - keys_per_query(sparse, 2048))
     assert flops_per_token(dense, 2048) - flops_per_token(sparse, 2048) == pytest.approx(attn_gap)
+    # Dense attention counts the whole score matrix (MFU); computed=True counts what the
+    # causal block kernel computes, and the oracle computes the whole matrix.
+    blocked = dense.replace(attention=dict(pattern="dense", impl="xla", block_size=128))
+    causal_tiles = L.causal(2048, block=128).n_kept_blocks * 128**2 / 2048
+    assert keys_per_query(blocked, 2048) == 2048 and keys_per_query(blocked, 2048, computed=True) == causal_tiles
+    assert keys_per_query(dense, 2048, computed=True) == 2048
+    assert flops_per_token(blocked, 2048, computed=True) < flops_per_token(blocked, 2048)
 
 
 def test_matmul_backward_equals_autodiff_of_dot():
     """layers.matmul has its own VJP (gradients in the compute dtype, a materialised x^T on CPU):
     in float32 it equals autodiff of jnp.dot; in bf16 it agrees to bf16 rounding."""
-    from memgpt_jax.layers import materialized_transpose, matmul
-
     x = jax.random.normal(jax.random.key(0), (48, 24))
     w = jax.random.normal(jax.random.key(1), (24, 40))
     np.testing.assert_array_equal(materialized_transpose(x), x.T)

@@ -13,9 +13,9 @@ import pytest
 from memgpt_jax import data as data_lib
 from memgpt_jax.cli import main as cli_main
 from memgpt_jax.training import inputs as inputs_lib
-from memgpt_jax.training.checkpoint import Checkpointer, load_params
-from memgpt_jax.training.config_io import load_config
-from memgpt_jax.training.loop import NonFiniteLossError, Trainer, train
+from memgpt_jax import run_config
+from memgpt_jax.training.checkpoint import Checkpointer, abstract_like, load_params
+from memgpt_jax.training.loop import NonFiniteLossError, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "listops_tiny.py")
@@ -35,7 +35,7 @@ def data_dir(tmp_path_factory):
 
 
 def _cfg(*overrides):
-    return load_config(TINY, list(overrides))
+    return run_config.load(TINY, list(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +44,31 @@ def fixed_batches(data_dir):
     return [next(data.train) for _ in range(3)]
 
 
+class _FixedBatches:
+    """A resumable iterator over given batches (the loop asks for its state at saves)."""
+
+    def __init__(self, batches):
+        self.batches, self.i = batches, 0
+
+    def __next__(self):
+        self.i += 1
+        return self.batches[self.i - 1]
+
+    def get_state(self):
+        return {"i": self.i}
+
+    def set_state(self, state):
+        self.i = state["i"]
+
+
 def _losses(tmp_path, batches, *overrides):
-    trainer = Trainer(_cfg("--config.data.batch_size=16", *overrides), str(tmp_path), progress=False)
-    state = trainer.device_state(trainer.init_state())
-    out = []
-    for b in batches:
-        state, m = trainer.step(state, b)
-        out.append(float(m["loss"]))
-    return np.array(out), jax.tree.map(np.asarray, trainer.host_state(state).params)
+    """Per-step losses and final parameters of the real loop on fixed batches."""
+    config = _cfg("--config.data.batch_size=16", f"--config.train.steps={len(batches)}", "--config.train.log_every=1",
+                  "--config.train.eval_every=0", *overrides)
+    data = inputs_lib.DataBundle(train=_FixedBatches(batches), eval=None, tokenizer=None, tokenizer_bytes=None)
+    summary = train(config, str(tmp_path), data=data, progress=False)
+    losses = [json.loads(line)["loss"] for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
+    return np.array(losses), jax.tree.map(np.asarray, summary["state"].params)
 
 
 def test_single_device_pmap_pjit_and_accumulation_agree(tmp_path, fixed_batches, n_devices):
@@ -128,21 +145,37 @@ def test_bad_command_lines_fail_clearly(tmp_path, capsys, data_dir):
     assert "teacher" in capsys.readouterr().err
 
 
-def _run_cli(workdir, env_extra=None, steps=16):
-    env = {**os.environ, "MEMGPT_FAULT_KILL_AT_STEP": "", **(env_extra or {})}
-    if not env["MEMGPT_FAULT_KILL_AT_STEP"]:
-        env.pop("MEMGPT_FAULT_KILL_AT_STEP")
-    cmd = [sys.executable, "-m", "memgpt_jax.cli", "finetune", "--config", TINY, "--workdir", str(workdir),
-           "--no-progress", f"--config.train.steps={steps}", "--config.train.checkpoint_every=3",
-           "--config.train.mesh=(1,1,1)", "--config.train.eval_every=0"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+_CLI_ARGS = ["finetune", "--config", TINY, "--no-progress", "--config.train.checkpoint_every=3",
+             "--config.train.mesh=(1,1,1)", "--config.train.eval_every=0"]
+
+# Runs the training command in a subprocess that SIGKILLs itself right after step ``kill_at``
+# (a callback of the loop; nothing in the library reads a fault-injection switch).
+_KILLED_RUN = """
+import os, sys
+from memgpt_jax.training import loop
+kill_at, real_train = int(sys.argv[1]), loop.train
+def killing_train(*args, **kwargs):
+    return real_train(*args, on_step=lambda step: step == kill_at and os.kill(os.getpid(), 9), **kwargs)
+loop.train = killing_train  # before the command module imports it
+from memgpt_jax.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _run_cli(workdir, steps=16, kill_at=None):
+    args = [*_CLI_ARGS, "--workdir", str(workdir), f"--config.train.steps={steps}"]
+    if kill_at is None:
+        cmd = [sys.executable, "-m", "memgpt_jax.cli", *args]
+    else:
+        cmd = [sys.executable, "-c", _KILLED_RUN, str(kill_at), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path, data_dir):
     full = _run_cli(tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = _run_cli(tmp_path / "resumed", {"MEMGPT_FAULT_KILL_AT_STEP": "11"})
-    assert killed.returncode == -9
+    killed = _run_cli(tmp_path / "resumed", kill_at=11)
+    assert killed.returncode == -9, killed.stderr[-2000:]
     # Saves are asynchronous: the newest complete one is 6 or 9; the one after 11 never happened.
     assert Checkpointer(str(tmp_path / "resumed")).steps()[-1] in (6, 9)
     resumed = _run_cli(tmp_path / "resumed")
@@ -155,15 +188,13 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, data_dir):
 
 def test_corrupt_checkpoint_is_skipped(tmp_path, data_dir):
     workdir = tmp_path / "run"
-    train(_cfg("--config.train.steps=4", "--config.train.mesh=(1,1,1)"), str(workdir), progress=False)
+    summary = train(_cfg("--config.train.steps=4", "--config.train.mesh=(1,1,1)"), str(workdir), progress=False)
     ckpt_dir = workdir / "checkpoints" / "4" / "state"
     for root, _, files in os.walk(ckpt_dir):
         for f in files:
             if not f.endswith(".json"):
                 open(os.path.join(root, f), "wb").close()  # truncate the array data
-    trainer = Trainer(_cfg("--config.train.mesh=(1,1,1)"), str(workdir), progress=False)
-    state = trainer.init_state()
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    abstract = abstract_like(summary["state"])
     ckpt = Checkpointer(str(workdir))
     step, restored, meta = ckpt.restore_latest(abstract)
     ckpt.close()

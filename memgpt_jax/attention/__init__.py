@@ -13,8 +13,8 @@ The model calls attention through one function with this contract
     )
 
 The function owns causality (every memgpt-jax model is causal).
-``make_attention_fn`` builds it from an ``AttentionConfig``: dense causal
-attention for ``pattern="dense"``, block-sparse attention on the layout
+``make_attention_fn`` builds it from an ``AttentionConfig``: dense attention
+(every causal pair) for ``pattern="dense"``, block-sparse attention on the layout
 ``layout.from_config(config, ...)`` for the sparse patterns (forward and
 KV-cache decoding, see :mod:`memgpt_jax.attention.decode`).
 
@@ -22,7 +22,13 @@ Block-sparse attention on any layout::
 
     from memgpt_jax.attention import block_sparse_attention, layout as L
     lay = L.causal(T, block=128) & (L.local(T, block=128, window=3) | L.global_blocks(T, block=128, n=1))
-    out = block_sparse_attention(q, k, v, lay, impl="xla")   # or "pallas", "dense", "auto"
+    out = block_sparse_attention(q, k, v, lay, impl="xla")   # or "pallas", "reference", "auto"
+
+Modules, from the bottom: ``block_layout`` (the ``BlockLayout`` class) ->
+``layout_patterns`` (its constructors) -> ``layout`` (the public face of both);
+``reference`` (the oracle), ``common``, ``xla``, ``pallas`` (the kernels) ->
+``block_sparse`` (``block_sparse_attention``) -> ``decode`` (the model-facing
+block attention) -> this package (``make_attention_fn``).
 """
 
 from __future__ import annotations
@@ -31,16 +37,13 @@ import functools
 from typing import Protocol
 
 import jax
-import jax.numpy as jnp
 
 from memgpt_jax.attention import layout
-from memgpt_jax.attention.common import split_segment_ids
-from memgpt_jax.attention.layout import BlockLayout
-from memgpt_jax.attention.reference import causal_attention, dense_attention
-from memgpt_jax.config import IMPLS as CONFIG_IMPLS
+from memgpt_jax.attention.block_layout import BlockLayout
+from memgpt_jax.attention.block_sparse import IMPLS, block_sparse_attention, resolve_impl
+from memgpt_jax.attention.decode import make_block_attention_fn
+from memgpt_jax.attention.reference import causal_attention, fused_causal_attention, reference_attention
 from memgpt_jax.config import AttentionConfig
-
-IMPLS = tuple(i for i in CONFIG_IMPLS if i != "fused")  # kernels for any layout; "fused" is dense-only
 
 
 class AttentionFn(Protocol):
@@ -58,90 +61,25 @@ class AttentionFn(Protocol):
     ) -> tuple[jax.Array, jax.Array | None]: ...
 
 
-def resolve_impl(impl: str, head_dim: int, lay: BlockLayout) -> str:
-    """``"auto"`` -> ``"xla"`` on CPU, ``"pallas"`` on GPU/TPU when the kernels fit the shapes."""
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
-    if impl != "auto":
-        return impl
-    if jax.default_backend() == "cpu":
-        return "xla"
-    from memgpt_jax.attention.pallas import unsupported_reason
-
-    return "xla" if unsupported_reason(head_dim, lay) else "pallas"
-
-
-def block_sparse_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    layout: BlockLayout,
-    *,
-    scale: float | None = None,
-    kv_valid: jax.Array | None = None,
-    segment_ids=None,
-    impl: str = "auto",
-) -> jax.Array:
-    """Attention over the token pairs kept by ``layout``, computing only kept blocks.
-
-    Args:
-      q: ``[batch, q_len, heads, head_dim]``.
-      k, v: ``[batch, kv_len, kv_heads, head_dim]`` (grouped-query when ``kv_heads < heads``).
-      layout: a :class:`layout.BlockLayout` for ``(q_len, kv_len)`` (shared or per head).
-      scale: score scale, default ``head_dim ** -0.5``.
-      kv_valid: ``[batch, kv_len]`` bool, False for padding keys.
-      segment_ids: ``[batch, len]`` ints (self-attention) or a ``(q_ids, kv_ids)``
-        pair: queries see keys of their own segment only.
-      impl: ``"dense"`` (oracle on the materialised mask), ``"xla"`` (gathered
-        blocks, any backend), ``"pallas"`` (flash kernels; interpreted on CPU) or
-        ``"auto"`` (``xla`` on CPU, ``pallas`` on GPU/TPU).
-
-    Returns ``[batch, q_len, heads, head_dim]`` in ``q``'s dtype; queries that see
-    no key (all padding) give zeros.
-    """
-    q_ids, kv_ids = split_segment_ids(segment_ids, q.shape[1], k.shape[1])
-    impl = resolve_impl(impl, q.shape[-1], layout)
-    kw = dict(scale=scale, kv_valid=kv_valid, q_segment_ids=q_ids, kv_segment_ids=kv_ids)
-    if impl == "dense":
-        from memgpt_jax.attention.common import check_layout
-
-        check_layout(layout, q.shape[1], k.shape[1], q.shape[2])
-        return dense_attention(q, k, v, mask=jnp.asarray(layout.to_dense_mask()), **kw)
-    if impl == "xla":
-        from memgpt_jax.attention.xla import xla_attention
-
-        return xla_attention(q, k, v, layout, **kw)
-    from memgpt_jax.attention.pallas import pallas_attention
-
-    return pallas_attention(q, k, v, layout, **kw)
-
-
 @functools.lru_cache(maxsize=None)
 def make_attention_fn(config: AttentionConfig) -> AttentionFn:
     """The model-facing attention function for ``config`` (one object per config).
 
-    Dense attention uses the oracle (``impl`` ``"auto"`` or ``"dense"``); with ``impl``
-    ``"xla"`` / ``"pallas"``, the block kernels on the full causal layout: the same
-    result, computed tile by tile without the upper-triangle tiles and without
-    materialising the whole score matrix; with ``"fused"``,
+    Dense attention (``pattern="dense"``) uses the oracle with ``impl`` ``"auto"`` or
+    ``"reference"``; with ``"xla"`` / ``"pallas"``, the block kernels on the causal
+    layout: the same result, computed tile by tile without the upper-triangle tiles
+    and without materialising the whole score matrix; with ``"fused"``,
     ``jax.nn.dot_product_attention`` (cuDNN's flash kernel on NVIDIA GPUs, the dense
-    baseline of the GPU benchmarks)."""
-    from memgpt_jax.attention.decode import make_sparse_attention_fn
-
+    baseline of the GPU benchmarks). Sparse patterns run ``impl`` on their layout."""
     if config.is_dense:
         if config.impl == "fused":
-            from memgpt_jax.attention.reference import fused_causal_attention
-
             return fused_causal_attention
-        if config.impl in ("xla", "pallas"):
-            import dataclasses
-
-            return make_sparse_attention_fn(dataclasses.replace(config, pattern="causal"))
-        return causal_attention
-    return make_sparse_attention_fn(config)
+        if config.impl in ("auto", "reference"):
+            return causal_attention
+    return make_block_attention_fn(config)
 
 
 __all__ = [
-    "AttentionFn", "BlockLayout", "block_sparse_attention", "causal_attention", "dense_attention",
-    "layout", "make_attention_fn", "resolve_impl",
+    "AttentionFn", "BlockLayout", "block_sparse_attention", "causal_attention", "layout", "make_attention_fn",
+    "reference_attention", "resolve_impl",
 ]

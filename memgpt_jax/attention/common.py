@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memgpt_jax.attention.layout import BlockLayout
+from memgpt_jax.attention.block_layout import BlockLayout
 
 Array = jax.Array
 

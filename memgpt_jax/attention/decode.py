@@ -1,9 +1,11 @@
-"""Model-facing sparse attention: full-sequence forward and KV-cache decoding.
+"""Model-facing block attention: full-sequence forward and KV-cache decoding.
 
-:func:`make_sparse_attention_fn` turns an ``AttentionConfig`` with a sparse
-pattern into an ``AttentionFn`` (see :mod:`memgpt_jax.attention`). One layout
-family, built by :func:`layout.from_config` and cached per
-``(config, q_len, kv_len)``, serves both regimes:
+:func:`make_block_attention_fn` turns an ``AttentionConfig`` into an
+``AttentionFn`` (see :mod:`memgpt_jax.attention`) that computes its layout with
+the block kernels: a sparse pattern's layout, or the causal layout for
+``pattern="dense"`` (with ``impl="xla"`` / ``"pallas"``). One layout family,
+built by :func:`layout.from_config` and cached per ``(config, q_len, kv_len)``,
+serves both regimes:
 
 - **forward / prefill** (``q_offset`` is the Python int 0): the block-sparse
   kernel chosen by ``config.impl`` runs on the layout for ``(T, S)`` rounded up
@@ -27,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from memgpt_jax.attention import layout as L
+from memgpt_jax.attention.block_sparse import block_sparse_attention
 from memgpt_jax.attention.common import NEG_INF, key_segments
-from memgpt_jax.attention.reference import check_shapes, dense_attention
+from memgpt_jax.attention.reference import check_shapes, reference_attention
 from memgpt_jax.attention.xla import to_streams
 from memgpt_jax.config import AttentionConfig
 
@@ -126,12 +129,11 @@ def _pad_len(x: Array | None, length: int, axis: int, value=0) -> Array | None:
     return jnp.pad(x, widths, constant_values=value)
 
 
-def make_sparse_attention_fn(config: AttentionConfig):
-    """The ``AttentionFn`` of a sparse ``config`` (see the module docstring)."""
-    from memgpt_jax.attention import block_sparse_attention  # late: the package imports us
-
-    if config.is_dense:
-        raise ValueError("make_sparse_attention_fn needs a sparse pattern; use causal_attention")
+def make_block_attention_fn(config: AttentionConfig):
+    """The ``AttentionFn`` computing ``config``'s layout with the block kernels of
+    ``config.impl`` (see the module docstring)."""
+    if config.impl == "fused":
+        raise ValueError("impl 'fused' is jax.nn.dot_product_attention, not a block kernel")
     b = config.block_size
 
     def weights_mask(q_offset, T: int, S: int, size: int) -> Array:
@@ -144,10 +146,10 @@ def make_sparse_attention_fn(config: AttentionConfig):
                      kv_segment_ids=None, return_weights=False):
         B, T, S, N, K, D = check_shapes(q, k, v)
         static_zero = isinstance(q_offset, (int, np.integer)) and int(q_offset) == 0
-        if return_weights:  # exact weights from the dense oracle on the layout's mask
+        if return_weights:  # exact weights from the oracle on the layout's mask
             size = _round_up(max(T, S) if static_zero else S, b)
             mask = weights_mask(q_offset, T, S, size)
-            return dense_attention(q, k, v, mask=mask, causal=True, q_offset=q_offset, kv_valid=kv_valid,
+            return reference_attention(q, k, v, mask=mask, causal=True, q_offset=q_offset, kv_valid=kv_valid,
                                    q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                                    return_weights=True)
         Sp = _round_up(S, b)

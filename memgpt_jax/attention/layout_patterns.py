@@ -1,4 +1,4 @@
-"""Constructors of :class:`~memgpt_jax.attention.layout.BlockLayout` (import them from ``layout``).
+"""Constructors of :class:`~memgpt_jax.attention.block_layout.BlockLayout` (import them from ``layout``).
 
 Every constructor takes ``(q_len, kv_len=None, *, block, ...)``; ``kv_len``
 defaults to ``q_len``. Block-level patterns (``local``, ``strided``, ...) count
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from memgpt_jax.attention.layout import EMPTY, FULL, PARTIAL, BlockLayout, check_lengths
+from memgpt_jax.attention.block_layout import EMPTY, FULL, PARTIAL, BlockLayout, check_lengths
 
 MaskFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -45,8 +45,8 @@ def from_block_map(block_map, q_len: int | None = None, kv_len: int | None = Non
                        q_len=q_len, kv_len=kv_len, block=block)
 
 
-def dense(q_len: int, kv_len: int | None = None, *, block: int) -> BlockLayout:
-    """Every pair."""
+def full(q_len: int, kv_len: int | None = None, *, block: int) -> BlockLayout:
+    """Every pair (not causal: the model's dense attention is :func:`causal`)."""
     q_len, kv_len, nq, nk = _lengths(q_len, kv_len, block)
     return from_block_map(np.ones((nq, nk), bool), q_len, kv_len, block=block)
 
@@ -213,7 +213,7 @@ def stack_heads(layouts: Sequence[BlockLayout]) -> BlockLayout:
 def from_config(attn_cfg, q_len: int, kv_len: int | None = None) -> BlockLayout:
     """The causal layout named by an ``AttentionConfig`` (``pattern``, ``block_size``, ...).
 
-    ``dense``/``causal``: causal; ``local``: causal & local(window);
+    ``dense``: causal (every causal pair); ``local``: causal & local(window);
     ``window_global``: causal & (local(window) | global_blocks(n_global));
     ``strided``/``fixed``: the causal Sparse Transformer patterns with ``stride``
     (``fixed`` with one summary block per chunk); ``bigbird``: causal &
@@ -222,7 +222,7 @@ def from_config(attn_cfg, q_len: int, kv_len: int | None = None) -> BlockLayout:
     kw = dict(block=attn_cfg.block_size)
     pattern = attn_cfg.pattern
     base = causal(q_len, kv_len, **kw)
-    if pattern in ("dense", "causal"):
+    if pattern == "dense":
         return base
     if pattern == "local":
         return base & local(q_len, kv_len, window=attn_cfg.window, causal=False, **kw)

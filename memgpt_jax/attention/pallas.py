@@ -26,10 +26,12 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as pltriton
 
 from memgpt_jax.attention import pallas_kernels as kern
+from memgpt_jax.attention.block_layout import BlockLayout
 from memgpt_jax.attention.common import check_layout, key_segments
-from memgpt_jax.attention.layout import BlockLayout
 from memgpt_jax.attention.reference import check_shapes
 
 Array = jax.Array
@@ -103,8 +105,6 @@ def _call(st: _Static, kernel, *, transposed: bool, q, k, v, ids, extra, out_sha
     params = dict(scale=st.scale, n_rows=n_rows, width=width, per_head=lay.heads > 1, has_ids=has_ids)
 
     if st.backend == "tpu":
-        from jax.experimental.pallas import tpu as pltpu
-
         kept, mask_id = _index_maps(st, n_rows, width)
         if transposed:  # grid over key blocks; the slot names a query block
             q_map = lambda bb, n, j, w, *r: (bb, n, kept(bb, n, j, w, r[0]), 0)  # noqa: E731
@@ -137,8 +137,6 @@ def _call(st: _Static, kernel, *, transposed: bool, q, k, v, ids, extra, out_sha
                 dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")),
             interpret=st.interpret, name=kernel.__name__)
         return call(*lists, q, k, v, table, *ids, *extra)
-
-    from jax.experimental.pallas import triton as pltriton
 
     whole = lambda x: pl.BlockSpec(x.shape, lambda *a: (0,) * x.ndim)  # noqa: E731
     if transposed:  # grid (batch, head, key block): whole query rows, one key tile

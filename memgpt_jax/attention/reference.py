@@ -1,4 +1,4 @@
-"""Dense masked attention: the oracle every kernel is tested against.
+"""The reference: masked attention on the whole score matrix, the oracle every kernel is tested against.
 
 Shapes follow ``jax.nn.dot_product_attention``::
 
@@ -95,7 +95,7 @@ def check_shapes(q: Array, k: Array, v: Array) -> tuple[int, int, int, int, int,
     return B, T, S, N, K, H
 
 
-def dense_attention(
+def reference_attention(
     q_BTNH: Array,
     k_BSKH: Array,
     v_BSKH: Array,
@@ -154,9 +154,9 @@ def causal_attention(
 ) -> tuple[Array, Array | None]:
     """The model-facing attention function (see ``memgpt_jax.attention.AttentionFn``).
 
-    Dense causal attention; returns ``(out, weights or None)``.
+    Dense attention (every causal pair) by the oracle; returns ``(out, weights or None)``.
     """
-    result = dense_attention(
+    result = reference_attention(
         q, k, v, causal=True, q_offset=q_offset, kv_valid=kv_valid,
         q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
         return_weights=return_weights,
@@ -181,7 +181,7 @@ def fused_causal_attention(
     kv_segment_ids: Array | None = None,
     return_weights: bool = False,
 ) -> tuple[Array, Array | None]:
-    """Dense causal attention through ``jax.nn.dot_product_attention``: cuDNN's fused
+    """Dense attention (every causal pair) through ``jax.nn.dot_product_attention``: cuDNN's fused
     flash kernel on NVIDIA GPUs (bf16/f16), XLA's implementation elsewhere.
 
     The fused call covers plain causal self-attention, the training and prefill case.

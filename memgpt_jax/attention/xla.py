@@ -7,7 +7,7 @@ Query blocks are processed in chunks (``lax.map`` / ``lax.scan``), so memory is
 bounded by one chunk of tiles plus the inputs: linear in sequence length for a
 fixed number of kept blocks per row. Rows of very different kept counts (global
 query tokens, strided summaries) are split into groups
-(:meth:`BlockLayout.row_groups`), so a few dense rows do not inflate the padding
+(:meth:`BlockLayout.row_groups`), so a few full rows do not inflate the padding
 of every other row. The token masks of all slots are laid out like the score
 tiles once per call (a few bytes per kept pair), so applying them is a streaming
 select rather than a gather per element.
@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memgpt_jax.attention.block_layout import BlockLayout
 from memgpt_jax.attention.common import NEG_INF, check_layout, key_segments
-from memgpt_jax.attention.layout import BlockLayout
 from memgpt_jax.attention.reference import check_shapes
 
 Array = jax.Array

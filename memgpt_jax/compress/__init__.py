@@ -1,0 +1,12 @@
+"""Compression primitives: pure functions on parameter pytrees, below the model.
+
+- :mod:`memgpt_jax.compress.quantize`: int8 / int4 weight quantization (``QTensor``,
+  ``quantize_params``, ``dequantize``, ``int8_matmul``, checkpoint ``encode``/``decode``);
+- :mod:`memgpt_jax.compress.prune`: magnitude pruning masks and ``freeze_zeros``.
+
+They import nothing from memgpt-jax (the model reads ``QTensor``), so this package
+imports neither of them eagerly; the compression commands and their reports live
+above the training stack, not here.
+"""
+
+__all__ = ["prune", "quantize"]

@@ -64,7 +64,10 @@ from memgpt_jax.data.common import (
 from memgpt_jax.data.imdb import IMDB_SOURCE_ENV, MemgptImdb, imdb_builder, imdb_config
 from memgpt_jax.data.listops import MemgptListops, evaluate as evaluate_listops, listops_builder, listops_config
 from memgpt_jax.data.lm_pipeline import LM_KEYS, PackedLMIterator
-from memgpt_jax.data.ordering import Shard, epoch_order, split_for_devices, to_global_arrays
+from memgpt_jax.data.ordering import CursorIterator, Shard, epoch_order
+from memgpt_jax.data.pairs_pipeline import PackedPairsIterator
+from memgpt_jax.data.placement import split_for_devices, to_global_arrays
+from memgpt_jax.data.qa_pipeline import QA_KEYS, QAIterator
 from memgpt_jax.data.spm import SentencePieceTokenizer, train_sentencepiece
 from memgpt_jax.data.text_corpus import MemgptText, text_builder, text_config
 from memgpt_jax.data.tokenizers import (
@@ -77,9 +80,9 @@ from memgpt_jax.data.tokenizers import (
 )
 
 __all__ = [
-    "CLS_KEYS", "DATA_DIR_ENV", "IMDB_SOURCE_ENV", "LM_KEYS",
-    "ByteTokenizer", "ClassificationIterator", "DataError", "ListOpsTokenizer",
-    "MemgptImdb", "MemgptListops", "MemgptText", "PackedLMIterator",
+    "CLS_KEYS", "DATA_DIR_ENV", "IMDB_SOURCE_ENV", "LM_KEYS", "QA_KEYS",
+    "ByteTokenizer", "ClassificationIterator", "CursorIterator", "DataError", "ListOpsTokenizer",
+    "MemgptImdb", "MemgptListops", "MemgptText", "PackedLMIterator", "PackedPairsIterator", "QAIterator",
     "SentencePieceTokenizer", "Shard", "Tokenizer",
     "as_text", "dataset_report", "epoch_order", "evaluate_listops", "imdb_builder", "imdb_config",
     "iter_texts", "list_prepared", "listops_builder", "listops_config", "load_split", "load_tokenizer",

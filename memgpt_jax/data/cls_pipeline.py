@@ -17,24 +17,23 @@ a finite pass, and shard padding so every process yields as many batches);
 they hold ``[PAD]`` with ``kv_valid`` True at position 0 and ``length`` 1, so
 that no row of a masked softmax is empty (which would produce NaN).
 
-State is ``{"epoch", "cursor", "batches", "fingerprint"}`` and restores exactly.
+State is :class:`~memgpt_jax.data.ordering.CursorIterator`'s and restores exactly.
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.common import as_text
-from memgpt_jax.data.ordering import EpochCursor, check_fingerprint, local_batch_size, process_shard
+from memgpt_jax.data.ordering import CursorIterator
 
 CLS_KEYS = ("inputs", "kv_valid", "length", "label", "example_valid")
 
 
-class ClassificationIterator:
+class ClassificationIterator(CursorIterator):
     """Iterator of padded classification batches over a random-access source.
 
     Args:
@@ -49,6 +48,8 @@ class ClassificationIterator:
       num_epochs: ``None`` iterates forever (batches may span epochs).
     """
 
+    kind = "classification"
+
     def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: int,
                  max_len: int, seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                  text_key: str = "text", label_key: str = "label", add_bos: bool = True,
@@ -58,34 +59,13 @@ class ClassificationIterator:
             raise ValueError(f"truncate must be 'right' or 'left', got {truncate!r}")
         if max_len < 1 + int(add_bos) + int(add_eos):
             raise ValueError(f"max_len {max_len} leaves no room for text")
-        self.source, self.tokenizer = source, tokenizer
-        self.shard = process_shard(process_index, process_count)
-        self.batch_size = local_batch_size(batch_size, self.shard)
+        super().__init__(source, tokenizer, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                         num_epochs=num_epochs, even=drop_remainder, process_index=process_index,
+                         process_count=process_count, max_len=max_len, add_bos=add_bos,
+                         add_eos=add_eos, truncate=truncate, drop_remainder=drop_remainder)
         self.max_len, self.text_key, self.label_key = max_len, text_key, label_key
         self.add_bos, self.add_eos, self.truncate = add_bos, add_eos, truncate
         self.drop_remainder = drop_remainder
-        self._cursor = EpochCursor(len(source), seed=seed, shuffle=shuffle, shard=self.shard,
-                                   even=drop_remainder, num_epochs=num_epochs)
-        self._fingerprint = {
-            "kind": "classification", "num_records": len(source), "seed": seed,
-            "shuffle": shuffle, "batch_size": batch_size, "max_len": max_len,
-            "add_bos": add_bos, "add_eos": add_eos, "truncate": truncate,
-            "drop_remainder": drop_remainder,
-            "process_index": self.shard.index, "process_count": self.shard.count,
-            "vocab_size": int(tokenizer.vocab_size),
-        }
-        self.batches = 0
-        self.stats: collections.Counter = collections.Counter()
-
-    def get_state(self) -> dict[str, Any]:
-        """JSON-able position after the last batch returned."""
-        return {**self._cursor.state(), "batches": self.batches, "fingerprint": dict(self._fingerprint)}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        """Continue from ``state`` (from :meth:`get_state` of an identical pipeline)."""
-        check_fingerprint(self._fingerprint, state, "ClassificationIterator")
-        self._cursor.restore(state)
-        self.batches = int(state["batches"])
 
     def encode(self, text: str) -> np.ndarray | None:
         """Row tokens of ``text`` (BOS/EOS, truncated), or None if nothing is left."""
@@ -112,9 +92,6 @@ class ClassificationIterator:
             )
         return label
 
-    def __iter__(self) -> "ClassificationIterator":
-        return self
-
     def _fetch(self, indices: list[int]) -> list[Mapping[str, Any]]:
         """Records at ``indices``, in one read when the source supports it (tfds does)."""
         getitems = getattr(self.source, "__getitems__", None)
@@ -123,15 +100,11 @@ class ClassificationIterator:
     def _next_indices(self, count: int) -> list[int]:
         """Up to ``count`` record indices (``-1``: shard padding) from the cursor."""
         indices = []
-        while len(indices) < count:
-            index = self._cursor.peek()
-            if index is None:
-                break
-            self._cursor.advance()
+        while len(indices) < count and (index := self._take()) is not None:
             indices.append(index)
         return indices
 
-    def __next__(self) -> dict[str, np.ndarray]:
+    def _next_batch(self) -> dict[str, np.ndarray] | None:
         b, t = self.batch_size, self.max_len
         batch = {
             "inputs": np.full((b, t), specials.PAD_ID, np.int32),
@@ -166,11 +139,10 @@ class ClassificationIterator:
                 self.stats["examples"] += 1
                 rows += 1
         if rows == 0:
-            raise StopIteration
+            return None
         if rows < b:
             if self.drop_remainder:
                 self.stats["final_examples_dropped"] += int(batch["example_valid"].sum())
-                raise StopIteration
+                return None
             self.stats["padding_examples"] += b - rows
-        self.batches += 1
         return batch

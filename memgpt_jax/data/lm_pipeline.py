@@ -18,27 +18,26 @@ Batch (``B`` = global batch / process count, ``T`` = ``seq_len``)::
     positions    int32 [B, T]  0.. within each segment; 0 on padding
     loss_mask    bool  [B, T]  True where targets are real (== segment_ids > 0)
 
-State is ``{"epoch", "cursor", "offset", "batches", "fingerprint"}``: the
-document at ``cursor`` of ``epoch``'s order and how many of its pairs are
+State is :class:`~memgpt_jax.data.ordering.CursorIterator`'s plus ``offset``:
+the document at ``cursor`` of ``epoch``'s order and how many of its pairs are
 already emitted, so a restored iterator continues with exactly the batches an
 uninterrupted one would produce.
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.common import as_text
-from memgpt_jax.data.ordering import EpochCursor, check_fingerprint, local_batch_size, process_shard
+from memgpt_jax.data.ordering import CursorIterator
 
 LM_KEYS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
 
 
-class PackedLMIterator:
+class PackedLMIterator(CursorIterator):
     """Iterator of packed LM batches over a random-access text source.
 
     Args:
@@ -54,6 +53,8 @@ class PackedLMIterator:
       process_index, process_count: default to JAX's; set them in tests.
     """
 
+    kind = "lm"
+
     def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: int,
                  seq_len: int, seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                  text_key: str = "text", add_bos: bool = True, split_documents: bool = True,
@@ -61,37 +62,22 @@ class PackedLMIterator:
                  process_count: int | None = None) -> None:
         if seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-        self.source, self.tokenizer = source, tokenizer
-        self.shard = process_shard(process_index, process_count)
-        self.batch_size = local_batch_size(batch_size, self.shard)
+        super().__init__(source, tokenizer, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                         num_epochs=num_epochs, even=False, process_index=process_index,
+                         process_count=process_count, seq_len=seq_len, add_bos=add_bos,
+                         split_documents=split_documents)
         self.seq_len, self.text_key, self.add_bos = seq_len, text_key, add_bos
         self.split_documents, self.drop_remainder = split_documents, drop_remainder
-        self._cursor = EpochCursor(len(source), seed=seed, shuffle=shuffle, shard=self.shard,
-                                   even=False, num_epochs=num_epochs)
-        self._fingerprint = {
-            "kind": "lm", "num_records": len(source), "seed": seed, "shuffle": shuffle,
-            "batch_size": batch_size, "seq_len": seq_len, "add_bos": add_bos,
-            "split_documents": split_documents,
-            "process_index": self.shard.index, "process_count": self.shard.count,
-            "vocab_size": int(tokenizer.vocab_size),
-        }
         self._offset = 0  # pairs of the current document already emitted
         self._doc: np.ndarray | None = None
-        self.batches = 0
-        self.stats: collections.Counter = collections.Counter()
 
-    # -- state ---------------------------------------------------------------
+    # -- state: the cursor's, plus how far into the current document -----------
     def get_state(self) -> dict[str, Any]:
-        """JSON-able position after the last batch returned."""
-        return {**self._cursor.state(), "offset": self._offset, "batches": self.batches,
-                "fingerprint": dict(self._fingerprint)}
+        return {**super().get_state(), "offset": self._offset}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        """Continue from ``state`` (from :meth:`get_state` of an identical pipeline)."""
-        check_fingerprint(self._fingerprint, state, "PackedLMIterator")
-        self._cursor.restore(state)
-        self._offset, self.batches = int(state["offset"]), int(state["batches"])
-        self._doc = None
+        super().set_state(state)
+        self._offset, self._doc = int(state["offset"]), None
 
     # -- documents -----------------------------------------------------------
     def _document(self) -> np.ndarray | None:
@@ -147,11 +133,8 @@ class PackedLMIterator:
                 self._next_document()
         return filled
 
-    # -- iteration -----------------------------------------------------------
-    def __iter__(self) -> "PackedLMIterator":
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
+    # -- batches -------------------------------------------------------------
+    def _next_batch(self) -> dict[str, np.ndarray] | None:
         shape = (self.batch_size, self.seq_len)
         batch = {k: np.zeros(shape, np.int32) for k in ("inputs", "targets", "segment_ids", "positions")}
         rows_filled = 0
@@ -163,13 +146,12 @@ class PackedLMIterator:
             rows_filled += 1
             self.stats["pad_tokens"] += self.seq_len - filled
         if rows_filled == 0:
-            raise StopIteration
+            return None
         if rows_filled < self.batch_size:
             if self.drop_remainder:
                 self.stats["final_rows_dropped"] += rows_filled
                 self.stats["final_tokens_dropped"] += int((batch["segment_ids"] > 0).sum())
-                raise StopIteration
+                return None
             self.stats["final_rows_padded"] += self.batch_size - rows_filled
         batch["loss_mask"] = batch["segment_ids"] > 0
-        self.batches += 1
         return batch

@@ -13,13 +13,16 @@ another. Two modes keep the processes in step:
   record is seen exactly once and all processes yield the same number of batches.
 
 A :class:`EpochCursor`'s whole position is two integers (``epoch``, ``cursor``),
-which is what makes pipeline state tiny, JSON-able and exactly resumable.
+which is what makes pipeline state tiny, JSON-able and exactly resumable;
+:class:`CursorIterator`, the base of every pipeline's iterator, builds on it.
 """
 
 from __future__ import annotations
 
+import abc
+import collections
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -129,15 +132,41 @@ def check_fingerprint(expected: Mapping[str, Any], state: Mapping[str, Any], wha
         raise ValueError(f"{what}: cannot restore state from a different pipeline ({details})")
 
 
-class CursorIterator:
-    """Shared plumbing of the record iterators built on an :class:`EpochCursor`:
-    ``get_state`` / ``set_state`` (exact resume, checked against the settings
-    fingerprint) and the iterator protocol. Subclasses set ``_cursor``,
-    ``_fingerprint`` and ``batches`` and implement ``__next__``."""
+class CursorIterator(abc.ABC):
+    """Base of every batch iterator here (LM, classification, prompt/target, QA).
 
-    _cursor: EpochCursor
-    _fingerprint: dict[str, Any]
-    batches: int
+    It owns what makes an iterator resumable, once: this process's shard and
+    local batch size, the :class:`EpochCursor` over the source, the settings
+    fingerprint, the batch count, ``stats``, and ``get_state``/``set_state``.
+    State is ``{"epoch", "cursor", "batches", "fingerprint"}``: JSON-able, and
+    restoring it into an identically configured iterator continues with exactly
+    the batches the saved one would have produced.
+
+    A subclass sets ``kind`` (the fingerprint's first entry), passes its own
+    settings to ``__init__`` (they join the fingerprint), walks records with
+    ``self._cursor`` (or :meth:`_take`), and implements :meth:`_next_batch`.
+    One whose position is more than the cursor (the LM packer's offset into a
+    document) adds it by extending ``get_state``/``set_state``.
+    """
+
+    kind: str
+
+    def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer: Any, *, batch_size: int,
+                 seed: int, shuffle: bool, num_epochs: int | None, even: bool,
+                 process_index: int | None, process_count: int | None, **settings: Any) -> None:
+        self.source, self.tokenizer = source, tokenizer
+        self.shard = process_shard(process_index, process_count)
+        self.batch_size = local_batch_size(batch_size, self.shard)
+        self._cursor = EpochCursor(len(source), seed=seed, shuffle=shuffle, shard=self.shard,
+                                   even=even, num_epochs=num_epochs)
+        self._fingerprint = {
+            "kind": self.kind, "num_records": len(source), "seed": seed, "shuffle": shuffle,
+            "batch_size": batch_size, **settings,
+            "process_index": self.shard.index, "process_count": self.shard.count,
+            "vocab_size": int(tokenizer.vocab_size),
+        }
+        self.batches = 0
+        self.stats: collections.Counter = collections.Counter()
 
     def get_state(self) -> dict[str, Any]:
         """JSON-able position after the last batch returned."""
@@ -149,26 +178,23 @@ class CursorIterator:
         self._cursor.restore(state)
         self.batches = int(state["batches"])
 
-    def __iter__(self):
+    def _take(self) -> int | None:
+        """The record index at the cursor (``-1``: shard padding), stepping past it; None at the end."""
+        index = self._cursor.peek()
+        if index is not None:
+            self._cursor.advance()
+        return index
+
+    @abc.abstractmethod
+    def _next_batch(self) -> dict[str, np.ndarray] | None:
+        """The next batch of NumPy arrays, or None when the data is finished."""
+
+    def __iter__(self) -> "CursorIterator":
         return self
 
-
-def split_for_devices(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
-    """Reshape each ``[B, ...]`` array to ``[num_devices, B // num_devices, ...]`` (pmap style)."""
-    out = {}
-    for key, value in batch.items():
-        if value.shape[0] % num_devices:
-            raise ValueError(f"batch {key!r} of {value.shape[0]} rows does not split over {num_devices} devices")
-        out[key] = value.reshape(num_devices, value.shape[0] // num_devices, *value.shape[1:])
-    return out
-
-
-def to_global_arrays(batch: Mapping[str, np.ndarray], sharding) -> dict[str, Any]:
-    """Assemble this process's rows into global ``jax.Array``s laid out by ``sharding``.
-
-    ``sharding`` is e.g. ``NamedSharding(mesh, P("data"))``; the global batch is
-    ``process_count`` times the local one (``jax.make_array_from_process_local_data``).
-    """
-    import jax
-
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = self._next_batch()
+        if batch is None:
+            raise StopIteration
+        self.batches += 1
+        return batch

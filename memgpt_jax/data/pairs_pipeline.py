@@ -24,7 +24,7 @@ import numpy as np
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.common import as_text
-from memgpt_jax.data.ordering import CursorIterator, EpochCursor, local_batch_size, process_shard
+from memgpt_jax.data.ordering import CursorIterator
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
@@ -53,25 +53,19 @@ def pair_tokens(tokenizer: Any, prompt: str, target: str, seq_len: int,
 class PackedPairsIterator(CursorIterator):
     """Iterator of (packed) prompt/target LM batches over a random-access source."""
 
+    kind = "pairs"
+
     def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer: Any, *, batch_size: int, seq_len: int,
                  seed: int = 0, shuffle: bool = True, num_epochs: int | None = None, pack: bool = True,
                  prompt_key: str = "prompt", target_key: str = "target", drop_remainder: bool = True,
                  process_index: int | None = None, process_count: int | None = None) -> None:
-        self.source, self.tokenizer = source, tokenizer
-        self.shard = process_shard(process_index, process_count)
-        self.batch_size = local_batch_size(batch_size, self.shard)
+        super().__init__(source, tokenizer, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                         num_epochs=num_epochs, even=drop_remainder, process_index=process_index,
+                         process_count=process_count, seq_len=seq_len, pack=pack,
+                         drop_remainder=drop_remainder)
         self.seq_len, self.pack, self.drop_remainder = seq_len, pack, drop_remainder
         self.prompt_key, self.target_key = prompt_key, target_key
-        self._cursor = EpochCursor(len(source), seed=seed, shuffle=shuffle, shard=self.shard,
-                                   even=drop_remainder, num_epochs=num_epochs)
-        self._fingerprint = {"kind": "pairs", "num_records": len(source), "seed": seed, "shuffle": shuffle,
-                             "batch_size": batch_size, "seq_len": seq_len, "pack": pack,
-                             "drop_remainder": drop_remainder, "process_index": self.shard.index,
-                             "process_count": self.shard.count, "vocab_size": int(tokenizer.vocab_size)}
-        self.batches = 0
-        self.stats: collections.Counter = collections.Counter()
         self._cache: dict[int, tuple[np.ndarray, int]] = {}
-
 
     def _tokens(self, index: int) -> tuple[np.ndarray, int]:
         if index not in self._cache:
@@ -82,7 +76,7 @@ class PackedPairsIterator(CursorIterator):
                                              as_text(r[self.target_key]), self.seq_len, self.stats)
         return self._cache[index]
 
-    def __next__(self) -> dict[str, np.ndarray]:
+    def _next_batch(self) -> dict[str, np.ndarray] | None:
         B, T = self.batch_size, self.seq_len
         batch = {
             "inputs": np.full((B, T), specials.PAD_ID, np.int32),
@@ -119,6 +113,5 @@ class PackedPairsIterator(CursorIterator):
             if not self.pack:
                 row, col, seg = row + 1, 0, 0
         if pairs == 0 or (self.drop_remainder and row < B and self._cursor.peek() is None):
-            raise StopIteration
-        self.batches += 1
+            return None
         return batch

@@ -24,7 +24,6 @@ exact substrings of the context.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import re
 from typing import Any, Iterator, Mapping, Sequence
@@ -33,7 +32,7 @@ import numpy as np
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.common import as_text
-from memgpt_jax.data.ordering import CursorIterator, EpochCursor, local_batch_size, process_shard
+from memgpt_jax.data.ordering import CursorIterator
 
 QA_KEYS = ("inputs", "kv_valid", "start", "end", "example_valid")
 
@@ -173,32 +172,22 @@ class QAIterator(CursorIterator):
 
     Deterministic and resumable like the other iterators (``get_state``/``set_state``)."""
 
+    kind = "qa"
+
     def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer: Any, *, batch_size: int, max_len: int,
                  doc_stride: int = 128, seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                  drop_remainder: bool = True, process_index: int | None = None,
                  process_count: int | None = None) -> None:
-        self.source, self.tokenizer = source, tokenizer
-        self.shard = process_shard(process_index, process_count)
-        self.batch_size = local_batch_size(batch_size, self.shard)
+        super().__init__(source, tokenizer, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                         num_epochs=num_epochs, even=drop_remainder, process_index=process_index,
+                         process_count=process_count, max_len=max_len, doc_stride=doc_stride,
+                         drop_remainder=drop_remainder)
         self.max_len, self.doc_stride, self.drop_remainder = max_len, doc_stride, drop_remainder
-        self._cursor = EpochCursor(len(source), seed=seed, shuffle=shuffle, shard=self.shard,
-                                   even=drop_remainder, num_epochs=num_epochs)
-        self._fingerprint = {"kind": "qa", "num_records": len(source), "seed": seed, "shuffle": shuffle,
-                             "batch_size": batch_size, "max_len": max_len, "doc_stride": doc_stride,
-                             "drop_remainder": drop_remainder, "process_index": self.shard.index,
-                             "process_count": self.shard.count, "vocab_size": int(tokenizer.vocab_size)}
-        self.batches = 0
-        self.stats: collections.Counter = collections.Counter()
 
-
-    def __next__(self) -> dict[str, np.ndarray]:
+    def _next_batch(self) -> dict[str, np.ndarray] | None:
         feats: list[QAFeature] = []
         rows = 0
-        while rows < self.batch_size:
-            index = self._cursor.peek()
-            if index is None:
-                break
-            self._cursor.advance()
+        while rows < self.batch_size and (index := self._take()) is not None:
             if index < 0:  # shard padding
                 feats.append(None)  # type: ignore[arg-type]
                 rows += 1
@@ -211,11 +200,9 @@ class QAIterator(CursorIterator):
             feats.append(found[0])
             rows += 1
         if rows == 0 or (rows < self.batch_size and self.drop_remainder):
-            raise StopIteration
+            return None
         # real rows first; shard-padding rows stay invalid (example_valid False)
-        batch = pad_features([f for f in feats if f is not None], self.batch_size, self.max_len)
-        self.batches += 1
-        return batch
+        return pad_features([f for f in feats if f is not None], self.batch_size, self.max_len)
 
 
 def iter_eval_features(source: Sequence[Mapping[str, Any]], tokenizer: Any, *, max_len: int,

@@ -1,15 +1,8 @@
-"""From a config's ``data`` section to the iterators the loop consumes.
+"""From a run config's ``data`` section to the iterators the loop and the evaluators consume.
 
-``data`` section fields:
-
-- ``dataset``: ``"listops"`` | ``"imdb"`` | ``"text"`` | ``"squad"`` (task ``qa``) | ``"pairs"``
-  (task ``lm``: prompt -> target, loss on targets only; ``pack``); ``name``: the prepared tfds
-  name (e.g. ``memgpt_listops/tiny``); ``data_dir``: where prepared datasets live
-  (default ``$MEMGPT_DATA_DIR``). ListOps is generated on first use; IMDb and text
-  corpora must be prepared first (``memgpt-jax data prepare ...``).
-- ``tokenizer``: ``"listops"``, ``"bytes"`` or a sentencepiece ``.model`` path.
-- ``train_split``, ``eval_split``, ``text_key``, ``seq_len``, ``batch_size``,
-  ``eval_batch_size``, ``eval_batches`` (0 = the whole split), ``seed``; QA: ``doc_stride``.
+The fields are documented on :class:`memgpt_jax.run_config.DataConfig`. ListOps is
+generated on first use; IMDb, text corpora, pairs and SQuAD must be prepared first
+(``memgpt-jax data prepare ...``).
 """
 
 from __future__ import annotations
@@ -20,6 +13,9 @@ import json
 from typing import Any, Callable, Iterable, Iterator
 
 from memgpt_jax import data as data_lib
+from memgpt_jax.data.pairs_pipeline import PackedPairsIterator
+from memgpt_jax.data.qa_pipeline import QAIterator
+from memgpt_jax.run_config import DataConfig, RunConfig
 
 
 @dataclasses.dataclass
@@ -30,65 +26,57 @@ class DataBundle:
     tokenizer_bytes: bytes | None
 
 
-def dataset_name(dc: Any) -> str:
+def dataset_name(dc: DataConfig) -> str:
     """The prepared dataset's name; for ListOps derived from ``listops`` settings."""
-    if dc.dataset == "listops" and dc.get("listops"):
+    if dc.dataset == "listops" and dc.listops:
         settings = dict(dc.listops)
         preset = settings.pop("preset", "tiny")
         return "memgpt_listops/" + data_lib.listops_config(preset, **settings).name
     return dc.name
 
 
-def _source(dc: Any, split: str):
+def load_source(dc: DataConfig, split: str):
+    """The records of ``split``; ListOps is generated on first use."""
     name = dataset_name(dc)
     if dc.dataset == "listops":
         try:
-            return data_lib.load_split(name, split, dc.get("data_dir"))
+            return data_lib.load_split(name, split, dc.data_dir)
         except data_lib.DataError:  # generated data: make it on first use
-            settings = dict(dc.get("listops") or {})
+            settings = dict(dc.listops)
             preset = settings.pop("preset", name.split("/", 1)[-1])
-            data_lib.prepare(data_lib.listops_builder(preset, data_dir=dc.get("data_dir"), **settings))
-            return data_lib.load_split(name, split, dc.get("data_dir"))
-    return data_lib.load_split(name, split, dc.get("data_dir"))
+            data_lib.prepare(data_lib.listops_builder(preset, data_dir=dc.data_dir, **settings))
+            return data_lib.load_split(name, split, dc.data_dir)
+    return data_lib.load_split(name, split, dc.data_dir)
 
 
-def _iterator(task: str, dc: Any, split: str, tokenizer: Any, *, train: bool, batch_size: int):
-    source = _source(dc, split)
-    common = dict(batch_size=batch_size, seed=int(dc.get("seed", 0)), shuffle=train,
-                  num_epochs=None if train else 1, drop_remainder=train)
-    if task == "lm" and dc.dataset == "pairs":
-        from memgpt_jax.data.pairs_pipeline import PackedPairsIterator
-
-        return PackedPairsIterator(source, tokenizer, seq_len=int(dc.seq_len), pack=bool(dc.get("pack", True)),
-                                   **common)
-    if task == "lm":
-        return data_lib.PackedLMIterator(source, tokenizer, seq_len=int(dc.seq_len),
-                                         text_key=dc.get("text_key", "text"), **common)
-    if task == "qa":
-        from memgpt_jax.data.qa_pipeline import QAIterator
-
-        return QAIterator(source, tokenizer, max_len=int(dc.seq_len), doc_stride=int(dc.get("doc_stride", 128)),
-                          **common)
-    return data_lib.ClassificationIterator(source, tokenizer, max_len=int(dc.seq_len),
-                                           text_key=dc.get("text_key", "text"), **common)
-
-
-def make_data(config: Any, workdir: str | None = None) -> DataBundle:
+def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool, batch_size: int):
     dc, task = config.data, config.task
-    tokenizer = data_lib.load_tokenizer(dc.tokenizer)
-    vocab = int(config.model.vocab_size)
+    source = load_source(dc, split)
+    common = dict(batch_size=batch_size, seed=dc.seed, shuffle=train, num_epochs=None if train else 1,
+                  drop_remainder=train)
+    if task == "lm" and dc.dataset == "pairs":
+        return PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack, **common)
+    if task == "lm":
+        return data_lib.PackedLMIterator(source, tokenizer, seq_len=dc.seq_len, text_key=dc.text_key, **common)
+    if task == "qa":
+        return QAIterator(source, tokenizer, max_len=dc.seq_len, doc_stride=dc.doc_stride, **common)
+    return data_lib.ClassificationIterator(source, tokenizer, max_len=dc.seq_len, text_key=dc.text_key, **common)
+
+
+def eval_batches(config: RunConfig, tokenizer: Any) -> Iterator[dict]:
+    """The batches of the config's eval split (``eval_batches`` of them; 0 = all)."""
+    dc = config.data
+    it = make_iterator(config, dc.eval_split, tokenizer, train=False, batch_size=dc.eval_batch_size)
+    return itertools.islice(it, dc.eval_batches) if dc.eval_batches > 0 else iter(it)
+
+
+def make_data(config: RunConfig) -> DataBundle:
+    tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
+    vocab = config.model.vocab_size
     if tokenizer.vocab_size > vocab:
         raise ValueError(f"model.vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
-    train_iter = _iterator(task, dc, dc.get("train_split", "train"), tokenizer, train=True,
-                           batch_size=int(dc.batch_size))
-    eval_split = dc.get("eval_split", "validation")
-
-    def eval_batches() -> Iterator[dict]:
-        it = _iterator(task, dc, eval_split, tokenizer, train=False,
-                       batch_size=int(dc.get("eval_batch_size", dc.batch_size)))
-        n = int(dc.get("eval_batches", 0))
-        return itertools.islice(it, n) if n > 0 else iter(it)
-
+    train_iter = make_iterator(config, config.data.train_split, tokenizer, train=True,
+                               batch_size=config.data.batch_size)
     blob = json.dumps(tokenizer.to_config()).encode()
-    return DataBundle(train=train_iter, eval=eval_batches if eval_split else None,
+    return DataBundle(train=train_iter, eval=(lambda: eval_batches(config, tokenizer)) if config.data.eval_split else None,
                       tokenizer=tokenizer, tokenizer_bytes=blob)

@@ -22,9 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memgpt_jax.run_config import KD_KINDS
+
 Array = jax.Array
 F32 = jnp.float32
-KD_KINDS = ("forward_kl", "reverse_kl", "jsd", "mse")
 
 
 # --------------------------------------------------------------------------- helpers

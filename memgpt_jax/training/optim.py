@@ -15,13 +15,13 @@ not here, so that an accumulated step equals a large-batch step exactly.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
+from memgpt_jax.run_config import SCHEDULES, OptimConfig
 
 
 def make_schedule(
@@ -67,27 +67,14 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(decide, params)
 
 
-def make_optimizer(optim: Mapping[str, Any], total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW + clipping from an ``optim`` config section; returns ``(tx, schedule)``."""
-    schedule = make_schedule(
-        lr=float(optim["lr"]),
-        schedule=str(optim.get("schedule", "cosine")),
-        warmup_steps=int(optim.get("warmup_steps", 0)),
-        total_steps=int(optim.get("total_steps") or total_steps),
-        end_lr_ratio=float(optim.get("end_lr_ratio", 0.1)),
-    )
+def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW + clipping from the ``optim`` section; returns ``(tx, schedule)``.
+    ``optim.total_steps`` 0 means ``total_steps`` (the run's ``train.steps``)."""
+    schedule = make_schedule(lr=optim.lr, schedule=optim.schedule, warmup_steps=optim.warmup_steps,
+                             total_steps=optim.total_steps or total_steps, end_lr_ratio=optim.end_lr_ratio)
     parts = []
-    clip = float(optim.get("grad_clip", 1.0) or 0.0)
-    if clip > 0:
-        parts.append(optax.clip_by_global_norm(clip))
-    parts.append(
-        optax.adamw(
-            schedule,
-            b1=float(optim.get("b1", 0.9)),
-            b2=float(optim.get("b2", 0.95)),
-            eps=float(optim.get("eps", 1e-8)),
-            weight_decay=float(optim.get("weight_decay", 0.1)),
-            mask=decay_mask,
-        )
-    )
+    if optim.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(optim.grad_clip))
+    parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
+                             mask=decay_mask))
     return optax.chain(*parts), schedule

@@ -17,6 +17,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from memgpt_jax.data.placement import split_for_devices as split_for_pmap  # noqa: F401  re-exported for loop.py
+from memgpt_jax.data.placement import to_global_arrays
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
@@ -71,25 +74,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Places a host batch on the mesh. On several processes each passes its own
-    slice of the global batch (``jax.make_array_from_process_local_data``)."""
-    out = {}
-    for key, value in batch.items():
-        value = np.asarray(value)
-        sharding = batch_sharding(mesh, value.ndim)
-        if jax.process_count() > 1:
-            out[key] = jax.make_array_from_process_local_data(sharding, value)
-        else:
-            out[key] = jax.device_put(value, sharding)
-    return out
-
-
-def split_for_pmap(batch: dict[str, np.ndarray], n_devices: int) -> dict[str, np.ndarray]:
-    """``[B, ...] -> [n_devices, B / n_devices, ...]`` for ``jax.pmap``."""
-    out = {}
-    for key, value in batch.items():
-        value = np.asarray(value)
-        if value.shape[0] % n_devices:
-            raise ValueError(f"batch size {value.shape[0]} is not divisible by {n_devices} devices ({key})")
-        out[key] = value.reshape(n_devices, value.shape[0] // n_devices, *value.shape[1:])
-    return out
+    """Places a host batch on the mesh, rows over ``(data, fsdp)``. On several processes
+    each passes its own slice of the global batch."""
+    return to_global_arrays(batch, {k: batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()})

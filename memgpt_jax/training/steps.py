@@ -1,4 +1,4 @@
-"""Loss functions per task, and the pure train/eval steps.
+"""Loss functions per task, and the pure train step (evaluation: ``training/evaluate.py``).
 
 ``train_step(state, batch, rng, teacher_params) -> (state, metrics)`` is a pure
 function, compiled once. Losses are combined as weighted sums (weight = valid
@@ -17,7 +17,6 @@ Any task may carry ``example_valid [B]`` (False for filler rows of a last batch)
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -25,36 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from memgpt_jax.compress.quantize import inference_params
+from memgpt_jax.run_config import TASKS, DistillConfig
 from memgpt_jax.training import losses, topk_cache
 from memgpt_jax.training.state import TrainState
-
-TASKS = ("lm", "classification", "qa")
-AXIS = "devices"  # pmap axis name
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillSettings:
-    """How the student learns from the teacher (see ``losses``)."""
-
-    kind: str = "forward_kl"  # forward_kl | reverse_kl | jsd | mse
-    temperature: float = 2.0
-    alpha: float = 0.5  # weight of the distillation term; 1 - alpha on the hard labels
-    beta: float = 0.5  # JSD mixture weight
-    hidden_weight: float = 0.0  # hidden-state alignment (0 = off)
-    hidden_kind: str = "cosine"  # cosine | mse
-    attention_weight: float = 0.0  # attention-map transfer (0 = off)
-    topk: int = 0  # LM only: distill from precomputed teacher top-k logits (0 = run the teacher)
-
-    def __post_init__(self) -> None:
-        if self.kind not in losses.KD_KINDS:
-            raise ValueError(f"distill.kind: unknown {self.kind!r}; choose one of {losses.KD_KINDS}")
-        if self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"distill: need temperature > 0 and 0 <= alpha <= 1, got {self.temperature}, {self.alpha}")
-        if self.topk and (self.hidden_weight or self.attention_weight or self.kind != "forward_kl"):
-            raise ValueError("distill.topk: cached top-k logits support forward_kl only, without hidden or "
-                             "attention terms (those need the teacher running)")
-
 
 def model_inputs(task: str, batch: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``model.apply`` taken from a batch."""
@@ -94,7 +66,7 @@ def _distill_mask(task: str, batch: dict[str, Any]) -> jax.Array | None:
 def make_loss_fn(
     task: str,
     model: nn.Module,
-    distill: DistillSettings | None = None,
+    distill: DistillConfig | None = None,
     teacher: nn.Module | None = None,
 ) -> Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]]:
     """``loss_fn(trainable, batch, rng, teacher_params) -> (loss, (metrics, weight))``."""
@@ -207,20 +179,21 @@ def _weighted_grads(loss_fn: Callable, trainable: Any, batch: Any, rng: jax.Arra
 
 def make_train_step(
     loss_fn: Callable, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-    accum_steps: int = 1, pmap: bool = False,
+    accum_steps: int = 1, axis_name: str | None = None,
 ) -> Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict[str, jax.Array]]]:
     """The pure step. ``rng`` is the run's base key; the step folds in its own
-    counter (and the device index under pmap), so a resumed run draws the same
-    randomness as an uninterrupted one."""
+    counter (and the device index when mapped over ``axis_name``, as under pmap),
+    so a resumed run draws the same randomness as an uninterrupted one; gradients
+    and metrics are summed over ``axis_name``."""
 
     def train_step(state: TrainState, batch: Any, rng: jax.Array, teacher_params: Any = None):
         key = jax.random.fold_in(rng, state.step)
-        if pmap:
-            key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         trainable = {"params": state.params, "aux": state.aux}
         g, m, w = _weighted_grads(loss_fn, trainable, batch, key, teacher_params, accum_steps)
-        if pmap:
-            g, m, w = jax.lax.psum((g, m, w), AXIS)
+        if axis_name is not None:
+            g, m, w = jax.lax.psum((g, m, w), axis_name)
         w_safe = jnp.maximum(w, 1e-9)
         grads = jax.tree.map(lambda x: x / w_safe, g)
         metrics = {k: v / w_safe for k, v in m.items()}
@@ -231,22 +204,3 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
-
-
-def make_eval_step(task: str, model: nn.Module, pmap: bool = False) -> Callable[[Any, Any], dict[str, jax.Array]]:
-    """``eval_step(params, batch) -> metric sums`` (each metric times its weight, and
-    ``weight``); the loop adds them over the eval set and divides at the end."""
-
-    def eval_step(params: Any, batch: Any) -> dict[str, jax.Array]:
-        params = inference_params(params)  # quantized checkpoints: dequantize on the fly
-        out = model.apply({"params": params}, batch["inputs"], deterministic=True, **model_inputs(task, batch))
-        _, metrics, w = task_loss(task, out, batch)
-        sums = {k: v * w for k, v in metrics.items()}
-        sums["weight"] = w
-        if task == "classification":
-            sums["predictions"] = jnp.argmax(out.logits, axis=-1)
-        if pmap:
-            sums = {k: (jax.lax.psum(v, AXIS) if k != "predictions" else v) for k, v in sums.items()}
-        return sums
-
-    return eval_step

@@ -1,9 +1,9 @@
-"""Teachers for distillation: loaded from a finished run, kept out of the student's state.
+"""Starting a student from its teacher's layers.
 
-``load_teacher("runs/teacher")`` restores the newest usable checkpoint of a run
-(parameters only; its optimizer state is never loaded) and rebuilds its model
-from the config saved with it. ``init_student_from_teacher`` starts a student
-from every other teacher layer (as DistilBERT) when the shapes allow.
+A teacher is a :class:`~memgpt_jax.training.run.Run` (``open_run``, or a converted
+Hugging Face model), kept out of the student's state and never saved with it.
+``init_student_from_teacher`` starts a student from every other teacher layer
+(as DistilBERT) when the shapes allow.
 """
 
 from __future__ import annotations
@@ -13,28 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from memgpt_jax import model as model_lib
 from memgpt_jax.config import ModelConfig
-from memgpt_jax.training.checkpoint import load_params
-
-
-def load_teacher(spec: str, head: str) -> tuple[Any, Any, ModelConfig]:
-    """``(teacher_model, teacher_params, teacher_config)`` from a run directory, or from
-    a Hugging Face GPT-2 directory given as ``hf:DIR``."""
-    if spec.startswith("hf:"):  # a Hugging Face GPT-2 directory, converted on load
-        from memgpt_jax.export.hf_gpt2 import import_hf_gpt2
-
-        t_config, params = import_hf_gpt2(spec[len("hf:"):], head)
-        return model_lib.build(t_config, head), params, t_config
-    params, meta = load_params(spec)
-    config = meta.get("config") or {}
-    if "model" not in config:
-        raise ValueError(f"the checkpoint in {spec} carries no model config; cannot rebuild the teacher")
-    teacher_task = config.get("task", "lm")
-    if teacher_task != head:
-        raise ValueError(f"teacher run {spec} was trained for task {teacher_task!r}, the student for {head!r}")
-    t_config = ModelConfig.from_dict(config["model"])
-    return model_lib.build(t_config, head), params, t_config
 
 
 def init_student_from_teacher(student: Any, teacher: Any, s_cfg: ModelConfig, t_cfg: ModelConfig) -> Any:

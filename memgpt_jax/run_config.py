@@ -1,0 +1,380 @@
+"""The run configuration: one typed, frozen, validated description of a whole run.
+
+Every default a run uses is defined once, here (the architecture's in
+:class:`~memgpt_jax.config.ModelConfig`). Config files (``configs/*.py``) start
+from :func:`defaults`, override only what differs and return the ConfigDict;
+:func:`load` applies command-line overrides through ml_collections' own
+``config_flags`` and turns the result into a :class:`RunConfig` once::
+
+    config = run_config.load("configs/imdb.py:teacher", ["--config.train.steps=100"])
+    config.train.steps, config.optim.lr, config.model.attention.pattern
+
+Library code reads attributes; a bad value fails when the config is built, with
+one line naming the field (``train.steps: must be > 0, got -5``). Saved runs store
+``RunConfig.to_dict()``; :meth:`RunConfig.from_saved` also reads the configs of
+runs written before this module existed.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import json
+import os
+import re
+import types
+import typing
+from typing import Any, Mapping, Sequence
+
+from memgpt_jax import config as model_config
+from memgpt_jax.config import AttentionConfig, ModelConfig
+
+TASKS = ("lm", "classification", "qa")  # also the model heads (memgpt_jax.model.build)
+DATASETS = ("listops", "imdb", "text", "squad", "pairs")
+SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
+KD_KINDS = ("forward_kl", "reverse_kl", "jsd", "mse")
+HIDDEN_KINDS = ("cosine", "mse")
+PARALLEL = ("pjit", "pmap")
+PRUNE_KINDS = ("none", "global", "layerwise", "2:4")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line that names the field."""
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field}: {message}")
+
+
+def _positive(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value > 0, f"{section}.{name}", f"must be > 0, got {value!r}")
+
+
+def _non_negative(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value >= 0, f"{section}.{name}", f"must be >= 0, got {value!r}")
+
+
+def _choice(field: str, value: Any, allowed: Sequence[Any]) -> None:
+    _check(value in allowed, field, f"unknown value {value!r}; choose one of {tuple(allowed)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where examples come from and how they are batched.
+
+    ``dataset`` picks the pipeline (``pairs``: prompt -> target language modelling,
+    the loss on targets only); ``name`` is the prepared tfds dataset
+    (``memgpt_imdb/val10_seed0``); ``data_dir`` where prepared datasets live
+    (``None``: ``$MEMGPT_DATA_DIR``). ``listops`` holds ListOps generator settings
+    (``preset`` plus overrides of :func:`memgpt_jax.data.listops_config`); when
+    set, the dataset name is derived from them and the data is generated on first use.
+    """
+
+    dataset: str = "listops"
+    name: str = ""
+    data_dir: str | None = None
+    tokenizer: str = "listops"  # "listops", "bytes" or a sentencepiece .model path
+    listops: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train_split: str = "train"
+    eval_split: str = "validation"  # "" = no periodic evaluation data
+    text_key: str = "text"
+    seq_len: int = 128
+    batch_size: int = 32
+    eval_batch_size: int = 32
+    eval_batches: int = 0  # 0 = the whole split
+    seed: int = 0
+    pack: bool = True  # pairs: several pairs per row
+    doc_stride: int = 128  # qa: overlap of the windows over a long context
+    label_names: tuple[str, ...] = ()  # classification: names of the labels (index = id)
+
+    def __post_init__(self) -> None:
+        _choice("data.dataset", self.dataset, DATASETS)
+        _positive("data", self, "seq_len", "batch_size", "eval_batch_size", "doc_stride")
+        _non_negative("data", self, "eval_batches")
+        object.__setattr__(self, "listops", dict(self.listops))
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with global-norm clipping and a warmup schedule (``training/optim.py``)."""
+
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    total_steps: int = 0  # 0 = train.steps
+    end_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 = no clipping
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _choice("optim.schedule", self.schedule, SCHEDULES)
+        _positive("optim", self, "lr", "eps")
+        _non_negative("optim", self, "warmup_steps", "total_steps", "end_lr_ratio", "weight_decay", "grad_clip")
+        for name in ("b1", "b2"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"optim.{name}", f"must be in [0, 1), got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Steps, parallelism, logging and checkpointing of the training loop."""
+
+    steps: int = 1000
+    accum_steps: int = 1  # micro-batches per step (gradient accumulation)
+    seed: int = 0
+    parallel: str = "pjit"  # "pjit": jit over a device mesh; "pmap": data parallel over local devices
+    mesh: tuple[int, ...] = (-1, 1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices
+    log_every: int = 50
+    eval_every: int = 0  # 0 = no periodic evaluation
+    checkpoint_every: int = 500
+    keep: int = 3  # checkpoints kept
+    async_checkpoint: bool = True
+    init_from: str = ""  # a run whose parameters (all, or the transformer) start this one
+    prune_kind: str = "none"  # recovery fine-tuning of a magnitude-pruned model
+    prune_sparsity: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mesh", tuple(int(n) for n in self.mesh))
+        _positive("train", self, "steps", "accum_steps", "log_every", "checkpoint_every", "keep")
+        _non_negative("train", self, "eval_every")
+        _choice("train.parallel", self.parallel, PARALLEL)
+        _choice("train.prune_kind", self.prune_kind, PRUNE_KINDS)
+        _check(len(self.mesh) == 3 and self.mesh.count(-1) <= 1 and all(n == -1 or n > 0 for n in self.mesh),
+               "train.mesh", f"needs three axis sizes (data, fsdp, tensor), at most one -1, got {self.mesh}")
+        _check(0.0 <= self.prune_sparsity < 1.0, "train.prune_sparsity",
+               f"must be in [0, 1), got {self.prune_sparsity!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """How a student learns from a teacher run (``training/losses.py``); off when ``teacher`` is empty."""
+
+    teacher: str = ""  # the teacher's run directory
+    kind: str = "forward_kl"
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the distillation term; 1 - alpha on the hard labels
+    beta: float = 0.5  # JSD mixture weight
+    hidden_weight: float = 0.0  # hidden-state alignment (0 = off)
+    hidden_kind: str = "cosine"
+    attention_weight: float = 0.0  # attention-map transfer (0 = off)
+    init_from_teacher: bool = False  # start from every other teacher layer (DistilBERT)
+    topk: int = 0  # lm: distill from cached teacher top-k logits (0 = run the teacher)
+
+    def __post_init__(self) -> None:
+        _choice("distill.kind", self.kind, KD_KINDS)
+        _choice("distill.hidden_kind", self.hidden_kind, HIDDEN_KINDS)
+        _positive("distill", self, "temperature")
+        _non_negative("distill", self, "hidden_weight", "attention_weight", "topk")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"distill.{name}", f"must be in [0, 1], got {value!r}")
+        _check(not self.topk or (not self.hidden_weight and not self.attention_weight and self.kind == "forward_kl"),
+               "distill.topk", "cached top-k logits support forward_kl only, without hidden or attention terms "
+               "(those need the teacher running)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teacher)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs: the task (= the model's head), the model, and each section."""
+
+    task: str = "lm"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, TASKS)
+        _check(self.task == "lm" or self.data.dataset != "pairs", "data.dataset",
+               f"'pairs' (prompt -> target) trains task 'lm', not {self.task!r}")
+        _check(not self.distill.topk or self.task == "lm", "distill.topk",
+               "the top-k cache is for language-model distillation (task lm)")
+        _check(self.data.seq_len <= self.model.max_len, "data.seq_len",
+               f"{self.data.seq_len} exceeds model.max_len={self.model.max_len}")
+
+    # -- conversion --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "RunConfig":
+        """A copy with fields of sections changed: ``config.replace(train={"steps": 5})``."""
+        data = self.to_dict()
+        for section, changes in sections.items():
+            if isinstance(changes, Mapping):
+                data[section] = _merge(data[section], changes)
+            else:
+                data[section] = changes
+        return RunConfig.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        """Builds and validates; unknown fields fail with the field's name."""
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_saved(cls, data: Mapping[str, Any]) -> "RunConfig":
+        """Reads the config saved with a run, including runs written by older
+        versions (renamed attention values are upgraded)."""
+        data = json.loads(json.dumps(dict(data)))  # a deep, plain copy
+        model = data.get("model")
+        if isinstance(model, dict) and isinstance(model.get("attention"), dict):
+            model["attention"], _ = model_config.upgrade_attention_dict(model["attention"])
+        return cls.from_dict(data)
+
+
+def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "listops":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, vars(__import__(cls.__module__, fromlist=["_"])))
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (have {sorted(fields)})"
+            raise ConfigError(f"{prefix}{key}: unknown field{hint}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = value if isinstance(value, hint) else _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, hint)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # ModelConfig/AttentionConfig name their fields relative to the model
+        raise ConfigError(f"{prefix.split('.')[0]}.{e}" if prefix else str(e)) from None
+
+
+def _coerce(field: str, value: Any, hint: Any) -> Any:
+    """Checks a value against its field's type; ints are accepted for floats, lists for tuples."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _coerce(field, value, hint)
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), field, f"expected a sequence, got {value!r}")
+        return tuple(_coerce(field, v, args[0]) for v in value)
+    if origin in (collections.abc.Mapping, dict) or hint is dict:
+        _check(isinstance(value, Mapping), field, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any:
+        return value
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    _check(ok, field, f"expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+# -- config files ------------------------------------------------------------------------
+
+def defaults(task: str = "lm"):
+    """The defaults of every section as an ml_collections ``ConfigDict``: what a config
+    file starts from (``config = run_config.defaults("classification")``) and overrides.
+    Optional fields become typed placeholders, so command-line overrides parse them."""
+    import ml_collections  # lazy: the library reads RunConfig; only config files build ConfigDicts
+
+    _choice("task", task, TASKS)
+    return ml_collections.ConfigDict(_config_tree(RunConfig(task=task)))
+
+
+def _config_tree(obj: Any) -> dict[str, Any]:
+    from ml_collections import config_dict
+
+    hints = _hints(type(obj))
+    tree: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            tree[f.name] = _config_tree(value)
+        elif value is None:
+            (inner,) = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+            tree[f.name] = config_dict.placeholder(inner)
+        else:
+            tree[f.name] = value
+    return tree
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> RunConfig:
+    """Loads ``configs/x.py`` or ``configs/x.py:variant``, applies ``--config.a.b=value``
+    overrides (ml_collections ``config_flags``: typed parsing, "did you mean"), and
+    returns the validated :class:`RunConfig`. Every failure is a :class:`ConfigError`."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    path = spec.partition(":")[0]
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found (see configs/ for the available ones)")
+    for item in overrides:
+        if not item.startswith("--config.") or "=" not in item:
+            raise ConfigError(f"override {item!r} must look like --config.section.field=value")
+    argv = ["memgpt-jax", f"--config={spec}", *overrides]
+    holder = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", default=None, flag_values=holder, lock_config=True, sys_argv=argv)
+    try:
+        holder(argv)
+        as_dict = holder.config.to_dict()
+    except flags.Error as e:  # a value that does not parse, or an error raised by the config file
+        raise ConfigError(_last_line(str(e))) from None
+    except (AttributeError, KeyError) as e:  # an unknown field
+        raise ConfigError(_unknown_field(overrides, e)) from None
+    return RunConfig.from_dict(as_dict)
+
+
+def _last_line(message: str) -> str:
+    """The line that says what went wrong (the config file's own exception, not the traceback)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if "Traceback" in message else " ".join(lines)
+
+
+def _unknown_field(overrides: Sequence[str], error: Exception) -> str:
+    """``train.stepz: unknown field; did you mean 'steps'?`` from ml_collections' message."""
+    text = str(error)
+    names = re.findall(r"\w+", text)
+    missing = names[0] if names else "config"
+    field = next((o.split("=", 1)[0][len("--config."):] for o in overrides
+                  if o.split("=", 1)[0].split(".")[-1] == missing), missing)
+    match = re.search(r'Did you mean "([^"]+)"', text)
+    return f"{field}: unknown field" + (f"; did you mean {match.group(1)!r}?" if match else "")
+
+
+__all__ = [
+    "AttentionConfig", "ConfigError", "DataConfig", "DistillConfig", "ModelConfig", "OptimConfig", "RunConfig",
+    "TrainConfig", "defaults", "load",
+]

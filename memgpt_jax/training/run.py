@@ -1,0 +1,98 @@
+"""A saved run, opened in one place.
+
+Every checkpoint written by the trainer (or by ``quantize`` / ``prune`` /
+``import``) carries its resolved :class:`~memgpt_jax.run_config.RunConfig` and its
+tokenizer, so a run directory alone is enough. Commands, teacher loading, the
+evaluators and the benchmarks all open runs here::
+
+    run = open_run("runs/imdb/student")              # newest usable checkpoint
+    run = open_run("runs/imdb/student", step=500, task="classification")
+    run.model, run.params, run.tokenizer, run.config.data.seq_len, run.data_dir
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import flax.linen as nn
+
+from memgpt_jax import data as data_lib
+from memgpt_jax import model as model_lib
+from memgpt_jax.config import ModelConfig
+from memgpt_jax.run_config import ConfigError, RunConfig
+from memgpt_jax.training.checkpoint import load_params
+
+# Label names of the datasets we prepare (index = label id), when the config names none.
+DATASET_LABEL_NAMES = {"imdb": ("negative", "positive")}
+
+
+class RunError(ValueError):
+    """A run directory that cannot be opened; the message says why in one line."""
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained model with everything needed to use or evaluate it."""
+
+    path: str
+    step: int
+    config: RunConfig
+    model: nn.Module  # the flax module for ``config.task``
+    params: Any  # may hold QTensors (quantized runs); pass through ``inference_params`` inside jit
+    tokenizer: Any
+    quantization: dict[str, Any] | None  # the quantization spec of a quantized run
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.config.model
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.quantization)
+
+    @property
+    def data_dir(self) -> str:
+        """Where this run's prepared datasets live."""
+        return data_lib.resolve_data_dir(self.config.data.data_dir)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        n = self.model_config.num_labels
+        names = self.config.data.label_names or DATASET_LABEL_NAMES.get(self.config.data.dataset, ())
+        return tuple(names) if len(names) == n else tuple(str(i) for i in range(n))
+
+
+def open_run(path: str, *, step: int | None = None, task: str | None = None) -> Run:
+    """The newest usable (or ``step``) checkpoint of the run in ``path``.
+
+    ``task`` checks the run's task (a classification run cannot ``generate``);
+    ``None`` accepts any. Raises ``FileNotFoundError`` when there is no checkpoint and
+    :class:`RunError` when the run cannot be used."""
+    params, meta = load_params(path, step)
+    saved = meta.get("config")
+    if not saved or "model" not in saved:
+        raise RunError(f"{path}: the checkpoint carries no run config; it cannot be rebuilt")
+    try:
+        config = RunConfig.from_saved(saved)
+    except ConfigError as e:
+        raise RunError(f"{path}: its saved config is not valid ({e})") from None
+    if task is not None and config.task != task:
+        raise RunError(f"{path} is a {config.task!r} model; this needs a {task!r} model")
+    return Run(path=path, step=int(meta.get("step") or 0), config=config,
+               model=model_lib.build(config.model, config.task), params=params,
+               tokenizer=_tokenizer(meta, config, path), quantization=meta.get("quantization"))
+
+
+def _tokenizer(meta: dict[str, Any], config: RunConfig, path: str) -> Any:
+    blob = meta.get("tokenizer")
+    if blob:
+        return data_lib.tokenizer_from_config(json.loads(blob.decode("utf-8")))
+    if not config.data.tokenizer:
+        raise RunError(f"{path}: the checkpoint carries no tokenizer and its config names none")
+    return data_lib.load_tokenizer(config.data.tokenizer)
