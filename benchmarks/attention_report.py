@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.common import machine
+from benchmarks.common import machine, rebuild_results_md
 
 HEADLINE = "window_global"
 
@@ -153,10 +153,10 @@ def machine_line(payload) -> str:
 
 
 def plot(payload, path: Path, dtype: str) -> None:
-    import matplotlib
+    import matplotlib  # lazy: only the plot needs it; the report renders tables without it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg"): no display backend
 
     records = [r for r in payload["records"] if "median_s" in r and r["dtype"] == dtype]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
@@ -238,6 +238,4 @@ def write_reports(payload, out_dir: Path, tag: str) -> None:
     (out_dir / f"{tag}.md").write_text("\n".join(md) + "\n")
     plot(payload, out_dir / f"{tag}.png", dtype)
     if not payload["config"].get("quick"):
-        from benchmarks.report import build
-
-        build()
+        rebuild_results_md()

@@ -19,6 +19,7 @@ from typing import Any, Callable
 # Where results JSON (and, one level up, RESULTS.md) go; MEMGPT_BENCH_RESULTS redirects them
 # (quick runs and tests write elsewhere, leaving the committed figures alone).
 RESULTS_DIR = Path(os.environ.get("MEMGPT_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def time_fn(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
@@ -76,6 +77,22 @@ def machine() -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         info["commit"] = "unknown"
     return info
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """One line describing the machine block of a results JSON (for RESULTS.md)."""
+    libs = ", ".join(f"{k} {m[k]}" for k in ("jax", "flax", "optax", "torch") if m.get(k))
+    when = f"; {m['date']}" if m.get("date") else ""
+    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB; {libs}; "
+            f"backend {m.get('backend', '?')}; commit {m.get('commit', '?')}{when}")
+
+
+def rebuild_results_md() -> None:
+    """Rebuilds RESULTS.md from every results JSON (``python -m benchmarks.report``).
+
+    Run as a child process, not imported: ``benchmarks.report`` sits above the benchmark
+    modules (it imports each one's ``section`` renderer), so they do not import it back."""
+    subprocess.run([sys.executable, "-m", "benchmarks.report"], cwd=REPO_ROOT, check=True)
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import markdown_table, rebuild_results_md, write_results
 
 COLUMNS = ["variant", "disk_bytes", "size_ratio", "param_bytes", "memory_ratio", "metric", "before", "after",
            "change", "ms_per_token_before", "ms_per_token_after"]
@@ -39,7 +39,7 @@ def _row(variant: str, report: dict, base_key: str, new_key: str) -> dict:
 
 
 def main() -> None:
-    from memgpt_jax.cli import main as cli_main
+    from memgpt_jax.cli import main as cli_main  # the quantize / prune commands, as a user runs them
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
@@ -67,9 +67,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     write_results("compression", rows, COLUMNS, vars(args))
     print(markdown_table(rows, COLUMNS))
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.common import RESULTS_DIR, machine  # noqa: E402
+from benchmarks.common import RESULTS_DIR, machine, machine_line, rebuild_results_md  # noqa: E402
 from memgpt_jax import data as D  # noqa: E402
 
 
@@ -132,8 +132,6 @@ def model_rate_note() -> list[str]:
 
 def section(results: dict) -> str:
     """The RESULTS.md section, from ``results/data.json``."""
-    from benchmarks.report import machine_line
-
     prep = results["imdb_prepare"]
     s = prep["splits"]
     lines = [
@@ -169,7 +167,5 @@ def write(results: dict) -> None:
         json.dump(results, f, indent=2)
     text = section(results)
     (RESULTS_DIR / "data.md").write_text(text)
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
     print(text)

@@ -18,14 +18,13 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import RESULTS_DIR, invocation, machine, markdown_table
+from benchmarks.common import RESULTS_DIR, invocation, machine, machine_line, markdown_table, rebuild_results_md
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ["model", "params", "attention", "accuracy", "macro_f1", "examples_per_s", "train_wall_s"]
 
 
 def section(payload: dict) -> str:
-    from benchmarks.report import machine_line
-
     rows = payload["rows"]
     return "\n".join([
         "## The demo", "",
@@ -44,7 +43,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         cmd = [sys.executable, "-m", "memgpt_jax.cli", "demo", "--workdir", work, "--no-progress",
-               "--teacher-steps", str(args.teacher_steps), "--student-steps", str(args.student_steps)]
+               "--teacher-steps", str(args.teacher_steps), "--student-steps", str(args.student_steps),
+               "--config", os.path.join(ROOT, "configs", "listops.py")]
         env = {k: v for k, v in os.environ.items() if k != "MEMGPT_DATA_DIR"}  # the demo's own data dir
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env=env)
@@ -58,9 +58,7 @@ def main(argv=None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "demo.json").write_text(json.dumps(payload, indent=2))
     print(section(payload))
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.common import markdown_table, time_fn, write_results
+from benchmarks.common import markdown_table, rebuild_results_md, time_fn, write_results
 
 COLUMNS = ["preset", "params", "compute_dtype", "batch", "seq_len", "median_ms", "compile_s", "tokens_per_s"]
 
@@ -47,9 +47,7 @@ def main() -> None:
     args = p.parse_args()
     rows = run(args.preset, args.batch, args.seq_len, args.repeats)
     write_results("forward", rows, COLUMNS, vars(args))
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
     print(markdown_table(rows, COLUMNS))
 
 

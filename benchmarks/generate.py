@@ -28,22 +28,22 @@ import time
 
 import numpy as np
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
 
 COLUMNS = ["method", "new_tokens", "seconds", "tokens_per_s", "speedup_vs_recompute", "ms_per_token"]
 
 
 def _jax_model(args):
-    import jax
+    import jax  # lazy: the report imports this module for section() without JAX
 
     from memgpt_jax import config as config_lib
     from memgpt_jax import model as model_lib
 
     if args.checkpoint:
-        from memgpt_jax.apps.loading import load_run
+        from memgpt_jax.training.run import open_run  # lazy: only with --checkpoint (loads Orbax)
 
-        loaded = load_run(args.checkpoint, task="lm")
-        return loaded.model, jax.tree.map(np.asarray, loaded.params), loaded.model_config, args.checkpoint
+        run = open_run(args.checkpoint, task="lm")
+        return run.model, jax.tree.map(np.asarray, run.params), run.model_config, args.checkpoint
     cfg = {"tiny": config_lib.tiny, "10m": config_lib.small_10m}[args.preset]()
     model = model_lib.build(cfg)
     params, _ = model_lib.init(model, jax.random.key(0))
@@ -61,7 +61,7 @@ def _timed(fn, repeats: int = 1):
 
 
 def run(args) -> tuple[list[dict], dict]:
-    import jax
+    import jax  # lazy: the report imports this module for section() without JAX
     import jax.numpy as jnp
 
     from memgpt_jax import model as model_lib
@@ -114,10 +114,10 @@ def run(args) -> tuple[list[dict], dict]:
         meta["sparse_attention"] = "window_global(block 64, window 2, 1 global)"
 
     if not args.no_torch and cfg.is_gpt2_compatible:
-        import torch
+        import torch  # lazy: the torch extra (torch, transformers) is optional
         import transformers
 
-        from memgpt_jax.export.hf_gpt2 import export_hf_gpt2
+        from memgpt_jax.export.hf_gpt2 import export_hf_gpt2  # lazy: needs the torch extra
 
         with tempfile.TemporaryDirectory() as tmp:
             path = export_hf_gpt2(jax.device_get(params), cfg, "lm", f"{tmp}/hf")
@@ -140,8 +140,6 @@ def run(args) -> tuple[list[dict], dict]:
 
 def section(payload: dict) -> str:
     """The RESULTS.md section, from ``results/generate.json``."""
-    from benchmarks.report import machine_line
-
     rows, meta = payload["rows"], payload["meta"]
     kv = rows[0]
     hf = next((r for r in rows if r["method"].startswith("hf")), None)
@@ -179,9 +177,7 @@ def main(argv=None) -> int:
     print({k: v for k, v in meta.items()})
     write_results("generate", rows, COLUMNS, meta)
     if not args.no_results_md:
-        from benchmarks.report import build
-
-        build()
+        rebuild_results_md()
     return 0
 
 

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
 
 COLUMNS = ["model", "attention", "params", "params_vs_teacher", "disk_MB", "val_accuracy", "val_macro_f1",
            "test_accuracy", "test_macro_f1", "train_wall_min", "test_examples_per_s"]
@@ -31,8 +31,6 @@ def _wall_min(run: str) -> float:
 
 def section(payload: dict) -> str:
     """The RESULTS.md section, from ``results/imdb_recipe.json``."""
-    from benchmarks.report import machine_line
-
     rows, meta = payload["rows"], payload["meta"]
     return "\n".join([
         "## The IMDb recipe", "",
@@ -59,11 +57,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
 
+    # lazy (JAX): the report imports this module for section() without JAX
     from memgpt_jax.apps.classify import evaluate_classifier, format_report
-    from memgpt_jax.apps.loading import load_run
-    from memgpt_jax.compress.report import dir_bytes, params_disk_bytes
+    from memgpt_jax.cli.compress import dir_bytes, params_disk_bytes, run_meta
     from memgpt_jax.flops import count_params
-    from memgpt_jax.training.checkpoint import load_params
+    from memgpt_jax.training.run import open_run
 
     lm_min = _wall_min(os.path.join(args.runs, "lm"))
     student_lm = os.path.join(args.runs, "lm_student")
@@ -73,22 +71,21 @@ def main(argv=None) -> int:
     teacher_params = None
     for name, sub in models:
         run = os.path.join(args.runs, sub)
-        loaded = load_run(run)
-        if loaded.quantized:
+        opened = open_run(run, task="classification")
+        if opened.quantized:
             disk = dir_bytes(os.path.join(run, "checkpoints"))
             wall = _wall_min(os.path.join(args.runs, "student")) + student_lm_min
-            n_params = count_params(loaded.model_config, "classification")
+            n_params = count_params(opened.model_config, "classification")
         else:
-            params, meta = load_params(run)
-            disk = params_disk_bytes(params, meta)
+            disk = params_disk_bytes(opened.params, run_meta(opened))
             wall = _wall_min(run) + (lm_min if name == "teacher" else student_lm_min)
-            n_params = count_params(params)
+            n_params = count_params(opened.params)
         teacher_params = teacher_params or n_params
-        row = {"model": name, "attention": loaded.model_config.attention.pattern, "params": n_params,
+        row = {"model": name, "attention": opened.model_config.attention.pattern, "params": n_params,
                "params_vs_teacher": n_params / teacher_params, "disk_MB": disk / 1e6, "train_wall_min": wall}
         for split, prefix in (("validation", "val"), ("test", "test")):
             print(f"evaluating {name} on {split} ...", file=sys.stderr)
-            rep = evaluate_classifier(loaded, split, batch_size=args.batch_size, max_examples=args.max_examples,
+            rep = evaluate_classifier(opened, split, batch_size=args.batch_size, max_examples=args.max_examples,
                                       progress=False)
             print(format_report(rep), file=sys.stderr)
             reports[f"{name}/{split}"] = rep
@@ -105,9 +102,7 @@ def main(argv=None) -> int:
     print(markdown_table(rows, COLUMNS))
     write_results("imdb_recipe", rows, COLUMNS, meta)
     if not args.no_results_md:
-        from benchmarks.report import build
-
-        build()
+        rebuild_results_md()
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import markdown_table, time_fn, write_results
+from benchmarks.common import markdown_table, rebuild_results_md, time_fn, write_results
 
 COLUMNS = ["model", "format", "params", "seq_len", "export_s", "import_s", "torch_load_s",
            "max_abs_logit_diff", "max_abs_logit", "greedy_match", "round_trip_exact"]
@@ -59,7 +59,7 @@ def run(preset: str, batch: int, seq_len: int, new_tokens: int, repeats: int, wo
     from memgpt_jax import config as config_lib
     from memgpt_jax import model as model_lib
     from memgpt_jax.export import hf_gpt2, mapping, torch_format
-    from memgpt_jax.export.cli import export_checkpoint
+    from memgpt_jax.cli.export import export_checkpoint
     from memgpt_jax.export.torch_model import TorchGPT
     from memgpt_jax.flops import count_params
     from memgpt_jax.training.checkpoint import save_params
@@ -124,9 +124,7 @@ def main() -> None:
         rows = run(args.preset, args.batch, args.seq_len, args.new_tokens, args.repeats, workdir)
     name = "interop" if args.preset == "10m" else f"interop_{args.preset}"
     write_results(name, rows, COLUMNS, {**vars(args), "wall_s": time.perf_counter() - t0})
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
     print(markdown_table(rows, COLUMNS))
 
 

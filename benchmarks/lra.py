@@ -19,8 +19,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
 
 COLUMNS = ["task", "attention", "seq_len", "params", "steps", "batch", "test_accuracy", "test_macro_f1", "train_wall_min",
            "train_tokens_per_s", "peak_rss_mb"]
@@ -30,8 +31,6 @@ LRA_REFERENCE = {"Transformer": (36.37, 64.27), "BigBird": (36.05, 64.02)}
 
 
 def section(payload: dict) -> str:
-    from benchmarks.report import machine_line
-
     rows, meta = payload["rows"], payload["meta"]
     ref = "; ".join(f"{k} {v[0]} / {v[1]}" for k, v in LRA_REFERENCE.items())
     lines = ["## Long-range accuracy (LRA-style): dense vs block-sparse", "",
@@ -59,13 +58,12 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="the tiny variants (a smoke run)")
     args = p.parse_args(argv)
 
+    # lazy (JAX): the report imports this module for section() without JAX
     from memgpt_jax.apps.classify import evaluate_classifier
-    from memgpt_jax.apps.loading import load_run
+    from memgpt_jax.training.run import open_run
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if args.runs is None:
-        import tempfile
-
         args.runs = tempfile.mkdtemp(prefix="memgpt_lra_tiny_") if args.tiny else "runs/lra"
     rows = []
     for task in args.tasks:
@@ -84,12 +82,11 @@ def main(argv=None) -> int:
             subprocess.run(cmd, check=True)
             with open(os.path.join(workdir, "summary.json")) as f:
                 summary = json.load(f)
-            loaded = load_run(workdir)
-            rep = evaluate_classifier(loaded, "test", batch_size=16, progress=False)
-            cfg = loaded.model_config
-            rows.append({"task": task, "attention": cfg.attention.pattern, "seq_len": loaded.run_config["data"]["seq_len"],
-                         "params": summary["params"], "steps": summary["step"],
-                         "batch": loaded.run_config["data"]["batch_size"], "test_accuracy": rep["accuracy"],
+            run = open_run(workdir, task="classification")
+            rep = evaluate_classifier(run, "test", batch_size=16, progress=False)
+            rows.append({"task": task, "attention": run.model_config.attention.pattern,
+                         "seq_len": run.config.data.seq_len, "params": summary["params"], "steps": summary["step"],
+                         "batch": run.config.data.batch_size, "test_accuracy": rep["accuracy"],
                          "test_macro_f1": rep["macro_f1"], "train_wall_min": summary["wall_s"] / 60,
                          "train_tokens_per_s": summary.get("train", {}).get("tokens_per_s"),
                          "peak_rss_mb": summary.get("peak_rss_mb")})
@@ -98,9 +95,7 @@ def main(argv=None) -> int:
               if len({(r['steps'], r['batch']) for r in rows}) == 1 else "see the steps and batch columns")
     print(markdown_table(rows, COLUMNS))
     write_results("lra", rows, COLUMNS, {**vars(args), "budget": budget})
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
     return 0
 
 

@@ -12,11 +12,12 @@ Writes ``benchmarks/results/multi30k_recipe.{json,md}`` and the "Multi30k" secti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
 
 COLUMNS = ["model", "attention", "params", "decoding", "val_bleu", "val_chrf", "test_bleu", "test_chrf",
            "train_wall_min", "test_sentences_per_s"]
@@ -25,8 +26,6 @@ DATASET = "memgpt_pairs/multi30k_en_de"
 
 def section(payload: dict) -> str:
     """The RESULTS.md section, from ``results/multi30k_recipe.json``."""
-    from benchmarks.report import machine_line
-
     rows = payload["rows"]
     t = next((r for r in rows if r["model"] == "teacher" and r["decoding"] != "greedy"), None)
     s = next((r for r in rows if r["model"] == "student" and r["decoding"] != "greedy"), None)
@@ -51,9 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
 
-    from memgpt_jax.apps.loading import load_run
+    # lazy (JAX): the report imports this module for section() without JAX
     from memgpt_jax.apps.seq2seq import evaluate_pairs, load_pairs
     from memgpt_jax.flops import count_params
+    from memgpt_jax.training.run import open_run
 
     rows, reports = [], {}
     for name, sub in (("teacher", "teacher"), ("student", "student"), ("student int8", "student_int8")):
@@ -61,18 +61,19 @@ def main(argv=None) -> int:
         if not os.path.isdir(run):
             print(f"skipping {name}: {run} does not exist", file=sys.stderr)
             continue
-        loaded = load_run(run, task="lm")
-        wall_run = os.path.join(args.runs, "student" if loaded.quantized else sub)
+        opened = open_run(run, task="lm")
+        opened = dataclasses.replace(opened, config=opened.config.replace(data={"name": DATASET}))
+        wall_run = os.path.join(args.runs, "student" if opened.quantized else sub)
         with open(os.path.join(wall_run, "summary.json")) as f:
             wall = json.load(f)["wall_s"] / 60
         for beam in (1, args.beam):
-            row = {"model": name, "attention": loaded.model_config.attention.pattern,
-                   "params": count_params(loaded.model_config, "lm"),
+            row = {"model": name, "attention": opened.model_config.attention.pattern,
+                   "params": count_params(opened.model_config, "lm"),
                    "decoding": "greedy" if beam == 1 else f"beam {beam} (lp {args.length_penalty})",
                    "train_wall_min": wall}
             for split, prefix in (("val", "val"), ("test_2016_flickr", "test")):
-                records = load_pairs(loaded, split, dataset=DATASET, max_examples=args.max_examples)
-                rep = evaluate_pairs(loaded, records, beam=beam, length_penalty=args.length_penalty,
+                records = load_pairs(opened, split, max_examples=args.max_examples)
+                rep = evaluate_pairs(opened, records, beam=beam, length_penalty=args.length_penalty,
                                      max_new_tokens=80, progress=False)
                 print(f"{name} {split} beam {beam}: BLEU {rep['bleu']:.2f} chrF {rep['chrf']:.2f}", file=sys.stderr)
                 reports[f"{name}/{split}/beam{beam}"] = rep
@@ -86,9 +87,7 @@ def main(argv=None) -> int:
     write_results("multi30k_recipe", rows, COLUMNS, {"reports": reports, "beam": args.beam,
                                                      "length_penalty": args.length_penalty})
     if not args.no_results_md:
-        from benchmarks.report import build
-
-        build()
+        rebuild_results_md()
     return 0
 
 

@@ -1,7 +1,10 @@
 """Builds ``benchmarks/RESULTS.md`` from ``benchmarks/results/*.json``.
 
 Every table and number in RESULTS.md is rendered here from a JSON file a
-benchmark wrote; nothing is typed in by hand. Interpretation that does not
+benchmark wrote; nothing is typed in by hand. A benchmark with its own layout
+renders its section itself (``section(payload)`` in its module, imported here);
+the benchmark modules never import this one (they rebuild RESULTS.md through
+``common.rebuild_results_md``, a child process), so the imports run one way. Interpretation that does not
 change with the figures lives in ``benchmarks/notes/<key>.md`` and is placed
 under its section. Sections whose JSON is missing say which command makes it.
 
@@ -10,12 +13,12 @@ under its section. Sections whose JSON is missing say which command makes it.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.common import RESULTS_DIR, markdown_table
+from benchmarks import attention_report, data, demo, generate, imdb_recipe, lra, multi30k_recipe, step_parts
+from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
 NOTES_DIR = ROOT / "notes"
@@ -25,13 +28,6 @@ RESULTS_MD = RESULTS_DIR.parent / "RESULTS.md"
 def load(key: str) -> dict[str, Any] | None:
     path = RESULTS_DIR / f"{key}.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    libs = ", ".join(f"{k} {m[k]}" for k in ("jax", "flax", "optax", "torch") if m.get(k))
-    when = f"; {m['date']}" if m.get("date") else ""
-    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB; {libs}; "
-            f"backend {m.get('backend', '?')}; commit {m.get('commit', '?')}{when}")
 
 
 def _command(payload: dict[str, Any], default: str) -> str:
@@ -91,10 +87,10 @@ def plot_train_step(payload: dict[str, Any], key: str = "train_step") -> Path | 
     rows = [r for r in payload.get("rows", []) if r.get("tokens_per_s")]
     if len({r["seq_len"] for r in rows}) < 2:
         return None
-    import matplotlib
+    import matplotlib  # lazy: only when there is a curve to plot (the report renders tables without it)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg"): no display backend
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     series: dict[str, list[tuple[int, float]]] = {}
@@ -119,17 +115,7 @@ def plot_train_step(payload: dict[str, Any], key: str = "train_step") -> Path | 
 
 def _attention(dtype: str) -> Callable[[dict[str, Any]], str]:
     def render(payload: dict[str, Any]) -> str:
-        from benchmarks.attention_report import section
-
-        return section(payload, f"attention_{dtype}")
-
-    return render
-
-
-def _module(name: str) -> Callable[[dict[str, Any]], str]:
-    """The ``section(payload)`` of ``benchmarks.<name>``, imported when rendered."""
-    def render(payload: dict[str, Any]) -> str:
-        return importlib.import_module(f"benchmarks.{name}").section(payload)
+        return attention_report.section(payload, f"attention_{dtype}")
 
     return render
 
@@ -141,21 +127,22 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
      "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
      "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
-    ("step_parts", "Where the dense step's time goes", "python -m benchmarks.step_parts", _module("step_parts")),
+    ("step_parts", "Where the dense step's time goes", "python -m benchmarks.step_parts", step_parts.section),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
     ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
-     _module("generate")),
+     generate.section),
     ("attention_float32", "Attention: block-sparse vs dense (float32)",
      "python -m benchmarks.attention --dtype float32", _attention("float32")),
     ("attention_bfloat16", "Attention: block-sparse vs dense (bfloat16)",
      "python -m benchmarks.attention --dtype bfloat16", _attention("bfloat16")),
-    ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", _module("lra")),
-    ("demo", "The demo", "python -m benchmarks.demo", _module("demo")),
-    ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", _module("imdb_recipe")),
-    ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe", _module("multi30k_recipe")),
+    ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", lra.section),
+    ("demo", "The demo", "python -m benchmarks.demo", demo.section),
+    ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),
+    ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe",
+     multi30k_recipe.section),
     ("compression", "Compression", "python -m benchmarks.compression", None),
     ("interop", "Interoperability", "python -m benchmarks.interop", None),
-    ("data", "Data", "python -m benchmarks.data", _module("data")),
+    ("data", "Data", "python -m benchmarks.data", data.section),
 ]
 
 

@@ -30,6 +30,8 @@ with two tables:
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import subprocess
@@ -37,7 +39,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
 
 PART_COLUMNS = ["compute_dtype", "part", "ms", "share_of_step", "gflop", "gflops_per_s", "of_peak"]
 GEMM_COLUMNS = ["gemm", "layout", "batch", "m", "k", "n", "count_per_step", "jax_bf16_gflops", "jax_bf16_of_peak",
@@ -55,9 +57,6 @@ def keep_freed_host_memory() -> None:
     from a fresh ``mmap``: only ``MALLOC_ARENA_MAX=1`` in the environment at process start
     avoids that (``benchmarks/notes/step_parts.md``).
     """
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
@@ -67,7 +66,7 @@ def keep_freed_host_memory() -> None:
 
 
 def _best_s(f, *args, repeats: int) -> float:
-    import jax
+    import jax  # lazy: the PyTorch GEMM child process and the report (which imports section) run without JAX
 
     jax.block_until_ready(f(*args))
     best = float("inf")
@@ -116,7 +115,7 @@ def _operand_shapes(g: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]
 
 def jax_gemm(g: dict[str, Any], dtype: str):
     """``(f, a, b)``: the jitted product of one GEMM (f32 accumulation) and operands laid out as ``g["layout"]``."""
-    import jax
+    import jax  # lazy: the PyTorch GEMM child process and the report (which imports section) run without JAX
     import jax.numpy as jnp
 
     sa, sb = _operand_shapes(g)
@@ -132,7 +131,7 @@ def jax_gemm(g: dict[str, Any], dtype: str):
 def _jax_gemm_gflops(g: dict[str, Any], dtype: str, repeats: int, materialize: bool = False) -> float:
     """GFLOP/s of one GEMM; ``materialize``: a ``TN`` product run as ``layers.matmul`` runs its
     weight gradients, ``materialized_transpose(A) @ B`` (the copy included in the time)."""
-    import jax
+    import jax  # lazy: the PyTorch GEMM child process and the report (which imports section) run without JAX
     import jax.numpy as jnp
 
     from memgpt_jax.layers import materialized_transpose
@@ -145,7 +144,7 @@ def _jax_gemm_gflops(g: dict[str, Any], dtype: str, repeats: int, materialize: b
 
 def torch_gemms(gemms: list[dict[str, Any]], repeats: int) -> list[dict[str, float]]:
     """``torch.matmul`` GFLOP/s of every GEMM (bf16 and f32), in this process."""
-    import torch
+    import torch  # lazy: the torch extra is optional (the JAX process never imports it)
 
     torch.set_num_threads(os.cpu_count() or 1)
     out = []
@@ -168,7 +167,7 @@ def torch_gemms(gemms: list[dict[str, Any]], repeats: int) -> list[dict[str, flo
 
 
 def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -> list[dict[str, Any]]:
-    import jax
+    import jax  # lazy: the PyTorch GEMM child process and the report (which imports section) run without JAX
     import jax.numpy as jnp
     import numpy as np
 
@@ -177,6 +176,7 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     from memgpt_jax.attention import make_attention_fn
     from memgpt_jax.flops import flops_per_token, keys_per_query, measured_peak_flops
     from memgpt_jax.layers import activation, matmul, tied_logits
+    from memgpt_jax.run_config import OptimConfig
     from memgpt_jax.training.optim import make_optimizer
     from memgpt_jax.training.state import TrainState
     from memgpt_jax.training.steps import make_loss_fn, make_train_step
@@ -195,7 +195,7 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     loss_fn = make_loss_fn("lm", model)
     fwd_bwd = jax.jit(jax.grad(lambda p: loss_fn({"params": p}, data, key, None)[0]))
     t_fwd_bwd = _best_s(fwd_bwd, params, repeats=repeats)
-    tx, schedule = make_optimizer(dict(lr=1e-4, warmup_steps=0), 100)
+    tx, schedule = make_optimizer(OptimConfig(lr=1e-4, warmup_steps=0), 100)
     step = jax.jit(make_train_step(loss_fn, tx, schedule))
     state = TrainState.create(params, tx)
     t_step = _best_s(lambda s: step(s, data, key)[1]["loss"], state, repeats=repeats)
@@ -224,8 +224,7 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     t_gemms = L * _best_s(jax.jit(jax.grad(gemms, (0, 1, 2, 3, 4))), x, *w, repeats=repeats)
 
     peak = measured_peak_flops(dtype)
-    attn_flops = 3 * 4 * L * H * d * n * keys_per_query(
-        cfg.replace(attention=dict(pattern="causal", block_size=block)), seq_len)
+    attn_flops = 3 * 4 * L * H * d * n * keys_per_query(cfg, seq_len, computed=True)  # the causal tiles
     model_flops = flops_per_token(cfg, seq_len) * n  # as MFU counts them: dense attention = the whole matrix
     parts = [  # (name, kind, seconds, model FLOPs)
         ("training step (forward, backward, AdamW)", "total", t_step, model_flops),
@@ -263,8 +262,6 @@ def summary(payload: dict[str, Any]) -> list[str]:
 
 
 def section(payload: dict[str, Any]) -> str:
-    from benchmarks.report import machine_line
-
     meta = payload["meta"]
     lines = ["## Where the dense step's time goes", "",
              f"`{payload.get('command', 'python -m benchmarks.step_parts')}` — {machine_line(payload['machine'])}.", "",
@@ -299,7 +296,7 @@ def main(argv=None) -> int:
     if args.seq_len % 64 or args.batch < 1:
         p.error("--seq-len must be a multiple of 64 and --batch at least 1")
 
-    from memgpt_jax import config as config_lib
+    from memgpt_jax import config as config_lib  # lazy: imports JAX, as above
 
     rows = []
     for dtype in args.dtypes:
@@ -308,7 +305,7 @@ def main(argv=None) -> int:
     block = 128 if args.seq_len >= 1024 else 64
     gemms = gemm_shapes(args.batch * args.seq_len, cfg.d_model, cfg.mlp_dim, cfg.vocab_size, cfg.n_layers,
                         cfg.n_heads, cfg.head_dim, block, args.seq_len)
-    from memgpt_jax.flops import measured_peak_flops
+    from memgpt_jax.flops import measured_peak_flops  # lazy: imports JAX, as above
 
     for g in gemms:
         for dtype, key in (("bfloat16", "jax_bf16"), ("float32", "jax_f32")):
@@ -319,7 +316,7 @@ def main(argv=None) -> int:
         print(g, flush=True)
     if not args.no_torch:
         try:
-            import torch  # noqa: F401
+            import torch  # noqa: F401  (lazy: is the optional torch extra installed?)
         except ImportError:
             print("PyTorch is not installed: no PyTorch column", file=sys.stderr)
         else:
@@ -334,9 +331,7 @@ def main(argv=None) -> int:
     meta = {**vars(args), "gemms": gemms, "tokens": args.batch * args.seq_len}
     meta.pop("torch_gemms_json")
     write_results("step_parts", rows, PART_COLUMNS, meta)
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
     print(markdown_table(rows, PART_COLUMNS))
     print(markdown_table(gemms, GEMM_COLUMNS))
     return 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.common import markdown_table, time_fn, write_results
+from benchmarks.common import markdown_table, rebuild_results_md, time_fn, write_results
 
 COLUMNS = ["framework", "attention", "seq_len", "batch", "heads", "compute_dtype", "params", "step_ms", "compile_s",
            "tokens_per_s", "tflops_per_s", "peak_tflops", "mfu"]
@@ -42,6 +42,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     from memgpt_jax import model as model_lib
     from memgpt_jax.attention.reference import fused_uses_cudnn
     from memgpt_jax.flops import count_params, flops_per_token, measured_peak_flops
+    from memgpt_jax.run_config import OptimConfig
     from memgpt_jax.training.optim import make_optimizer
     from memgpt_jax.training.state import TrainState
     from memgpt_jax.training.steps import make_loss_fn, make_train_step
@@ -58,7 +59,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     model = model_lib.build(cfg)
     params, _ = model_lib.init(model, jax.random.key(0))
     host_params = jax.tree.map(np.asarray, params)  # the step donates its state
-    tx, schedule = make_optimizer(dict(lr=1e-4, warmup_steps=0), 100)
+    tx, schedule = make_optimizer(OptimConfig(lr=1e-4, warmup_steps=0), 100)
     step = jax.jit(make_train_step(make_loss_fn("lm", model), tx, schedule), donate_argnums=(0,))
     batch_size = max(tokens // seq_len, 1)
     rng = np.random.default_rng(0)
@@ -78,9 +79,9 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     fpt = flops_per_token(cfg, seq_len)  # MFU accounting: dense attention counts the whole score matrix
     # What each implementation computes: the causal block kernels (and cuDNN) skip the upper triangle.
     skips_upper = attention == "dense_blocked" or (attention == "dense_fused" and fused_uses_cudnn(dtype))
-    computed = flops_per_token(cfg.replace(attention=dict(pattern="causal", impl="auto",
+    computed = flops_per_token(cfg.replace(attention=dict(pattern="dense", impl="xla",
                                                              block_size=attn.get("block_size", 128)))
-                               if skips_upper else cfg, seq_len)
+                               if skips_upper else cfg, seq_len, computed=True)
 
     def row(framework: str, step_s: float, compile_s: float) -> dict:
         tps = batch_size * seq_len / step_s
@@ -163,9 +164,7 @@ def main() -> None:
                 rows += bench(a, s, args.tokens_per_step, d, args.repeats, modes, args.heads)
                 write_results(args.name, rows, COLUMNS, {**vars(args), "partial": True})  # kept if interrupted
     write_results(args.name, rows, COLUMNS, vars(args))
-    from benchmarks.report import build
-
-    build()
+    rebuild_results_md()
     print(markdown_table(rows, COLUMNS))
 
 

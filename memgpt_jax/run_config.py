@@ -36,7 +36,7 @@ SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
 KD_KINDS = ("forward_kl", "reverse_kl", "jsd", "mse")
 HIDDEN_KINDS = ("cosine", "mse")
 PARALLEL = ("pjit", "pmap")
-PRUNE_KINDS = ("none", "global", "layerwise", "2:4")
+PRUNE_KINDS = ("none", "global", "layer", "2:4")  # compress.prune.KINDS and "none"
 
 
 class ConfigError(ValueError):

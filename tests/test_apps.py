@@ -17,11 +17,11 @@ from memgpt_jax import model as model_lib
 from memgpt_jax.apps import qa as qa_lib
 from memgpt_jax.apps.chat import ChatSession, run_repl
 from memgpt_jax.apps.generate import Generator, Sampling, filter_logits, stop_cut
-from memgpt_jax.apps.loading import load_run
 from memgpt_jax.cli import main as cli_main
 from memgpt_jax.data.qa_pipeline import QAIterator, make_features, token_spans
 from memgpt_jax.data.tokenizers import ByteTokenizer
 from memgpt_jax.training.checkpoint import save_params
+from memgpt_jax.training.run import open_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "listops_tiny.py")
@@ -124,7 +124,7 @@ def test_generate_cli_and_chat_history(tmp_path, capsys):
     with pytest.raises(SystemExit, match="classification"):
         cli_main(["classify", "--checkpoint", str(tmp_path / "lm"), "text"])
 
-    loaded = load_run(str(tmp_path / "lm"))
+    loaded = open_run(str(tmp_path / "lm"))
     session = ChatSession(Generator(loaded.model, loaded.params, eos_id=2, chunk=1), loaded.tokenizer,
                           max_new_tokens=8)
     replies = iter(["hello there", "/history", "a much longer message " * 2, "/quit"])
@@ -147,16 +147,15 @@ def listops_dir(tmp_path_factory):
 def test_classify_and_eval_report(tmp_path, listops_dir, capsys):
     from memgpt_jax.apps.classify import Classifier, evaluate_classifier
     from memgpt_jax.data.tokenizers import ListOpsTokenizer
-    from memgpt_jax.training.config_io import load_config
+    from memgpt_jax import run_config
 
-    config = load_config(TINY).to_dict()
-    config["data"]["data_dir"] = listops_dir
-    mc = config_lib.ModelConfig.from_dict(config["model"])
+    rc = run_config.load(TINY).replace(data={"data_dir": listops_dir})
+    config, mc = rc.to_dict(), rc.model
     model = model_lib.build(mc, "classification")
     params, _ = model_lib.init(model, jax.random.key(0))
     run = str(tmp_path / "clf")
     save_params(run, params, {"config": config, "tokenizer": json.dumps(ListOpsTokenizer().to_config()).encode()})
-    loaded = load_run(run)
+    loaded = open_run(run)
     source = data_lib.load_split("memgpt_listops/tiny", "test", listops_dir)
     texts = [data_lib.as_text(source[i]["text"]) for i in range(10)]
     labels = np.asarray([source[i]["label"] for i in range(10)])
@@ -279,7 +278,7 @@ def test_attention_maps_and_saliency(tmp_path, capsys):
 
     mc = config_lib.tiny(vocab_size=264, max_len=64, num_labels=2, attention=SPARSE)
     _save_run(tmp_path / "clf", "classification", mc, ByteTokenizer())
-    loaded = load_run(str(tmp_path / "clf"))
+    loaded = open_run(str(tmp_path / "clf"))
     ids = interpret.encode_input(loaded, "a sparse model's attention")
     maps = interpret.attention_maps(loaded, ids)
     assert len(maps) == mc.n_layers and maps[0].shape == (mc.n_heads, len(ids), len(ids))

@@ -1,11 +1,11 @@
-"""`memgpt-jax data ...` through memgpt_jax.data.cli.main and register()."""
+"""`memgpt-jax data ...` through memgpt_jax.cli.data.main and register()."""
 
 import argparse
 
 import pytest
 
 from memgpt_jax.data import load_split, load_tokenizer
-from memgpt_jax.data.cli import main, register
+from memgpt_jax.cli.data import main, register
 from memgpt_jax.data.testing import write_aclimdb
 
 

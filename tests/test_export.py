@@ -279,7 +279,7 @@ def test_cli_export_and_import_round_trip(tmp_path, capsys):
 
 def test_export_of_quantized_checkpoint_is_its_dequantized_model(tmp_path):
     from memgpt_jax.compress.quantize import dequantize_params, encode, quantize_params
-    from memgpt_jax.export.cli import export_checkpoint
+    from memgpt_jax.cli.export import export_checkpoint
     from memgpt_jax.training.checkpoint import save_params
 
     config, head = CONFIGS["dense"]

@@ -134,16 +134,24 @@ def test_import_random_gpt2_matches_transformers(tmp_path, fmt):
 
 
 def test_hf_teacher_for_distillation(tmp_path):
-    from memgpt_jax.training.teacher import load_teacher
+    from memgpt_jax.cli.train import open_teacher
+    from memgpt_jax.run_config import RunConfig
 
     directory = str(tmp_path / "teacher")
     hf = _save_random_gpt2(directory, safetensors=True)
-    model, params, config = load_teacher(f"hf:{directory}", "lm")
+    run = hf_gpt2.open_hf_run(directory, "lm")
+    assert (run.task, run.step, run.tokenizer, run.quantized) == ("lm", 0, None, False)
+    config = run.model_config
     ids, valid = padded_inputs(config, length=20)
-    ours = np.asarray(model.apply({"params": params}, ids, kv_valid=valid).logits)
+    ours = np.asarray(run.model.apply({"params": run.params}, ids, kv_valid=valid).logits)
     np.testing.assert_allclose(ours[valid], hf_run(hf, ids, valid).logits.numpy()[valid], atol=TOL, rtol=0)
+    # `distill.teacher=hf:DIR` in a student's config resolves to the same run, for the student's task
+    student = RunConfig.from_dict({"task": "lm", "model": config.to_dict(), "data": {"seq_len": config.max_len},
+                                   "distill": {"teacher": f"hf:{directory}"}})
+    teacher = open_teacher(student)
+    assert teacher.model_config == config and teacher.path == os.path.abspath(directory)
     with pytest.raises(ConversionError, match="missing tensor 'score.weight'"):
-        load_teacher(f"hf:{directory}", "classification")
+        open_teacher(student.replace(task="classification"))
 
 
 @pytest.mark.parametrize("change, option", [

@@ -16,13 +16,13 @@ from memgpt_jax import data as data_lib
 from memgpt_jax import model as model_lib
 from memgpt_jax.apps import text_metrics
 from memgpt_jax.apps.generate import Generator
-from memgpt_jax.apps.loading import load_run
 from memgpt_jax.cli import main as cli_main
 from memgpt_jax.data import specials
 from memgpt_jax.data.common import DataError
 from memgpt_jax.data.pairs import chat_examples, pairs_builder, parse_split_spec
 from memgpt_jax.data.pairs_pipeline import PackedPairsIterator, encode_prompt, pair_tokens
 from memgpt_jax.data.tokenizers import ByteTokenizer
+from memgpt_jax.training.run import open_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "multi30k.py")
@@ -155,7 +155,7 @@ def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys)
 
 def test_beam_search_properties(reverser):
     run, _, _ = reverser
-    loaded = load_run(run)
+    loaded = open_run(run)
     tok = loaded.tokenizer
     gen = Generator(loaded.model, loaded.params, eos_id=tok.eos_id, chunk=8)
     prompts = [encode_prompt(tok, r["prompt"]) for r in _digit_pairs(12, 7)]

@@ -5,7 +5,7 @@
 
 import sys
 
-from memgpt_jax.cli import main
+from memgpt_jax.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main(["finetune", *sys.argv[1:]]))

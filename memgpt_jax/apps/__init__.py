@@ -1,2 +1,3 @@
 """What users do with a trained model: generation, classification, evaluation,
-extractive QA, chat, and attention maps / saliency (see ``memgpt_jax.apps.cli``)."""
+extractive QA, chat, and attention maps / saliency. Each takes an opened
+:class:`~memgpt_jax.training.run.Run`; the commands are in ``memgpt_jax.cli.apps``."""

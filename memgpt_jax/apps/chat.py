@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, TextIO
 
-from memgpt_jax.apps.generate import Generator, Sampling
+from memgpt_jax.apps.generate import Generator, Sampling, stop_cut
 
 
 class ChatSession:
@@ -69,8 +69,6 @@ class ChatSession:
         pending = {"text": ""}
 
         def should_stop(_: int, ids: list[int]) -> int | None:
-            from memgpt_jax.apps.generate import stop_cut
-
             return stop_cut(ids, self.tokenizer, stop)
 
         def on_chunk(rows: list[list[int]]) -> None:

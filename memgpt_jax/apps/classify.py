@@ -15,19 +15,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memgpt_jax.apps.loading import LoadedRun
+from tqdm import tqdm
+
 from memgpt_jax.compress.quantize import inference_params
+from memgpt_jax.data import ClassificationIterator
+from memgpt_jax.training.inputs import load_source
 from memgpt_jax.training.metrics import classification_report
+from memgpt_jax.training.run import Run
 
 
 class Classifier:
-    def __init__(self, loaded: LoadedRun, *, batch_size: int = 32, max_len: int | None = None) -> None:
-        if loaded.task != "classification":
-            raise ValueError(f"{loaded.path} is a {loaded.task!r} model, not a classifier")
-        self.loaded = loaded
+    def __init__(self, run: Run, *, batch_size: int = 32, max_len: int | None = None) -> None:
+        if run.task != "classification":
+            raise ValueError(f"{run.path} is a {run.task!r} model, not a classifier")
+        self.run = run
         self.batch_size = int(batch_size)
-        self.max_len = int(max_len or loaded.run_config.get("data", {}).get("seq_len") or loaded.model_config.max_len)
-        model = loaded.model
+        self.max_len = int(max_len or run.config.data.seq_len)
+        model = run.model
 
         @jax.jit
         def probs(params, inputs, kv_valid):
@@ -37,31 +41,25 @@ class Classifier:
         self._probs = probs
 
     def batches(self, texts: Sequence[str]) -> Iterable[dict[str, np.ndarray]]:
-        from memgpt_jax.data import ClassificationIterator
-
         source = [{"text": t, "label": 0} for t in texts]
-        return ClassificationIterator(source, self.loaded.tokenizer, batch_size=self.batch_size,
+        return ClassificationIterator(source, self.run.tokenizer, batch_size=self.batch_size,
                                       max_len=self.max_len, shuffle=False, num_epochs=1, drop_remainder=False)
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities ``[len(texts), num_labels]``."""
         out = []
         for batch in self.batches(texts):
-            p = np.asarray(self._probs(self.loaded.params, batch["inputs"], batch["kv_valid"]))
+            p = np.asarray(self._probs(self.run.params, batch["inputs"], batch["kv_valid"]))
             out.append(p[batch["example_valid"]])
-        return np.concatenate(out) if out else np.zeros((0, self.loaded.model_config.num_labels), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.run.model_config.num_labels), np.float32)
 
     def predict_batches(self, batches: Iterable[dict[str, np.ndarray]], progress: bool = False):
         """``(predictions, labels, seconds, examples)`` over labeled batches."""
         preds, labels, n, seconds = [], [], 0, 0.0
-        it = batches
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(batches, desc="evaluate", unit="batch", leave=False)
+        it = tqdm(batches, desc="evaluate", unit="batch", leave=False) if progress else batches
         for batch in it:
             t0 = time.perf_counter()
-            p = np.asarray(self._probs(self.loaded.params, jnp.asarray(batch["inputs"]),
+            p = np.asarray(self._probs(self.run.params, jnp.asarray(batch["inputs"]),
                                       jnp.asarray(batch["kv_valid"])))
             seconds += time.perf_counter() - t0
             keep = batch["example_valid"]
@@ -73,23 +71,19 @@ class Classifier:
         return np.concatenate(preds), np.concatenate(labels), seconds, n
 
 
-def evaluate_classifier(loaded: LoadedRun, split: str, *, batch_size: int = 64, max_examples: int = 0,
-                        progress: bool = True, data_dir: str | None = None) -> dict[str, Any]:
-    """The classification report of ``loaded`` on a prepared split, plus
-    ``examples_per_s`` (model time only, first batch's compile excluded)."""
-    from memgpt_jax import data as data_lib
-    from memgpt_jax.training.inputs import dataset_name
-
-    import ml_collections
-
-    dc = ml_collections.ConfigDict(loaded.run_config["data"])
-    source = data_lib.load_split(dataset_name(dc), split, data_dir or dc.get("data_dir"))
+def evaluate_classifier(run: Run, split: str, *, batch_size: int = 64, max_examples: int = 0,
+                        progress: bool = True) -> dict[str, Any]:
+    """The classification report (``training.metrics.classification_report``: accuracy,
+    per-class and macro precision/recall/F1, confusion) of ``run`` on a split of its
+    data (``run.config.data``), plus ``examples_per_s`` (model time only, the first
+    batch's compile excluded)."""
+    dc = run.config.data
+    source = load_source(dc, split)
     if max_examples:
         source = [source[i] for i in range(min(max_examples, len(source)))]
-    clf = Classifier(loaded, batch_size=batch_size)
-    it = data_lib.ClassificationIterator(source, loaded.tokenizer, batch_size=batch_size, max_len=clf.max_len,
-                                         shuffle=False, num_epochs=1, drop_remainder=False,
-                                         text_key=dc.get("text_key", "text"))
+    clf = Classifier(run, batch_size=batch_size)
+    it = ClassificationIterator(source, run.tokenizer, batch_size=batch_size, max_len=clf.max_len, shuffle=False,
+                                num_epochs=1, drop_remainder=False, text_key=dc.text_key)
     batches = iter(it)
     first = next(batches)
     clf.predict_batches([first])  # compiles
@@ -97,8 +91,8 @@ def evaluate_classifier(loaded: LoadedRun, split: str, *, batch_size: int = 64, 
     preds, labels, seconds, n = clf.predict_batches(batches, progress=progress)
     preds, labels = np.concatenate([p0, preds]), np.concatenate([l0, labels])
     seconds, n = seconds + s0, n + n0
-    report = classification_report(preds, labels, loaded.model_config.num_labels)
-    report.update(split=split, examples=int(len(labels)), label_names=list(loaded.label_names),
+    report = classification_report(preds, labels, run.model_config.num_labels)
+    report.update(split=split, examples=int(len(labels)), label_names=list(run.label_names),
                   examples_per_s=n / seconds if seconds > 0 else float("nan"))
     return report
 

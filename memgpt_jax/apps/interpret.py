@@ -18,14 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memgpt_jax.apps.loading import LoadedRun
+from matplotlib import patches
+from matplotlib.figure import Figure
+
+from memgpt_jax.attention.layout import from_config
 from memgpt_jax.compress.quantize import dequantize_params
+from memgpt_jax.training.run import Run
 
 
-def encode_input(loaded: LoadedRun, text: str, max_tokens: int | None = None) -> np.ndarray:
-    tok = loaded.tokenizer
+def encode_input(run: Run, text: str, max_tokens: int | None = None) -> np.ndarray:
+    tok = run.tokenizer
     ids = [tok.bos_id] + tok.encode(text).tolist()
-    limit = min(max_tokens or loaded.model_config.max_len, loaded.model_config.max_len)
+    limit = min(max_tokens or run.model_config.max_len, run.model_config.max_len)
     return np.asarray(ids[:limit], np.int32)
 
 
@@ -41,22 +45,20 @@ def token_labels(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     return labels
 
 
-def attention_maps(loaded: LoadedRun, ids: np.ndarray) -> list[np.ndarray]:
+def attention_maps(run: Run, ids: np.ndarray) -> list[np.ndarray]:
     """Every layer's attention weights ``[heads, T, T]`` (float32) for one input."""
-    params = dequantize_params(loaded.params)
-    out = jax.jit(lambda p, x: loaded.model.apply({"params": p}, x, output_attentions=True))(
+    params = dequantize_params(run.params)
+    out = jax.jit(lambda p, x: run.model.apply({"params": p}, x, output_attentions=True))(
         params, jnp.asarray(ids)[None])
     return [np.asarray(w[0]) for w in out.attentions]
 
 
-def kept_blocks(loaded: LoadedRun, T: int) -> tuple[np.ndarray, int] | None:
+def kept_blocks(run: Run, T: int) -> tuple[np.ndarray, int] | None:
     """``(kept [heads_or_1, nq, nk] bool, block)`` of a sparse model's layout for ``T``
     tokens (``None`` for dense attention)."""
-    cfg = loaded.model_config.attention
+    cfg = run.model_config.attention
     if cfg.is_dense:
         return None
-    from memgpt_jax.attention.layout import from_config
-
     b = cfg.block_size
     size = max(b, math.ceil(T / b) * b)
     lay = from_config(cfg, size, size)
@@ -67,12 +69,6 @@ def render_attention(maps: Sequence[np.ndarray], labels: Sequence[str], out_dir:
                      layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
                      blocks: tuple[np.ndarray, int] | None = None, title: str = "") -> list[str]:
     """Writes ``layer_{i}.png`` per layer; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
-
     os.makedirs(out_dir, exist_ok=True)
     T = len(labels)
     paths = []
@@ -84,7 +80,8 @@ def render_attention(maps: Sequence[np.ndarray], labels: Sequence[str], out_dir:
         cols = min(4, len(hs))
         rows = math.ceil(len(hs) / cols)
         cell = max(3.0, 0.16 * T)
-        fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows), squeeze=False)
+        fig = Figure(figsize=(cell * cols, cell * rows))  # no pyplot: no global backend or figure registry
+        axes = fig.subplots(rows, cols, squeeze=False)
         for ax in axes.flat[len(hs):]:
             ax.axis("off")
         for ax, h in zip(axes.flat, hs):
@@ -110,20 +107,19 @@ def render_attention(maps: Sequence[np.ndarray], labels: Sequence[str], out_dir:
         fig.tight_layout()
         path = os.path.join(out_dir, f"layer_{li}.png")
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         paths.append(path)
     return paths
 
 
-def saliency(loaded: LoadedRun, ids: np.ndarray, label: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+def saliency(run: Run, ids: np.ndarray, label: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """Gradient x input per token for a classifier: ``(scores [T], label, probs)``;
     ``label`` defaults to the predicted class."""
-    if loaded.task != "classification":
-        raise ValueError(f"saliency needs a classifier; {loaded.path} is a {loaded.task!r} model")
-    params = dequantize_params(loaded.params)
-    model = loaded.model
+    if run.task != "classification":
+        raise ValueError(f"saliency needs a classifier; {run.path} is a {run.task!r} model")
+    params = dequantize_params(run.params)
+    model = run.model
     x = jnp.asarray(ids)[None]
-    D = loaded.model_config.d_model
+    D = run.model_config.d_model
 
     def logits_fn(delta):
         return model.apply({"params": params}, x, embed_delta=delta).logits[0]
@@ -135,26 +131,22 @@ def saliency(loaded: LoadedRun, ids: np.ndarray, label: int | None = None) -> tu
     if not 0 <= label < len(probs):
         raise ValueError(f"label {label} out of range for {len(probs)} classes")
     grad = jax.jit(jax.grad(lambda d: logits_fn(d)[label]))(zero)[0]
-    emb = _input_embeddings(params, loaded, ids)
+    emb = _input_embeddings(params, run, ids)
     return np.asarray(jnp.sum(grad * emb, axis=-1)), label, probs
 
 
-def _input_embeddings(params: Any, loaded: LoadedRun, ids: np.ndarray) -> jax.Array:
+def _input_embeddings(params: Any, run: Run, ids: np.ndarray) -> jax.Array:
     tr = params["transformer"]
     emb = jnp.asarray(tr["wte"]["embedding"])[ids]
-    if loaded.model_config.position == "learned":
+    if run.model_config.position == "learned":
         emb = emb + jnp.asarray(tr["wpe"]["embedding"])[: len(ids)]
     return emb.astype(jnp.float32)
 
 
 def render_saliency(scores: np.ndarray, labels: Sequence[str], path: str, title: str = "") -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     T = len(labels)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * T), 2.6))
+    fig = Figure(figsize=(max(4.0, 0.18 * T), 2.6))
+    ax = fig.subplots()
     lim = max(float(np.abs(scores).max()), 1e-9)
     ax.bar(range(T), scores, color=["tab:red" if s < 0 else "tab:green" for s in scores])
     ax.set_ylim(-lim * 1.05, lim * 1.05)
@@ -165,5 +157,4 @@ def render_saliency(scores: np.ndarray, labels: Sequence[str], path: str, title:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

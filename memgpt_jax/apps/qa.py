@@ -13,15 +13,16 @@ from __future__ import annotations
 import collections
 import re
 import string
+import time
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from memgpt_jax.apps.loading import LoadedRun
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.data.common import as_text
 from memgpt_jax.data.qa_pipeline import QAFeature, iter_eval_features, pad_features, qa_answers
+from memgpt_jax.training.run import Run
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -77,16 +78,16 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, lo: int, hi: int
 
 
 class QAPredictor:
-    def __init__(self, loaded: LoadedRun, *, batch_size: int = 16, max_len: int | None = None,
+    def __init__(self, run: Run, *, batch_size: int = 16, max_len: int | None = None,
                  doc_stride: int | None = None, max_answer_tokens: int = 30) -> None:
-        if loaded.task != "qa":
-            raise ValueError(f"{loaded.path} is a {loaded.task!r} model, not a QA (span) model")
-        dc = loaded.run_config.get("data", {})
-        self.loaded, self.batch_size = loaded, batch_size
-        self.max_len = int(max_len or dc.get("seq_len") or loaded.model_config.max_len)
-        self.doc_stride = int(doc_stride or dc.get("doc_stride") or max(self.max_len // 2, 1))
+        if run.task != "qa":
+            raise ValueError(f"{run.path} is a {run.task!r} model, not a QA (span) model")
+        dc = run.config.data
+        self.run, self.batch_size = run, batch_size
+        self.max_len = int(max_len or dc.seq_len)
+        self.doc_stride = int(doc_stride or dc.doc_stride)
         self.max_answer_tokens = max_answer_tokens
-        model = loaded.model
+        model = run.model
 
         @jax.jit
         def logits(params, inputs, kv_valid):
@@ -100,7 +101,7 @@ class QAPredictor:
         for i in range(0, len(feats), self.batch_size):
             chunk = feats[i:i + self.batch_size]
             batch = pad_features(chunk, self.batch_size, self.max_len)
-            s, e = self._logits(self.loaded.params, batch["inputs"], batch["kv_valid"])
+            s, e = self._logits(self.run.params, batch["inputs"], batch["kv_valid"])
             s, e = np.asarray(s), np.asarray(e)
             out.extend((s[r], e[r]) for r in range(len(chunk)))
         return out
@@ -108,7 +109,7 @@ class QAPredictor:
     def predict(self, source: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         """Answer text per question id."""
         records, feats, owner = [], [], []
-        for record, fs in iter_eval_features(source, self.loaded.tokenizer, max_len=self.max_len,
+        for record, fs in iter_eval_features(source, self.run.tokenizer, max_len=self.max_len,
                                              doc_stride=self.doc_stride):
             records.append(record)
             feats.extend(fs)
@@ -129,10 +130,10 @@ class QAPredictor:
         return self.predict([{"id": "q", "question": question, "context": context}])["q"]
 
 
-def evaluate_qa(loaded: LoadedRun, source: Sequence[Mapping[str, Any]], **kwargs: Any) -> dict[str, Any]:
-    import time
-
-    predictor = QAPredictor(loaded, **kwargs)
+def evaluate_qa(run: Run, source: Sequence[Mapping[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    """SQuAD exact match and F1 (in percent) of ``run``'s answers to ``source``'s
+    questions, ``questions_per_s``, and the ``predictions`` per question id."""
+    predictor = QAPredictor(run, **kwargs)
     t0 = time.perf_counter()
     predictions = predictor.predict(source)
     seconds = time.perf_counter() - t0

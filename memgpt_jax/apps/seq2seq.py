@@ -16,28 +16,32 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from tqdm import tqdm
+
 from memgpt_jax.apps.generate import Generator
-from memgpt_jax.apps.loading import LoadedRun
+from memgpt_jax.apps.text_metrics import all_metrics
 from memgpt_jax.data.common import as_text
 from memgpt_jax.data.pairs_pipeline import encode_prompt
+from memgpt_jax.training.inputs import load_source
+from memgpt_jax.training.run import Run
 
 
-def _generator(loaded: LoadedRun, chunk: int = 32) -> Generator:
-    return Generator(loaded.model, loaded.params, eos_id=loaded.tokenizer.eos_id, pad_id=loaded.tokenizer.pad_id,
+def _generator(run: Run, chunk: int = 32) -> Generator:
+    return Generator(run.model, run.params, eos_id=run.tokenizer.eos_id, pad_id=run.tokenizer.pad_id,
                      chunk=chunk)
 
 
-def decode(loaded: LoadedRun, prompts: Sequence[str], *, beam: int = 1, length_penalty: float = 1.0,
+def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: float = 1.0,
            max_new_tokens: int = 64, batch_size: int = 32, progress: bool = False,
            generator: Generator | None = None) -> list[str]:
     """Target text for each prompt."""
-    if loaded.task != "lm":
-        raise ValueError(f"{loaded.path} is a {loaded.task!r} model; decoding needs a language model")
-    gen = generator or _generator(loaded)
-    tok = loaded.tokenizer
-    limit = loaded.model_config.max_len - max_new_tokens
+    if run.task != "lm":
+        raise ValueError(f"{run.path} is a {run.task!r} model; decoding needs a language model")
+    gen = generator or _generator(run)
+    tok = run.tokenizer
+    limit = run.model_config.max_len - max_new_tokens
     if limit < 3:
-        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {loaded.model_config.max_len}")
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {run.model_config.max_len}")
     encoded = []
     for p in prompts:
         ids = encode_prompt(tok, p)
@@ -47,8 +51,6 @@ def decode(loaded: LoadedRun, prompts: Sequence[str], *, beam: int = 1, length_p
     out: list[str] = [""] * len(encoded)
     batches = range(0, len(order), batch_size)
     if progress:
-        from tqdm import tqdm
-
         batches = tqdm(batches, desc=f"decode (beam {beam})", unit="batch", file=sys.stderr)
     for start in batches:
         idx = order[start:start + batch_size]
@@ -62,31 +64,27 @@ def decode(loaded: LoadedRun, prompts: Sequence[str], *, beam: int = 1, length_p
     return out
 
 
-def load_pairs(loaded: LoadedRun, split: str, *, data_dir: str | None = None, max_examples: int = 0,
-               dataset: str | None = None) -> list[Mapping[str, Any]]:
-    from memgpt_jax import data as data_lib
-
-    dc = loaded.run_config.get("data", {})
-    name = dataset or dc.get("name")
-    if not name:
-        raise ValueError(f"{loaded.path}: its config names no dataset; pass --dataset")
-    source = data_lib.load_split(name, split, data_dir or dc.get("data_dir"))
+def load_pairs(run: Run, split: str, *, max_examples: int = 0) -> list[Mapping[str, Any]]:
+    """The first ``max_examples`` (0: all) prompt/target records of ``split`` of the run's
+    dataset (``run.config.data``; give a run another one with ``run.config.replace``)."""
+    dc = run.config.data
+    if not dc.name:
+        raise ValueError(f"{run.path}: its config names no dataset; pass --dataset")
+    source = load_source(dc, split)
     n = len(source) if not max_examples else min(max_examples, len(source))
     return [source[i] for i in range(n)]
 
 
-def evaluate_pairs(loaded: LoadedRun, records: Sequence[Mapping[str, Any]], *, beam: int = 1,
+def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int = 1,
                    length_penalty: float = 1.0, max_new_tokens: int = 64, batch_size: int = 32,
                    progress: bool = True) -> dict[str, Any]:
-    from memgpt_jax.apps.text_metrics import all_metrics
-
     prompts = [as_text(r["prompt"]) for r in records]
     refs = [as_text(r["target"]) for r in records]
-    gen = _generator(loaded)
-    decode(loaded, prompts[:1], beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
+    gen = _generator(run)
+    decode(run, prompts[:1], beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
            batch_size=batch_size, generator=gen)  # compile outside the timing (the first batch shape)
     t0 = time.perf_counter()
-    hyps = decode(loaded, prompts, beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
+    hyps = decode(run, prompts, beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
                   batch_size=batch_size, progress=progress, generator=gen)
     seconds = time.perf_counter() - t0
     report: dict[str, Any] = all_metrics(hyps, refs)
@@ -96,10 +94,10 @@ def evaluate_pairs(loaded: LoadedRun, records: Sequence[Mapping[str, Any]], *, b
     return report
 
 
-def write_distillation_pairs(loaded: LoadedRun, records: Sequence[Mapping[str, Any]], out: str, **kwargs: Any) -> int:
+def write_distillation_pairs(run: Run, records: Sequence[Mapping[str, Any]], out: str, **kwargs: Any) -> int:
     """Writes ``{"prompt", "target"}`` JSONL with the teacher's outputs as targets; returns the count."""
     prompts = [as_text(r["prompt"]) for r in records]
-    hyps = decode(loaded, prompts, **kwargs)
+    hyps = decode(run, prompts, **kwargs)
     n = 0
     with open(out, "w", encoding="utf-8") as f:
         for p, h in zip(prompts, hyps):

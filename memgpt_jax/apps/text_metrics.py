@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+import sacrebleu
+
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -24,15 +26,11 @@ def _check(hypotheses: Sequence[str], references: Sequence[str]) -> None:
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    import sacrebleu
-
     _check(hypotheses, references)
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
 
 
 def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    import sacrebleu
-
     _check(hypotheses, references)
     return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
 

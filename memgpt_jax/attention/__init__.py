@@ -40,7 +40,7 @@ import jax
 
 from memgpt_jax.attention import layout
 from memgpt_jax.attention.block_layout import BlockLayout
-from memgpt_jax.attention.block_sparse import IMPLS, block_sparse_attention, resolve_impl
+from memgpt_jax.attention.block_sparse import block_sparse_attention, resolve_impl
 from memgpt_jax.attention.decode import make_block_attention_fn
 from memgpt_jax.attention.reference import causal_attention, fused_causal_attention, reference_attention
 from memgpt_jax.config import AttentionConfig

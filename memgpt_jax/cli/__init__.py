@@ -1,76 +1,63 @@
-"""The ``memgpt-jax`` console entry point.
+"""The ``memgpt-jax`` console entry point: every command of the project, in one layer.
 
-Each command lives in the module that owns the work; this file only wires
-them into one ``argparse`` parser. Heavy imports (JAX) happen inside commands,
-so ``memgpt-jax --help`` answers at once.
+This package sits on top of the library (``data`` -> ``training`` -> ``apps``,
+``export``, compression): each module here turns one group of commands into
+``argparse`` subcommands through ``register(subparsers)`` and calls the library.
+Heavy imports (JAX) happen inside the command functions, so ``memgpt-jax --help``
+answers at once.
+
+    memgpt-jax info --preset 10m --config.model.n_layers=4
+    memgpt-jax smoke --preset tiny --config.model.attention.pattern=local
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
+import os
+import subprocess
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 # Modules that contribute commands through ``register(subparsers)``.
 _COMMAND_MODULES = (
-    "memgpt_jax.data.cli",
-    "memgpt_jax.training.cli",
-    "memgpt_jax.compress.cli",
-    "memgpt_jax.export.cli",
-    "memgpt_jax.apps.cli",
+    "memgpt_jax.cli.data",
+    "memgpt_jax.cli.train",
+    "memgpt_jax.cli.demo",
+    "memgpt_jax.cli.compress",
+    "memgpt_jax.cli.export",
+    "memgpt_jax.cli.apps",
 )
+
+PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.py")
+BENCHMARKS_ENV = "MEMGPT_BENCHMARKS_ROOT"
 
 
 def _model_config_from_args(args: argparse.Namespace):
-    from memgpt_jax import config as config_lib
+    """The preset's model with the ``--config.model.*`` overrides, parsed by the run
+    config loader (the one override parser of the project)."""
+    from memgpt_jax import run_config  # lazy: keeps --help fast
 
-    presets: dict[str, Callable[..., config_lib.ModelConfig]] = {
-        "tiny": config_lib.tiny,
-        "10m": config_lib.small_10m,
-        "gpt2": config_lib.gpt2_small,
-    }
-    cfg = presets[args.preset]()
-    overrides = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if not _:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        overrides[key] = _parse_value(value)
-    attention = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("attention.")}
-    plain = {k: v for k, v in overrides.items() if not k.startswith("attention.")}
     try:
-        if attention:
-            plain["attention"] = attention
-        return cfg.replace(**plain)
-    except (TypeError, ValueError) as e:
-        raise SystemExit(f"invalid model configuration: {e}") from None
-
-
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() == "none":
-        return None
-    return text
+        return run_config.load(f"{PRESETS_FILE}:{args.preset}", args.overrides).model
+    except run_config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=("tiny", "10m", "gpt2"), default="tiny",
                    help="model size preset: tiny (tests), 10m (~10M params), gpt2 (GPT-2 small)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a ModelConfig field, e.g. --set n_layers=4 --set attention.pattern=local")
+    p.set_defaults(accepts_overrides=True)
+
+
+_MODEL_EPILOG = ("Any model field can be overridden: --config.model.n_layers=4 "
+                 "--config.model.attention.pattern=local (see memgpt_jax/config.py)")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from memgpt_jax.flops import count_params, flops_per_token
+    from memgpt_jax.flops import count_params, flops_per_token  # lazy: keeps --help fast
 
     cfg = _model_config_from_args(args)
     print(cfg.to_json())
@@ -83,6 +70,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_smoke(args: argparse.Namespace) -> int:
     """Forward pass and KV-cache greedy generation with a randomly initialised model."""
+    # lazy: keeps --help fast
     import jax
     import jax.numpy as jnp
 
@@ -128,18 +116,24 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Delegates to ``python -m benchmarks`` (the benchmarks live in the source checkout)."""
-    from pathlib import Path
+def benchmarks_root() -> str:
+    """The source checkout holding ``benchmarks/``: ``$MEMGPT_BENCHMARKS_ROOT``, else the
+    checkout this package was installed from (``pip install -e .``), else the current directory."""
+    candidates = [os.environ[BENCHMARKS_ENV]] if os.environ.get(BENCHMARKS_ENV) else [
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), os.getcwd()]
+    for root in candidates:
+        if os.path.isfile(os.path.join(root, "benchmarks", "__main__.py")):
+            return os.path.abspath(root)
+    raise SystemExit(f"error: `memgpt-jax bench` needs the source checkout (benchmarks/__main__.py); looked in "
+                     f"{', '.join(candidates)}. Run it from a clone, or set ${BENCHMARKS_ENV} to the clone's root")
 
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "benchmarks" / "__main__.py").is_file():
-        raise SystemExit("error: `memgpt-jax bench` needs the source checkout (benchmarks/ beside memgpt_jax/); "
-                         "install with `pip install -e .` from a clone")
-    sys.path.insert(0, str(root))
-    from benchmarks.__main__ import main as bench_main
 
-    return bench_main(args.bench_args)
+def cmd_bench(bench_args: Sequence[str]) -> int:
+    """Runs ``python -m benchmarks ARGS`` in a child process, with the checkout on its path
+    (relative paths in ARGS keep meaning the current directory)."""
+    root = benchmarks_root()
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.call([sys.executable, "-m", "benchmarks", *bench_args], env={**os.environ, "PYTHONPATH": path})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("info", help="print a model configuration, its parameter count and FLOPs/token")
+    p = sub.add_parser("info", help="print a model configuration, its parameter count and FLOPs/token",
+                       epilog=_MODEL_EPILOG)
     _add_model_args(p)
     p.add_argument("--seq-len", type=int, default=None, help="sequence length for FLOPs (default max_len)")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("smoke", help="forward pass + KV-cache generation with a random model (no data needed)")
+    p = sub.add_parser("smoke", help="forward pass + KV-cache generation with a random model (no data needed)",
+                       epilog=_MODEL_EPILOG)
     _add_model_args(p)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=128)
@@ -165,21 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run benchmarks and rebuild benchmarks/RESULTS.md (python -m benchmarks)",
                        add_help=False)
-    p.set_defaults(func=lambda a: cmd_bench(argparse.Namespace(bench_args=[])))
+    p.set_defaults(func=lambda a: cmd_bench([]))
 
     for name in _COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after `bench` belongs to python -m benchmarks
-        return int(cmd_bench(argparse.Namespace(bench_args=argv[1:])) or 0)
+        return cmd_bench(argv[1:])
+    parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    args.overrides = []
     if getattr(args, "accepts_overrides", False):
         bad = [u for u in unknown if not u.startswith("--config.")]
         if bad:
@@ -193,5 +188,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["build_parser", "main"]

@@ -19,23 +19,32 @@ another). Quantized runs (``memgpt-jax quantize``) work everywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from memgpt_jax.training.run import Run
 
 
-def _load(args: argparse.Namespace, task: str | None) -> Any:
-    from memgpt_jax.apps.loading import load_run
+def _load(args: argparse.Namespace, task: str | None) -> Run:
+    """The run of ``--checkpoint`` (``--step``), checked for ``task``; problems exit with one line."""
+    from memgpt_jax.training.run import RunError, open_run  # lazy: keeps --help fast
 
     try:
-        return load_run(args.checkpoint, task=task, step=args.step)
-    except FileNotFoundError as err:
+        run = open_run(args.checkpoint, task=task, step=args.step)
+    except (FileNotFoundError, RunError) as err:
         raise SystemExit(f"error: {err}") from None
+    if run.tokenizer is None:
+        raise SystemExit(f"error: {args.checkpoint} carries no tokenizer and its config names none; "
+                         "text commands need one")
+    return run
 
 
 def _sampling(args: argparse.Namespace):
-    from memgpt_jax.apps.generate import Sampling
+    from memgpt_jax.apps.generate import Sampling  # lazy: keeps --help fast
 
     try:
         return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -43,11 +52,10 @@ def _sampling(args: argparse.Namespace):
         raise SystemExit(f"error: {err}") from None
 
 
-def _generator(loaded: Any, chunk: int):
-    from memgpt_jax.apps.generate import Generator
+def _generator(run: Run, chunk: int):
+    from memgpt_jax.apps.generate import Generator  # lazy: keeps --help fast
 
-    return Generator(loaded.model, loaded.params, eos_id=loaded.tokenizer.eos_id, pad_id=loaded.tokenizer.pad_id,
-                     chunk=chunk)
+    return Generator(run.model, run.params, eos_id=run.tokenizer.eos_id, pad_id=run.tokenizer.pad_id, chunk=chunk)
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
@@ -66,7 +74,7 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    loaded = _load(args, "lm")
+    run = _load(args, "lm")
     prompts = list(args.prompt or [])
     if args.prompt_file:
         with open(args.prompt_file, encoding="utf-8") as f:
@@ -74,7 +82,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompts:
         prompts = [""]
     sampling = _sampling(args)
-    gen = _generator(loaded, 1 if args.stream and len(prompts) == 1 else args.chunk)
+    gen = _generator(run, 1 if args.stream and len(prompts) == 1 else args.chunk)
     stream = args.stream and len(prompts) == 1
 
     def on_text(_: int, piece: str) -> None:
@@ -86,7 +94,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop or ()]  # "\n" as typed
-        results = gen.generate(prompts, loaded.tokenizer, max_new_tokens=args.max_new_tokens, sampling=sampling,
+        results = gen.generate(prompts, run.tokenizer, max_new_tokens=args.max_new_tokens, sampling=sampling,
                                seed=args.seed, stop=stops, on_text=on_text if stream else None)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
@@ -107,12 +115,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps.classify import Classifier
+    from memgpt_jax.apps.classify import Classifier  # lazy: keeps --help fast
 
-    loaded = _load(args, "classification")
+    run = _load(args, "classification")
     texts = _read_texts(args)
-    probs = Classifier(loaded, batch_size=args.batch_size).predict(texts)
-    names = loaded.label_names
+    probs = Classifier(run, batch_size=args.batch_size).predict(texts)
+    names = run.label_names
     for text, p in zip(texts, probs):
         k = int(p.argmax())
         if args.json:
@@ -124,34 +132,43 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_data(run: Run, args: argparse.Namespace) -> Run:
+    """``run`` reading its data from ``--data-dir`` / ``--dataset`` when given (default: its own)."""
+    changes = {}
+    if args.data_dir:
+        changes["data_dir"] = args.data_dir
+    if getattr(args, "dataset", None):
+        changes["name"] = args.dataset
+    return dataclasses.replace(run, config=run.config.replace(data=changes)) if changes else run
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    loaded = _load(args, None)
-    if loaded.task == "classification":
-        from memgpt_jax.apps.classify import evaluate_classifier, format_report
+    run = _with_data(_load(args, None), args)
+    batch_size = args.batch_size or 64
+    if run.task == "classification":
+        from memgpt_jax.apps.classify import evaluate_classifier, format_report  # lazy: keeps --help fast
 
-        report = evaluate_classifier(loaded, args.split, batch_size=args.batch_size, max_examples=args.max_examples,
-                                     progress=not args.no_progress, data_dir=args.data_dir)
+        report = evaluate_classifier(run, args.split, batch_size=batch_size, max_examples=args.max_examples,
+                                     progress=not args.no_progress)
         print(format_report(report))
-    elif loaded.task == "qa":
-        from memgpt_jax import data as data_lib
-        from memgpt_jax.apps.qa import evaluate_qa
+    elif run.task == "qa":
+        from memgpt_jax.apps.qa import evaluate_qa  # lazy: keeps --help fast
+        from memgpt_jax.training.inputs import load_source  # lazy: keeps --help fast
 
-        dc = loaded.run_config["data"]
-        source = data_lib.load_split(dc["name"], args.split, args.data_dir or dc.get("data_dir"))
+        source = load_source(run.config.data, args.split)
         if args.max_examples:
             source = [source[i] for i in range(min(args.max_examples, len(source)))]
-        report = evaluate_qa(loaded, source, batch_size=args.batch_size)
+        report = evaluate_qa(run, source, batch_size=batch_size)
         report.pop("predictions")
         report["split"] = args.split
         print(f"{args.split}: {report['questions']} questions, exact match {report['exact_match']:.2f}, "
               f"F1 {report['f1']:.2f} ({report['questions_per_s']:.1f} questions/s)")
-    elif loaded.run_config.get("data", {}).get("dataset") == "pairs" and not args.perplexity:
-        from memgpt_jax.apps.seq2seq import evaluate_pairs, load_pairs
+    elif run.config.data.dataset == "pairs" and not args.perplexity:
+        from memgpt_jax.apps.seq2seq import evaluate_pairs, load_pairs  # lazy: keeps --help fast
 
-        records = load_pairs(loaded, args.split, data_dir=args.data_dir, max_examples=args.max_examples,
-                             dataset=args.dataset)
-        report = evaluate_pairs(loaded, records, beam=args.beam, length_penalty=args.length_penalty,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        records = load_pairs(run, args.split, max_examples=args.max_examples)
+        report = evaluate_pairs(run, records, beam=args.beam, length_penalty=args.length_penalty,
+                                max_new_tokens=args.max_new_tokens, batch_size=batch_size,
                                 progress=not args.no_progress)
         report["split"] = args.split
         print(f"{args.split}: {report['sentences']} sentences, BLEU {report['bleu']:.2f}, chrF {report['chrf']:.2f}, "
@@ -159,20 +176,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"(beam {args.beam}, {report['sentences_per_s']:.1f} sentences/s)")
         for ex in report["examples"][:3]:
             print(f"  prompt:    {ex['prompt']}\n  reference: {ex['reference']}\n  output:    {ex['output']}")
-    else:
-        import ml_collections
+    else:  # teacher-forced: loss and perplexity (language models, target perplexity of pairs)
+        from memgpt_jax.training.evaluate import evaluate_run  # lazy: keeps --help fast
 
-        from memgpt_jax.training import inputs as inputs_lib
-        from memgpt_jax.training.loop import evaluate_checkpoint
-
-        config = ml_collections.ConfigDict(loaded.run_config)
-        config.data.eval_split = args.split
-        if args.data_dir:
-            config.data.data_dir = args.data_dir
-        if args.max_examples:
-            config.data.eval_batches = max(1, args.max_examples // int(config.data.get("eval_batch_size", 8)))
-        data = inputs_lib.make_data(config)
-        report = evaluate_checkpoint(args.checkpoint, data.eval(), config)
+        eval_batch = args.batch_size or run.config.data.eval_batch_size
+        max_batches = -(-args.max_examples // eval_batch) if args.max_examples else 0
+        report = evaluate_run(run, args.split, max_batches=max_batches, batch_size=eval_batch)
         report["split"] = args.split
         print(f"{args.split}: " + ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float)))
     if args.json:
@@ -183,25 +192,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps.seq2seq import decode, load_pairs, write_distillation_pairs
+    from memgpt_jax.apps.seq2seq import decode, load_pairs, write_distillation_pairs  # lazy: keeps --help fast
+    from memgpt_jax.data.common import as_text
 
-    loaded = _load(args, "lm")
+    run = _with_data(_load(args, "lm"), args)
     kwargs = dict(beam=args.beam, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens,
                   batch_size=args.batch_size, progress=not args.no_progress)
     try:
         if args.split:
-            records = load_pairs(loaded, args.split, data_dir=args.data_dir, max_examples=args.max_examples,
-                                 dataset=args.dataset)
+            records = load_pairs(run, args.split, max_examples=args.max_examples)
             if args.out:
-                n = write_distillation_pairs(loaded, records, args.out, **kwargs)
+                n = write_distillation_pairs(run, records, args.out, **kwargs)
                 print(f"wrote {n} prompt/target pairs (targets: this model's outputs) to {args.out}")
                 return 0
-            from memgpt_jax.data.common import as_text
-
             prompts = [as_text(r["prompt"]) for r in records]
         else:
             prompts = list(args.prompt or []) or [line for line in sys.stdin.read().splitlines() if line.strip()]
-        for p, out in zip(prompts, decode(loaded, prompts, **kwargs)):
+        for p, out in zip(prompts, decode(run, prompts, **kwargs)):
             print(json.dumps({"prompt": p, "output": out}, ensure_ascii=False) if args.json else out)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
@@ -209,25 +216,25 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps.qa import QAPredictor
+    from memgpt_jax.apps.qa import QAPredictor  # lazy: keeps --help fast
 
-    loaded = _load(args, "qa")
+    run = _load(args, "qa")
     context = args.context
     if args.context_file:
         with open(args.context_file, encoding="utf-8") as f:
             context = f.read()
     if not context:
         raise SystemExit("error: give --context TEXT or --context-file FILE")
-    print(QAPredictor(loaded).answer(args.question, context))
+    print(QAPredictor(run).answer(args.question, context))
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps.chat import ChatSession, run_repl
+    from memgpt_jax.apps.chat import ChatSession, run_repl  # lazy: keeps --help fast
 
-    loaded = _load(args, "lm")
+    run = _load(args, "lm")
     try:
-        session = ChatSession(_generator(loaded, args.chunk), loaded.tokenizer, max_new_tokens=args.max_new_tokens,
+        session = ChatSession(_generator(run, args.chunk), run.tokenizer, max_new_tokens=args.max_new_tokens,
                               sampling=_sampling(args), seed=args.seed, system=args.system)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
@@ -235,16 +242,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_attention_map(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps import interpret
+    from memgpt_jax.apps import interpret  # lazy: keeps --help fast
 
-    loaded = _load(args, None)
-    ids = interpret.encode_input(loaded, args.text, args.max_tokens)
-    maps = interpret.attention_maps(loaded, ids)
-    labels = interpret.token_labels(loaded.tokenizer, ids)
+    run = _load(args, None)
+    ids = interpret.encode_input(run, args.text, args.max_tokens)
+    maps = interpret.attention_maps(run, ids)
+    labels = interpret.token_labels(run.tokenizer, ids)
     try:
         paths = interpret.render_attention(maps, labels, args.out, layers=args.layers, heads=args.heads,
-                                           blocks=interpret.kept_blocks(loaded, len(ids)),
-                                           title=f"{args.checkpoint} ({loaded.model_config.attention.pattern})")
+                                           blocks=interpret.kept_blocks(run, len(ids)),
+                                           title=f"{args.checkpoint} ({run.model_config.attention.pattern})")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     for p in paths:
@@ -253,16 +260,16 @@ def cmd_attention_map(args: argparse.Namespace) -> int:
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps import interpret
+    from memgpt_jax.apps import interpret  # lazy: keeps --help fast
 
-    loaded = _load(args, "classification")
-    ids = interpret.encode_input(loaded, args.text, args.max_tokens)
+    run = _load(args, "classification")
+    ids = interpret.encode_input(run, args.text, args.max_tokens)
     try:
-        scores, label, probs = interpret.saliency(loaded, ids, args.label)
+        scores, label, probs = interpret.saliency(run, ids, args.label)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    labels = interpret.token_labels(loaded.tokenizer, ids)
-    name = loaded.label_names[label]
+    labels = interpret.token_labels(run.tokenizer, ids)
+    name = run.label_names[label]
     print(f"class {name} (p={probs[label]:.3f}); most influential tokens:")
     for i in sorted(range(len(ids)), key=lambda i: -abs(scores[i]))[: args.top]:
         print(f"  {labels[i]:>14}  {scores[i]:+.4f}")
@@ -310,7 +317,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, **common)
     run_args(p)
     p.add_argument("--split", default="test", help="prepared split to evaluate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: 64; the run's eval_batch_size for teacher-forced loss/perplexity")
     p.add_argument("--max-examples", type=int, default=0, help="evaluate only the first N examples (0: all)")
     p.add_argument("--data-dir", default=None, help="where prepared datasets live (default: the run's)")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")

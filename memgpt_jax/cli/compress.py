@@ -1,4 +1,4 @@
-"""``memgpt-jax quantize`` and ``memgpt-jax prune``.
+"""``memgpt-jax quantize`` and ``memgpt-jax prune``, and what they report.
 
     memgpt-jax quantize --checkpoint runs/shakespeare --out runs/shakespeare_int8 --bits 8
     memgpt-jax quantize --checkpoint runs/shakespeare --out runs/shakespeare_int4 --bits 4 --group 64
@@ -7,7 +7,8 @@
 
 Each prints (and writes to OUT/compression.json) the bytes on disk and in memory,
 the run's evaluation metric before and after (perplexity for language models,
-accuracy for classifiers) and the per-token latency on this machine.
+accuracy for classifiers, on the run's eval split) and the per-token latency on
+this machine.
 """
 
 from __future__ import annotations
@@ -15,31 +16,135 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
-from typing import Any
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memgpt_jax.config import ModelConfig
+    from memgpt_jax.training.run import Run
 
 
-def _load(checkpoint: str) -> tuple[Any, dict[str, Any], Any]:
-    import ml_collections
+# -- what a compression command reports ---------------------------------------------------
 
-    from memgpt_jax.training.checkpoint import load_params
+def dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(path) for f in files)
 
-    params, meta = load_params(checkpoint)
-    if not meta.get("config"):
-        raise SystemExit(f"error: {checkpoint} carries no config; cannot evaluate it")
-    if meta.get("quantization"):
+
+def run_meta(run: Run) -> dict[str, Any]:
+    """The meta a params-only checkpoint derived from ``run`` carries (config, tokenizer, step)."""
+    tokenizer = json.dumps(run.tokenizer.to_config()).encode() if run.tokenizer is not None else None
+    return {"config": run.config.to_dict(), "tokenizer": tokenizer, "step": run.step}
+
+
+def params_disk_bytes(params: Any, meta: dict[str, Any]) -> int:
+    """Bytes of a params-only checkpoint of ``params`` (written to a temp dir and measured)."""
+    from memgpt_jax.training.checkpoint import save_params  # lazy: keeps --help fast
+
+    tmp = tempfile.mkdtemp(prefix="memgpt_size_")
+    try:
+        save_params(tmp, params, meta)
+        return dir_bytes(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def evaluate_params(run: Run, params: Any, model_config: ModelConfig | None = None,
+                    max_batches: int | None = None) -> dict[str, float]:
+    """The evaluation metrics of ``params`` (a compressed copy of the run's) on the run's
+    eval split, with the run's model or one built from ``model_config``."""
+    # lazy: keeps --help fast
+    from memgpt_jax import model as model_lib
+    from memgpt_jax.training.evaluate import evaluate
+    from memgpt_jax.training.inputs import eval_batches
+
+    config = run.config if max_batches is None else run.config.replace(data={"eval_batches": max_batches})
+    model = run.model if model_config is None else model_lib.build(model_config, run.task)
+    return evaluate(run.task, model, params, eval_batches(config, run.tokenizer))
+
+
+def token_latency_ms(run: Run, params: Any, model_config: ModelConfig | None = None, tokens: int = 32) -> float:
+    """Median milliseconds per token at batch 1: KV-cache decoding for language models,
+    a full forward divided by its length for task models."""
+    # lazy: keeps --help fast
+    import jax
+    import jax.numpy as jnp
+
+    from memgpt_jax import model as model_lib
+    from memgpt_jax.compress.quantize import inference_params
+
+    mc = model_config or run.model_config
+    model = model_lib.build(mc, run.task)
+    if run.task == "lm":
+        step = jax.jit(lambda p, c, x: model_lib.decode_step(model, inference_params(p), c, x))
+        cache = model_lib.init_cache(model, 1, length=min(mc.max_len, 8 + tokens + 1))
+        out, cache = step(params, cache, jnp.ones((1, 8), jnp.int32))
+        tok = jnp.argmax(out.logits[:, -1:], -1)
+        out, cache = step(params, cache, tok)  # compile the one-token step
+        times = []
+        for _ in range(tokens):
+            tok = jnp.argmax(out.logits[:, -1:], -1)
+            t0 = time.perf_counter()
+            out, cache = step(params, cache, tok)
+            out.logits.block_until_ready()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * statistics.median(times)
+    T = run.config.data.seq_len
+    fwd = jax.jit(lambda p, x: model.apply({"params": inference_params(p)}, x).logits)
+    ids = jnp.ones((1, T), jnp.int32)
+    fwd(params, ids).block_until_ready()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        fwd(params, ids).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times) / T
+
+
+def describe(params: Any, disk: int, metrics: dict[str, float], latency_ms: float) -> dict[str, Any]:
+    from memgpt_jax.compress.quantize import param_bytes  # lazy: keeps --help fast
+
+    return {"disk_bytes": disk, "param_bytes": param_bytes(params), "latency_ms_per_token": latency_ms, **metrics}
+
+
+def print_table(rows: list[tuple[str, dict[str, Any]]], metric: str) -> None:
+    print(f"{'':<12} {'disk':>12} {'param memory':>14} {metric:>12} {'ms/token':>9}")
+    for name, r in rows:
+        print(f"{name:<12} {r['disk_bytes']:>12,} {r['param_bytes']:>14,} {r[metric]:>12.4f} "
+              f"{r['latency_ms_per_token']:>9.3f}")
+
+
+# -- the commands --------------------------------------------------------------------------
+
+def _open(checkpoint: str) -> Run:
+    from memgpt_jax.training.run import RunError, open_run  # lazy: keeps --help fast
+
+    try:
+        run = open_run(checkpoint)
+    except (FileNotFoundError, RunError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if run.quantized:
         raise SystemExit(f"error: {checkpoint} is already quantized")
-    return params, meta, ml_collections.ConfigDict(meta["config"])
+    if run.tokenizer is None:
+        raise SystemExit(f"error: {checkpoint} carries no tokenizer; its evaluation data cannot be encoded")
+    return run
 
 
-def _metric(config: Any) -> str:
-    return "perplexity" if config.task == "lm" else "accuracy"
+def _metric(run: Run) -> str:
+    return "perplexity" if run.task == "lm" else "accuracy"
 
 
-def _finish(out: str, rows: list, config: Any, extra: dict[str, Any]) -> None:
-    from memgpt_jax.compress.report import print_table
+def _measure(run: Run, params: Any, disk: int, max_batches: int | None,
+             model_config: ModelConfig | None = None) -> dict[str, Any]:
+    return describe(params, disk, evaluate_params(run, params, model_config, max_batches),
+                    token_latency_ms(run, params, model_config))
 
-    metric = _metric(config)
+
+def _finish(out: str, rows: list, run: Run, extra: dict[str, Any]) -> None:
+    metric = _metric(run)
     print_table(rows, metric)
     report = {"metric": metric, "rows": {name: r for name, r in rows}, **extra}
     base, new = rows[0][1], rows[-1][1]
@@ -52,66 +157,58 @@ def _finish(out: str, rows: list, config: Any, extra: dict[str, Any]) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from memgpt_jax.compress import report as R
+    # lazy: keeps --help fast
     from memgpt_jax.compress.quantize import encode, quantize_params, summary
-    from memgpt_jax.config import ModelConfig
     from memgpt_jax.training.checkpoint import save_params
 
-    params, meta, config = _load(args.checkpoint)
-    mc = ModelConfig.from_dict(config.model.to_dict())
+    run = _open(args.checkpoint)
+    meta = run_meta(run)
     print(f"evaluating {args.checkpoint} (float32) ...", file=sys.stderr)
-    before = R.describe(params, R.params_disk_bytes(params, meta), R.evaluate(config, params, mc, args.eval_batches),
-                        R.token_latency_ms(config, params, mc))
-    qparams = quantize_params(params, args.bits, args.group)
+    before = _measure(run, run.params, params_disk_bytes(run.params, meta), args.eval_batches)
+    qparams = quantize_params(run.params, args.bits, args.group)
     print(f"quantized tensors: {summary(qparams)}", file=sys.stderr)
-    qmc = mc.replace(int8_activations=bool(args.int8_activations))
-    config.model.int8_activations = bool(args.int8_activations)
+    qconfig = run.config.replace(model={"int8_activations": bool(args.int8_activations)})
     tree, spec = encode(qparams)
     quant = {"bits": args.bits, "group": args.group if args.bits == 4 else None,
              "int8_activations": bool(args.int8_activations), "tensors": spec}
-    save_params(args.out, tree, {**meta, "config": config.to_dict(), "quantization": quant})
-    after = R.describe(qparams, R.dir_bytes(args.out), R.evaluate(config, qparams, qmc, args.eval_batches),
-                       R.token_latency_ms(config, qparams, qmc))
+    save_params(args.out, tree, {**meta, "config": qconfig.to_dict(), "quantization": quant})
+    after = _measure(run, qparams, dir_bytes(args.out), args.eval_batches, qconfig.model)
     name = f"int{args.bits}" + (f" g{args.group}" if args.bits == 4 else "") + (" +act" if args.int8_activations else "")
-    _finish(args.out, [("float32", before), (name, after)], config, {"quantization": {k: v for k, v in quant.items()
-                                                                                      if k != "tensors"}})
+    _finish(args.out, [("float32", before), (name, after)], run,
+            {"quantization": {k: v for k, v in quant.items() if k != "tensors"}})
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from memgpt_jax.compress import report as R
+    # lazy: keeps --help fast
+    from memgpt_jax.cli.train import teacher_or_exit
     from memgpt_jax.compress.prune import apply_masks, magnitude_masks, sparsity
     from memgpt_jax.training.checkpoint import load_params, save_params
+    from memgpt_jax.training.loop import train
 
-    params, meta, config = _load(args.checkpoint)
-    before = R.describe(params, R.params_disk_bytes(params, meta), R.evaluate(config, params, None, args.eval_batches),
-                        R.token_latency_ms(config, params))
-    rows = [("dense", before)]
-    pruned = apply_masks(params, magnitude_masks(params, args.sparsity, args.kind))
+    run = _open(args.checkpoint)
+    meta = run_meta(run)
+    rows = [("dense", _measure(run, run.params, params_disk_bytes(run.params, meta), args.eval_batches))]
+    pruned = apply_masks(run.params, magnitude_masks(run.params, args.sparsity, args.kind))
     os.makedirs(args.out, exist_ok=True)
-    oneshot = R.describe(pruned, R.params_disk_bytes(pruned, meta),
-                         R.evaluate(config, pruned, None, args.eval_batches), R.token_latency_ms(config, pruned))
-    rows.append(("pruned", oneshot))
+    rows.append(("pruned", _measure(run, pruned, params_disk_bytes(pruned, meta), args.eval_batches)))
+    config = run.config
     if args.recover_steps > 0:
-        from memgpt_jax.training.loop import train
-
-        config.train.steps = args.recover_steps
-        config.train.init_from = os.path.abspath(args.checkpoint)
-        config.train.prune_kind = args.kind
-        config.train.prune_sparsity = args.sparsity
-        config.train.eval_every = 0
-        config.optim.warmup_steps = min(int(config.optim.warmup_steps), args.recover_steps // 10)
+        optim = {"warmup_steps": min(config.optim.warmup_steps, args.recover_steps // 10)}
         if args.lr:
-            config.optim.lr = args.lr
-        train(config, os.path.join(args.out, "recovery"), progress=not args.no_progress)
+            optim["lr"] = args.lr
+        config = config.replace(
+            train={"steps": args.recover_steps, "init_from": os.path.abspath(args.checkpoint),
+                   "prune_kind": args.kind, "prune_sparsity": args.sparsity, "eval_every": 0},
+            optim=optim, distill={"init_from_teacher": False})  # a distilled run keeps its teacher; not its layers
+        train(config, os.path.join(args.out, "recovery"), teacher=teacher_or_exit(config),
+              progress=not args.no_progress)
         recovered, _ = load_params(os.path.join(args.out, "recovery"))
-        rows.append(("recovered", R.describe(recovered, R.params_disk_bytes(recovered, meta),
-                                             R.evaluate(config, recovered, None, args.eval_batches),
-                                             R.token_latency_ms(config, recovered))))
+        rows.append(("recovered", _measure(run, recovered, params_disk_bytes(recovered, meta), args.eval_batches)))
         pruned = recovered
     save_params(os.path.join(args.out, "final"), pruned, {**meta, "config": config.to_dict()})
-    _finish(args.out, rows, config, {"pruning": {"kind": args.kind, "sparsity": args.sparsity,
-                                                 "recover_steps": args.recover_steps, **sparsity(pruned)}})
+    _finish(args.out, rows, run, {"pruning": {"kind": args.kind, "sparsity": args.sparsity,
+                                              "recover_steps": args.recover_steps, **sparsity(pruned)}})
     return 0
 
 

@@ -3,7 +3,7 @@
 :func:`register` adds the ``data`` command group to an argparse subparsers
 object; every leaf command sets ``func``, a handler ``func(args) -> int`` (the
 exit code; data problems print a message to stderr and return 2). :func:`main`
-runs the group on its own (``python -m memgpt_jax.data.cli ...``).
+runs the group on its own (``python -m memgpt_jax.cli.data ...``).
 """
 
 from __future__ import annotations

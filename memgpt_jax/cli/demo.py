@@ -7,7 +7,9 @@
 4. evaluates both on the test split and prints a table: parameters, attention,
    accuracy, macro F1 and examples/s, beside the majority-class baseline.
 
-Configs: ``configs/listops.py`` (variants ``teacher`` and ``student``).
+Config: ``configs/listops.py`` (variants ``teacher`` and ``student``), read from
+the current directory (the repository root) unless ``--config`` names it.
+Data goes to ``$MEMGPT_DATA_DIR``, else to ``WORKDIR/data``.
 """
 
 from __future__ import annotations
@@ -17,79 +19,81 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "listops.py")
+if TYPE_CHECKING:
+    from memgpt_jax.training.run import Run
 
-
-def _config_path(args: argparse.Namespace) -> str:
-    path = args.config or os.path.normpath(DEFAULT_CONFIG)
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: config {path} not found; pass --config configs/listops.py")
-    return path
+DEFAULT_CONFIG = os.path.join("configs", "listops.py")
 
 
-def _test_metrics(config: Any, workdir: str, data: Any) -> dict[str, float]:
-    """Test-split accuracy/F1 and inference examples/s of a finished run."""
-    import jax
+def _test_metrics(run: Run) -> dict[str, float]:
+    """Test-split accuracy/F1 and inference examples/s (model time, compile excluded) of a finished run."""
+    # lazy: keeps --help fast
+    from memgpt_jax.training.evaluate import evaluate
+    from memgpt_jax.training.inputs import eval_batches
 
-    from memgpt_jax.training.checkpoint import load_params
-    from memgpt_jax.training.loop import Trainer
-
-    params, _ = load_params(workdir)
-    trainer = Trainer(config, workdir, progress=False)
-    trainer.init_state()
-    params = jax.device_put(params, trainer.param_sharding)
-    batches = list(data())
-    trainer.evaluate(params, batches[:1])  # compile
+    batches = list(eval_batches(run.config.replace(data={"eval_split": "test", "eval_batches": 0}), run.tokenizer))
+    evaluate(run.task, run.model, run.params, batches[:1])  # compile
     t0 = time.perf_counter()
-    result = trainer.evaluate(params, batches)
+    result = evaluate(run.task, run.model, run.params, batches)
     result["examples_per_s"] = result["examples"] / (time.perf_counter() - t0)
     return result
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # lazy: keeps --help fast
     import numpy as np
 
+    from memgpt_jax import run_config
+    from memgpt_jax.cli.train import teacher_or_exit
     from memgpt_jax.flops import count_params
-    from memgpt_jax.training import inputs as inputs_lib
-    from memgpt_jax.training.config_io import load_config
+    from memgpt_jax.training.inputs import load_source
     from memgpt_jax.training.loop import train
+    from memgpt_jax.training.run import open_run
 
     t_start = time.perf_counter()
     workdir = os.path.abspath(args.workdir)
-    os.environ.setdefault("MEMGPT_DATA_DIR", os.path.join(workdir, "data"))
-    path = _config_path(args)
-    common = [f"--config.train.seed={args.seed}"]
-    teacher_cfg = load_config(f"{path}:teacher", common + [f"--config.train.steps={args.teacher_steps}"])
-    student_cfg = load_config(f"{path}:student", common + [
-        f"--config.train.steps={args.student_steps}",
-        f"--config.distill.teacher={os.path.join(workdir, 'teacher')}",
-    ])
+    if not os.path.isfile(args.config):
+        print(f"error: config {args.config} not found; run from the repository root or pass "
+              "--config PATH/TO/configs/listops.py", file=sys.stderr)
+        return 2
+    data_dir = os.environ.get("MEMGPT_DATA_DIR") or os.path.join(workdir, "data")
+    common = [f"--config.train.seed={args.seed}", f"--config.data.data_dir={data_dir}"]
+    dirs = {name: os.path.join(workdir, name) for name in ("teacher", "student")}
+    try:
+        configs = {
+            "teacher": run_config.load(f"{args.config}:teacher",
+                                       common + [f"--config.train.steps={args.teacher_steps}"]),
+            "student": run_config.load(f"{args.config}:student", common + [
+                f"--config.train.steps={args.student_steps}", f"--config.distill.teacher={dirs['teacher']}"]),
+        }
+    except run_config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     progress = not args.no_progress
-    print("== 1/3 teacher: dense Transformer on ListOps", file=sys.stderr)
-    t0 = time.perf_counter()
-    train(teacher_cfg, os.path.join(workdir, "teacher"), progress=progress)
-    teacher_wall = time.perf_counter() - t0
-    print("== 2/3 student: block-sparse, distilled from the teacher", file=sys.stderr)
-    t0 = time.perf_counter()
-    train(student_cfg, os.path.join(workdir, "student"), progress=progress)
-    student_wall = time.perf_counter() - t0
+    walls = {}
+    for i, (name, title) in enumerate((("teacher", "dense Transformer on ListOps"),
+                                       ("student", "block-sparse, distilled from the teacher"))):
+        print(f"== {i + 1}/3 {name}: {title}", file=sys.stderr)
+        t0 = time.perf_counter()
+        train(configs[name], dirs[name], teacher=teacher_or_exit(configs[name]), progress=progress)
+        walls[name] = time.perf_counter() - t0
 
     print("== 3/3 evaluation on the test split", file=sys.stderr)
     rows = []
-    for name, cfg, wall in (("teacher", teacher_cfg, teacher_wall), ("student", student_cfg, student_wall)):
-        test_cfg = load_config(f"{path}:{name}", common + ["--config.data.eval_split=test"])
-        data = inputs_lib.make_data(test_cfg)
-        m = _test_metrics(test_cfg, os.path.join(workdir, name), data.eval)
-        attn = cfg.model.attention
+    for name in ("teacher", "student"):
+        run = open_run(dirs[name], task="classification")
+        m = _test_metrics(run)
+        attn = run.model_config.attention
         rows.append({
-            "model": name, "params": count_params(_model_config(cfg), "classification"),
+            "model": name, "params": count_params(run.model_config, "classification"),
             "attention": attn.pattern if attn.pattern == "dense" else f"{attn.pattern} (block {attn.block_size})",
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "examples_per_s": m["examples_per_s"],
-            "train_wall_s": wall,
+            "train_wall_s": walls[name],
         })
-    labels = np.asarray([int(r["label"]) for r in inputs_lib._source(teacher_cfg.data, "test")])
+    test = load_source(configs["teacher"].data, "test")
+    labels = np.asarray([int(test[i]["label"]) for i in range(len(test))])
     majority = float(np.bincount(labels, minlength=10).max() / len(labels))
     total = time.perf_counter() - t_start
 
@@ -106,19 +110,14 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_config(cfg: Any):
-    from memgpt_jax.config import ModelConfig
-
-    return ModelConfig.from_dict(cfg.model.to_dict())
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="offline demo: train a dense teacher and distill a block-sparse student on ListOps",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workdir", default="runs/demo", help="where runs, data and demo.json go (default runs/demo)")
-    p.add_argument("--config", default=None, help="config file with teacher/student variants (configs/listops.py)")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="config file with teacher/student variants (default: %(default)s, from the current directory)")
     p.add_argument("--teacher-steps", type=int, default=500)
     p.add_argument("--student-steps", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)

@@ -15,103 +15,92 @@ parameters-only Orbax checkpoint, usable as ``train.init_from``,
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memgpt_jax.training.run import Run
 
 FORMATS = ("torch", "hf-gpt2")
 
 
-def load_run(run_dir: str, step: int | None = None) -> tuple[Any, Any, str, bytes | None, dict[str, Any]]:
-    """``(params, ModelConfig, head, tokenizer bytes, source info)`` of a training run."""
-    from memgpt_jax.config import ModelConfig
+def exportable(run: Run) -> tuple[Any, dict[str, Any]]:
+    """``(float parameters, source info)`` of an opened run: a weight-only quantized run
+    exports its dequantized weights; integer activations cannot be exported."""
+    from memgpt_jax.compress.quantize import dequantize_params  # lazy: keeps --help fast
     from memgpt_jax.export.mapping import ConversionError
-    from memgpt_jax.training.checkpoint import load_params
 
-    params, meta = load_params(run_dir, step)
-    config = meta.get("config") or {}
-    if "model" not in config:
-        raise ConversionError(f"the checkpoint in {run_dir} carries no model config; cannot export it")
-    head = config.get("task", "lm")
-    try:
-        model_config = ModelConfig.from_dict(config["model"])
-    except (TypeError, ValueError) as e:
-        raise ConversionError(f"{run_dir}: the saved model config is invalid: {e}") from None
-    source = {"checkpoint": run_dir, "step": meta.get("step"), "task": head}
-    if meta.get("quantization"):  # weight-only quantized: export the dequantized float weights
-        if model_config.int8_activations:
-            raise ConversionError(f"{run_dir}: int8_activations=True (integer activations) cannot be exported; "
+    source = {"checkpoint": run.path, "step": run.step, "task": run.task}
+    params = run.params
+    if run.quantized:
+        if run.model_config.int8_activations:
+            raise ConversionError(f"{run.path}: int8_activations=True (integer activations) cannot be exported; "
                                   "export the float checkpoint it was quantized from")
-        from memgpt_jax.compress.quantize import dequantize_params
-
         params = dequantize_params(params)
-        source["dequantized"] = {k: v for k, v in meta["quantization"].items() if k != "tensors"}
-    return params, model_config, head, meta.get("tokenizer"), source
+        source["dequantized"] = {k: v for k, v in run.quantization.items() if k != "tensors"}
+    return params, source
 
 
 def export_checkpoint(run_dir: str, out: str, fmt: str, *, step: int | None = None,
                       overwrite: bool = False) -> dict[str, Any]:
     """Exports a run; returns ``{"out", "head", "load_s", "write_s"}``."""
+    # lazy: keeps --help fast
     from memgpt_jax.export.hf_gpt2 import export_hf_gpt2
     from memgpt_jax.export.mapping import ConversionError
     from memgpt_jax.export.torch_format import export_torch
+    from memgpt_jax.training.run import RunError, open_run
 
     if fmt not in FORMATS:
         raise ConversionError(f"--format {fmt!r}: choose one of {FORMATS}")
     t0 = time.perf_counter()
-    params, config, head, tokenizer, source = load_run(run_dir, step)
+    try:
+        run = open_run(run_dir, step=step)
+    except RunError as e:
+        raise ConversionError(str(e)) from None
+    params, source = exportable(run)
+    tokenizer = json.dumps(run.tokenizer.to_config()).encode() if run.tokenizer is not None else None
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if fmt == "torch":
-        path = export_torch(params, config, head, out, tokenizer=tokenizer, source=source, overwrite=overwrite)
+        path = export_torch(params, run.model_config, run.task, out, tokenizer=tokenizer, source=source,
+                            overwrite=overwrite)
     else:  # refuses configs GPT-2 cannot express before writing anything
-        path = export_hf_gpt2(params, config, head, out, tokenizer=tokenizer, overwrite=overwrite)
-    return {"out": path, "head": head, "load_s": load_s, "write_s": time.perf_counter() - t0}
+        path = export_hf_gpt2(params, run.model_config, run.task, out, tokenizer=tokenizer, overwrite=overwrite)
+    return {"out": path, "head": run.task, "load_s": load_s, "write_s": time.perf_counter() - t0}
 
 
 def import_directory(source: str, fmt: str, workdir: str, *, head: str | None = None) -> dict[str, Any]:
     """Writes the model in ``source`` (torch or hf-gpt2 directory) as a checkpoint of ``workdir``."""
-    import os
-
+    # lazy: keeps --help fast
+    from memgpt_jax.export.hf_gpt2 import config_from_hf, import_hf_gpt2, imported_run_config
+    from memgpt_jax.export.io import read_json
     from memgpt_jax.export.mapping import ConversionError
+    from memgpt_jax.export.torch_format import import_torch, read_tokenizer
     from memgpt_jax.training.checkpoint import save_params
 
     t0 = time.perf_counter()
     if fmt == "torch":
-        from memgpt_jax.export.torch_format import import_torch, read_tokenizer
-
         config, head_found, params = import_torch(source)
         if head and head != head_found:
             raise ConversionError(f"{source} holds a {head_found!r} model, not {head!r}")
-        head, tokenizer = head_found, read_tokenizer(source)
+        head = head_found
     elif fmt == "hf-gpt2":
-        from memgpt_jax.export.hf_gpt2 import import_hf_gpt2
-        from memgpt_jax.export.torch_format import read_tokenizer
-
         config, params = import_hf_gpt2(source, head)
-        head = head or _hf_head(source)
-        tokenizer = read_tokenizer(source)
+        head = head or config_from_hf(read_json(os.path.join(source, "config.json")), source=source)[1]
     else:
         raise ConversionError(f"--format {fmt!r}: choose one of {FORMATS}")
     if os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise ConversionError(f"{workdir} already holds checkpoints; import into a new --workdir")
-    save_params(workdir, params, {"config": {"task": head, "model": config.to_dict()}, "tokenizer": tokenizer,
-                                  "imported_from": os.path.abspath(source)})
+    save_params(workdir, params, {"config": imported_run_config(config, head).to_dict(),
+                                  "tokenizer": read_tokenizer(source), "imported_from": os.path.abspath(source)})
     return {"workdir": os.path.abspath(workdir), "head": head, "wall_s": time.perf_counter() - t0}
 
 
-def _hf_head(directory: str) -> str:
-    import os
-
-    from memgpt_jax.export import io
-    from memgpt_jax.export.hf_gpt2 import config_from_hf
-
-    hf = io.read_json(os.path.join(directory, "config.json"))
-    return config_from_hf(hf, source=directory)[1]
-
-
 def _run(fn, *args, **kwargs) -> int:
-    from memgpt_jax.export.mapping import ConversionError
+    from memgpt_jax.export.mapping import ConversionError  # lazy: keeps --help fast
 
     try:
         result = fn(*args, **kwargs)

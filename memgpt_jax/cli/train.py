@@ -1,9 +1,11 @@
-"""Training commands: ``pretrain``, ``finetune``, ``distill``, ``demo``.
+"""Training commands: ``pretrain``, ``finetune``, ``distill``.
 
     memgpt-jax pretrain --config configs/shakespeare.py --workdir runs/shakespeare
     memgpt-jax finetune --config configs/listops.py --workdir runs/listops --config.train.steps=500
-    memgpt-jax distill  --config configs/listops_student.py --workdir runs/student \
+    memgpt-jax distill  --config configs/listops.py:student --workdir runs/student \\
         --config.distill.teacher=runs/listops
+    memgpt-jax distill  --config configs/shakespeare.py:student --workdir runs/student \\
+        --config.distill.teacher=hf:exported/gpt2          (a Hugging Face GPT-2 directory)
 
 A run restarted with the same ``--workdir`` resumes from its newest good
 checkpoint. Multi-host (Cloud TPU pods, several GPU hosts): pass ``--distributed``
@@ -15,17 +17,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+from memgpt_jax import cli as cli_lib
+
+if TYPE_CHECKING:
+    from memgpt_jax.run_config import RunConfig
+    from memgpt_jax.training.run import Run
 
 _EXPECTED = {
     "pretrain": ("lm",),
     "finetune": ("classification", "qa", "lm"),
     "distill": ("lm", "classification", "qa"),
 }
+HF_PREFIX = "hf:"
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="config file (configs/*.py), optionally path:arg")
+    p.add_argument("--config", required=True, help="config file (configs/*.py), optionally path:variant")
     p.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics.jsonl, tensorboard/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
@@ -34,29 +43,59 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-id", type=int, default=None)
 
 
-def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    if args.distributed or args.coordinator:
-        import jax
+def open_teacher(config: RunConfig) -> Run | None:
+    """The run named by ``config.distill.teacher`` (``None`` when distillation is off):
+    ``hf:DIR`` converts a Hugging Face GPT-2 directory on load, anything else is a run
+    directory. Raises ``FileNotFoundError``, ``RunError`` or ``ConversionError``."""
+    spec = config.distill.teacher
+    if not spec:
+        return None
+    if spec.startswith(HF_PREFIX):
+        from memgpt_jax.export.hf_gpt2 import open_hf_run  # lazy: keeps --help fast
 
-        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                   process_id=args.process_id)
-    from memgpt_jax.training.config_io import load_config
-    from memgpt_jax.training.loop import NonFiniteLossError, train
+        return open_hf_run(spec[len(HF_PREFIX):], config.task)
+    from memgpt_jax.training.run import open_run  # lazy: keeps --help fast
+
+    return open_run(spec, task=config.task)
+
+
+def teacher_or_exit(config: RunConfig) -> Run | None:
+    """:func:`open_teacher`, with a one-line ``error:`` and exit code 2 when it cannot be opened."""
+    from memgpt_jax.export.mapping import ConversionError  # lazy: keeps --help fast
+    from memgpt_jax.training.run import RunError
 
     try:
-        config = load_config(args.config, overrides)
-    except (FileNotFoundError, KeyError, TypeError, ValueError, AttributeError) as e:
+        return open_teacher(config)
+    except (FileNotFoundError, RunError, ConversionError) as e:
+        print(f"error: distill.teacher={config.distill.teacher}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    # lazy: keeps --help fast
+    import jax
+
+    from memgpt_jax import run_config
+    from memgpt_jax.training.loop import NonFiniteLossError, train
+
+    if args.distributed or args.coordinator:
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    try:
+        config = run_config.load(args.config, overrides)
+    except run_config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if config.task not in _EXPECTED[kind]:
         print(f"error: `{kind}` trains tasks {_EXPECTED[kind]}, but the config's task is {config.task!r}",
               file=sys.stderr)
         return 2
-    if kind == "distill" and not config.get("distill", {}).get("teacher"):
-        print("error: distill needs a teacher: --config.distill.teacher=RUN_DIR", file=sys.stderr)
+    if kind == "distill" and not config.distill.enabled:
+        print("error: distill needs a teacher: --config.distill.teacher=RUN_DIR (or hf:DIR)", file=sys.stderr)
         return 2
+    teacher = teacher_or_exit(config)
     try:
-        summary = train(config, args.workdir, progress=not args.no_progress)
+        summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -77,13 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _add_run_args(p)
         p.set_defaults(func=lambda a, kind=kind: run_command(kind, a, a.overrides), accepts_overrides=True)
 
-    from memgpt_jax.training import demo
-
-    demo.register(sub)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry for ``train/*.py``: ``main(["pretrain", "--config", ...])``."""
-    from memgpt_jax.cli import main as cli_main
-
-    return cli_main(argv)
+    return cli_lib.main(argv)

@@ -4,8 +4,8 @@
   <-> our PyTorch module's state dict <-> Hugging Face GPT-2's) driving every direction.
 - :mod:`~memgpt_jax.export.torch_model`: a pure-PyTorch twin of the model (no JAX import).
 - :mod:`~memgpt_jax.export.torch_format`: ``export_torch`` / ``import_torch``.
-- :mod:`~memgpt_jax.export.hf_gpt2`: ``export_hf_gpt2`` / ``import_hf_gpt2``.
-- :mod:`~memgpt_jax.export.cli`: ``memgpt-jax export`` and ``memgpt-jax import``.
+- :mod:`~memgpt_jax.export.hf_gpt2`: ``export_hf_gpt2`` / ``import_hf_gpt2`` / ``open_hf_run``.
+- ``memgpt-jax export`` and ``memgpt-jax import`` live in :mod:`memgpt_jax.cli.export`.
 
 Names below are imported lazily, so ``import memgpt_jax.export.torch_model`` stays
 free of JAX.
@@ -23,7 +23,7 @@ _LAZY = {
     "import_torch": "memgpt_jax.export.torch_format",
     "export_hf_gpt2": "memgpt_jax.export.hf_gpt2",
     "import_hf_gpt2": "memgpt_jax.export.hf_gpt2",
-    "export_checkpoint": "memgpt_jax.export.cli",
+    "open_hf_run": "memgpt_jax.export.hf_gpt2",
 }
 
 __all__ = sorted(_LAZY)

@@ -20,20 +20,28 @@ pools the last token with ``kv_valid`` true. They agree when padding tokens are
 
 Import (:func:`import_hf_gpt2`) reads a GPT-2 directory (``model.safetensors``,
 sharded safetensors or ``pytorch_model.bin``; keys with or without the
-``transformer.`` prefix) into our ``ModelConfig`` and parameter tree.
+``transformer.`` prefix) into our ``ModelConfig`` and parameter tree;
+:func:`open_hf_run` makes it a :class:`~memgpt_jax.training.run.Run` (a
+distillation teacher given as ``distill.teacher=hf:DIR``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import numpy as np
 
+from memgpt_jax import data as data_lib
+from memgpt_jax import model as model_lib
 from memgpt_jax.config import ModelConfig
+from memgpt_jax.data import specials
 from memgpt_jax.export import io, mapping
 from memgpt_jax.export.mapping import ConversionError
-from memgpt_jax.export.torch_format import check_params, expected_params, write_tokenizer
+from memgpt_jax.export.torch_format import check_params, expected_params, read_tokenizer, write_tokenizer
+from memgpt_jax.run_config import DataConfig, RunConfig
+from memgpt_jax.training.run import Run
 
 CLASSIFIER_FILE = "classifier_head.safetensors"
 ARCHITECTURES = {
@@ -115,8 +123,6 @@ def export_hf_gpt2(
     tensors, leftovers = mapping.to_target(params, "hf")
     special = None
     if tokenizer:  # our tokenizers share the special ids of memgpt_jax.data.specials
-        from memgpt_jax.data import specials
-
         special = {"bos_token_id": specials.BOS_ID, "eos_token_id": specials.EOS_ID}
     with io.atomic_directory(out, overwrite=overwrite) as tmp:
         io.save_tensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt"})
@@ -208,3 +214,25 @@ def import_hf_gpt2(directory: str, head: str | None = None) -> tuple[ModelConfig
     params = mapping.from_target(tensors, expected_params(config, head), "hf", source=weights,
                                  ignore=ignore, defaults=defaults)
     return config, params
+
+
+def imported_run_config(config: ModelConfig, head: str) -> RunConfig:
+    """The run config saved with (or standing for) an imported model: its task and model,
+    defaults elsewhere, sequences up to ``max_len``. It names no tokenizer: an imported
+    checkpoint carries its own or none (opening it then says so instead of guessing one)."""
+    return RunConfig(task=head, model=config,
+                     data=DataConfig(seq_len=min(DataConfig.seq_len, config.max_len), tokenizer=""))
+
+
+def open_hf_run(directory: str, task: str | None = None) -> Run:
+    """A Hugging Face GPT-2 directory as a :class:`Run` (converted on load, not saved):
+    what ``distill.teacher=hf:DIR`` names. ``task`` picks the head (default: the
+    checkpoint's architecture); ``tokenizer`` is ``None`` unless the directory holds
+    one of ours (an export of a memgpt-jax run)."""
+    config, params = import_hf_gpt2(directory, task)
+    head = task or config_from_hf(io.read_json(os.path.join(directory, "config.json")), source=directory)[1]
+    blob = read_tokenizer(directory)
+    tokenizer = data_lib.tokenizer_from_config(json.loads(blob.decode("utf-8"))) if blob else None
+    return Run(path=os.path.abspath(directory), step=0,
+               config=imported_run_config(config, head),
+               model=model_lib.build(config, head), params=params, tokenizer=tokenizer, quantization=None)

@@ -41,7 +41,7 @@ class Run:
     config: RunConfig
     model: nn.Module  # the flax module for ``config.task``
     params: Any  # may hold QTensors (quantized runs); pass through ``inference_params`` inside jit
-    tokenizer: Any
+    tokenizer: Any  # None: the run carries none (an imported model); text commands refuse it
     quantization: dict[str, Any] | None  # the quantization spec of a quantized run
 
     @property
@@ -86,13 +86,13 @@ def open_run(path: str, *, step: int | None = None, task: str | None = None) -> 
         raise RunError(f"{path} is a {config.task!r} model; this needs a {task!r} model")
     return Run(path=path, step=int(meta.get("step") or 0), config=config,
                model=model_lib.build(config.model, config.task), params=params,
-               tokenizer=_tokenizer(meta, config, path), quantization=meta.get("quantization"))
+               tokenizer=_tokenizer(meta, config), quantization=meta.get("quantization"))
 
 
-def _tokenizer(meta: dict[str, Any], config: RunConfig, path: str) -> Any:
+def _tokenizer(meta: dict[str, Any], config: RunConfig) -> Any:
+    """The checkpoint's own tokenizer, else the one its config names, else ``None`` (an
+    imported model without one still serves as a teacher or an export source)."""
     blob = meta.get("tokenizer")
     if blob:
         return data_lib.tokenizer_from_config(json.loads(blob.decode("utf-8")))
-    if not config.data.tokenizer:
-        raise RunError(f"{path}: the checkpoint carries no tokenizer and its config names none")
-    return data_lib.load_tokenizer(config.data.tokenizer)
+    return data_lib.load_tokenizer(config.data.tokenizer) if config.data.tokenizer else None
