@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -273,7 +274,7 @@ def measure(args, data_dir: str) -> None:
     rows = []
     for pipeline in args.pipelines:
         base = {"pipeline": pipeline, "shape": f"{args.batch_size} x {args.seq_len}"}
-        make_ours = lambda: ours(pipeline, train, tokenizer, args, shuffle=True)  # noqa: E731
+        make_ours = functools.partial(ours, pipeline, train, tokenizer, args, shuffle=True)
         mine = {**base, "implementation": "ours", **throughput(make_ours, args),
                 **resume(lambda: ours(pipeline, small, tokenizer, args, shuffle=True), args, every_point)}
         grain_rows = []

@@ -58,8 +58,8 @@ def run(preset: str, batch: int, seq_len: int, new_tokens: int, repeats: int, wo
 
     from memgpt_jax import config as config_lib
     from memgpt_jax import model as model_lib
-    from memgpt_jax.export import hf_gpt2, mapping, torch_format
     from memgpt_jax.cli.export import export_checkpoint
+    from memgpt_jax.export import hf_gpt2, mapping, torch_format
     from memgpt_jax.export.torch_model import TorchGPT
     from memgpt_jax.flops import count_params
     from memgpt_jax.training.checkpoint import save_params

@@ -144,6 +144,12 @@ def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys)
     assert report["sentences"] == 40
     assert report["exact_match"] >= 80.0, report  # learned: most reversals exact
     assert report["bleu"] > 50 and report["chrf"] > 80 and report["rouge_l"] >= report["exact_match"]
+    # teacher-forced: the target perplexity through training.evaluate (the loop's evaluator)
+    assert cli_main(["eval", "--checkpoint", run, "--split", "val", "--perplexity", "--max-examples", "16",
+                     "--json", out]) == 0
+    report = json.load(open(out))
+    assert report["split"] == "val" and report["tokens"] > 0
+    assert report["perplexity"] == pytest.approx(np.exp(report["loss"])) and report["perplexity"] < 4.0
 
     # sequence-level distillation data: the model's outputs become targets
     kd = str(tmp / "kd.jsonl")

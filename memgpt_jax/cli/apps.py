@@ -192,7 +192,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps.seq2seq import decode, load_pairs, write_distillation_pairs  # lazy: keeps --help fast
+    # lazy: keeps --help fast
+    from memgpt_jax.apps.seq2seq import decode, load_pairs, write_distillation_pairs
     from memgpt_jax.data.common import as_text
 
     run = _with_data(_load(args, "lm"), args)

@@ -9,13 +9,17 @@ runs the group on its own (``python -m memgpt_jax.cli.data ...``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import sys
 import time
 from typing import Callable, Sequence
 
+from tqdm import tqdm
+
 from memgpt_jax.data import common
+from memgpt_jax.data.listops import PRESETS
 
 _DATA_DIR_HELP = (f"where prepared datasets go (default: ${common.DATA_DIR_ENV}, then "
                   "$TFDS_DATA_DIR, then ~/tensorflow_datasets)")
@@ -23,7 +27,7 @@ _DATA_DIR_HELP = (f"where prepared datasets go (default: ${common.DATA_DIR_ENV},
 
 def _quiet_absl() -> None:
     try:
-        from absl import logging as absl_logging
+        from absl import logging as absl_logging  # lazy: only commands that run tfds need it quiet
 
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # absl comes with tfds; nothing to quiet otherwise
@@ -45,7 +49,7 @@ def _handler(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 
 def _prepare_imdb(args: argparse.Namespace) -> int:
-    from memgpt_jax.data.imdb import imdb_builder
+    from memgpt_jax.data.imdb import imdb_builder  # lazy: keeps --help fast
 
     start = time.perf_counter()
     builder = imdb_builder(source=args.source, download=args.download, data_dir=args.data_dir,
@@ -56,7 +60,7 @@ def _prepare_imdb(args: argparse.Namespace) -> int:
 
 
 def _prepare_text(args: argparse.Namespace) -> int:
-    from memgpt_jax.data.text_corpus import text_builder
+    from memgpt_jax.data.text_corpus import text_builder  # lazy: keeps --help fast
 
     name = args.name or re.sub(r"[^A-Za-z0-9_.\-]", "_", os.path.splitext(os.path.basename(args.files[0]))[0])
     start = time.perf_counter()
@@ -68,7 +72,7 @@ def _prepare_text(args: argparse.Namespace) -> int:
 
 
 def _prepare_squad(args: argparse.Namespace) -> int:
-    from memgpt_jax.data.squad import squad_builder
+    from memgpt_jax.data.squad import squad_builder  # lazy: keeps --help fast
 
     start = time.perf_counter()
     files = {"train": args.train, "validation": args.validation, "test": args.test}
@@ -79,7 +83,7 @@ def _prepare_squad(args: argparse.Namespace) -> int:
 
 
 def _prepare_pairs(args: argparse.Namespace) -> int:
-    from memgpt_jax.data.pairs import pairs_builder, parse_split_spec
+    from memgpt_jax.data.pairs import pairs_builder, parse_split_spec  # lazy: keeps --help fast
 
     splits = dict(parse_split_spec(s) for s in args.split)
     start = time.perf_counter()
@@ -90,7 +94,7 @@ def _prepare_pairs(args: argparse.Namespace) -> int:
 
 
 def _prepare_listops(args: argparse.Namespace) -> int:
-    from memgpt_jax.data.listops import listops_builder
+    from memgpt_jax.data.listops import listops_builder  # lazy: keeps --help fast
 
     overrides = {k: getattr(args, k) for k in ("train", "validation", "test", "min_length",
                                                "max_length", "max_depth", "max_args",
@@ -103,9 +107,7 @@ def _prepare_listops(args: argparse.Namespace) -> int:
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
-    import itertools
-
-    from memgpt_jax.data.spm import train_sentencepiece
+    from memgpt_jax.data.spm import train_sentencepiece  # lazy: keeps --help fast
 
     splits = [s for s in args.splits.split(",") if s]
     sources = [common.load_split(args.dataset, s, args.data_dir) for s in splits]
@@ -132,8 +134,6 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
 
 def _with_progress(texts, total: int):
     """Show a bar while sentencepiece reads ``texts``, then say that fitting started."""
-    from tqdm import tqdm
-
     yield from tqdm(texts, total=total, desc="reading texts", unit=" texts", mininterval=1.0)
     print("fitting the vocabulary (minutes for ~100 MB of text) ...", flush=True)
 
@@ -228,8 +228,6 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "Any option below overrides the preset (the config is then named after them).")
     listops.add_argument("--preset", choices=("tiny", "lra"), default="tiny",
                          help="sizes and shape to start from (default: %(default)s)")
-    from memgpt_jax.data.listops import PRESETS
-
     for flag, kind in (("train", int), ("validation", int), ("test", int), ("min-length", int),
                        ("max-length", int), ("max-depth", int), ("max-args", int),
                        ("branch-prob", float), ("seed", int)):

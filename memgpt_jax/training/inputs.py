@@ -13,8 +13,6 @@ import json
 from typing import Any, Callable, Iterable, Iterator
 
 from memgpt_jax import data as data_lib
-from memgpt_jax.data.pairs_pipeline import PackedPairsIterator
-from memgpt_jax.data.qa_pipeline import QAIterator
 from memgpt_jax.run_config import DataConfig, RunConfig
 
 
@@ -55,11 +53,11 @@ def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool,
     common = dict(batch_size=batch_size, seed=dc.seed, shuffle=train, num_epochs=None if train else 1,
                   drop_remainder=train)
     if task == "lm" and dc.dataset == "pairs":
-        return PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack, **common)
+        return data_lib.PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack, **common)
     if task == "lm":
         return data_lib.PackedLMIterator(source, tokenizer, seq_len=dc.seq_len, text_key=dc.text_key, **common)
     if task == "qa":
-        return QAIterator(source, tokenizer, max_len=dc.seq_len, doc_stride=dc.doc_stride, **common)
+        return data_lib.QAIterator(source, tokenizer, max_len=dc.seq_len, doc_stride=dc.doc_stride, **common)
     return data_lib.ClassificationIterator(source, tokenizer, max_len=dc.seq_len, text_key=dc.text_key, **common)
 
 

@@ -17,7 +17,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from memgpt_jax.data.placement import split_for_devices as split_for_pmap  # noqa: F401  re-exported for loop.py
 from memgpt_jax.data.placement import to_global_arrays
 
 MESH_AXES = ("data", "fsdp", "tensor")
