@@ -27,6 +27,10 @@ import types
 import typing
 from typing import Any, Mapping, Sequence
 
+import ml_collections
+from absl import flags
+from ml_collections import config_dict, config_flags
+
 from memgpt_jax import config as model_config
 from memgpt_jax.config import AttentionConfig, ModelConfig
 
@@ -234,6 +238,8 @@ class RunConfig:
         """Reads the config saved with a run, including runs written by older
         versions (renamed attention values are upgraded)."""
         data = json.loads(json.dumps(dict(data)))  # a deep, plain copy
+        # Runs imported before the data section was saved name no tokenizer: never guess one.
+        data.setdefault("data", {"tokenizer": ""})
         model = data.get("model")
         if isinstance(model, dict) and isinstance(model.get("attention"), dict):
             model["attention"], _ = model_config.upgrade_attention_dict(model["attention"])
@@ -308,15 +314,11 @@ def defaults(task: str = "lm"):
     """The defaults of every section as an ml_collections ``ConfigDict``: what a config
     file starts from (``config = run_config.defaults("classification")``) and overrides.
     Optional fields become typed placeholders, so command-line overrides parse them."""
-    import ml_collections  # lazy: the library reads RunConfig; only config files build ConfigDicts
-
     _choice("task", task, TASKS)
     return ml_collections.ConfigDict(_config_tree(RunConfig(task=task)))
 
 
 def _config_tree(obj: Any) -> dict[str, Any]:
-    from ml_collections import config_dict
-
     hints = _hints(type(obj))
     tree: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
@@ -335,9 +337,6 @@ def load(spec: str, overrides: Sequence[str] = ()) -> RunConfig:
     """Loads ``configs/x.py`` or ``configs/x.py:variant``, applies ``--config.a.b=value``
     overrides (ml_collections ``config_flags``: typed parsing, "did you mean"), and
     returns the validated :class:`RunConfig`. Every failure is a :class:`ConfigError`."""
-    from absl import flags
-    from ml_collections import config_flags
-
     path = spec.partition(":")[0]
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} not found (see configs/ for the available ones)")

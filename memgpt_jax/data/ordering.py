@@ -42,7 +42,7 @@ class Shard:
 def process_shard(index: int | None = None, count: int | None = None) -> Shard:
     """The shard of this process: ``jax.process_index()/process_count()`` unless overridden."""
     if index is None or count is None:
-        import jax
+        import jax  # lazy: the data commands and `memgpt-jax --help` run without importing JAX
 
         index = jax.process_index() if index is None else index
         count = jax.process_count() if count is None else count

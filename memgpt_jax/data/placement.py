@@ -35,6 +35,6 @@ def to_global_arrays(batch: Mapping[str, np.ndarray], sharding: Any) -> dict[str
     ``sharding`` is one sharding for every array (e.g. ``NamedSharding(mesh, P("data"))``)
     or a dict with one per key. On one process this is ``jax.device_put``.
     """
-    import jax
+    import jax  # lazy: the data commands and `memgpt-jax --help` run without importing JAX
 
     return jax.make_array_from_process_local_data(sharding, {k: np.asarray(v) for k, v in batch.items()})

@@ -9,6 +9,7 @@ serialized ``.model`` file: write it next to a checkpoint (or embed it through
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import os
@@ -81,8 +82,6 @@ class SentencePieceTokenizer:
         return self._sp.id_to_piece(int(i))
 
     def to_config(self) -> dict[str, Any]:
-        import base64
-
         return {"kind": self.kind, "model_b64": base64.b64encode(self.model_bytes).decode("ascii")}
 
 

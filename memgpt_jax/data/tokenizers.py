@@ -26,6 +26,7 @@ import numpy as np
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.listops import LISTOPS_WORDS
+from memgpt_jax.data.spm import SentencePieceTokenizer
 
 
 @runtime_checkable
@@ -139,8 +140,6 @@ def tokenizer_from_config(config: Mapping[str, Any]) -> Tokenizer:
     if kind == ListOpsTokenizer.kind:
         return ListOpsTokenizer()
     if kind == "sentencepiece":
-        from memgpt_jax.data.spm import SentencePieceTokenizer
-
         return SentencePieceTokenizer(base64.b64decode(config["model_b64"]))
     raise ValueError(
         f"unknown tokenizer kind {kind!r}; expected 'bytes', 'listops' or 'sentencepiece'"
@@ -154,8 +153,6 @@ def load_tokenizer(spec: str | os.PathLike | bytes) -> Tokenizer:
     ``.model`` file; a path to a ``.json`` file written by :func:`save_tokenizer`;
     or the raw bytes of a sentencepiece model.
     """
-    from memgpt_jax.data.spm import SentencePieceTokenizer
-
     if isinstance(spec, (bytes, bytearray)):
         return SentencePieceTokenizer(bytes(spec))
     if isinstance(spec, str) and spec in (ByteTokenizer.kind, ListOpsTokenizer.kind):

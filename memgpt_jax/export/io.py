@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from typing import Iterator, Mapping
 
+import ml_dtypes
 import numpy as np
 
 from memgpt_jax.export.mapping import ConversionError
@@ -21,7 +22,7 @@ from memgpt_jax.export.mapping import ConversionError
 
 def to_torch(array: np.ndarray):
     """NumPy -> contiguous CPU ``torch.Tensor`` of the same dtype (bfloat16 bit-exact)."""
-    import torch
+    import torch  # lazy: torch is the optional `torch` extra
 
     array = np.asarray(array)
     if array.dtype.name == "bfloat16":
@@ -31,26 +32,24 @@ def to_torch(array: np.ndarray):
 
 def to_numpy(tensor) -> np.ndarray:
     """``torch.Tensor`` -> NumPy of the same dtype (bfloat16 as ``ml_dtypes.bfloat16``)."""
-    import torch
+    import torch  # lazy: the torch extra
 
     tensor = tensor.detach().cpu().contiguous()
     if tensor.dtype == torch.bfloat16:
-        import ml_dtypes
-
         return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return tensor.numpy()
 
 
 def save_tensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
     """Writes NumPy ``tensors`` as one safetensors file (``metadata``: str -> str)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: the torch extra
 
     save_file({k: to_torch(v) for k, v in tensors.items()}, path, metadata=dict(metadata or {}))
 
 
 def load_tensors(path: str) -> dict[str, np.ndarray]:
     """One safetensors file -> NumPy arrays."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazy: the torch extra
 
     if not os.path.isfile(path):
         raise ConversionError(f"missing file {path}")
@@ -76,7 +75,7 @@ def load_state_dict_dir(directory: str) -> tuple[dict[str, np.ndarray], str]:
             tensors.update(load_tensors(os.path.join(directory, shard)))
         return tensors, index
     if os.path.isfile(binary):
-        import torch
+        import torch  # lazy: the torch extra
 
         state = torch.load(binary, map_location="cpu", weights_only=True)
         return {k: to_numpy(v) for k, v in state.items()}, binary

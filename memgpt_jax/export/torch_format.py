@@ -24,28 +24,28 @@ import shutil
 import time
 from typing import Any, Mapping
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from memgpt_jax import model as model_lib
+from memgpt_jax.attention import layout as L
 from memgpt_jax.config import ModelConfig
 from memgpt_jax.export import io, mapping, torch_model
 from memgpt_jax.export.mapping import ConversionError
+from memgpt_jax.run_config import TASKS
 from memgpt_jax.export.torch_model import CONFIG_FILE, FORMAT, LAYOUT_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
 TOKENIZER_FILE = "memgpt_tokenizer.json"
 SPM_FILE = "tokenizer.model"
 MODELING_FILE = "modeling_memgpt.py"  # a copy of torch_model.py: loads the directory without memgpt-jax
-HEADS = ("lm", "classification", "qa")
+HEADS = TASKS
 
 
 def expected_params(config: ModelConfig, head: str) -> Any:
     """Our parameter tree of ``config``/``head`` as ``ShapeDtypeStruct``s (traced, not computed)."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from memgpt_jax import model as model_lib
-
     if head not in HEADS:
         raise ConversionError(f"unknown head {head!r}; choose one of {HEADS}")
     model = model_lib.build(config, head)
@@ -70,8 +70,6 @@ def check_params(params: Any, config: ModelConfig, head: str, source: str) -> No
 def layout_table(config: ModelConfig) -> dict[str, np.ndarray]:
     """The block table of the config's sparse layout over ``max_len`` (row-stable, so it
     serves every shorter length): ``mask_table [P, b, b]`` and ``tile_mask_ids [h, nq, nk]``."""
-    from memgpt_jax.attention import layout as L
-
     lay = L.from_config(config.attention, config.max_len, config.max_len).require_causal("the exported model")
     return {"mask_table": np.asarray(lay.mask_table, bool), "tile_mask_ids": np.asarray(lay.tile_mask_ids, np.int32)}
 

@@ -262,7 +262,7 @@ class TorchGPT(nn.Module):
                         attention_impl: str = "einsum") -> "TorchGPT":
         """Loads ``config.json``, ``model.safetensors`` and, for sparse layouts,
         ``attention_layout.safetensors`` from an exported directory."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: only from_pretrained reads files
 
         path = os.path.join(directory, CONFIG_FILE)
         if not os.path.isfile(path):

@@ -23,6 +23,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from memgpt_jax.compress import quantize
+
 log = logging.getLogger(__name__)
 
 
@@ -148,9 +150,7 @@ def load_params(workdir: str, step: int | None = None) -> tuple[Any, dict[str, A
         manager.close()
         params = restored["state"]["params"]
         if meta.get("quantization"):  # a quantized checkpoint: rebuild the QTensors
-            from memgpt_jax.compress.quantize import decode
-
-            params = decode(params, meta["quantization"]["tensors"])
+            params = quantize.decode(params, meta["quantization"]["tensors"])
         return params, meta
     manager.close()
     raise FileNotFoundError(f"no usable checkpoint under {directory}")

@@ -22,6 +22,7 @@ import sys
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+from tqdm import tqdm
 
 VALUES, INDICES = "teacher_topk_values", "teacher_topk_indices"
 
@@ -48,9 +49,7 @@ def build_cache(directory: str, batches: Iterator[dict[str, np.ndarray]], teache
             return
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc=f"teacher top-{k} cache", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=steps, desc=f"teacher top-{k} cache", file=sys.stderr, dynamic_ncols=True)
     for step in range(steps):
         batch = next(batches)
         path = _step_path(directory, step)
