@@ -60,9 +60,9 @@ def main() -> None:
         assert cli_main(["prune", "--checkpoint", args.checkpoint, "--out", out, "--sparsity", "0.5", "--kind", "global",
                          "--recover-steps", str(args.recover_steps), "--no-progress", *extra]) == 0
         report = json.load(open(os.path.join(out, "compression.json")))
-        rows.append(_row("50% pruned (one-shot)", report, "dense", "pruned"))
+        rows.append(_row("50% pruned (one-shot)", report, "unpruned", "pruned"))
         if args.recover_steps:
-            rows.append(_row(f"50% pruned + {args.recover_steps} recovery steps", report, "dense", "recovered"))
+            rows.append(_row(f"50% pruned + {args.recover_steps} recovery steps", report, "unpruned", "recovered"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_results("compression", rows, COLUMNS, vars(args))

@@ -126,7 +126,7 @@ def test_pruned_weights_stay_zero_through_training(tiny_run, tmp_path, capsys):
         changed |= bool(np.any(np.asarray(a)[m] != np.asarray(b)[m]))  # the rest trained
     assert changed
     report = json.load(open(os.path.join(out, "compression.json")))
-    assert set(report["rows"]) == {"dense", "pruned", "recovered"}
+    assert set(report["rows"]) == {"unpruned", "pruned", "recovered"}
     assert abs(report["pruning"]["kernel_sparsity"] - 0.5) < 0.01
 
 

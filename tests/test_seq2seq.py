@@ -18,7 +18,7 @@ from memgpt_jax.apps import text_metrics
 from memgpt_jax.apps.generate import Generator
 from memgpt_jax.cli import main as cli_main
 from memgpt_jax.data import specials
-from memgpt_jax.data.common import DataError
+from memgpt_jax.data.prepared import DataError
 from memgpt_jax.data.pairs import chat_examples, pairs_builder, parse_split_spec
 from memgpt_jax.data.pairs_pipeline import PackedPairsIterator, encode_prompt, pair_tokens
 from memgpt_jax.data.tokenizers import ByteTokenizer

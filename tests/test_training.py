@@ -64,6 +64,7 @@ class _FixedBatches:
 def _losses(tmp_path, batches, *overrides):
     """Per-step losses and final parameters of the real loop on fixed batches."""
     config = _cfg("--config.data.batch_size=16", f"--config.train.steps={len(batches)}", "--config.train.log_every=1",
+                  "--config.train.checkpoint_every=1000",
                   "--config.train.eval_every=0", *overrides)
     data = inputs_lib.DataBundle(train=_FixedBatches(batches), eval=None, tokenizer=None, tokenizer_bytes=None)
     summary = train(config, str(tmp_path), data=data, progress=False)

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from memgpt_jax.compress.quantize import inference_params
-from memgpt_jax.data.common import as_text
+from memgpt_jax.data.prepared import as_text
 from memgpt_jax.data.qa_pipeline import QAFeature, iter_eval_features, pad_features, qa_answers
 from memgpt_jax.training.run import Run
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from memgpt_jax.apps.generate import Generator
 from memgpt_jax.apps.text_metrics import all_metrics
-from memgpt_jax.data.common import as_text
+from memgpt_jax.data.prepared import as_text
 from memgpt_jax.data.pairs_pipeline import encode_prompt
 from memgpt_jax.training.inputs import load_source
 from memgpt_jax.training.run import Run

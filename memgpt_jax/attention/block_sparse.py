@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from memgpt_jax.attention.block_layout import BlockLayout
-from memgpt_jax.attention.common import check_layout, split_segment_ids
+from memgpt_jax.attention.segments import check_layout, split_segment_ids
 from memgpt_jax.attention.pallas import pallas_attention, unsupported_reason
 from memgpt_jax.attention.reference import reference_attention
 from memgpt_jax.attention.xla import xla_attention

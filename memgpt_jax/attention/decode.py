@@ -30,7 +30,7 @@ import numpy as np
 
 from memgpt_jax.attention import layout as L
 from memgpt_jax.attention.block_sparse import block_sparse_attention
-from memgpt_jax.attention.common import NEG_INF, key_segments
+from memgpt_jax.attention.segments import NEG_INF, key_segments
 from memgpt_jax.attention.reference import check_shapes, reference_attention
 from memgpt_jax.attention.xla import to_streams
 from memgpt_jax.config import AttentionConfig

@@ -31,7 +31,7 @@ from jax.experimental.pallas import triton as pltriton
 
 from memgpt_jax.attention import pallas_kernels as kern
 from memgpt_jax.attention.block_layout import BlockLayout
-from memgpt_jax.attention.common import check_layout, key_segments
+from memgpt_jax.attention.segments import check_layout, key_segments
 from memgpt_jax.attention.reference import check_shapes
 
 Array = jax.Array

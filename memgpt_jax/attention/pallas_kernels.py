@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from memgpt_jax.attention.common import NEG_INF
+from memgpt_jax.attention.segments import NEG_INF
 
 _F32 = jnp.float32
 

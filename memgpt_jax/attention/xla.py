@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memgpt_jax.attention.block_layout import BlockLayout
-from memgpt_jax.attention.common import NEG_INF, check_layout, key_segments
+from memgpt_jax.attention.segments import NEG_INF, check_layout, key_segments
 from memgpt_jax.attention.reference import check_shapes
 
 Array = jax.Array

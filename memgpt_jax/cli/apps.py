@@ -194,7 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     # lazy: keeps --help fast
     from memgpt_jax.apps.seq2seq import decode, load_pairs, write_distillation_pairs
-    from memgpt_jax.data.common import as_text
+    from memgpt_jax.data.prepared import as_text
 
     run = _with_data(_load(args, "lm"), args)
     kwargs = dict(beam=args.beam, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens,

@@ -188,7 +188,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     run = _open(args.checkpoint)
     meta = run_meta(run)
-    rows = [("dense", _measure(run, run.params, params_disk_bytes(run.params, meta), args.eval_batches))]
+    rows = [("unpruned", _measure(run, run.params, params_disk_bytes(run.params, meta), args.eval_batches))]
     pruned = apply_masks(run.params, magnitude_masks(run.params, args.sparsity, args.kind))
     os.makedirs(args.out, exist_ok=True)
     rows.append(("pruned", _measure(run, pruned, params_disk_bytes(pruned, meta), args.eval_batches)))

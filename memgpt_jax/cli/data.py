@@ -18,10 +18,10 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from memgpt_jax.data import common
+from memgpt_jax.data import prepared
 from memgpt_jax.data.listops import PRESETS
 
-_DATA_DIR_HELP = (f"where prepared datasets go (default: ${common.DATA_DIR_ENV}, then "
+_DATA_DIR_HELP = (f"where prepared datasets go (default: ${prepared.DATA_DIR_ENV}, then "
                   "$TFDS_DATA_DIR, then ~/tensorflow_datasets)")
 
 
@@ -41,7 +41,7 @@ def _handler(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         _quiet_absl()
         try:
             return run(args)
-        except (common.DataError, ValueError, FileNotFoundError) as err:
+        except (prepared.DataError, ValueError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
@@ -54,7 +54,7 @@ def _prepare_imdb(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     builder = imdb_builder(source=args.source, download=args.download, data_dir=args.data_dir,
                            validation_percent=args.validation_percent, seed=args.seed)
-    common.prepare(builder)
+    prepared.prepare(builder)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -66,7 +66,7 @@ def _prepare_text(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     builder = text_builder(name, args.files, data_dir=args.data_dir,
                            validation_percent=args.validation_percent, unit=args.unit)
-    common.prepare(builder)
+    prepared.prepare(builder)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -77,7 +77,7 @@ def _prepare_squad(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     files = {"train": args.train, "validation": args.validation, "test": args.test}
     builder = squad_builder(files=files, name=args.name, data_dir=args.data_dir)
-    common.prepare(builder)
+    prepared.prepare(builder)
     print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_squad/{args.name})")
     return 0
 
@@ -88,7 +88,7 @@ def _prepare_pairs(args: argparse.Namespace) -> int:
     splits = dict(parse_split_spec(s) for s in args.split)
     start = time.perf_counter()
     builder = pairs_builder(args.name, splits, data_dir=args.data_dir)
-    common.prepare(builder)
+    prepared.prepare(builder)
     print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_pairs/{args.name})")
     return 0
 
@@ -101,7 +101,7 @@ def _prepare_listops(args: argparse.Namespace) -> int:
                                                "branch_prob", "seed")}
     start = time.perf_counter()
     builder = listops_builder(args.preset, data_dir=args.data_dir, **overrides)
-    common.prepare(builder)
+    prepared.prepare(builder)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -110,9 +110,9 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
     from memgpt_jax.data.spm import train_sentencepiece  # lazy: keeps --help fast
 
     splits = [s for s in args.splits.split(",") if s]
-    sources = [common.load_split(args.dataset, s, args.data_dir) for s in splits]
+    sources = [prepared.load_split(args.dataset, s, args.data_dir) for s in splits]
     total = sum(len(s) for s in sources)
-    texts = common.iter_texts(sources, key=args.text_key)
+    texts = prepared.iter_texts(sources, key=args.text_key)
     if args.max_texts:
         texts = itertools.islice(texts, args.max_texts)
         total = min(total, args.max_texts)
@@ -139,18 +139,18 @@ def _with_progress(texts, total: int):
 
 
 def _list(args: argparse.Namespace) -> int:
-    names = common.list_prepared(args.data_dir)
-    root = common.resolve_data_dir(args.data_dir)
+    names = prepared.list_prepared(args.data_dir)
+    root = prepared.resolve_data_dir(args.data_dir)
     if not names:
         print(f"no prepared datasets under {root}")
         return 0
     print(f"prepared datasets under {root}:")
     for name in names:
-        info = common.dataset_report(name, args.data_dir)
+        info = prepared.dataset_report(name, args.data_dir)
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(info["splits"].items()))
         print(f"  {name}: {counts}")
         if args.verbose:
-            for line in common.format_report(info["report"]):
+            for line in prepared.format_report(info["report"]):
                 print(f"      {line}")
     return 0
 

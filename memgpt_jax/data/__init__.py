@@ -80,7 +80,7 @@ pipeline ever limits a training step.
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.cls_pipeline import CLS_KEYS, ClassificationIterator
-from memgpt_jax.data.common import (
+from memgpt_jax.data.prepared import (
     DATA_DIR_ENV,
     DataError,
     as_text,

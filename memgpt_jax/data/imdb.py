@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from memgpt_jax.data.common import DataError, ReportingBuilder, config_arg
+from memgpt_jax.data.prepared import DataError, ReportingBuilder, config_arg
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_SOURCE_ENV = "MEMGPT_IMDB_SOURCE"

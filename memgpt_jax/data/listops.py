@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from memgpt_jax.data.common import ReportingBuilder, config_arg
+from memgpt_jax.data.prepared import ReportingBuilder, config_arg
 
 DIGITS = tuple(str(d) for d in range(10))
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")

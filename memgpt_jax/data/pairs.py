@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import tensorflow_datasets as tfds
 
-from memgpt_jax.data.common import DataError, ReportingBuilder
+from memgpt_jax.data.prepared import DataError, ReportingBuilder
 
 USER, ASSISTANT = "User: ", "Assistant: "
 

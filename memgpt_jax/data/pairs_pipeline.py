@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from memgpt_jax.data import specials
-from memgpt_jax.data.common import as_text
+from memgpt_jax.data.prepared import as_text
 from memgpt_jax.data.ordering import CursorIterator
 
 

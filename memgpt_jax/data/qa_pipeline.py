@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from memgpt_jax.data import specials
-from memgpt_jax.data.common import as_text
+from memgpt_jax.data.prepared import as_text
 from memgpt_jax.data.ordering import CursorIterator
 
 QA_KEYS = ("inputs", "kv_valid", "start", "end", "example_valid")

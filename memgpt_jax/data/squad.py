@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from memgpt_jax.data.common import DataError, ReportingBuilder
+from memgpt_jax.data.prepared import DataError, ReportingBuilder
 
 
 def read_squad(path: str) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from memgpt_jax.data.common import DataError, ReportingBuilder
+from memgpt_jax.data.prepared import DataError, ReportingBuilder
 
 UNITS = ("paragraph", "line", "file")
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")

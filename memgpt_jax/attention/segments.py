@@ -1,4 +1,4 @@
-"""Helpers shared by the block-sparse implementations (XLA, Pallas, decoding)."""
+"""Layout checks and the padding/segment masks shared by the block-sparse kernels (XLA, Pallas, decoding)."""
 
 from __future__ import annotations
 
