@@ -8,19 +8,15 @@ accuracy, per-class and macro precision / recall / F1 and the confusion matrix.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-
-from tqdm import tqdm
 
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.data import ClassificationIterator
+from memgpt_jax.training.evaluate import evaluate
 from memgpt_jax.training.inputs import load_source
-from memgpt_jax.training.metrics import classification_report
 from memgpt_jax.training.run import Run
 
 
@@ -53,47 +49,20 @@ class Classifier:
             out.append(p[batch["example_valid"]])
         return np.concatenate(out) if out else np.zeros((0, self.run.model_config.num_labels), np.float32)
 
-    def predict_batches(self, batches: Iterable[dict[str, np.ndarray]], progress: bool = False):
-        """``(predictions, labels, seconds, examples)`` over labeled batches."""
-        preds, labels, n, seconds = [], [], 0, 0.0
-        it = tqdm(batches, desc="evaluate", unit="batch", leave=False) if progress else batches
-        for batch in it:
-            t0 = time.perf_counter()
-            p = np.asarray(self._probs(self.run.params, jnp.asarray(batch["inputs"]),
-                                      jnp.asarray(batch["kv_valid"])))
-            seconds += time.perf_counter() - t0
-            keep = batch["example_valid"]
-            preds.append(p.argmax(-1)[keep])
-            labels.append(batch["label"][keep])
-            n += int(keep.sum())
-        if not preds:
-            return np.zeros((0,), np.int64), np.zeros((0,), np.int64), seconds, n
-        return np.concatenate(preds), np.concatenate(labels), seconds, n
-
-
 def evaluate_classifier(run: Run, split: str, *, batch_size: int = 64, max_examples: int = 0,
                         progress: bool = True) -> dict[str, Any]:
-    """The classification report (``training.metrics.classification_report``: accuracy,
-    per-class and macro precision/recall/F1, confusion) of ``run`` on a split of its
-    data (``run.config.data``), plus ``examples_per_s`` (model time only, the first
-    batch's compile excluded)."""
+    """The full classification report of ``run`` on a split of its data (the shared
+    evaluator, ``training.evaluate``: accuracy, per-class and macro precision/recall/F1,
+    confusion, ``examples_per_s``), with the split and the label names."""
     dc = run.config.data
     source = load_source(dc, split)
     if max_examples:
         source = [source[i] for i in range(min(max_examples, len(source)))]
-    clf = Classifier(run, batch_size=batch_size)
-    it = ClassificationIterator(source, run.tokenizer, batch_size=batch_size, max_len=clf.max_len, shuffle=False,
-                                num_epochs=1, drop_remainder=False, text_key=dc.text_key)
-    batches = iter(it)
-    first = next(batches)
-    clf.predict_batches([first])  # compiles
-    p0, l0, s0, n0 = clf.predict_batches([first])
-    preds, labels, seconds, n = clf.predict_batches(batches, progress=progress)
-    preds, labels = np.concatenate([p0, preds]), np.concatenate([l0, labels])
-    seconds, n = seconds + s0, n + n0
-    report = classification_report(preds, labels, run.model_config.num_labels)
-    report.update(split=split, examples=int(len(labels)), label_names=list(run.label_names),
-                  examples_per_s=n / seconds if seconds > 0 else float("nan"))
+    batches = ClassificationIterator(source, run.tokenizer, batch_size=batch_size, max_len=dc.seq_len, shuffle=False,
+                                     num_epochs=1, drop_remainder=False, text_key=dc.text_key)
+    report = evaluate(run.task, run.model, run.params, batches, full=True, progress=progress)
+    report.update(split=split, label_names=list(run.label_names))
+    report.setdefault("examples_per_s", float("nan"))
     return report
 
 

@@ -19,7 +19,6 @@ present. Rows that keep no key produce zeros (``l == 0``) and zero gradients.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl

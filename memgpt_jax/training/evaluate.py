@@ -15,11 +15,15 @@ decoders in ``memgpt_jax.apps`` and are built on a ``Run`` too.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
 
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.training import inputs as inputs_lib
@@ -47,11 +51,33 @@ def compiled_eval_step(task: str, model: nn.Module) -> Callable[[Any, Any], dict
 
 
 def evaluate(task: str, model: nn.Module, params: Any, batches: Iterable[dict[str, Any]], *,
-             place: Callable[[dict[str, Any]], Any] = lambda b: b) -> dict[str, float]:
-    """Weighted means over ``batches`` (``place`` puts a host batch on the devices)."""
+             place: Callable[[dict[str, Any]], Any] = lambda b: b, full: bool = False,
+             progress: bool = False) -> dict[str, Any]:
+    """Weighted means over ``batches`` (``place`` puts a host batch on the devices), and
+    ``examples_per_s``: model time only, the first batch (which compiles) excluded.
+    ``full``: classifiers report per-class precision/recall/F1 and the confusion matrix."""
     step = compiled_eval_step(task, model)
-    num_labels = getattr(model.config, "num_labels", 0)
-    return summarize_eval(((step(params, place(batch)), batch) for batch in batches), task, num_labels)
+    timing = {"seconds": 0.0, "examples": 0}
+
+    def results() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        for i, batch in enumerate(tqdm(batches, desc="evaluate", unit="batch", leave=False, file=sys.stderr)
+                                  if progress else batches):
+            t0 = time.perf_counter()
+            sums = jax.block_until_ready(step(params, place(batch)))
+            if i:
+                timing["seconds"] += time.perf_counter() - t0
+                timing["examples"] += _examples(batch)
+            yield sums, batch
+
+    report = summarize_eval(results(), task, model.config.num_labels, full=full)
+    if timing["seconds"] > 0:
+        report["examples_per_s"] = timing["examples"] / timing["seconds"]
+    return report
+
+
+def _examples(batch: dict[str, Any]) -> int:
+    valid = batch.get("example_valid")
+    return int(np.sum(valid)) if valid is not None else len(batch["inputs"])
 
 
 def evaluate_run(run: Run, split: str | None = None, *, max_batches: int | None = None,

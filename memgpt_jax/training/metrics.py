@@ -42,10 +42,11 @@ def classification_report(predictions: np.ndarray, labels: np.ndarray, num_class
 
 
 def summarize_eval(results: Iterable[tuple[dict[str, Any], dict[str, Any]]], task: str,
-                   num_labels: int) -> dict[str, float]:
+                   num_labels: int, full: bool = False) -> dict[str, Any]:
     """Combines per-batch ``(metric sums, batch)`` pairs from an eval step: weighted
     means, the weight (tokens or examples), perplexity for language models, and the
-    classification report over the valid examples."""
+    classification report over the valid examples (``full``: with per-class lists and
+    the confusion matrix)."""
     totals: dict[str, float] = {}
     preds, labels = [], []
     for sums, batch in results:
@@ -58,9 +59,9 @@ def summarize_eval(results: Iterable[tuple[dict[str, Any], dict[str, Any]]], tas
                 totals[k] = totals.get(k, 0.0) + float(v)
     w = max(totals.pop("weight", 0.0), 1e-9)
     result = {k: v / w for k, v in totals.items()}
-    result["tokens" if task == "lm" else "examples"] = w
+    result["tokens" if task == "lm" else "examples"] = w if task == "lm" else int(round(w))
     if task == "lm" and "loss" in result:
         result["perplexity"] = float(np.exp(result["loss"]))
     if preds:
-        result.update(classification_report(np.concatenate(preds), np.concatenate(labels), num_labels, flat=True))
+        result.update(classification_report(np.concatenate(preds), np.concatenate(labels), num_labels, flat=not full))
     return result
