@@ -3,8 +3,10 @@ kill-and-resume, NaN handling, corrupt checkpoints, multi-process."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -149,42 +151,79 @@ def test_bad_command_lines_fail_clearly(tmp_path, capsys, data_dir):
 _CLI_ARGS = ["finetune", "--config", TINY, "--no-progress", "--config.train.checkpoint_every=3",
              "--config.train.mesh=(1,1,1)", "--config.train.eval_every=0"]
 
-# Runs the training command in a subprocess that SIGKILLs itself right after step ``kill_at``
-# (a callback of the loop; nothing in the library reads a fault-injection switch).
-_KILLED_RUN = """
-import os, sys
+# Runs the training command in a subprocess whose loop calls back after every step (a
+# callback of the loop; nothing in the library reads a fault-injection switch): `kill N`
+# SIGKILLs the process right after step N, `slow S` sleeps S seconds per step.
+_WRAPPED_RUN = """
+import os, sys, time
 from memgpt_jax.training import loop
-kill_at, real_train = int(sys.argv[1]), loop.train
-def killing_train(*args, **kwargs):
-    return real_train(*args, on_step=lambda step: step == kill_at and os.kill(os.getpid(), 9), **kwargs)
-loop.train = killing_train  # before the command module imports it
+mode, value, real_train = sys.argv[1], float(sys.argv[2]), loop.train
+def on_step(step):
+    if mode == "kill" and step == value:
+        os.kill(os.getpid(), 9)
+    if mode == "slow":
+        time.sleep(value)
+def wrapped_train(*args, **kwargs):
+    return real_train(*args, on_step=on_step, **kwargs)
+loop.train = wrapped_train  # before the command module imports it
 from memgpt_jax.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
-def _run_cli(workdir, steps=16, kill_at=None):
+def _cli_command(workdir, steps=16, wrap=None):
     args = [*_CLI_ARGS, "--workdir", str(workdir), f"--config.train.steps={steps}"]
-    if kill_at is None:
-        cmd = [sys.executable, "-m", "memgpt_jax.cli", *args]
-    else:
-        cmd = [sys.executable, "-c", _KILLED_RUN, str(kill_at), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if wrap is None:
+        return [sys.executable, "-m", "memgpt_jax.cli", *args]
+    return [sys.executable, "-c", _WRAPPED_RUN, *map(str, wrap), *args]
 
 
-def test_sigkill_and_resume_is_bitwise_identical(tmp_path, data_dir):
+def _run_cli(workdir, steps=16, wrap=None):
+    return subprocess.run(_cli_command(workdir, steps, wrap), capture_output=True, text=True, timeout=300)
+
+
+def _same_params(a_dir, b_dir):
+    a, _ = load_params(str(a_dir))
+    b, _ = load_params(str(b_dir))
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir):
     full = _run_cli(tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = _run_cli(tmp_path / "resumed", kill_at=11)
+
+    killed = _run_cli(tmp_path / "killed", wrap=("kill", 11))
     assert killed.returncode == -9, killed.stderr[-2000:]
     # Saves are asynchronous: the newest complete one is 6 or 9; the one after 11 never happened.
-    assert Checkpointer(str(tmp_path / "resumed")).steps()[-1] in (6, 9)
-    resumed = _run_cli(tmp_path / "resumed")
+    assert Checkpointer(str(tmp_path / "killed")).steps()[-1] in (6, 9)
+    resumed = _run_cli(tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
-    a, _ = load_params(str(tmp_path / "full"))
-    b, _ = load_params(str(tmp_path / "resumed"))
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+    _same_params(tmp_path / "full", tmp_path / "killed")
+
+    # Ctrl-C while training: the step finishes, a checkpoint of it is saved, the command
+    # says how to resume and exits promptly with 128 + SIGINT.
+    proc = subprocess.Popen(_cli_command(tmp_path / "stopped", wrap=("slow", 0.3)), stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "compiled in" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.perf_counter()
+    rest = proc.communicate(timeout=60)[1]
+    elapsed = time.perf_counter() - t0
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 130, stderr[-2000:]
+    assert elapsed < 15, elapsed
+    assert "SIGINT: stopped at step" in stderr and "Rerun the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    stopped_at = Checkpointer(str(tmp_path / "stopped")).steps()[-1]
+    assert 0 < stopped_at < 16 and f"stopped at step {stopped_at} " in stderr
+    resumed = _run_cli(tmp_path / "stopped")
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-2000:]
+    _same_params(tmp_path / "full", tmp_path / "stopped")
 
 
 def test_corrupt_checkpoint_is_skipped(tmp_path, data_dir):

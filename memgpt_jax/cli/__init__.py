@@ -20,6 +20,9 @@ import sys
 import time
 from typing import Sequence
 
+DEBUG_ENV = "MEMGPT_DEBUG"
+TORCH_EXTRA = ("torch", "safetensors", "transformers")  # the packages of the `torch` extra
+
 # Modules that contribute commands through ``register(subparsers)``.
 _COMMAND_MODULES = (
     "memgpt_jax.cli.data",
@@ -142,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Lightweight GPT-style language models in JAX/Flax: block-sparse attention, "
         "knowledge distillation, compression, Orbax checkpoints, PyTorch export.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error, anywhere on the line (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("info", help="print a model configuration, its parameter count and FLOPs/token",
@@ -170,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     if argv[:1] == ["bench"]:  # everything after `bench` belongs to python -m benchmarks
         return cmd_bench(argv[1:])
     parser = build_parser()
@@ -185,7 +192,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every command's last line of defence
+        if debug:
+            raise
+        return _report(e)
+
+
+def _report(error: Exception) -> int:
+    """One line for an error that escaped a command; the exit status says what kind it was."""
+    loop = sys.modules.get("memgpt_jax.training.loop")  # imported if and only if a run trained
+    if loop is not None and isinstance(error, loop.TrainingInterrupted):
+        print(str(error), file=sys.stderr)
+        return 128 + error.signum
+    if loop is not None and isinstance(error, loop.NonFiniteLossError):
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, ModuleNotFoundError) and error.name and error.name.split(".")[0] in TORCH_EXTRA:
+        message = f"{message}: this needs the torch extra: pip install torch==2.13.0 -e '.[torch]' (a CPU build)"
+    print(f"error: {message} (run with --debug or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+    return 1
 
 
 __all__ = ["build_parser", "main"]

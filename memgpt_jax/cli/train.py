@@ -76,7 +76,7 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
     import jax
 
     from memgpt_jax import run_config
-    from memgpt_jax.training.loop import NonFiniteLossError, train
+    from memgpt_jax.training.loop import train
 
     if args.distributed or args.coordinator:
         jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
@@ -94,11 +94,7 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
         print("error: distill needs a teacher: --config.distill.teacher=RUN_DIR (or hf:DIR)", file=sys.stderr)
         return 2
     teacher = teacher_or_exit(config)
-    try:
-        summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress)  # errors: cli._report
     print(f"done: step {summary['step']}, {summary['params']:,} parameters, {summary['wall_s']:.1f}s; "
           f"eval {summary['eval']}")
     return 0

@@ -15,7 +15,9 @@ import functools
 import json
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -55,6 +57,44 @@ def peak_rss_mb() -> float | None:
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf; the message names the last good checkpoint."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM stopped the run after a step; a checkpoint of that step was saved.
+    ``signum`` is the signal; the message says where the run is and how to resume."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handling for the duration of a run (main thread only): the first
+    signal asks the loop to stop after the current step and save; a second one exits at
+    once. The previous handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # the second signal: no checkpoint, exit now
+            print(f"\n{signal.Signals(signum).name} again: exiting at once, without saving", file=sys.stderr)
+            os._exit(128 + signum)
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+              "(send it again to exit at once)", file=sys.stderr)
 
 
 class MetricWriter:
@@ -179,6 +219,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
         state, lambda axis_name: make_step(axis_name=axis_name),
         None if teacher_params is None else (teacher.model, teacher_params))
 
+    _say(f"compiling the train step ({tc.parallel}, {task}, {config.model.n_layers} layers, "
+         f"batch {config.data.batch_size} x {config.data.seq_len})...")
     config_json = config.to_dict()
     writer = MetricWriter(workdir)
     fpt = flops_per_token(config.model, config.data.seq_len)
@@ -188,54 +230,68 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                mininterval=1.0) if progress else None
     t_last, tokens_since, last_metrics, last_eval = time.perf_counter(), 0, {}, {}
     t_start = time.perf_counter()
-    step = start
-    try:
-        while step < tc.steps:
-            batch = next(data.train)
-            state, metrics = strategy.step(state, strategy.place_batch(batch), rng, teacher_params)
-            step += 1
-            save_now = ckpt.should_save(step) or step == tc.steps
-            log_now = step % tc.log_every == 0 or step == tc.steps
-            # The loss reaches the host only when it is logged or a checkpoint is due (no
-            # per-step sync); a non-finite loss is thus never saved.
-            loss = float(metrics["loss"]) if save_now or log_now else 0.0
-            if not np.isfinite(loss):
-                good = ckpt.steps()[-1] if ckpt.steps() else None
-                raise NonFiniteLossError(
-                    f"loss became {loss} (seen at step {step}); stopping. The last good checkpoint is "
-                    f"{'step ' + str(good) if good is not None else 'none (no checkpoint was saved yet)'} "
-                    f"in {ckpt.directory}. Lower optim.lr or raise optim.warmup_steps, then rerun to resume."
-                )
-            tokens_since += int(np.prod(batch["inputs"].shape))
-            if log_now:
-                now = time.perf_counter()
-                tps = tokens_since / max(now - t_last, 1e-9)
-                t_last, tokens_since = now, 0
-                last_metrics = {k: float(v) for k, v in metrics.items()}
-                last_metrics.update(tokens_per_s=tps, mfu=fpt * tps / peak)
-                writer.write(step, "train", last_metrics)
+    step, pending = start, None  # pending: the previous step's loss (at most one step runs ahead)
+    t_compile = time.perf_counter()
+    with StopRequest() as stop:
+        try:
+            while step < tc.steps:
+                batch = next(data.train)
+                state, metrics = strategy.step(state, strategy.place_batch(batch), rng, teacher_params)
+                if step == start:  # the first call compiled the step
+                    _say(f"compiled in {time.perf_counter() - t_compile:.1f} s; training", bar)
+                if pending is not None:  # keeps the bar true to the device and Ctrl-C answered within a step
+                    jax.block_until_ready(pending)
+                pending = metrics["loss"]
+                step += 1
+                save_now = ckpt.should_save(step) or step == tc.steps
+                log_now = step % tc.log_every == 0 or step == tc.steps
+                # The loss is checked when it is logged or a checkpoint is due; a non-finite
+                # loss is thus never saved.
+                loss = float(metrics["loss"]) if save_now or log_now else 0.0
+                if not np.isfinite(loss):
+                    good = ckpt.steps()[-1] if ckpt.steps() else None
+                    raise NonFiniteLossError(
+                        f"loss became {loss} (seen at step {step}); stopping. The last good checkpoint is "
+                        f"{'step ' + str(good) if good is not None else 'none (no checkpoint was saved yet)'} "
+                        f"in {ckpt.directory}. Lower optim.lr or raise optim.warmup_steps, then rerun to resume."
+                    )
+                tokens_since += int(np.prod(batch["inputs"].shape))
+                if log_now:
+                    now = time.perf_counter()
+                    tps = tokens_since / max(now - t_last, 1e-9)
+                    t_last, tokens_since = now, 0
+                    last_metrics = {k: float(v) for k, v in metrics.items()}
+                    last_metrics.update(tokens_per_s=tps, mfu=fpt * tps / peak)
+                    writer.write(step, "train", last_metrics)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", mfu=f"{100 * fpt * tps / peak:.1f}%")
+                if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps) and data.eval is not None:
+                    _say(f"step {step}: evaluating on {config.data.eval_split}...", bar)
+                    last_eval = evaluate(task, model, strategy.saveable(state).params, data.eval())
+                    writer.write(step, "eval", last_eval)
+                    _say(f"step {step}: eval " + ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items()), bar)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", mfu=f"{100 * fpt * tps / peak:.1f}%")
-            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps) and data.eval is not None:
-                params_now = strategy.saveable(state).params
-                last_eval = evaluate(task, model, params_now, data.eval())
-                writer.write(step, "eval", last_eval)
-                if bar is not None:
-                    bar.write(f"step {step}: eval " + ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items()))
+                    bar.update(1)
+                interrupted = stop.signum is not None and step < tc.steps
+                if save_now or interrupted:
+                    if step == tc.steps or interrupted:
+                        _say(f"saving the checkpoint of step {step} in {ckpt.directory}...", bar)
+                    ckpt.save(step, strategy.saveable(state), data_state=data.train.get_state(), config=config_json,
+                              tokenizer=data.tokenizer_bytes, wall_s=wall_before + time.perf_counter() - t_start)
+                if on_step is not None:
+                    on_step(step)
+                if interrupted:
+                    name = signal.Signals(stop.signum).name
+                    raise TrainingInterrupted(
+                        f"{name}: stopped at step {step} of {tc.steps}; the checkpoint of step {step} is in "
+                        f"{ckpt.directory}. Rerun the same command to resume.", stop.signum)
+                if stop_after is not None and step - start >= stop_after:
+                    break
+        finally:
+            ckpt.close()  # waits for an asynchronous save to finish
+            writer.close()
             if bar is not None:
-                bar.update(1)
-            if save_now:
-                ckpt.save(step, strategy.saveable(state), data_state=data.train.get_state(), config=config_json,
-                          tokenizer=data.tokenizer_bytes, wall_s=wall_before + time.perf_counter() - t_start)
-            if on_step is not None:
-                on_step(step)
-            if stop_after is not None and step - start >= stop_after:
-                break
-    finally:
-        ckpt.close()
-        writer.close()
-        if bar is not None:
-            bar.close()
+                bar.close()
     wall = time.perf_counter() - t_start
     summary = {
         "step": int(step), "params": n_params, "wall_s": wall_before + wall, "wall_s_this_run": wall,
@@ -247,6 +303,12 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
             json.dump(summary, f, indent=2)
     summary["state"] = strategy.saveable(state)
     return summary
+
+
+def _say(message: str, bar: Any = None) -> None:
+    """A status line on stderr (above the progress bar when there is one)."""
+    if jax.process_index() == 0:
+        (bar.write if bar is not None else print)(message, file=sys.stderr)
 
 
 def _with_teacher_cache(config: RunConfig, workdir: str, teacher: Run, progress: bool, train_iter: Any) -> Any:
