@@ -200,6 +200,10 @@ def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
     _same_params(tmp_path / "full", tmp_path / "killed")
+    # The steps logged after the restored checkpoint were replaced, not repeated.
+    rows = [json.loads(line) for line in open(tmp_path / "killed" / "metrics.jsonl")]
+    full_rows = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
+    assert [(r["split"], r["step"]) for r in rows] == [(r["split"], r["step"]) for r in full_rows]
 
     # Ctrl-C while training: the step finishes, a checkpoint of it is saved, the command
     # says how to resume and exits promptly with 128 + SIGINT.

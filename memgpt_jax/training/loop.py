@@ -98,15 +98,21 @@ class StopRequest:
 
 
 class MetricWriter:
-    """``metrics.jsonl`` plus TensorBoard event files (tensorboardX, no TensorFlow)."""
+    """``metrics.jsonl`` plus TensorBoard event files (tensorboardX, no TensorFlow).
 
-    def __init__(self, workdir: str, enabled: bool = True) -> None:
+    A run resumed from step ``resume_step`` replaces what was logged after that step:
+    later rows leave ``metrics.jsonl`` and TensorBoard purges its later events."""
+
+    def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0) -> None:
         self.enabled = enabled and jax.process_index() == 0
         if not self.enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.isfile(path):
+            _truncate_jsonl(path, resume_step)
+        self.jsonl = open(path, "a")
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, prefix: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -222,7 +228,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     _say(f"compiling the train step ({tc.parallel}, {task}, {config.model.n_layers} layers, "
          f"batch {config.data.batch_size} x {config.data.seq_len})...")
     config_json = config.to_dict()
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, resume_step=start)
     fpt = flops_per_token(config.model, config.data.seq_len)
     peak = measured_peak_flops("bfloat16" if config.model.compute_dtype == "bfloat16" else "float32")
     n_params = count_params(config.model, task)
@@ -303,6 +309,23 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
             json.dump(summary, f, indent=2)
     summary["state"] = strategy.saveable(state)
     return summary
+
+
+def _truncate_jsonl(path: str, last_step: int) -> None:
+    """Keeps the rows of steps up to ``last_step`` (and drops a torn last line)."""
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= last_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
 
 
 def _say(message: str, bar: Any = None) -> None:
