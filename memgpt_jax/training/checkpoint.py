@@ -15,18 +15,15 @@ or half-deleted) is reported and skipped, never used.
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import sys
-from typing import Any
+import time
+from typing import Any, Callable, Iterable
 
 import jax
 import orbax.checkpoint as ocp
 
 from memgpt_jax.compress import quantize
-
-log = logging.getLogger(__name__)
-
 
 class Checkpointer:
     """Periodic + final saves, keep-N, async writes."""
@@ -78,17 +75,20 @@ class Checkpointer:
         return restored["state"], meta
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
-        """The newest checkpoint that restores; ``None`` when there is none."""
-        for step in reversed(self.steps()):
-            try:
-                state, meta = self.restore(step, abstract_state)
-            except Exception as e:  # noqa: BLE001 - any failure means "do not use this one"
-                msg = f"checkpoint {self.directory}/{step} is incomplete or corrupt ({type(e).__name__}: {e}); skipping it"
-                log.warning(msg)
-                print(f"warning: {msg}", file=sys.stderr)
-                continue
-            return step, state, meta
-        return None
+        """The newest checkpoint that restores; ``None`` when there is none. Newer ones that
+        do not restore are moved to ``<workdir>/unusable_checkpoints/`` (kept for inspection,
+        out of the way of the saves that will replace them)."""
+        steps = self.steps()
+        found = newest_usable(self.directory, reversed(steps), lambda s: self.restore(s, abstract_state))
+        newer = [s for s in steps if found is None or s > found[0]]
+        if newer:
+            aside = os.path.join(os.path.dirname(self.directory), "unusable_checkpoints")
+            os.makedirs(aside, exist_ok=True)
+            for s in newer:
+                os.replace(os.path.join(self.directory, str(s)), os.path.join(aside, f"{s}.{int(time.time())}"))
+            self.manager.reload()
+            print(f"warning: moved the unusable checkpoints {newer} to {aside}", file=sys.stderr)
+        return None if found is None else (found[0], *found[1])
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -133,24 +133,51 @@ def load_params(workdir: str, step: int | None = None) -> tuple[Any, dict[str, A
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoints under {directory}: train a model there first")
     manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
-    steps = sorted(manager.all_steps(), reverse=True)
-    if step is not None:
-        steps = [step]
-    for s in steps:
-        try:
-            restored = manager.restore(
-                s, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-            )
-        except Exception as e:  # noqa: BLE001
-            print(f"warning: checkpoint {directory}/{s} unusable ({type(e).__name__}: {e}); skipping", file=sys.stderr)
-            continue
-        meta = dict(restored["meta"])
-        if meta.get("tokenizer_b64"):
-            meta["tokenizer"] = base64.b64decode(meta.pop("tokenizer_b64"))
+    try:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if step is not None:
+            if step not in steps:
+                raise FileNotFoundError(f"no checkpoint of step {step} under {directory} (have {sorted(steps)})")
+            steps = [step]
+        found = newest_usable(directory, steps, lambda s: manager.restore(
+            s, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())))
+    finally:
         manager.close()
-        params = restored["state"]["params"]
-        if meta.get("quantization"):  # a quantized checkpoint: rebuild the QTensors
-            params = quantize.decode(params, meta["quantization"]["tensors"])
-        return params, meta
-    manager.close()
-    raise FileNotFoundError(f"no usable checkpoint under {directory}")
+    if found is None:
+        raise FileNotFoundError(f"no usable checkpoint under {directory}")
+    restored = found[1]
+    meta = dict(restored["meta"])
+    if meta.get("tokenizer_b64"):
+        meta["tokenizer"] = base64.b64decode(meta.pop("tokenizer_b64"))
+    params = restored["state"]["params"]
+    if meta.get("quantization"):  # a quantized checkpoint: rebuild the QTensors
+        params = quantize.decode(params, meta["quantization"]["tensors"])
+    return params, meta
+
+
+def newest_usable(directory: str, steps: Iterable[int], restore: Callable[[int], Any]) -> tuple[int, Any] | None:
+    """``(step, restore(step))`` of the first step that restores. Each one that does not
+    (corrupt, half-deleted) is skipped with one warning line: which, why in a few words,
+    and what is used instead."""
+    skipped = []
+    for step in steps:
+        try:
+            result = restore(step)
+        except Exception as e:  # noqa: BLE001 - any failure means "do not use this one"
+            skipped.append(f"step {step} ({_reason(e)})")
+            continue
+        if skipped:
+            print(f"warning: {directory}: unusable checkpoint {', '.join(skipped)}; using step {step}", file=sys.stderr)
+        return step, result
+    if skipped:
+        print(f"warning: {directory}: unusable checkpoint {', '.join(skipped)}; none is usable", file=sys.stderr)
+    return None
+
+
+def _reason(error: Exception, limit: int = 100) -> str:
+    """A few words on why a restore failed (TensorStore messages run to pages)."""
+    text = " ".join(str(error).split())
+    for cut in (" See full TensorStore details", " [source locations", "Traceback"):
+        text = text.split(cut)[0]
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

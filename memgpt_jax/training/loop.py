@@ -212,6 +212,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
         wall_before = float(meta.get("wall_s") or 0.0)
         data.train.set_state(meta["data_state"])
         print(f"resumed from {ckpt.directory}/{start}", file=sys.stderr)
+    elif os.path.isdir(os.path.join(workdir, "unusable_checkpoints")):
+        print("no usable checkpoint: training from step 0", file=sys.stderr)
     summary_path = os.path.join(workdir, "summary.json")
     if start >= tc.steps and os.path.isfile(summary_path):
         ckpt.close()
