@@ -21,12 +21,14 @@ from memgpt_jax.training.run import Run
 
 
 class Classifier:
-    def __init__(self, run: Run, *, batch_size: int = 32, max_len: int | None = None) -> None:
+    def __init__(self, run: Run, *, batch_size: int = 32, max_len: int | None = None,
+                 truncate: str = "right") -> None:
         if run.task != "classification":
             raise ValueError(f"{run.path} is a {run.task!r} model, not a classifier")
         self.run = run
         self.batch_size = int(batch_size)
         self.max_len = int(max_len or run.config.data.seq_len)
+        self.truncate = truncate  # "right" keeps the head, "left" the tail, "both" head and tail
         model = run.model
 
         @jax.jit
@@ -38,8 +40,13 @@ class Classifier:
 
     def batches(self, texts: Sequence[str]) -> Iterable[dict[str, np.ndarray]]:
         source = [{"text": t, "label": 0} for t in texts]
-        return ClassificationIterator(source, self.run.tokenizer, batch_size=self.batch_size,
-                                      max_len=self.max_len, shuffle=False, num_epochs=1, drop_remainder=False)
+        return ClassificationIterator(source, self.run.tokenizer, batch_size=self.batch_size, max_len=self.max_len,
+                                      shuffle=False, num_epochs=1, drop_remainder=False, truncate=self.truncate)
+
+    def dropped_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens of each text do not fit the context (and are cut by ``truncate``)."""
+        budget = self.max_len - 1  # BOS
+        return [max(len(self.run.tokenizer.encode(t)) - budget, 0) for t in texts]
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities ``[len(texts), num_labels]``."""

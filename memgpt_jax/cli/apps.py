@@ -58,28 +58,56 @@ def _generator(run: Run, chunk: int):
     return Generator(run.model, run.params, eos_id=run.tokenizer.eos_id, pad_id=run.tokenizer.pad_id, chunk=chunk)
 
 
+TRUNCATE = {"head": "right", "tail": "left", "head+tail": "both"}  # --truncate -> ClassificationIterator
+
+
+def _decode_text(data: bytes, where: str) -> str:
+    """UTF-8 text, or a one-line error naming ``where`` (binary data is refused, not guessed at)."""
+    if b"\0" in data:
+        raise SystemExit(f"error: {where} is binary (it holds NUL bytes), not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"error: {where} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    texts = list(args.texts or [])
+    texts = [(t, f"text {i + 1}") for i, t in enumerate(args.texts or [])]
     for path in args.file or []:
-        with open(path, encoding="utf-8") as f:
-            texts.append(f.read())
+        try:
+            with open(path, "rb") as f:
+                texts.append((_decode_text(f.read(), path), path))
+        except OSError as e:
+            raise SystemExit(f"error: --file {path}: {e.strerror}") from None
     if not texts:
         if sys.stdin.isatty():
             raise SystemExit("error: give texts as arguments, --file FILES, or lines on stdin")
-        data = sys.stdin.read()
-        texts = [data] if args.whole else [line for line in data.splitlines() if line.strip()]
+        data = _decode_text(sys.stdin.buffer.read(), "stdin")
+        texts = [(data, "stdin")] if args.whole else [(line, f"stdin line {i + 1}")
+                                                      for i, line in enumerate(data.splitlines()) if line.strip()]
     if not texts:
         raise SystemExit("error: no text to process")
-    return texts
+    empty = [where for text, where in texts if not text.strip()]
+    if empty:
+        raise SystemExit(f"error: {empty[0]} is empty; there is nothing to classify")
+    return [text for text, _ in texts]
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     run = _load(args, "lm")
     prompts = list(args.prompt or [])
     if args.prompt_file:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompts.extend(line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip())
+        try:
+            with open(args.prompt_file, "rb") as f:
+                text = _decode_text(f.read(), args.prompt_file)
+        except OSError as e:
+            raise SystemExit(f"error: --prompt-file {args.prompt_file}: {e.strerror}") from None
+        lines = [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise SystemExit(f"error: --prompt-file {args.prompt_file} holds no prompt")
+        prompts.extend(lines)
     if not prompts:
+        print("no prompt given: generating from the start token", file=sys.stderr)
         prompts = [""]
     sampling = _sampling(args)
     gen = _generator(run, 1 if args.stream and len(prompts) == 1 else args.chunk)
@@ -119,16 +147,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     run = _load(args, "classification")
     texts = _read_texts(args)
-    probs = Classifier(run, batch_size=args.batch_size).predict(texts)
+    clf = Classifier(run, batch_size=args.batch_size, truncate=TRUNCATE[args.truncate])
+    probs = clf.predict(texts)
+    dropped = clf.dropped_tokens(texts)
     names = run.label_names
-    for text, p in zip(texts, probs):
+    for text, p, cut in zip(texts, probs, dropped):
         k = int(p.argmax())
         if args.json:
             print(json.dumps({"label": names[k], "label_id": k, "probabilities": dict(zip(names, map(float, p))),
-                              "text": text[:200]}))
+                              "text": text[:200], "truncated_tokens": cut,
+                              "kept": args.truncate if cut else "all"}))
         else:
             snippet = " ".join(text.split())[:70]
-            print(f"{names[k]:>10}  p={p[k]:.3f}  {snippet}")
+            note = f"  [truncated: {cut:,} tokens beyond the {clf.max_len}-token context cut, kept the {args.truncate}]"
+            print(f"{names[k]:>10}  p={p[k]:.3f}  {snippet}" + (note if cut else ""))
     return 0
 
 
@@ -144,6 +176,7 @@ def _with_data(run: Run, args: argparse.Namespace) -> Run:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     run = _with_data(_load(args, None), args)
+    args.split = args.split or run.config.data.eval_split
     batch_size = args.batch_size or 64
     if run.task == "classification":
         from memgpt_jax.apps.classify import evaluate_classifier, format_report  # lazy: keeps --help fast
@@ -310,6 +343,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", nargs="+", help="files, one text each")
     p.add_argument("--whole", action="store_true", help="stdin is one text (default: one text per line)")
+    p.add_argument("--truncate", choices=tuple(TRUNCATE), default="head",
+                   help="which part of a text longer than the context to keep (default: %(default)s; "
+                        "head+tail keeps the first quarter and the last three quarters); truncation is reported")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="JSON lines with all class probabilities")
     p.set_defaults(func=cmd_classify)
@@ -317,7 +353,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run on a split: accuracy/P/R/F1/confusion, perplexity, or EM/F1",
                        description=__doc__, **common)
     run_args(p)
-    p.add_argument("--split", default="test", help="prepared split to evaluate (default: %(default)s)")
+    p.add_argument("--split", default=None, help="prepared split to evaluate (default: the run's eval split)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="default: 64; the run's eval_batch_size for teacher-forced loss/perplexity")
     p.add_argument("--max-examples", type=int, default=0, help="evaluate only the first N examples (0: all)")

@@ -154,6 +154,13 @@ def _finish(out: str, rows: list, run: Run, extra: dict[str, Any]) -> None:
           f"{metric}: {base[metric]:.4f} -> {new[metric]:.4f}")
     with open(os.path.join(out, "compression.json"), "w") as f:
         json.dump(report, f, indent=2)
+    print(f"wrote {out} (try: memgpt-jax eval --checkpoint {out})", file=sys.stderr)
+
+
+def _check_out(out: str) -> None:
+    """``--out`` must be new (or an empty directory): checked before any work."""
+    if os.path.lexists(out) and not (os.path.isdir(out) and not os.listdir(out)):
+        raise FileExistsError(f"--out {out} already exists and is not empty; choose a new --out")
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -161,6 +168,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from memgpt_jax.compress.quantize import encode, quantize_params, summary
     from memgpt_jax.training.checkpoint import save_params
 
+    _check_out(args.out)
     run = _open(args.checkpoint)
     meta = run_meta(run)
     print(f"evaluating {args.checkpoint} (float32) ...", file=sys.stderr)
@@ -186,6 +194,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from memgpt_jax.training.checkpoint import load_params, save_params
     from memgpt_jax.training.loop import train
 
+    _check_out(args.out)
     run = _open(args.checkpoint)
     meta = run_meta(run)
     rows = [("unpruned", _measure(run, run.params, params_disk_bytes(run.params, meta), args.eval_batches))]
@@ -206,7 +215,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         recovered, _ = load_params(os.path.join(args.out, "recovery"))
         rows.append(("recovered", _measure(run, recovered, params_disk_bytes(recovered, meta), args.eval_batches)))
         pruned = recovered
-    save_params(os.path.join(args.out, "final"), pruned, {**meta, "config": config.to_dict()})
+    save_params(args.out, pruned, {**meta, "config": config.to_dict()})
     _finish(args.out, rows, run, {"pruning": {"kind": args.kind, "sparsity": args.sparsity,
                                               "recover_steps": args.recover_steps, **sparsity(pruned)}})
     return 0

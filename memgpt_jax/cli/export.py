@@ -49,12 +49,14 @@ def export_checkpoint(run_dir: str, out: str, fmt: str, *, step: int | None = No
     """Exports a run; returns ``{"out", "head", "load_s", "write_s"}``."""
     # lazy: keeps --help fast
     from memgpt_jax.export.hf_gpt2 import export_hf_gpt2
+    from memgpt_jax.export.io import check_replaceable
     from memgpt_jax.export.mapping import ConversionError
     from memgpt_jax.export.torch_format import export_torch
     from memgpt_jax.training.run import RunError, open_run
 
     if fmt not in FORMATS:
         raise ConversionError(f"--format {fmt!r}: choose one of {FORMATS}")
+    check_replaceable(out, overwrite=overwrite)  # before any work
     t0 = time.perf_counter()
     try:
         run = open_run(run_dir, step=step)

@@ -27,11 +27,10 @@ class DataError(Exception):
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
     """Directory holding prepared datasets (see module docstring for the order)."""
-    if data_dir:
-        return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
-    for env in (DATA_DIR_ENV, "TFDS_DATA_DIR"):
-        if os.environ.get(env):
-            return os.path.abspath(os.path.expanduser(os.environ[env]))
+    for path in (data_dir, os.environ.get(DATA_DIR_ENV), os.environ.get("TFDS_DATA_DIR")):
+        if path:
+            path = os.fspath(path)
+            return path if "://" in path else os.path.abspath(os.path.expanduser(path))  # gs://... as given
     return os.path.expanduser("~/tensorflow_datasets")
 
 

@@ -101,22 +101,57 @@ def write_json(path: str, data: Mapping) -> None:
         f.write("\n")
 
 
+MARKER = ".memgpt-export.json"  # what an export wrote: the only files --overwrite may replace
+
+
+def check_replaceable(out: str, *, overwrite: bool) -> None:
+    """Raises :class:`ConversionError` unless ``out`` may be written: it does not exist, or
+    ``overwrite`` is set and it is an earlier export holding only the files it wrote (its
+    marker lists them). Call it before the work, so a refusal costs nothing."""
+    out = os.path.abspath(out)
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise ConversionError(f"output {out} already exists; choose a new --out, or pass --overwrite to replace "
+                              "an earlier export")
+    cwd = os.path.abspath(os.getcwd())
+    if cwd == out or cwd.startswith(out + os.sep):
+        raise ConversionError(f"--out {out} is the current directory or holds it; choose another --out")
+    marker = os.path.join(out, MARKER)
+    if not os.path.isdir(out) or not os.path.isfile(marker):
+        raise ConversionError(f"--overwrite: {out} was not written by memgpt-jax export (no {MARKER}); "
+                              "it is left untouched, choose a new --out")
+    with open(marker, encoding="utf-8") as f:
+        written = set(json.load(f).get("files", []))
+    found = {os.path.relpath(os.path.join(root, name), out)
+             for root, _, names in os.walk(out) for name in names} - {MARKER}
+    extra = sorted(found - written)
+    if extra:
+        raise ConversionError(f"--overwrite: {out} holds files the export did not write ({', '.join(extra[:3])}"
+                              f"{' ...' if len(extra) > 3 else ''}); move them away or choose a new --out")
+
+
 @contextlib.contextmanager
 def atomic_directory(out: str, *, overwrite: bool = False) -> Iterator[str]:
     """Yields a fresh temporary directory next to ``out``; renames it to ``out`` on success.
 
-    On any exception the temporary directory is removed, so a failed export
-    never leaves a directory that looks complete. With ``overwrite``, an
-    existing ``out`` is replaced only after the new one is fully written.
+    On any exception the temporary directory is removed, so a failed export never
+    leaves a directory that looks complete. The finished directory gets a marker
+    listing its files and the permissions of the user's umask. With ``overwrite``, an
+    earlier export (see :func:`check_replaceable`) is replaced only after the new one
+    is fully written; anything else is refused.
     """
     out = os.path.abspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise ConversionError(f"output {out} already exists; remove it or pass --overwrite")
+    check_replaceable(out, overwrite=overwrite)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     try:
         yield tmp
+        files = sorted(os.path.relpath(os.path.join(root, name), tmp)
+                       for root, _, names in os.walk(tmp) for name in names)
+        write_json(os.path.join(tmp, MARKER), {"files": files})
+        _apply_umask(tmp)
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
             os.rename(out, os.path.join(old, "replaced"))
@@ -127,3 +162,16 @@ def atomic_directory(out: str, *, overwrite: bool = False) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _apply_umask(directory: str) -> None:
+    """Gives ``directory`` and what it holds the modes a plain ``mkdir``/``open`` would
+    (``mkdtemp`` and some writers use 0700/0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for root, dirs, names in os.walk(directory):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~umask)
+        for name in names:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)

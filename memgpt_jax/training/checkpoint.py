@@ -90,6 +90,16 @@ class Checkpointer:
             print(f"warning: moved the unusable checkpoints {newer} to {aside}", file=sys.stderr)
         return None if found is None else (found[0], *found[1])
 
+    def saved_config(self) -> dict[str, Any] | None:
+        """The config saved with the newest checkpoint whose metadata reads (``None``: none)."""
+        for step in reversed(self.steps()):
+            try:
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception:  # noqa: BLE001 - unreadable: restore_latest reports it
+                continue
+            return meta.get("config")
+        return None
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

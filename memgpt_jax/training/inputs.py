@@ -33,23 +33,40 @@ def dataset_name(dc: DataConfig) -> str:
     return dc.name
 
 
-def load_source(dc: DataConfig, split: str):
-    """The records of ``split``; ListOps is generated on first use."""
+def load_source(dc: DataConfig, split: str, *, generate: bool = False):
+    """The records of ``split`` from ``dc.data_dir``. ``generate``: ListOps is generated
+    there on first use (training does this; evaluating a saved run never does)."""
     name = dataset_name(dc)
-    if dc.dataset == "listops":
-        try:
-            return data_lib.load_split(name, split, dc.data_dir)
-        except data_lib.DataError:  # generated data: make it on first use
-            settings = dict(dc.listops)
-            preset = settings.pop("preset", name.split("/", 1)[-1])
-            data_lib.prepare(data_lib.listops_builder(preset, data_dir=dc.data_dir, **settings))
-            return data_lib.load_split(name, split, dc.data_dir)
+    try:
+        return data_lib.load_split(name, split, dc.data_dir)
+    except data_lib.DataError as e:
+        if not (generate and dc.dataset == "listops"):
+            if "no prepared dataset" in str(e):
+                raise data_lib.DataError(f"{name} is not prepared in {data_lib.resolve_data_dir(dc.data_dir)}; "
+                                         f"prepare it with: {prepare_command(dc)}") from None
+            raise
+    settings = dict(dc.listops)
+    preset = settings.pop("preset", name.split("/", 1)[-1])
+    data_lib.prepare(data_lib.listops_builder(preset, data_dir=dc.data_dir, **settings))
     return data_lib.load_split(name, split, dc.data_dir)
 
 
-def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool, batch_size: int):
+def prepare_command(dc: DataConfig) -> str:
+    """The command that prepares the data of ``dc`` where it is looked for."""
+    where = f"--data-dir {data_lib.resolve_data_dir(dc.data_dir)}"
+    if dc.dataset == "listops":
+        settings = dict(dc.listops) or {"preset": dc.name.split("/", 1)[-1]}
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+        return f"memgpt-jax data prepare listops {flags} {where}"
+    kind = {"imdb": "imdb --source aclImdb_v1.tar.gz", "text": "text --files FILE...", "squad": "squad --train FILE",
+            "pairs": "pairs --split NAME=SRC,TGT"}[dc.dataset]
+    return f"memgpt-jax data prepare {kind} {where} (see its --help)"
+
+
+def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool, batch_size: int,
+                  generate: bool = False):
     dc, task = config.data, config.task
-    source = load_source(dc, split)
+    source = load_source(dc, split, generate=generate)
     common = dict(batch_size=batch_size, seed=dc.seed, shuffle=train, num_epochs=None if train else 1,
                   drop_remainder=train)
     if task == "lm" and dc.dataset == "pairs":
@@ -69,12 +86,13 @@ def eval_batches(config: RunConfig, tokenizer: Any) -> Iterator[dict]:
 
 
 def make_data(config: RunConfig) -> DataBundle:
+    """The training iterator (ListOps generated on first use) and the eval batches."""
     tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
     vocab = config.model.vocab_size
     if tokenizer.vocab_size > vocab:
         raise ValueError(f"model.vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
     train_iter = make_iterator(config, config.data.train_split, tokenizer, train=True,
-                               batch_size=config.data.batch_size)
+                               batch_size=config.data.batch_size, generate=True)
     blob = json.dumps(tokenizer.to_config()).encode()
     return DataBundle(train=train_iter, eval=(lambda: eval_batches(config, tokenizer)) if config.data.eval_split else None,
                       tokenizer=tokenizer, tokenizer_bytes=blob)

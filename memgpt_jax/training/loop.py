@@ -29,6 +29,7 @@ import optax
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from memgpt_jax import data as data_lib
 from memgpt_jax import layers
 from memgpt_jax import model as model_lib
 from memgpt_jax.compress import prune
@@ -156,6 +157,43 @@ def _init_params(config: RunConfig, model: nn.Module, rng: jax.Array, teacher: R
     return params, aux
 
 
+# Model fields a resumed run may change: they do not change its parameters.
+_RESUMABLE_MODEL_CHANGES = ("dropout", "compute_dtype", "attention.impl", "int8_activations")
+
+
+class WorkdirInUseError(ValueError):
+    """The work directory holds a different run (another task or architecture)."""
+
+
+def _check_same_run(config: RunConfig, saved: dict[str, Any] | None, workdir: str) -> None:
+    """Refuses to resume ``workdir`` with a config whose task or architecture differs from
+    the run saved there: its checkpoints would not restore and would be overwritten."""
+    if not saved:
+        return
+    try:
+        old = RunConfig.from_saved(saved)
+    except ValueError:
+        return  # a config from another version: the restore decides
+    new_flat, old_flat = _flatten({"task": config.task, "model": config.model.to_dict()}), \
+        _flatten({"task": old.task, "model": old.model.to_dict()})
+    changed = [k for k in sorted(new_flat) if new_flat[k] != old_flat.get(k)
+               and k.removeprefix("model.") not in _RESUMABLE_MODEL_CHANGES]
+    if changed:
+        shown = ", ".join(f"{k}={old_flat.get(k)!r} (this config: {new_flat[k]!r})" for k in changed[:3])
+        raise WorkdirInUseError(f"{workdir} holds a different run: {shown}{' ...' if len(changed) > 3 else ''}. "
+                                f"Use a new --workdir (or train.init_from={workdir} to start from its weights).")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _check_teacher(config: RunConfig, teacher: Run) -> None:
     if teacher.task != config.task:
         raise ValueError(f"distill.teacher={teacher.path} was trained for task {teacher.task!r}, "
@@ -179,6 +217,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     ``stop_after`` returns early after that many steps in this call; ``on_step(step)``
     is called after every step (and its checkpoint, when one is due)."""
     os.makedirs(workdir, exist_ok=True)
+    # The run records where its data is, so every later command finds it there.
+    config = config.replace(data={"data_dir": data_lib.resolve_data_dir(config.data.data_dir)})
     tc, task = config.train, config.task
     progress = progress and jax.process_index() == 0
     model = model_lib.build(config.model, task)
@@ -205,6 +245,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     strategy = make_strategy(tc.parallel, tc.mesh, model)
     params, aux = _init_params(config, model, rng, teacher)
     state = strategy.place_state(TrainState.create(params, tx, aux))
+    _check_same_run(config, ckpt.saved_config(), workdir)
     restored = ckpt.restore_latest(abstract_like(state))
     start, wall_before = 0, 0.0
     if restored is not None:
@@ -273,6 +314,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                     writer.write(step, "train", last_metrics)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", mfu=f"{100 * fpt * tps / peak:.1f}%")
+                    else:  # --no-progress: the same figures as log lines
+                        _say(f"step {step}/{tc.steps}: loss {loss:.4f}, {tps:,.0f} tokens/s, MFU {100 * fpt * tps / peak:.1f}%")
                 if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps) and data.eval is not None:
                     _say(f"step {step}: evaluating on {config.data.eval_split}...", bar)
                     last_eval = evaluate(task, model, strategy.saveable(state).params, data.eval())
