@@ -248,8 +248,8 @@ def test_cli_export_and_import_round_trip(tmp_path, capsys):
     _save_run(tmp_path / "run", config, head, params, json.dumps({"kind": "bytes"}).encode())
     out = tmp_path / "exported"
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--format", "torch"]) == 0
-    assert sorted(os.listdir(out)) == ["attention_layout.safetensors", "config.json", "memgpt_tokenizer.json",
-                                       "model.safetensors", "modeling_memgpt.py"]
+    assert sorted(os.listdir(out)) == [".memgpt-export.json", "attention_layout.safetensors", "config.json",
+                                       "memgpt_tokenizer.json", "model.safetensors", "modeling_memgpt.py"]
     assert json.loads((out / "memgpt_tokenizer.json").read_text()) == {"kind": "bytes"}
     # the directory runs in a process where JAX and memgpt_jax cannot be imported
     ids, valid = inputs(config)

@@ -9,6 +9,7 @@ An exported directory holds::
                                    loads without memgpt-jax: ``from modeling_memgpt import TorchGPT``
     memgpt_tokenizer.json          the run's tokenizer (``Tokenizer.to_config()``), when it has one
     tokenizer.model                sentencepiece tokenizers: the model file itself
+    .memgpt-export.json            the files the export wrote (only those may be replaced by --overwrite)
 
 Export writes into a temporary directory renamed at the end, so a failure leaves
 nothing that looks complete. :func:`import_torch` reads such a directory back

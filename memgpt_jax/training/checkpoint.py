@@ -175,6 +175,7 @@ def newest_usable(directory: str, steps: Iterable[int], restore: Callable[[int],
             result = restore(step)
         except Exception as e:  # noqa: BLE001 - any failure means "do not use this one"
             skipped.append(f"step {step} ({_reason(e)})")
+            _silence_closed_loop_callbacks()
             continue
         if skipped:
             print(f"warning: {directory}: unusable checkpoint {', '.join(skipped)}; using step {step}", file=sys.stderr)
@@ -182,6 +183,23 @@ def newest_usable(directory: str, steps: Iterable[int], restore: Callable[[int],
     if skipped:
         print(f"warning: {directory}: unusable checkpoint {', '.join(skipped)}; none is usable", file=sys.stderr)
     return None
+
+
+def _silence_closed_loop_callbacks() -> None:
+    """After a failed restore, TensorStore's pending reads still call back into Orbax's
+    closed event loop from C++ threads; each reports an unraisable "RuntimeError: Event
+    loop is closed" traceback (hundreds of lines, harmless). Drop exactly those."""
+    if getattr(sys.unraisablehook, "_memgpt_quiet", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook._memgpt_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def _reason(error: Exception, limit: int = 100) -> str:

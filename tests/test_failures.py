@@ -1,0 +1,262 @@
+"""The failure table: bad inputs and faults a user meets, each tried through the command
+line, with the outcome asserted: one clear line (no traceback), nothing lost, the
+previous checkpoint intact. ``docs/failures.md`` is generated from ``CASES`` below
+(``python tests/test_failures.py`` rewrites it; a test checks it is current).
+
+Tried elsewhere, listed here: SIGINT/SIGTERM and SIGKILL during training
+(tests/test_training.py), the typed config's field checks (tests/test_config_files.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "listops_tiny.py")
+DOC = os.path.join(ROOT, "docs", "failures.md")
+
+# (id, what is tried, the outcome asserted)
+CASES = [
+    ("steps_negative", "`finetune ... --config.train.steps=-5`", "exit 2: `error: train.steps: must be > 0, got -5`"),
+    ("lr_zero", "`--config.optim.lr=0`", "exit 2: `error: optim.lr: must be > 0, got 0.0`"),
+    ("batch_zero", "`--config.data.batch_size=0`", "exit 2: `error: data.batch_size: must be > 0, got 0`"),
+    ("unknown_field", "`--config.train.stepz=5`", "exit 2: `error: train.stepz: unknown field; did you mean 'steps'?`"),
+    ("missing_config", "`--config configs/nope.py`", "exit 2: the file is not found, one line"),
+    ("bad_variant", "`--config configs/imdb.py:huge`", "exit 2: the variants the file knows, one line"),
+    ("missing_checkpoint", "`eval`, `quantize`, `export` of a directory with no checkpoint",
+     "exit 2: `no checkpoints under ...: train a model there first`"),
+    ("wrong_task", "`generate` on a classifier", "exit 2: `... is a 'classification' model; this needs a 'lm' model`"),
+    ("empty_text", "`classify \"\"` and an empty `--file`", "exit: `error: text 1 is empty; there is nothing to classify`"),
+    ("binary_file", "`classify --file` of binary data (NUL bytes)", "`error: FILE is binary (it holds NUL bytes), not text`"),
+    ("not_utf8", "`classify --file` of non-UTF-8 bytes", "`error: FILE is not UTF-8 text (byte 0xff at offset 0)`"),
+    ("missing_file", "`classify --file` of a missing file", "`error: --file FILE: No such file or directory`"),
+    ("export_existing", "`export --out` an existing directory, without `--overwrite`", "exit 2, nothing written"),
+    ("export_foreign", "`export --overwrite` into a directory the export did not write",
+     "exit 2 before any work; the user's files intact"),
+    ("export_cwd", "`export --overwrite --out .` (the current directory)", "exit 2; nothing deleted"),
+    ("export_again", "`export --overwrite` over an earlier export", "replaced; the directory keeps the user's umask"),
+    ("quantize_existing", "`quantize --out` a non-empty directory", "exit 2 before any evaluation or quantization"),
+    ("other_run_in_workdir", "training into a `--workdir` holding a run of another width",
+     "exit 2: `... holds a different run: model.d_model=32 (this config: 64)`; its checkpoints intact"),
+    ("corrupt_checkpoint", "the newest checkpoint's array data truncated, then resume",
+     "one warning line (step, reason, step used instead); resumes from the previous checkpoint"),
+    ("data_gone", "`eval` of a run whose prepared data was deleted",
+     "exit 2: `... is not prepared in DIR; prepare it with: memgpt-jax data prepare listops ...`"),
+    ("newer_config", "opening a run whose saved config has a field this version does not know",
+     "exit 2: `... its saved config is not valid (train.new_field: unknown field)`"),
+]
+
+
+def test_docs_page_is_current():
+    assert os.path.isfile(DOC) and open(DOC).read() == render(), \
+        "docs/failures.md is stale: run `python tests/test_failures.py`"
+
+
+def render() -> str:
+    lines = ["# What happens when things go wrong", "",
+             "Generated from `tests/test_failures.py` (each row is a test that asserts the outcome).", "",
+             "| case | what is tried | outcome |", "|---|---|---|"]
+    lines += [f"| `{cid}` | {what} | {outcome} |" for cid, what, outcome in CASES]
+    lines += ["", "Also tested: SIGINT/SIGTERM during training (the step finishes, its checkpoint is saved, "
+              "exit 130/143, the rerun resumes bit for bit; a second signal exits at once) and SIGKILL "
+              "(the rerun resumes from the newest complete checkpoint, bit for bit): `tests/test_training.py`.", ""]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A prepared ListOps data dir and a tiny trained classifier run."""
+    from memgpt_jax.cli import main as cli_main
+
+    root = tmp_path_factory.mktemp("failures")
+    old = os.environ.get("MEMGPT_DATA_DIR")
+    os.environ["MEMGPT_DATA_DIR"] = str(root / "tfds")
+    run = str(root / "run")
+    assert cli_main(["finetune", "--config", TINY, "--workdir", run, "--no-progress", "--config.train.steps=2",
+                     "--config.train.eval_every=0", "--config.train.checkpoint_every=1"]) == 0
+    yield root, run
+    if old is None:
+        os.environ.pop("MEMGPT_DATA_DIR", None)
+    else:
+        os.environ["MEMGPT_DATA_DIR"] = old
+
+
+def _cli(capsys, *argv):
+    """``(exit status, stderr)`` of a command run in this process."""
+    from memgpt_jax.cli import main as cli_main
+
+    capsys.readouterr()
+    try:
+        code = cli_main(list(argv))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 2
+        if not isinstance(e.code, int) and e.code:
+            print(e.code, file=sys.stderr)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
+
+
+def _one_error_line(err):
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.steps=-5", "error: train.steps: must be > 0, got -5"),
+    ("--config.optim.lr=0", "error: optim.lr: must be > 0, got 0.0"),
+    ("--config.data.batch_size=0", "error: data.batch_size: must be > 0, got 0"),
+    ("--config.train.stepz=5", "error: train.stepz: unknown field; did you mean 'steps'?"),
+], ids=["steps_negative", "lr_zero", "batch_zero", "unknown_field"])
+def test_bad_config_values(tmp_path, capsys, override, message):
+    code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", str(tmp_path / "w"), override)
+    assert code == 2 and _one_error_line(err) == message
+
+
+def test_missing_config_and_bad_variant(tmp_path, capsys):
+    code, err = _cli(capsys, "finetune", "--config", "configs/nope.py", "--workdir", str(tmp_path))
+    assert code == 2 and "not found" in _one_error_line(err)
+    code, err = _cli(capsys, "finetune", "--config", os.path.join(ROOT, "configs", "imdb.py:huge"),
+                     "--workdir", str(tmp_path))
+    assert code == 2 and "variant 'huge'" in _one_error_line(err)
+
+
+def test_missing_checkpoint_and_wrong_task(tmp_path, capsys, env):
+    _, run = env
+    for argv in (["eval", "--checkpoint", str(tmp_path)],
+                 ["quantize", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "q")],
+                 ["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x"), "--format", "torch"]):
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and "no checkpoints under" in _one_error_line(err), argv
+    assert not os.path.exists(tmp_path / "q") and not os.path.exists(tmp_path / "x")
+    code, err = _cli(capsys, "generate", "--checkpoint", run, "--prompt", "x")
+    assert code == 2 and "is a 'classification' model" in _one_error_line(err)
+
+
+def test_bad_text_inputs(tmp_path, capsys, env):
+    _, run = env
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bin.dat").write_bytes(b"ab\x00cd")
+    (tmp_path / "latin1.txt").write_bytes(b"\xff caf\xe9")
+    for argv, message in [
+        (["", ], "error: text 1 is empty; there is nothing to classify"),
+        (["--file", str(tmp_path / "empty.txt")], f"error: {tmp_path / 'empty.txt'} is empty; there is nothing to classify"),
+        (["--file", str(tmp_path / "bin.dat")], f"error: {tmp_path / 'bin.dat'} is binary (it holds NUL bytes), not text"),
+        (["--file", str(tmp_path / "latin1.txt")], f"error: {tmp_path / 'latin1.txt'} is not UTF-8 text (byte 0xff at offset 0)"),
+        (["--file", str(tmp_path / "nope.txt")], f"error: --file {tmp_path / 'nope.txt'}: No such file or directory"),
+    ]:
+        code, err = _cli(capsys, "classify", "--checkpoint", run, *argv)
+        assert code != 0 and _one_error_line(err) == message
+
+
+def test_export_never_touches_files_it_did_not_write(tmp_path, capsys, env, monkeypatch):
+    pytest.importorskip("torch")
+    _, run = env
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err = _cli(capsys, "export", "--checkpoint", run, "--out", str(out), "--format", "torch")
+    assert code == 2 and "already exists" in _one_error_line(err)
+    code, err = _cli(capsys, "export", "--checkpoint", run, "--out", str(out), "--format", "torch", "--overwrite")
+    assert code == 2 and "was not written by memgpt-jax export" in _one_error_line(err)
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+    monkeypatch.chdir(out)
+    code, err = _cli(capsys, "export", "--checkpoint", run, "--out", ".", "--format", "torch", "--overwrite")
+    assert code == 2 and "current directory" in _one_error_line(err)
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+
+    fresh = tmp_path / "export"
+    old_umask = os.umask(0o022)
+    try:
+        assert _cli(capsys, "export", "--checkpoint", run, "--out", str(fresh), "--format", "torch")[0] == 0
+        assert _cli(capsys, "export", "--checkpoint", run, "--out", str(fresh), "--format", "torch", "--overwrite")[0] == 0
+    finally:
+        os.umask(old_umask)
+    assert os.stat(fresh).st_mode & 0o777 == 0o755
+    assert all(os.stat(fresh / f).st_mode & 0o777 == 0o644 for f in os.listdir(fresh))
+    (fresh / "added.txt").write_text("mine")  # a file the export did not write: now refused
+    code, err = _cli(capsys, "export", "--checkpoint", run, "--out", str(fresh), "--format", "torch", "--overwrite")
+    assert code == 2 and "holds files the export did not write (added.txt)" in _one_error_line(err)
+    assert (fresh / "added.txt").read_text() == "mine"
+
+
+def test_quantize_checks_out_before_the_work(tmp_path, capsys, env):
+    _, run = env
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, err = _cli(capsys, "quantize", "--checkpoint", run, "--out", str(out))
+    assert code == 2 and "already exists and is not empty" in _one_error_line(err)
+    assert "evaluating" not in err and sorted(os.listdir(out)) == ["keep.txt"]
+
+
+def test_workdir_of_another_run_is_refused(capsys, env):
+    _, run = env
+    from memgpt_jax.training.checkpoint import Checkpointer
+
+    before = Checkpointer(run).steps()
+    code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", run, "--no-progress",
+                     "--config.train.steps=4", "--config.model.d_model=64")
+    line = _one_error_line(err)
+    assert code == 2 and "holds a different run: model.d_model=32 (this config: 64)" in line
+    assert Checkpointer(run).steps() == before
+
+
+def test_corrupt_newest_checkpoint_is_one_warning(tmp_path, capsys, env):
+    _, run = env
+    copy = str(tmp_path / "run")
+    shutil.copytree(run, copy)
+    newest = os.path.join(copy, "checkpoints", "2", "state")
+    for root, _, files in os.walk(newest):
+        for f in files:
+            if os.path.basename(root) == "d":  # array data
+                open(os.path.join(root, f), "wb").close()
+    code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", copy, "--no-progress",
+                     "--config.train.steps=3", "--config.train.eval_every=0", "--config.train.checkpoint_every=1")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and "unusable checkpoint step 2 (" in warnings[0] and "using step 1" in warnings[0]
+    assert "moved the unusable checkpoints [2]" in warnings[1]
+    assert "resumed from" in err and len(err.splitlines()) < 15
+
+
+def test_data_gone_says_how_to_prepare(tmp_path, capsys, env):
+    root, run = env
+    copy = str(tmp_path / "run")
+    shutil.copytree(run, copy)
+    from memgpt_jax.training.run import open_run
+
+    data_dir = open_run(copy).config.data.data_dir
+    assert data_dir == str(root / "tfds")  # the run recorded where its data is
+    moved = str(tmp_path / "moved")
+    shutil.move(data_dir, moved)
+    try:
+        code, err = _cli(capsys, "eval", "--checkpoint", copy)
+    finally:
+        shutil.move(moved, data_dir)
+    line = _one_error_line(err)
+    assert code == 2 and f"is not prepared in {data_dir}; prepare it with: memgpt-jax data prepare listops" in line
+
+
+def test_config_from_a_newer_version(tmp_path, capsys, env):
+    from memgpt_jax.training.checkpoint import load_params, save_params
+
+    _, run = env
+    params, meta = load_params(run)
+    meta["config"]["train"]["new_field"] = 1
+    save_params(str(tmp_path / "newer"), params, meta)
+    code, err = _cli(capsys, "eval", "--checkpoint", str(tmp_path / "newer"))
+    assert code == 2 and "its saved config is not valid (train.new_field: unknown field" in _one_error_line(err)
+
+
+if __name__ == "__main__":
+    os.makedirs(os.path.dirname(DOC), exist_ok=True)
+    with open(DOC, "w") as f:
+        f.write(render())
+    print(f"wrote {DOC}")
