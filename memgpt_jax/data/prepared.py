@@ -57,6 +57,14 @@ class ReportingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Inputs that shape the data but not the config name (checked on reuse)."""
         return {}
 
+    # tfds announces "Downloading and preparing dataset Unknown size ..." and "downloaded":
+    # nothing is downloaded here; ``prepare`` says what is prepared, from where, and the counts.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
 
 def config_arg(builder_cls: type, config: tfds.core.BuilderConfig) -> str | tfds.core.BuilderConfig:
     """The preset's name if ``config`` is one of ``builder_cls``'s presets, else ``config``."""
@@ -83,6 +91,9 @@ def prepare(builder: ReportingBuilder, *, echo: Callable[[str], None] = print) -
             )
     else:
         builder.info.metadata["settings"] = wanted
+        source = ", ".join(f"{k}={v}" for k, v in wanted.items()) or "generated"
+        echo(f"preparing {builder.name}/{builder.builder_config.name} ({source}) in {builder.data_dir} ...")
+    tfds.display_progress_bar(False)  # its per-split bars and shuffling lines, for a few seconds' work
     try:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False)
@@ -94,6 +105,8 @@ def prepare(builder: ReportingBuilder, *, echo: Callable[[str], None] = print) -
             f"{builder.name}/{builder.builder_config.name}: {err}; every example of that split "
             "was skipped or the source has none (see the report above for what was skipped)"
         ) from err
+    finally:
+        tfds.display_progress_bar(True)
     counts = {name: int(s.num_examples) for name, s in sorted(builder.info.splits.items())}
     report = dict(builder.info.metadata.get("report", {})) if builder.info.metadata else {}
     echo(f"{builder.name}/{builder.builder_config.name} at {builder.data_dir}")
