@@ -14,7 +14,7 @@ from memgpt_jax.run_config import ConfigError, RunConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "listops_tiny.py")
 VARIANTS = {
-    "listops.py": ["teacher", "student", "lra_teacher", "lra_student"],
+    "listops.py": ["teacher", "student", "demo_teacher", "demo_student", "lra_teacher", "lra_student"],
     "imdb.py": ["pretrain", "pretrain_student", "teacher", "student", "tiny", "teacher_tpu"],
     "multi30k.py": ["teacher", "student", "tiny"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],

@@ -7,9 +7,12 @@
 4. evaluates both on the test split and prints a table: parameters, attention,
    accuracy, macro F1 and examples/s, beside the majority-class baseline.
 
-Config: ``configs/listops.py`` (variants ``teacher`` and ``student``), read from
-the current directory (the repository root) unless ``--config`` names it.
-Data goes to ``$MEMGPT_DATA_DIR``, else to ``WORKDIR/data``.
+Config: ``configs/listops.py`` (variants ``demo_teacher`` and ``demo_student``:
+expressions of up to 32 tokens with one level of nesting), read from the current
+directory (the repository root) unless ``--config`` names it. Data goes to
+``$MEMGPT_DATA_DIR``, else to ``WORKDIR/data``. The runs land in
+``WORKDIR/teacher`` and ``WORKDIR/student``; the demo ends with commands to try
+on them (classify, eval, attention-map, export).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from memgpt_jax.training.run import Run
 
 DEFAULT_CONFIG = os.path.join("configs", "listops.py")
+VARIANTS = {"teacher": "demo_teacher", "student": "demo_student"}
+EXAMPLE = "[MAX 2 9 [MIN 4 7 ] 0 ]"  # = 9
 
 
 def _test_metrics(run: Run) -> dict[str, float]:
@@ -61,13 +67,12 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir = os.environ.get("MEMGPT_DATA_DIR") or os.path.join(workdir, "data")
     common = [f"--config.train.seed={args.seed}", f"--config.data.data_dir={data_dir}"]
     dirs = {name: os.path.join(workdir, name) for name in ("teacher", "student")}
+    steps = {"teacher": args.teacher_steps, "student": args.student_steps}
+    overrides = {name: common + ([f"--config.train.steps={steps[name]}"] if steps[name] else [])
+                 for name in dirs}
+    overrides["student"].append(f"--config.distill.teacher={dirs['teacher']}")
     try:
-        configs = {
-            "teacher": run_config.load(f"{args.config}:teacher",
-                                       common + [f"--config.train.steps={args.teacher_steps}"]),
-            "student": run_config.load(f"{args.config}:student", common + [
-                f"--config.train.steps={args.student_steps}", f"--config.distill.teacher={dirs['teacher']}"]),
-        }
+        configs = {name: run_config.load(f"{args.config}:{VARIANTS[name]}", overrides[name]) for name in dirs}
     except run_config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -103,11 +108,31 @@ def run_demo(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['model']:<8} {r['params']:>9,} {r['attention']:<28} {r['accuracy']:>8.1%} "
               f"{r['macro_f1']:>8.3f} {r['examples_per_s']:>8,.0f} {r['train_wall_s']:>8.1f}")
-    print(f"student/teacher parameters: {rows[1]['params'] / rows[0]['params']:.1%}; "
-          f"total wall time {total:.0f}s")
+    print(f"{'majority':<8} {'':>9} {'(most frequent label)':<28} {majority:>8.1%}")
+    teacher, student = rows
+    print(f"student/teacher: parameters {student['params'] / teacher['params']:.1%}, "
+          f"accuracy {student['accuracy'] / max(teacher['accuracy'], 1e-9):.1%}; total wall time {total:.0f}s")
+    print()
+    print(f"runs: teacher {dirs['teacher']}")
+    print(f"      student {dirs['student']}")
+    print("try next:")
+    for command in next_commands(dirs, workdir):
+        print(f"  {command}")
     with open(os.path.join(workdir, "demo.json"), "w") as f:
-        json.dump({"rows": rows, "majority": majority, "wall_s": total}, f, indent=2)
+        json.dump({"rows": rows, "majority": majority, "wall_s": total, "runs": dirs}, f, indent=2)
     return 0
+
+
+def next_commands(dirs: dict[str, str], workdir: str) -> list[str]:
+    """Commands to try on the demo's runs (paths quoted for the shell)."""
+    student, teacher = shlex.quote(dirs["student"]), shlex.quote(dirs["teacher"])
+    return [
+        f"memgpt-jax classify --checkpoint {student} {shlex.quote(EXAMPLE)}",
+        f"memgpt-jax eval --checkpoint {teacher} --split test",
+        (f"memgpt-jax attention-map --checkpoint {student} --text {shlex.quote(EXAMPLE)} "
+         f"--out {shlex.quote(os.path.join(workdir, 'maps'))}"),
+        f"memgpt-jax export --checkpoint {student} --out {shlex.quote(os.path.join(workdir, 'student-torch'))}",
+    ]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,9 +142,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workdir", default="runs/demo", help="where runs, data and demo.json go (default runs/demo)")
     p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help="config file with teacher/student variants (default: %(default)s, from the current directory)")
-    p.add_argument("--teacher-steps", type=int, default=500)
-    p.add_argument("--student-steps", type=int, default=500)
+                   help="config file with demo_teacher/demo_student variants "
+                        "(default: %(default)s, from the current directory)")
+    p.add_argument("--teacher-steps", type=int, default=None, help="default: the config's train.steps")
+    p.add_argument("--student-steps", type=int, default=None, help="default: the config's train.steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_demo)
