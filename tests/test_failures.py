@@ -9,7 +9,6 @@ Tried elsewhere, listed here: SIGINT/SIGTERM and SIGKILL during training
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
