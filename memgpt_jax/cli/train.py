@@ -95,8 +95,9 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
         return 2
     teacher = teacher_or_exit(config)
     summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress)  # errors: cli._report
-    print(f"done: step {summary['step']}, {summary['params']:,} parameters, {summary['wall_s']:.1f}s; "
-          f"eval {summary['eval']}")
+    evaluated = ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()) or "none (train.eval_every=0)"
+    print(f"done: {args.workdir} at step {summary['step']}, {summary['params']:,} parameters, "
+          f"{summary['wall_s']:.1f} s of training; eval: {evaluated}")
     return 0
 
 
