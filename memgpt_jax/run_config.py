@@ -256,15 +256,11 @@ def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls, vars(__import__(cls.__module__, fromlist=["_"])))
-
-
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
@@ -314,12 +310,11 @@ def defaults(task: str = "lm"):
     """The defaults of every section as an ml_collections ``ConfigDict``: what a config
     file starts from (``config = run_config.defaults("classification")``) and overrides.
     Optional fields become typed placeholders, so command-line overrides parse them."""
-    _choice("task", task, TASKS)
     return ml_collections.ConfigDict(_config_tree(RunConfig(task=task)))
 
 
 def _config_tree(obj: Any) -> dict[str, Any]:
-    hints = _hints(type(obj))
+    hints = typing.get_type_hints(type(obj))
     tree: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)

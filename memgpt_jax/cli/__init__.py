@@ -22,7 +22,6 @@ from typing import Sequence
 
 DEBUG_ENV = "MEMGPT_DEBUG"
 TORCH_EXTRA = ("torch", "safetensors", "transformers")  # the packages of the `torch` extra
-USER_ERRORS = ("DataError", "ConversionError")  # raised on bad input; their messages say what to do
 
 # Modules that contribute commands through ``register(subparsers)``.
 _COMMAND_MODULES = (
@@ -218,7 +217,7 @@ def _report(error: Exception) -> int:
         print(f"error: {message}: this needs the torch extra: pip install torch==2.13.0 -e '.[torch]' "
               "(a CPU build)", file=sys.stderr)
         return 2
-    if isinstance(error, (ValueError, OSError)) or type(error).__name__ in USER_ERRORS:  # the input was wrong
+    if isinstance(error, (ValueError, OSError)):  # bad input (ConfigError, DataError, ConversionError, ...)
         print(f"error: {message}", file=sys.stderr)
         return 2
     print(f"error: {type(error).__name__}: {message} (run with --debug or {DEBUG_ENV}=1 for the traceback)",

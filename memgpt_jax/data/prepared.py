@@ -21,7 +21,7 @@ DATA_DIR_ENV = "MEMGPT_DATA_DIR"
 FILE_FORMAT = "array_record"
 
 
-class DataError(Exception):
+class DataError(ValueError):
     """A data source is missing or malformed; the message says where and how to fix it."""
 
 

@@ -226,6 +226,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     if tc.prune_kind != "none":  # recovery fine-tuning: pruned weights stay exactly zero
         tx = optax.chain(tx, prune.freeze_zeros())
     rng = jax.random.key(tc.seed)
+    ckpt = Checkpointer(workdir, keep=tc.keep, save_every=tc.checkpoint_every, async_save=tc.async_checkpoint)
+    _check_same_run(config, ckpt.saved_config(), workdir)  # before any work
     if config.distill.enabled and teacher is None:
         teacher = open_run(config.distill.teacher)
     if teacher is not None:
@@ -233,7 +235,6 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     distill = config.distill if teacher is not None else None
 
     data = data or inputs_lib.make_data(config)
-    ckpt = Checkpointer(workdir, keep=tc.keep, save_every=tc.checkpoint_every, async_save=tc.async_checkpoint)
     teacher_params = None if teacher is None else teacher.params
     if distill is not None and distill.topk:  # the step reads a cache of the teacher's top-k logits
         data.train = _with_teacher_cache(config, workdir, teacher, progress, data.train)
@@ -245,7 +246,6 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     strategy = make_strategy(tc.parallel, tc.mesh, model)
     params, aux = _init_params(config, model, rng, teacher)
     state = strategy.place_state(TrainState.create(params, tx, aux))
-    _check_same_run(config, ckpt.saved_config(), workdir)
     restored = ckpt.restore_latest(abstract_like(state))
     start, wall_before = 0, 0.0
     if restored is not None:
@@ -280,14 +280,13 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     t_last, tokens_since, last_metrics, last_eval = time.perf_counter(), 0, {}, {}
     t_start = time.perf_counter()
     step, pending = start, None  # pending: the previous step's loss (at most one step runs ahead)
-    t_compile = time.perf_counter()
     with StopRequest() as stop:
         try:
             while step < tc.steps:
                 batch = next(data.train)
                 state, metrics = strategy.step(state, strategy.place_batch(batch), rng, teacher_params)
                 if step == start:  # the first call compiled the step
-                    _say(f"compiled in {time.perf_counter() - t_compile:.1f} s; training", bar)
+                    _say(f"compiled in {time.perf_counter() - t_start:.1f} s; training", bar)
                 if pending is not None:  # keeps the bar true to the device and Ctrl-C answered within a step
                     jax.block_until_ready(pending)
                 pending = metrics["loss"]

@@ -7,7 +7,7 @@ evaluators and the benchmarks all open runs here::
 
     run = open_run("runs/imdb/student")              # newest usable checkpoint
     run = open_run("runs/imdb/student", step=500, task="classification")
-    run.model, run.params, run.tokenizer, run.config.data.seq_len, run.data_dir
+    run.model, run.params, run.tokenizer, run.config.data.seq_len, run.config.data.data_dir
 """
 
 from __future__ import annotations
@@ -55,11 +55,6 @@ class Run:
     @property
     def quantized(self) -> bool:
         return bool(self.quantization)
-
-    @property
-    def data_dir(self) -> str:
-        """Where this run's prepared datasets live."""
-        return data_lib.resolve_data_dir(self.config.data.data_dir)
 
     @property
     def label_names(self) -> tuple[str, ...]:
