@@ -142,15 +142,17 @@ class TrainConfig:
     eval_every: int = 0  # 0 = no periodic evaluation
     checkpoint_every: int = 500
     keep: int = 3  # checkpoints kept
+    keep_period: int = 0  # also keep every checkpoint whose step is a multiple of this (0 = off)
     async_checkpoint: bool = True
     init_from: str = ""  # a run whose parameters (all, or the transformer) start this one
+    init_step: int = 0  # which checkpoint of init_from (0 = its newest)
     prune_kind: str = "none"  # recovery fine-tuning of a magnitude-pruned model
     prune_sparsity: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mesh", tuple(int(n) for n in self.mesh))
         _positive("train", self, "steps", "accum_steps", "log_every", "checkpoint_every", "keep")
-        _non_negative("train", self, "eval_every")
+        _non_negative("train", self, "eval_every", "keep_period", "init_step")
         _choice("train.parallel", self.parallel, PARALLEL)
         _choice("train.prune_kind", self.prune_kind, PRUNE_KINDS)
         _check(len(self.mesh) == 3 and self.mesh.count(-1) <= 1 and all(n == -1 or n > 0 for n in self.mesh),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -48,6 +49,13 @@ CASES = [
      "exit 2: `... is not prepared in DIR; prepare it with: memgpt-jax data prepare listops ...`"),
     ("newer_config", "opening a run whose saved config has a field this version does not know",
      "exit 2: `... its saved config is not valid (train.new_field: unknown field)`"),
+    ("damaged_data", "`eval` after a prepared data file was truncated",
+     "exit 2: `... split 'validation' in DIR is damaged ...; delete that directory and prepare it again with: ...`"),
+    ("disk_full", "a resumed training run on a file system with 32 KiB left (an 8 MiB tmpfs, filled)",
+     "exit 2: `could not write the checkpoint of step 2 in ... (no space left on device); the newest complete "
+     "checkpoint is step 1 ...`; no partial files left; the rerun (with space) resumes from step 1"),
+    ("killed_mid_save", "resume beside the temporary directory of a save killed half-way",
+     "resumes from the newest complete checkpoint; the temporary directory is removed; no warning"),
 ]
 
 
@@ -252,6 +260,79 @@ def test_config_from_a_newer_version(tmp_path, capsys, env):
     save_params(str(tmp_path / "newer"), params, meta)
     code, err = _cli(capsys, "eval", "--checkpoint", str(tmp_path / "newer"))
     assert code == 2 and "its saved config is not valid (train.new_field: unknown field" in _one_error_line(err)
+
+
+
+def test_damaged_data_says_how_to_prepare_again(tmp_path, capsys, env):
+    root, run = env
+    shard = next((root / "tfds").rglob("*-validation.array_record*"))
+    saved = tmp_path / "shard"
+    shutil.copy(shard, saved)
+    try:
+        with open(shard, "r+b") as f:
+            f.truncate(os.path.getsize(shard) // 2)
+        code, err = _cli(capsys, "eval", "--checkpoint", run)
+    finally:
+        shutil.copy(saved, shard)
+    line = _one_error_line(err)
+    assert code == 2 and "split 'validation' in " in line and "is damaged" in line, line
+    assert "delete that directory and prepare it again with: memgpt-jax data prepare listops" in line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs (mounting needs root, as in CI)."""
+    path = tmp_path / "small"
+    path.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_disk_full_while_saving(capsys, env, small_disk):
+    from memgpt_jax.training.checkpoint import Checkpointer
+
+    run = str(small_disk / "run")
+    args = ["finetune", "--config", TINY, "--workdir", run, "--no-progress", "--config.train.eval_every=0",
+            "--config.train.checkpoint_every=1"]
+    assert _cli(capsys, *args, "--config.train.steps=1")[0] == 0
+    filler = small_disk / "filler"  # the disk is full but for 32 KiB: step 2 cannot be written
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (shutil.disk_usage(small_disk).free - 32 * 1024))
+    code, err = _cli(capsys, *args, "--config.train.steps=3")
+    line = _one_error_line(err)
+    assert code == 2 and "could not write the checkpoint of step 2" in line and "(no space left on device)" in line
+    assert "the newest complete checkpoint is step 1" in line
+    assert len(err.splitlines()) < 8, err
+    assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["1"]  # the partial save is gone
+    assert "Event loop is closed" not in capsys.readouterr().err
+    filler.unlink()  # room again: the same command resumes
+    code, err = _cli(capsys, *args, "--config.train.steps=3")
+    assert code == 0 and f"resumed from {run}/checkpoints/1" in err, err
+    assert Checkpointer(run).steps()[-1] == 3
+
+
+def test_killed_mid_save_leaves_nothing_in_the_way(tmp_path, capsys, env):
+    """``kill -9`` during a save leaves Orbax's temporary directory (the save renames it
+    only when complete); here that state is made directly: a step-3 temporary directory
+    with half its files."""
+    from memgpt_jax.training.checkpoint import Checkpointer
+
+    _, run = env
+    copy = str(tmp_path / "run")
+    shutil.copytree(run, copy)
+    partial = os.path.join(copy, "checkpoints", "3.orbax-checkpoint-tmp-1764633600000000")
+    shutil.copytree(os.path.join(copy, "checkpoints", "2"), partial)
+    for root, _, files in os.walk(partial):
+        for f in files[::2]:
+            os.remove(os.path.join(root, f))
+    code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", copy, "--no-progress",
+                     "--config.train.steps=3", "--config.train.eval_every=0", "--config.train.checkpoint_every=1")
+    assert code == 0 and f"resumed from {copy}/checkpoints/2" in err and "warning" not in err, err
+    assert Checkpointer(copy).steps()[-2:] == [2, 3]
+    assert not [d for d in os.listdir(os.path.join(copy, "checkpoints")) if "tmp" in d]
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ from memgpt_jax.data import specials
 from memgpt_jax.data.cls_pipeline import CLS_KEYS, ClassificationIterator
 from memgpt_jax.data.prepared import (
     DATA_DIR_ENV,
+    DamagedDataError,
     DataError,
     as_text,
     dataset_report,
@@ -111,7 +112,7 @@ from memgpt_jax.data.tokenizers import (
 
 __all__ = [
     "CLS_KEYS", "DATA_DIR_ENV", "IMDB_SOURCE_ENV", "LM_KEYS", "QA_KEYS",
-    "ByteTokenizer", "ClassificationIterator", "CursorIterator", "DataError", "ListOpsTokenizer",
+    "ByteTokenizer", "ClassificationIterator", "CursorIterator", "DamagedDataError", "DataError", "ListOpsTokenizer",
     "MemgptImdb", "MemgptListops", "MemgptText", "PackedLMIterator", "PackedPairsIterator", "QAIterator",
     "SentencePieceTokenizer", "Shard", "Tokenizer",
     "as_text", "dataset_report", "epoch_order", "evaluate_listops", "imdb_builder", "imdb_config",

@@ -25,6 +25,10 @@ class DataError(ValueError):
     """A data source is missing or malformed; the message says where and how to fix it."""
 
 
+class DamagedDataError(DataError):
+    """A prepared dataset whose files cannot be read back (truncated or changed on disk)."""
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
     """Directory holding prepared datasets (see module docstring for the order)."""
     for path in (data_dir, os.environ.get(DATA_DIR_ENV), os.environ.get("TFDS_DATA_DIR")):
@@ -172,12 +176,31 @@ def load_split(name: str, split: str, data_dir: str | None = None) -> Sequence[M
     ``"train+validation"`` or ``"train[:10%]"``. Text features come back as
     UTF-8 ``bytes``. Reading needs no TensorFlow and no builder class.
     """
-    builder = tfds.builder_from_directory(prepared_dir(name, data_dir))
+    path = prepared_dir(name, data_dir)
+    builder = tfds.builder_from_directory(path)
     try:
-        return builder.as_data_source(split=split)
+        source = builder.as_data_source(split=split)
     except (KeyError, ValueError) as err:
         known = ", ".join(sorted(builder.info.splits))
         raise DataError(f"{name} has no split {split!r} (splits: {known}): {err}") from err
+    _check_readable(source, split, path)
+    return source
+
+
+def _check_readable(source: Sequence[Mapping[str, Any]], split: str, path: str) -> None:
+    """Reads the first and last record: a truncated ``array_record`` file loses its
+    footer, and every record then decodes to ``None`` values instead of failing."""
+    for i in sorted({0, len(source) - 1}):
+        if i < 0:
+            continue
+        try:
+            record = source[i]
+        except Exception as err:  # the reader's own errors vary by file format and damage
+            raise DamagedDataError(f"split {split!r} in {path} is damaged (record {i}: {err})") from err
+        missing = sorted(k for k, v in record.items() if v is None)
+        if missing:
+            raise DamagedDataError(f"split {split!r} in {path} is damaged: record {i} cannot be read "
+                                   f"(a file was truncated or changed after preparation)")
 
 
 def dataset_report(name: str, data_dir: str | None = None) -> dict[str, Any]:

@@ -15,8 +15,12 @@ or half-deleted) is reported and skipped, never used.
 from __future__ import annotations
 
 import base64
+import glob
+import logging
 import os
+import shutil
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -25,17 +29,31 @@ import orbax.checkpoint as ocp
 
 from memgpt_jax.compress import quantize
 
-class Checkpointer:
-    """Periodic + final saves, keep-N, async writes."""
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, no permission); the message names
+    the newest complete checkpoint, which is left intact."""
 
-    def __init__(self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True) -> None:
+
+# Exceptions of a failed write: OSError from Python, TensorStore's status text from C++.
+_WRITE_FAILURES = ("os_error_code", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "No space left", "Disk quota")
+
+
+class Checkpointer:
+    """Periodic + final saves, keep-N, async writes. A write that fails (disk full) stops
+    with one ``CheckpointWriteError`` line; its partial files are removed, the earlier
+    checkpoints stay, and a rerun resumes from the newest complete one."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True,
+                 keep_period: int = 0) -> None:
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.save_every = max(int(save_every), 1)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+            max_to_keep=keep, keep_period=keep_period or None, create=True, enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self._saving: int | None = None  # the step of a save that may still be in flight
+        _quiet_orbax_write_errors()
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -56,11 +74,16 @@ class Checkpointer:
             "tokenizer_b64": base64.b64encode(tokenizer).decode() if tokenizer else None,
             "wall_s": wall_s,  # training wall time up to this step, across restarts
         }
-        return self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=True,
-        )
+        self.wait()  # a failure of the previous asynchronous save surfaces here, named
+        self._saving = step
+        try:
+            return self.manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                force=True,
+            )
+        except Exception as e:
+            raise self._write_failed(e) from e
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         restored = self.manager.restore(
@@ -101,11 +124,46 @@ class Checkpointer:
         return None
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._write_failed(e) from e
+        self._saving = None
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            try:
+                self.manager.close()
+            except Exception:  # noqa: BLE001 - a failed write is already being reported
+                if self._saving is None:
+                    raise
+
+    def _write_failed(self, error: Exception) -> Exception:
+        """``error`` as one ``CheckpointWriteError`` line when it is a failed write (other
+        errors are returned unchanged); the partial checkpoint is deleted to free its space."""
+        if not (isinstance(error, OSError) or any(m in str(error) for m in _WRITE_FAILURES)):
+            return error
+        step, self._saving = self._saving, None
+        try:  # lets the save's other writer threads end before their files are removed
+            self.manager.close()
+        except Exception:  # noqa: BLE001 - they fail the same way
+            pass
+        _silence_closed_loop_callbacks()  # TensorStore writes still pending call back into it
+        for _ in range(20):  # those writes may recreate what is removed; the next start cleans up too
+            partials = glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*"))
+            if not partials:
+                break
+            for partial in partials:
+                shutil.rmtree(partial, ignore_errors=True)
+            time.sleep(0.1)
+        complete = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit() and int(d) != step)
+        newest = f"step {complete[-1]}" if complete else "none"
+        return CheckpointWriteError(
+            f"could not write the checkpoint of step {step} in {self.directory} ({_write_reason(error)}); "
+            f"the newest complete checkpoint is {newest}. Free space (or lower train.keep), then rerun the "
+            f"same command to resume.")
 
 
 def save_params(workdir: str, params: Any, meta: dict[str, Any], step: int = 0) -> str:
@@ -200,6 +258,45 @@ def _silence_closed_loop_callbacks() -> None:
 
     hook._memgpt_quiet = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+def _write_reason(error: Exception) -> str:
+    text = str(error)
+    if "No space left" in text or getattr(error, "errno", None) == 28:
+        return "no space left on device"
+    if "Disk quota" in text:
+        return "disk quota exceeded"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return _reason(error)
+
+
+def _quiet_orbax_write_errors() -> None:
+    """A failed asynchronous save makes Orbax log each failing thread's traceback (about
+    200 lines for one full disk) before the error reaches the caller, who reports it in one
+    line; those logs are dropped (``MEMGPT_DEBUG=1`` keeps them), as are the tracebacks
+    of Orbax's background threads dying of the same error."""
+    if os.environ.get("MEMGPT_DEBUG") or getattr(threading.excepthook, "_memgpt_quiet", False):
+        return
+
+    class DropOrbaxErrors(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not ("/orbax/" in record.pathname and record.levelno >= logging.ERROR)
+
+    logging.getLogger("absl").addFilter(DropOrbaxErrors())
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        frames = []
+        tb = args.exc_traceback
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        if not any("/orbax/" in f for f in frames):
+            previous(args)
+
+    hook._memgpt_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _reason(error: Exception, limit: int = 100) -> str:

@@ -39,6 +39,9 @@ def load_source(dc: DataConfig, split: str, *, generate: bool = False):
     name = dataset_name(dc)
     try:
         return data_lib.load_split(name, split, dc.data_dir)
+    except data_lib.DamagedDataError as e:
+        raise data_lib.DataError(f"{name}: {e}; delete that directory and prepare it again with: "
+                                 f"{prepare_command(dc)}") from None
     except data_lib.DataError as e:
         if not (generate and dc.dataset == "listops"):
             if "no prepared dataset" in str(e):

@@ -118,15 +118,24 @@ class MetricWriter:
     def write(self, step: int, prefix: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps({"step": step, "split": prefix, **metrics}) + "\n")
-        self.jsonl.flush()
-        for k, v in metrics.items():
-            self.tb.add_scalar(f"{prefix}/{k}", v, step)
+        try:
+            self.jsonl.write(json.dumps({"step": step, "split": prefix, **metrics}) + "\n")
+            self.jsonl.flush()
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"{prefix}/{k}", v, step)
+        except OSError as e:  # e.g. a full disk: the metrics stop, training goes on to its checkpoint
+            print(f"warning: could not write the metrics of step {step} ({e.strerror or e}); "
+                  f"no more metrics are logged in this run", file=sys.stderr)
+            self.close()
+            self.enabled = False
 
     def close(self) -> None:
         if self.enabled:
-            self.jsonl.close()
-            self.tb.close()
+            for f in (self.jsonl, self.tb):
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
 
 def _init_params(config: RunConfig, model: nn.Module, rng: jax.Array, teacher: Run | None) -> tuple[Any, Any]:
@@ -135,13 +144,14 @@ def _init_params(config: RunConfig, model: nn.Module, rng: jax.Array, teacher: R
     tc = config.train
     params, _ = model_lib.init(model, jax.random.fold_in(rng, 1))
     if tc.init_from:  # e.g. a classifier from a pretrained language model's backbone
-        pretrained, _ = load_params(tc.init_from)
+        pretrained, meta = load_params(tc.init_from, tc.init_step or None)
+        source = f"{tc.init_from} (step {meta.get('step')})"
         if jax.tree.map(np.shape, pretrained) == jax.tree.map(np.shape, params):
             params = jax.tree.map(np.asarray, pretrained)  # the whole model, head included
-            print(f"initialised every parameter from {tc.init_from}", file=sys.stderr)
+            print(f"initialised every parameter from {source}", file=sys.stderr)
         elif jax.tree.map(np.shape, pretrained["transformer"]) == jax.tree.map(np.shape, params["transformer"]):
             params = {**params, "transformer": pretrained["transformer"]}
-            print(f"initialised the transformer from {tc.init_from}", file=sys.stderr)
+            print(f"initialised the transformer from {source}", file=sys.stderr)
         else:
             raise ValueError(f"train.init_from={tc.init_from}: its transformer differs in shape from this model's")
     if tc.prune_kind != "none":
@@ -226,7 +236,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     if tc.prune_kind != "none":  # recovery fine-tuning: pruned weights stay exactly zero
         tx = optax.chain(tx, prune.freeze_zeros())
     rng = jax.random.key(tc.seed)
-    ckpt = Checkpointer(workdir, keep=tc.keep, save_every=tc.checkpoint_every, async_save=tc.async_checkpoint)
+    ckpt = Checkpointer(workdir, keep=tc.keep, save_every=tc.checkpoint_every, async_save=tc.async_checkpoint,
+                        keep_period=tc.keep_period)
     _check_same_run(config, ckpt.saved_config(), workdir)  # before any work
     if config.distill.enabled and teacher is None:
         teacher = open_run(config.distill.teacher)
