@@ -113,23 +113,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     gen = _generator(run, 1 if args.stream and len(prompts) == 1 else args.chunk)
     stream = args.stream and len(prompts) == 1
 
+    shown = []  # the prompt is echoed with the first piece: nothing is printed for a refused prompt
+
     def on_text(_: int, piece: str) -> None:
+        if not shown:
+            shown.append(sys.stdout.write(prompts[0]))
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    if stream:
-        sys.stdout.write(prompts[0])
     t0 = time.perf_counter()
     try:
         stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop or ()]  # "\n" as typed
         results = gen.generate(prompts, run.tokenizer, max_new_tokens=args.max_new_tokens, sampling=sampling,
                                seed=args.seed, stop=stops, on_text=on_text if stream else None)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     dt = time.perf_counter() - t0
     n_tokens = sum(len(r.token_ids) for r in results)
     if stream:
-        sys.stdout.write("\n")
+        sys.stdout.write(("" if shown else prompts[0]) + "\n")
     for prompt, r in zip(prompts, results):
         if args.json:
             print(json.dumps({"prompt": prompt, "completion": r.text, "tokens": len(r.token_ids),

@@ -286,7 +286,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     fpt = flops_per_token(config.model, config.data.seq_len)
     peak = measured_peak_flops("bfloat16" if config.model.compute_dtype == "bfloat16" else "float32")
     n_params = count_params(config.model, task)
-    bar = tqdm(total=tc.steps, initial=start, desc=f"train {task}", dynamic_ncols=True, file=sys.stderr,
+    verb = "distill" if teacher is not None else "train"
+    bar = tqdm(total=tc.steps, initial=start, desc=f"{verb} {task}", dynamic_ncols=True, file=sys.stderr,
                mininterval=1.0) if progress else None
     t_last, tokens_since, last_metrics, last_eval = time.perf_counter(), 0, {}, {}
     t_start = time.perf_counter()

@@ -1,0 +1,159 @@
+"""The README's commands, as a new user meets them.
+
+Every command in the README's ``bash`` blocks, in the config files' docstrings and in the
+recipe scripts is checked against the code: a ``memgpt-jax`` command must parse with the
+real argument parser (its subcommand, flags and choices), and its ``--config FILE:VARIANT``
+with its ``--config.*`` overrides must load; a ``python -m benchmarks.NAME`` command must
+name a benchmark whose ``--help`` lists every flag used. Then the block the README shows
+after the demo is run, command by command, on a tiny trained run in place of ``runs/demo``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"^\s*```bash\n(.*?)^\s*```", text, flags=re.S | re.M)
+
+
+def commands(block: str) -> list[list[str]]:
+    """The commands of a shell snippet: continuation lines joined, comments dropped, split
+    on ``&&``, ``|`` and ``;``, leading ``VAR=value`` assignments and ``.venv/bin/`` removed."""
+    out = []
+    text = block.replace("\\\n", " ")
+    pending = ""
+    for line in text.splitlines():
+        try:
+            words = shlex.split(pending + line, comments=True)
+        except ValueError:  # a quoted string goes on over the next line
+            pending += line + " "
+            continue
+        pending = ""
+        current: list[str] = []
+        for word in words + ["&&"]:
+            if word in ("&&", "|", ";", "||"):
+                while current and re.match(r"^[A-Z_]+=", current[0]):
+                    current.pop(0)
+                if current:
+                    current[0] = current[0].replace(".venv/bin/", "")
+                    out.append(current)
+                current = []
+            elif word.startswith("--command="):  # a command run remotely (gcloud ... --command="...")
+                out += commands(word[len("--command="):])
+            else:
+                current.append(word)
+    return out
+
+
+def docstring_commands(path: str) -> list[list[str]]:
+    """Indented ``memgpt-jax ...`` lines of a config file's docstring."""
+    text = open(path).read()
+    doc = re.match(r'\s*"""(.*?)"""', text, flags=re.S)
+    lines = [line.strip() for line in (doc.group(1) if doc else "").replace("\\\\\n", " ").splitlines()]
+    return [c for line in lines if line.startswith("memgpt-jax ") for c in commands(line)]
+
+
+def script_commands(path: str) -> list[list[str]]:
+    """``$CLI ...`` lines of a recipe script (``$CLI`` is ``memgpt-jax``)."""
+    text = open(path).read().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        line = line.split("]", 1)[1] if line.startswith("[") and "||" in line else line
+        line = line.split("||", 1)[-1].strip() if "||" in line else line.strip()
+        if line.startswith("$CLI "):
+            found += commands("memgpt-jax " + line[len("$CLI "):])
+    return found
+
+
+def _all_commands() -> list[tuple[str, list[str]]]:
+    found = [("README.md", c) for block in bash_blocks(open(README).read()) for c in commands(block)]
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
+        found += [(os.path.relpath(path, ROOT), c) for c in docstring_commands(path)]
+    for path in sorted(glob.glob(os.path.join(ROOT, "train", "*.sh"))):
+        found += [(os.path.relpath(path, ROOT), c) for c in script_commands(path)]
+    return found
+
+
+ALL = _all_commands()
+CLI = [(where, c) for where, c in ALL if c[0] == "memgpt-jax"]
+BENCH = [(where, c) for where, c in ALL if c[:2] == ["python", "-m"] and c[2].startswith("benchmarks")]
+
+
+def test_the_documents_hold_commands():
+    """The extraction itself: a README without commands would pass every check below."""
+    assert len(CLI) >= 40 and len(BENCH) >= 3, (len(CLI), len(BENCH))
+    assert ["memgpt-jax", "demo"] in [c for _, c in CLI]
+
+
+def _substitute(word: str) -> str:
+    """Shell variables of the documents, given values (a path is not opened by parsing)."""
+    return re.sub(r"\$\{?([A-Z_]+)\}?", "/data", word)
+
+
+@pytest.mark.parametrize("where, command", CLI, ids=[f"{w}:{' '.join(c[1:3])}" for w, c in CLI])
+def test_cli_command_parses(where, command, monkeypatch):
+    from memgpt_jax import run_config
+    from memgpt_jax.cli import build_parser
+
+    monkeypatch.chdir(ROOT)
+    argv = [_substitute(w) for w in command[1:]]
+    if argv[:1] == ["bench"]:  # handed to benchmarks/__main__.py, checked below
+        return
+    args, unknown = build_parser().parse_known_args(argv)
+    assert args.command, f"{where}: no command in {' '.join(command)}"
+    overrides = [u for u in unknown if u.startswith("--config.")]
+    assert not [u for u in unknown if u not in overrides], f"{where}: unknown arguments {unknown}"
+    spec = getattr(args, "config", None)
+    if isinstance(spec, str) and spec.startswith("configs/"):
+        try:
+            run_config.load(spec, overrides)
+        except run_config.ConfigError as e:
+            pytest.fail(f"{where}: {' '.join(command)}: {e}")
+    else:
+        assert not overrides or getattr(args, "accepts_overrides", False), f"{where}: {overrides} not accepted"
+
+
+@pytest.mark.parametrize("where, command", BENCH, ids=[f"{w}:{c[2]}" for w, c in BENCH])
+def test_benchmark_command_flags_exist(where, command):
+    module = command[2]
+    assert os.path.isfile(os.path.join(ROOT, *module.split(".")) + ".py"), f"{where}: no module {module}"
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for flag in [w.split("=")[0] for w in command[3:] if w.startswith("--")]:
+        assert flag in result.stdout, f"{where}: {module} has no {flag}"
+
+
+def test_demo_block_runs(tmp_path, monkeypatch):
+    """The commands the README shows after the demo, in order, on a tiny ListOps run in
+    place of ``runs/demo`` (the demo's own runs take minutes)."""
+    from memgpt_jax.cli import main as cli_main
+
+    monkeypatch.setenv("MEMGPT_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "demo"
+    tiny = os.path.join(ROOT, "configs", "listops_tiny.py")
+    assert cli_main(["finetune", "--config", tiny, "--workdir", str(run / "teacher"), "--no-progress",
+                     "--config.train.steps=2", "--config.train.eval_every=0"]) == 0
+    os.symlink(run / "teacher", run / "student")
+    text = open(README).read()
+    block = next(b for b in bash_blocks(text) if "runs/demo/student" in b and "classify" in b)
+    ran = []
+    for command in commands(block):
+        assert command[0] == "memgpt-jax"
+        code = cli_main(command[1:])
+        assert code == 0, f"README: {' '.join(command)} exited {code}"
+        ran.append(command[1])
+    assert ran == ["classify", "eval", "attention-map", "export"]
+    assert glob.glob(str(run / "maps" / "*.png")) and os.path.isfile(run / "student-torch" / "config.json")
