@@ -217,3 +217,52 @@ def test_beam_search_on_a_block_sparse_model():
         lp = np.asarray(fwd(jnp.asarray([seq + [0] * (40 - len(seq))])))[0]
         greedy_score = float(sum(lp[len(p) - 1 + i, t] for i, t in enumerate(seq[len(p):])))
         assert s >= greedy_score - 1e-4
+
+
+def test_decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch):
+    """The command-line paths of issue 18 on the digit reverser: a file per prompt
+    (`decode --file`, as for emails), `chat --kb` on a prompt -> target model (the KB
+    stays in every prompt), and the multi-reference / entity scores of `evaluate_pairs`."""
+    import io
+
+    from memgpt_jax.apps.chat import ChatSession
+    from memgpt_jax.apps.seq2seq import _generator, evaluate_pairs
+    from memgpt_jax.data.dialogue import dialogue_prompt
+
+    run, _, _ = reverser
+    email = tmp_path / "email.txt"
+    email.write_text("1 2\n  3 4\n")
+    capsys.readouterr()
+    assert cli_main(["decode", "--checkpoint", run, "--file", str(email), "--no-progress", "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out.strip() == "4 3 2 1"
+
+    kb = tmp_path / "kb.json"
+    kb.write_text(json.dumps({"navigate": [{"poi": "Valero", "distance": "2 miles"}]}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("5 6 7\n/quit\n"))
+    assert cli_main(["chat", "--checkpoint", run, "--kb", str(kb), "--max-new-tokens", "8"]) == 0
+    captured = capsys.readouterr()
+    assert "knowledge base:" in captured.err and "bot> " in captured.out
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="expected"):
+        cli_main(["chat", "--checkpoint", run, "--kb", str(tmp_path / "bad.json")])
+
+    loaded = open_run(run)
+    session = ChatSession(_generator(loaded), loaded.tokenizer, max_new_tokens=4, system="KB: Valero",
+                          pair_prompt=lambda turns: dialogue_prompt("KB: Valero", turns))  # 64-token context
+    session.history = [("user", "1 2"), ("bot", "2 1"), ("user", "3 4")]
+    ids, dropped = session.build_prompt()
+    text = loaded.tokenizer.decode(ids[1:-1])
+    assert dropped == 0 and ids[0] == specials.BOS_ID and ids[-1] == specials.SEP_ID
+    assert text == "KB: Valero\nUser: 1 2\nAssistant: 2 1\nUser: 3 4\nAssistant:"
+    session.history = [("user", "1 " * 20), ("bot", "x"), ("user", "9 8")]
+    session.budget = len(loaded.tokenizer.encode(dialogue_prompt("KB: Valero", [("user", "9 8")]))) + 2
+    ids, dropped = session.build_prompt()  # the oldest turns go first; the KB stays
+    assert dropped == 2 and loaded.tokenizer.decode(ids[1:-1]).startswith("KB: Valero\nUser: 9 8")
+
+    records = [{"prompt": "1 2 3", "target": "3 2 1", "references": ["3 2 1", "9"], "entities": ["3 2"]},
+               {"prompt": "4 5", "target": "5 4", "references": ["0", "5 4"], "entities": []}]
+    report = evaluate_pairs(loaded, records, max_new_tokens=8, progress=False, entities=["3 2", "5 4"])
+    outputs = [ex["output"] for ex in report["examples"]]
+    assert report["rouge1_multi"] >= report["rouge1"] > 0  # the best of the references counts
+    assert report["entity_tp"] + report["entity_fn"] == 1  # one gold entity in all
+    assert report["entity_fp"] == int("5 4" in outputs[1])  # "5 4" is not a gold entity of the second

@@ -22,9 +22,17 @@ from memgpt_jax.apps.generate import Generator, Sampling, stop_cut
 
 
 class ChatSession:
+    """``pair_prompt``: for a model fine-tuned on prompt -> target pairs (chats, KVRET), a
+    function rendering ``[(role, text)]`` (roles ``user`` / ``assistant``) as the training
+    prompt; the model then reads ``[BOS] prompt [SEP]`` and its reply ends at EOS, and the
+    oldest turns are dropped until that fits. Without it the model continues the
+    conversation as plain text."""
+
     def __init__(self, generator: Generator, tokenizer: Any, *, max_new_tokens: int = 128,
                  sampling: Sampling = Sampling(), seed: int = 0, system: str = "",
-                 user_prefix: str = "User: ", bot_prefix: str = "Assistant: ") -> None:
+                 user_prefix: str = "User: ", bot_prefix: str = "Assistant: ",
+                 pair_prompt: Callable[[list[tuple[str, str]]], str] | None = None) -> None:
+        self.pair_prompt = pair_prompt
         self.generator, self.tokenizer = generator, tokenizer
         self.max_new_tokens, self.sampling, self.seed = max_new_tokens, sampling, seed
         self.system, self.user_prefix, self.bot_prefix = system, user_prefix, bot_prefix
@@ -41,6 +49,8 @@ class ChatSession:
 
     def build_prompt(self) -> tuple[list[int], int]:
         """Prompt ids for the next reply and how many of the oldest turns were left out."""
+        if self.pair_prompt is not None:
+            return self._build_pair_prompt()
         tok = self.tokenizer
         head = [tok.bos_id] + (tok.encode(self.system.strip() + "\n").tolist() if self.system.strip() else [])
         tail = tok.encode(self.bot_prefix.rstrip()).tolist()
@@ -59,6 +69,15 @@ class ChatSession:
             dropped = len(self.history) - 1
         prompt = head + [i for ids in reversed(kept) for i in ids] + tail
         return prompt, dropped
+
+    def _build_pair_prompt(self) -> tuple[list[int], int]:
+        tok = self.tokenizer
+        turns = [("user" if role == "user" else "assistant", text) for role, text in self.history]
+        for dropped in range(len(turns)):
+            ids = [tok.bos_id, *tok.encode(self.pair_prompt(turns[dropped:])).tolist(), tok.sep_id]
+            if len(ids) <= self.budget:
+                return ids, dropped
+        return [ids[0], *ids[len(ids) - self.budget + 1:]], len(turns) - 1  # the newest alone: its end
 
     def reply(self, user_text: str, on_text: Callable[[str], None] | None = None) -> tuple[str, int]:
         """Adds the user's turn, generates the reply (streamed to ``on_text``); returns

@@ -38,9 +38,9 @@ def exact_match(prediction: str, gold: str) -> float:
 
 
 def token_f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 as the official v1.1 script computes it: no common token (an
+    empty normalized prediction or gold included, even both empty) scores 0."""
     p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not p or not g:
-        return float(p == g)
     common = collections.Counter(p) & collections.Counter(g)
     same = sum(common.values())
     if same == 0:
@@ -55,7 +55,9 @@ def squad_scores(predictions: Mapping[str, str], golds: Mapping[str, Sequence[st
         raise ValueError("no questions to score")
     em = f1 = 0.0
     for qid, answers in golds.items():
-        pred = predictions.get(qid, "")
+        if qid not in predictions:  # the official script: "Unanswered question ... will receive score 0"
+            continue
+        pred = predictions[qid]
         em += max(exact_match(pred, a) for a in answers)
         f1 += max(token_f1(pred, a) for a in answers)
     n = len(golds)

@@ -19,8 +19,9 @@ from typing import Any, Mapping, Sequence
 from tqdm import tqdm
 
 from memgpt_jax.apps.generate import Generator
-from memgpt_jax.apps.text_metrics import all_metrics
-from memgpt_jax.data.prepared import as_text
+from memgpt_jax.apps.text_metrics import all_metrics, entity_f1, rouge
+from memgpt_jax.data.dialogue import EntityMatcher
+from memgpt_jax.data.prepared import as_text, dataset_metadata
 from memgpt_jax.data.pairs_pipeline import encode_prompt
 from memgpt_jax.training.inputs import load_source
 from memgpt_jax.training.run import Run
@@ -75,9 +76,19 @@ def load_pairs(run: Run, split: str, *, max_examples: int = 0) -> list[Mapping[s
     return [source[i] for i in range(n)]
 
 
+def entity_vocabulary(run: Run) -> list[str] | None:
+    """The entity list stored with the run's dataset (dialogue datasets), else ``None``."""
+    dc = run.config.data
+    return dataset_metadata(dc.name, dc.data_dir).get("entities") if dc.name else None
+
+
 def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int = 1,
                    length_penalty: float = 1.0, max_new_tokens: int = 64, batch_size: int = 32,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, entities: Sequence[str] | None = None) -> dict[str, Any]:
+    """Decodes the prompts and scores the outputs against the targets (BLEU, chrF, ROUGE,
+    exact match); records with ``references`` also get ROUGE against all of them
+    (``*_multi``: the best reference per sentence), and with ``entities`` and the
+    dataset's entity vocabulary, entity F1."""
     prompts = [as_text(r["prompt"]) for r in records]
     refs = [as_text(r["target"]) for r in records]
     gen = _generator(run)
@@ -88,6 +99,12 @@ def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int 
                   batch_size=batch_size, progress=progress, generator=gen)
     seconds = time.perf_counter() - t0
     report: dict[str, Any] = all_metrics(hyps, refs)
+    if records and "references" in records[0]:
+        multi = [[as_text(x) for x in r["references"]] or [t] for r, t in zip(records, refs)]
+        report.update({f"{k.replace('rougeL', 'rouge_l')}_multi": v for k, v in rouge(hyps, multi).items()})
+    if records and "entities" in records[0] and entities:
+        gold = [[as_text(x) for x in r["entities"]] for r in records]
+        report.update(entity_f1(hyps, gold, EntityMatcher(entities)))
     report.update(sentences=len(hyps), sentences_per_s=len(hyps) / max(seconds, 1e-9), beam=beam,
                   length_penalty=length_penalty)
     report["examples"] = [{"prompt": p, "reference": r, "output": h} for p, r, h in zip(prompts[:5], refs, hyps)]

@@ -1,21 +1,30 @@
-"""Text-generation metrics: BLEU and chrF (sacrebleu, on detokenized text), ROUGE-L, exact match.
+"""Text-generation metrics from the standard libraries: BLEU and chrF (sacrebleu),
+ROUGE-1/2/L (Google's ``rouge-score``), exact match, and dialogue entity F1.
 
-BLEU and chrF are corpus-level sacrebleu scores with its defaults (13a
-tokenization for BLEU), the standard for reporting translation quality.
-ROUGE-L is the LCS-based F-measure on lower-cased word tokens, averaged over
-sentences (as the ``rouge-score`` package computes ``rougeL`` with its default
-tokenizer, minus stemming). Exact match compares whitespace-normalized,
-lower-cased strings.
+- **BLEU / chrF**: corpus-level sacrebleu scores with its defaults (13a tokenization
+  for BLEU) on detokenized text, the standard for translation; several references per
+  sentence are allowed (sacrebleu's multi-reference form).
+- **ROUGE**: ``rouge_score.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)``
+  F-measure, averaged over sentences, in percent. With several references a sentence
+  scores its best one per ROUGE type (``RougeScorer.score_multi``), as AESLC is scored.
+- **Exact match**: whitespace-normalized, lower-cased strings.
+- **Entity F1** (task dialogue, KVRET): the entities of a fixed vocabulary found in each
+  reference and in each output (:class:`memgpt_jax.data.dialogue.EntityMatcher`);
+  micro-averaged over the corpus: TP = the multiset intersection of a turn's
+  reference and output entities, FP = output entities beyond it, FN = reference
+  entities beyond it, summed over all turns (turns without entities count their FPs).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Sequence
+import collections
+from typing import Callable, Sequence
 
 import sacrebleu
+from rouge_score import rouge_scorer
 
-_WORD = re.compile(r"[a-z0-9]+")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+_SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
 def _check(hypotheses: Sequence[str], references: Sequence[str]) -> None:
@@ -35,29 +44,38 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    if not a or not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Mean sentence ROUGE-L F1, in percent."""
+def rouge(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure in percent; a reference may be a list (best one counts)."""
     _check(hypotheses, references)
-    total = 0.0
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for h, r in zip(hypotheses, references):
-        ht, rt = _WORD.findall(h.lower()), _WORD.findall(r.lower())
-        lcs = _lcs(ht, rt)
-        if lcs:
-            p, rc = lcs / len(ht), lcs / len(rt)
-            total += 2 * p * rc / (p + rc)
-    return 100.0 * total / len(hypotheses)
+        refs = [r] if isinstance(r, str) else list(r)
+        scores = _SCORER.score_multi(refs, h) if len(refs) > 1 else _SCORER.score(refs[0], h)
+        for t in ROUGE_TYPES:
+            totals[t] += scores[t].fmeasure
+    return {t: 100.0 * v / len(hypotheses) for t, v in totals.items()}
+
+
+def rouge_l(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]]) -> float:
+    """Mean sentence ROUGE-L F-measure, in percent (``rouge-score``, stemming on)."""
+    return rouge(hypotheses, references)["rougeL"]
+
+
+def entity_f1(hypotheses: Sequence[str], gold: Sequence[Sequence[str]],
+              extract: Callable[[str], list[str]]) -> dict[str, float]:
+    """Micro precision / recall / F1 (percent) of the entities ``extract`` finds in the
+    outputs against each turn's ``gold`` entities (see the module docstring)."""
+    _check(hypotheses, gold)
+    tp = fp = fn = 0
+    for h, g in zip(hypotheses, gold):
+        predicted, wanted = collections.Counter(extract(h)), collections.Counter(x.lower() for x in g)
+        hit = sum((predicted & wanted).values())
+        tp, fp, fn = tp + hit, fp + sum(predicted.values()) - hit, fn + sum(wanted.values()) - hit
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"entity_precision": 100 * precision, "entity_recall": 100 * recall, "entity_f1": 100 * f1,
+            "entity_tp": tp, "entity_fp": fp, "entity_fn": fn}
 
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -67,5 +85,8 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 
 def all_metrics(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """BLEU, chrF, ROUGE-1/2/L and exact match against one reference per sentence."""
+    scores = rouge(hypotheses, references)
     return {"bleu": bleu(hypotheses, references), "chrf": chrf(hypotheses, references),
-            "rouge_l": rouge_l(hypotheses, references), "exact_match": exact_match(hypotheses, references)}
+            "rouge1": scores["rouge1"], "rouge2": scores["rouge2"], "rouge_l": scores["rougeL"],
+            "exact_match": exact_match(hypotheses, references)}

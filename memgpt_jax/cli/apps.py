@@ -200,15 +200,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{args.split}: {report['questions']} questions, exact match {report['exact_match']:.2f}, "
               f"F1 {report['f1']:.2f} ({report['questions_per_s']:.1f} questions/s)")
     elif run.config.data.dataset == "pairs" and not args.perplexity:
-        from memgpt_jax.apps.seq2seq import evaluate_pairs, load_pairs  # lazy: keeps --help fast
+        from memgpt_jax.apps.seq2seq import entity_vocabulary, evaluate_pairs, load_pairs  # lazy: fast --help
 
         records = load_pairs(run, args.split, max_examples=args.max_examples)
         report = evaluate_pairs(run, records, beam=args.beam, length_penalty=args.length_penalty,
                                 max_new_tokens=args.max_new_tokens, batch_size=batch_size,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, entities=entity_vocabulary(run))
         report["split"] = args.split
+        extra = ""
+        if "rouge1_multi" in report:
+            extra += (f"; against all references ROUGE-1/2/L {report['rouge1_multi']:.2f} / "
+                      f"{report['rouge2_multi']:.2f} / {report['rouge_l_multi']:.2f}")
+        if "entity_f1" in report:
+            extra += f"; entity F1 {report['entity_f1']:.2f}"
         print(f"{args.split}: {report['sentences']} sentences, BLEU {report['bleu']:.2f}, chrF {report['chrf']:.2f}, "
-              f"ROUGE-L {report['rouge_l']:.2f}, exact match {report['exact_match']:.2f} "
+              f"ROUGE-1/2/L {report['rouge1']:.2f} / {report['rouge2']:.2f} / {report['rouge_l']:.2f}, "
+              f"exact match {report['exact_match']:.2f}{extra} "
               f"(beam {args.beam}, {report['sentences_per_s']:.1f} sentences/s)")
         for ex in report["examples"][:3]:
             print(f"  prompt:    {ex['prompt']}\n  reference: {ex['reference']}\n  output:    {ex['output']}")
@@ -243,6 +250,16 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 print(f"wrote {n} prompt/target pairs (targets: this model's outputs) to {args.out}")
                 return 0
             prompts = [as_text(r["prompt"]) for r in records]
+        elif args.file:  # one prompt per file (an email), whitespace collapsed as the builders do
+            prompts = []
+            for path in args.file:
+                try:
+                    with open(path, "rb") as f:
+                        prompts.append(" ".join(_decode_text(f.read(), path).split()))
+                except OSError as e:
+                    raise SystemExit(f"error: --file {path}: {e.strerror}") from None
+                if not prompts[-1]:
+                    raise SystemExit(f"error: --file {path} is empty")
         else:
             prompts = list(args.prompt or []) or [line for line in sys.stdin.read().splitlines() if line.strip()]
         for p, out in zip(prompts, decode(run, prompts, **kwargs)):
@@ -270,12 +287,47 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from memgpt_jax.apps.chat import ChatSession, run_repl  # lazy: keeps --help fast
 
     run = _load(args, "lm")
+    system = args.system
+    if args.kb:
+        system = "\n".join(t for t in (system, _read_kb(args.kb)) if t)
+    pair_prompt = None
+    if run.config.data.dataset == "pairs":  # fine-tuned on prompt -> target chats: its training prompt
+        from memgpt_jax.data.dialogue import dialogue_prompt  # lazy: keeps --help fast
+
+        pair_prompt = lambda turns: dialogue_prompt(system, turns)  # noqa: E731
+        if args.kb:
+            print(f"knowledge base: {args.kb} ({len(run.tokenizer.encode(system))} tokens of the "
+                  f"{run.model_config.max_len}-token context)", file=sys.stderr)
+    elif args.kb:
+        print("warning: this model was not fine-tuned on prompt -> target dialogues; the knowledge base is "
+              "placed before the conversation as plain text", file=sys.stderr)
     try:
         session = ChatSession(_generator(run, args.chunk), run.tokenizer, max_new_tokens=args.max_new_tokens,
-                              sampling=_sampling(args), seed=args.seed, system=args.system)
+                              sampling=_sampling(args), seed=args.seed, system=system, pair_prompt=pair_prompt)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     return run_repl(session)
+
+
+def _read_kb(path: str) -> str:
+    """A knowledge base file as the dialogue prompt writes it: JSON ``{domain: [rows]}``
+    (KVRET's ``db_results``) or ``[rows]``, each row ``{column: value}``."""
+    from memgpt_jax.data.dialogue import serialize_kb  # lazy: keeps --help fast
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            kb = json.load(f)
+    except OSError as e:
+        raise SystemExit(f"error: --kb {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise SystemExit(f"error: --kb {path} is not JSON ({e})") from None
+    tables = kb.values() if isinstance(kb, dict) else [kb]
+    if not all(isinstance(t, list) and all(isinstance(r, dict) for r in t) for t in tables):
+        raise SystemExit(f'error: --kb {path}: expected {{"domain": [{{"column": "value"}}, ...]}} or a list of rows')
+    text = serialize_kb(kb)
+    if not text:
+        raise SystemExit(f"error: --kb {path} holds no rows")
+    return text
 
 
 def cmd_attention_map(args: argparse.Namespace) -> int:
@@ -380,6 +432,8 @@ Sequence-level distillation (Kim & Rush, 2016):
 """, **common)
     run_args(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: stdin lines or --split")
+    p.add_argument("--file", action="append", default=None,
+                   help="a file whose whole text is one prompt, e.g. an email to write a subject for (repeatable)")
     p.add_argument("--split", default=None, help="decode the prompts of this prepared split")
     p.add_argument("--dataset", default=None, help="prepared pairs dataset (default: the run's)")
     p.add_argument("--data-dir", default=None)
@@ -406,6 +460,9 @@ Sequence-level distillation (Kim & Rush, 2016):
     sampling_args(p)
     p.set_defaults(chunk=1, max_new_tokens=96)
     p.add_argument("--system", default="", help="text placed before the conversation")
+    p.add_argument("--kb", default=None, metavar="KB.json",
+                   help='a knowledge base the replies draw on: JSON {"domain": [{"column": "value"}, ...]} '
+                        "(KVRET's db_results) or a list of rows; kept in every prompt")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("attention-map", help="PNG heatmaps of attention weights per layer and head",

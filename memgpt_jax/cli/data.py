@@ -76,7 +76,8 @@ def _prepare_squad(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     files = {"train": args.train, "validation": args.validation, "test": args.test}
-    builder = squad_builder(files=files, name=args.name, data_dir=args.data_dir)
+    builder = squad_builder(files=files, name=args.name, data_dir=args.data_dir,
+                            holdout_articles=args.holdout_articles, seed=args.seed)
     prepared.prepare(builder)
     print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_squad/{args.name})")
     return 0
@@ -90,6 +91,24 @@ def _prepare_pairs(args: argparse.Namespace) -> int:
     builder = pairs_builder(args.name, splits, data_dir=args.data_dir)
     prepared.prepare(builder)
     print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_pairs/{args.name})")
+    return 0
+
+
+def _prepare_aeslc(args: argparse.Namespace) -> int:
+    from memgpt_jax.data.aeslc import aeslc_builder  # lazy: keeps --help fast
+
+    start = time.perf_counter()
+    prepared.prepare(aeslc_builder(args.source, data_dir=args.data_dir))
+    print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_aeslc/aeslc)")
+    return 0
+
+
+def _prepare_dialogue(args: argparse.Namespace) -> int:
+    from memgpt_jax.data.dialogue import dialogue_builder  # lazy: keeps --help fast
+
+    start = time.perf_counter()
+    prepared.prepare(dialogue_builder(args.source, name=args.name, data_dir=args.data_dir))
+    print(f"done in {time.perf_counter() - start:.1f} s (dataset memgpt_dialogue/{args.name})")
     return 0
 
 
@@ -205,6 +224,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     squad.add_argument("--validation", default=None, help="SQuAD-format JSON for the validation split")
     squad.add_argument("--test", default=None, help="SQuAD-format JSON for the test split (optional)")
     squad.add_argument("--name", default="custom", help="dataset config name (default: %(default)s)")
+    squad.add_argument("--holdout-articles", type=int, default=0, metavar="N",
+                       help="carve the validation split out of --train: N whole articles, chosen with --seed "
+                            "(no article's questions are split; default: %(default)s = off)")
+    squad.add_argument("--seed", type=int, default=0, help="seed of --holdout-articles (default: %(default)s)")
     _add_data_dir(squad)
     squad.set_defaults(func=_handler(_prepare_squad))
 
@@ -220,6 +243,27 @@ def register(subparsers) -> argparse.ArgumentParser:
                        help="NAME=FILE.jsonl or NAME=SOURCE,TARGET (repeat per split)")
     _add_data_dir(pairs)
     pairs.set_defaults(func=_handler(_prepare_pairs))
+
+    aeslc = psub.add_parser(
+        "aeslc", help="AESLC email -> subject line (official layout)",
+        description="AESLC (enron_subject_line/{train,dev,test}/*.subject) into memgpt_aeslc/aeslc: prompt = "
+                    "the email body, target = its subject, references = the subject and the annotators' "
+                    "subjects. Example: memgpt-jax data prepare aeslc --source "
+                    "../shared/data/aeslc/aeslc_train_dev.tar.gz")
+    aeslc.add_argument("--source", required=True, help="the AESLC .tar.gz or its extracted directory")
+    _add_data_dir(aeslc)
+    aeslc.set_defaults(func=_handler(_prepare_aeslc))
+
+    dialogue = psub.add_parser(
+        "dialogue", help="knowledge-grounded dialogues (ConvLab-3 unified JSON, e.g. KVRET)",
+        description="Unified-format dialogues into memgpt_dialogue/NAME: one example per system turn, prompt = "
+                    "its knowledge base + the dialogue so far, target = the system utterance, with the "
+                    "entities it mentions for scoring. Example: memgpt-jax data prepare dialogue --source "
+                    "../shared/data/kvret/kvret_train_validation.json.gz --name kvret")
+    dialogue.add_argument("--source", required=True, help="a unified-format .json or .json.gz (a list of dialogues)")
+    dialogue.add_argument("--name", default="kvret", help="dataset config name (default: %(default)s)")
+    _add_data_dir(dialogue)
+    dialogue.set_defaults(func=_handler(_prepare_dialogue))
 
     listops = psub.add_parser(
         "listops", help="generated ListOps (no download)",

@@ -85,6 +85,7 @@ from memgpt_jax.data.prepared import (
     DamagedDataError,
     DataError,
     as_text,
+    dataset_metadata,
     dataset_report,
     iter_texts,
     list_prepared,
@@ -112,7 +113,7 @@ from memgpt_jax.data.tokenizers import (
 
 __all__ = [
     "CLS_KEYS", "DATA_DIR_ENV", "IMDB_SOURCE_ENV", "LM_KEYS", "QA_KEYS",
-    "ByteTokenizer", "ClassificationIterator", "CursorIterator", "DamagedDataError", "DataError", "ListOpsTokenizer",
+    "ByteTokenizer", "ClassificationIterator", "CursorIterator", "DamagedDataError", "DataError", "dataset_metadata", "ListOpsTokenizer",
     "MemgptImdb", "MemgptListops", "MemgptText", "PackedLMIterator", "PackedPairsIterator", "QAIterator",
     "SentencePieceTokenizer", "Shard", "Tokenizer",
     "as_text", "dataset_report", "epoch_order", "evaluate_listops", "imdb_builder", "imdb_config",

@@ -211,6 +211,12 @@ def dataset_report(name: str, data_dir: str | None = None) -> dict[str, Any]:
     return {"path": str(builder.data_dir), "splits": counts, "report": dict(meta.get("report", {}))}
 
 
+def dataset_metadata(name: str, data_dir: str | None = None) -> dict[str, Any]:
+    """What the builder stored with a prepared dataset (``report``, ``settings``, and
+    builder-specific entries such as the dialogue builder's ``entities``)."""
+    return dict(tfds.builder_from_directory(prepared_dir(name, data_dir)).info.metadata or {})
+
+
 def list_prepared(data_dir: str | None = None) -> list[str]:
     """``builder/config`` names of the datasets prepared under ``data_dir``."""
     root = resolve_data_dir(data_dir)

@@ -60,6 +60,17 @@ def read_squad(path: str) -> Iterator[dict[str, Any]]:
                 yield rec
 
 
+def holdout_articles(path: str, n: int, seed: int) -> set[str]:
+    """Titles of ``n`` articles of a SQuAD file, drawn with ``seed`` (a validation split by
+    article: no article's questions land on both sides)."""
+    titles = list(dict.fromkeys(rec["title"] for rec in read_squad(path)))
+    if not 0 < n < len(titles):
+        raise DataError(f"--holdout-articles {n}: {path} has {len(titles)} articles; hold out between 1 and "
+                        f"{len(titles) - 1}")
+    order = np.random.default_rng(seed).permutation(len(titles))
+    return {titles[i] for i in order[:n]}
+
+
 @dataclasses.dataclass
 class SquadConfig(tfds.core.BuilderConfig):
     pass
@@ -70,9 +81,14 @@ class MemgptSquad(ReportingBuilder):
 
     BUILDER_CONFIGS = [SquadConfig(name="custom", description="user-supplied SQuAD-format files")]
 
-    def __init__(self, *, files: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, files: dict[str, str] | None = None, holdout_articles: int = 0, seed: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._files = {k: v for k, v in (files or {}).items() if v}
+        self._holdout, self._seed = int(holdout_articles), int(seed)
+
+    def settings(self) -> dict[str, Any]:
+        return {"holdout_articles": self._holdout, "seed": self._seed} if self._holdout else {}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -91,11 +107,24 @@ class MemgptSquad(ReportingBuilder):
         if "train" not in self._files and "validation" not in self._files:
             raise DataError("give at least --train or --validation (SQuAD-format JSON files)")
         self.report["sources"] = dict(self._files)
-        return {split: self._generate_examples(split, path) for split, path in self._files.items()}
+        self.info.metadata["report"] = self.report
+        if not self._holdout:
+            return {split: self._generate_examples(split, path) for split, path in self._files.items()}
+        if "train" not in self._files or "validation" in self._files:
+            raise DataError("--holdout-articles carves validation out of --train: give --train and no --validation")
+        held = holdout_articles(self._files["train"], self._holdout, self._seed)
+        self.report.update(holdout_seed=self._seed, validation_articles=", ".join(sorted(held)))
+        splits = {"train": self._generate_examples("train", self._files["train"], lambda t: t not in held),
+                  "validation": self._generate_examples("validation", self._files["train"], lambda t: t in held)}
+        if "test" in self._files:
+            splits["test"] = self._generate_examples("test", self._files["test"])
+        return splits
 
-    def _generate_examples(self, split: str, path: str) -> Iterator[tuple[str, dict]]:
+    def _generate_examples(self, split: str, path: str, keep=None) -> Iterator[tuple[str, dict]]:
         seen: set[str] = set()
         for rec in read_squad(path):
+            if keep is not None and not keep(rec["title"]):
+                continue
             reason = rec.pop("_skip", None)
             if reason:
                 self._count(split, reason)
@@ -108,6 +137,7 @@ class MemgptSquad(ReportingBuilder):
             yield key, rec
 
 
-def squad_builder(*, files: dict[str, str], name: str = "custom", data_dir: str | None = None) -> MemgptSquad:
+def squad_builder(*, files: dict[str, str], name: str = "custom", data_dir: str | None = None,
+                  holdout_articles: int = 0, seed: int = 0) -> MemgptSquad:
     config = name if name == "custom" else SquadConfig(name=name, description="user-supplied SQuAD-format files")
-    return MemgptSquad(files=files, data_dir=data_dir, config=config)
+    return MemgptSquad(files=files, data_dir=data_dir, config=config, holdout_articles=holdout_articles, seed=seed)

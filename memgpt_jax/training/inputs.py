@@ -63,6 +63,10 @@ def prepare_command(dc: DataConfig) -> str:
         return f"memgpt-jax data prepare listops {flags} {where}"
     kind = {"imdb": "imdb --source aclImdb_v1.tar.gz", "text": "text --files FILE...", "squad": "squad --train FILE",
             "pairs": "pairs --split NAME=SRC,TGT"}[dc.dataset]
+    if dc.name.startswith("memgpt_aeslc/"):  # prompt->target data with builders of their own
+        kind = "aeslc --source aeslc_train_dev.tar.gz"
+    elif dc.name.startswith("memgpt_dialogue/"):
+        kind = f"dialogue --source DIALOGUES.json.gz --name {dc.name.split('/')[1]}"
     return f"memgpt-jax data prepare {kind} {where} (see its --help)"
 
 
