@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import attention_report, data, demo, generate, imdb_recipe, lra, multi30k_recipe, step_parts
+from benchmarks import (aeslc_recipe, attention_report, data, demo, generate, imdb_recipe, kvret_recipe, lra,
+                        multi30k_recipe, squad_recipe, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -140,6 +141,12 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),
     ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe",
      multi30k_recipe.section),
+    ("aeslc_recipe", "AESLC email subject lines: summarization", "python -m benchmarks.aeslc_recipe",
+     aeslc_recipe.section),
+    ("kvret_recipe", "KVRET in-car assistant: knowledge-grounded dialogue", "python -m benchmarks.kvret_recipe",
+     kvret_recipe.section),
+    ("squad_recipe", "SQuAD v1.1 extractive question answering", "python -m benchmarks.squad_recipe",
+     squad_recipe.section),
     ("compression", "Compression", "python -m benchmarks.compression", None),
     ("interop", "Interoperability", "python -m benchmarks.interop", None),
     ("data", "Data", "python -m benchmarks.data", data.section),

@@ -95,10 +95,12 @@ class DataConfig:
     seed: int = 0
     pack: bool = True  # pairs: several pairs per row
     doc_stride: int = 128  # qa: overlap of the windows over a long context
+    prompt_keep: str = "tail"  # pairs: the end of a too-long prompt that is kept ("tail" or "head")
     label_names: tuple[str, ...] = ()  # classification: names of the labels (index = id)
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
+        _choice("data.prompt_keep", self.prompt_keep, ("tail", "head"))
         _positive("data", self, "seq_len", "batch_size", "eval_batch_size", "doc_stride")
         _non_negative("data", self, "eval_batches")
         object.__setattr__(self, "listops", dict(self.listops))

@@ -178,3 +178,34 @@ def test_squad_metrics_follow_the_official_v1_1_script():
     scores = squad_scores({"q1": "Normans", "q2": "wrong"}, {"q1": ["Norman", "the Normans"], "q2": ["x"], "q3": ["y"]})
     # best gold answer per question; q3 unanswered scores 0 but counts
     assert scores == {"exact_match": pytest.approx(100 / 3), "f1": pytest.approx(100 / 3), "questions": 3}
+
+
+def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
+    """configs/kvret.py:tiny through the commands of train/kvret_recipe.sh (finetune,
+    quantize) and the recipe benchmark's rows (greedy + beam, BLEU and entity F1)."""
+    import os
+
+    from benchmarks import task_recipes
+    from memgpt_jax.cli import main as cli_main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = tmp_path / "dialogues.json"
+    source.write_text(json.dumps([_dialogue(i, s) for s in ("train", "validation") for i in range(6)]))
+    monkeypatch.setenv("MEMGPT_DATA_DIR", str(tmp_path / "tfds"))
+    import benchmarks.common
+
+    monkeypatch.setattr(benchmarks.common, "RESULTS_DIR", tmp_path / "results")
+    assert cli_main(["data", "prepare", "dialogue", "--source", str(source), "--name", "kvret"]) == 0
+    runs = tmp_path / "runs"
+    assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
+                     str(runs / "teacher"), "--no-progress", "--config.train.steps=2"]) == 0
+    os.symlink(runs / "teacher", runs / "student")  # the chain, without a second training run
+    assert cli_main(["quantize", "--checkpoint", str(runs / "student"), "--out", str(runs / "student_int8"),
+                     "--eval-batches", "1"]) == 0
+    assert task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "3",
+                                       "--no-results-md"]) == 0
+    payload = json.loads((tmp_path / "results" / "kvret_recipe.json").read_text())
+    assert [(r["model"], r["decoding"]) for r in payload["rows"]] == [
+        (m, d) for m in ("teacher", "student", "student int8") for d in ("greedy", "beam 2 (lp 1.0)")]
+    assert all({"BLEU", "entity F1", "train_wall_min", "examples_per_s"} <= set(r) for r in payload["rows"])
+    assert "## KVRET" in task_recipes.section_for("kvret")(payload)

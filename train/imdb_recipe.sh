@@ -6,16 +6,12 @@
 #
 #   MEMGPT_DATA_DIR=~/memgpt_data IMDB_SOURCE=../shared/data/aclImdb_dev.tar.gz train/imdb_recipe.sh
 set -euo pipefail
-RUNS=${RUNS:-runs/imdb}
+RUNS=runs/imdb  # the configs name these paths
 CLI=${MEMGPT_CLI:-memgpt-jax}
 : "${IMDB_SOURCE:?set IMDB_SOURCE to an aclImdb .tar.gz or directory}"
 mkdir -p "$RUNS"
 
-$CLI data prepare imdb --source "$IMDB_SOURCE"
-[ -f "$RUNS/spm8k.model" ] || $CLI data tokenizer train --dataset memgpt_imdb/val10_seed0 \
-    --splits train,unsupervised --vocab-size 8192 --output "$RUNS/spm8k.model"
-$CLI pretrain --config configs/imdb.py:pretrain --workdir "$RUNS/lm"
-$CLI pretrain --config configs/imdb.py:pretrain_student --workdir "$RUNS/lm_student"
+"$(dirname "$0")/english_lm.sh"  # data, tokenizer, the two LMs (shared with the other text recipes)
 $CLI finetune --config configs/imdb.py:teacher --workdir "$RUNS/teacher"
 $CLI distill --config configs/imdb.py:student --workdir "$RUNS/student"
 [ -d "$RUNS/student_int8" ] || $CLI quantize --checkpoint "$RUNS/student" --out "$RUNS/student_int8" --bits 8

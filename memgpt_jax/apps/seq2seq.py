@@ -22,7 +22,7 @@ from memgpt_jax.apps.generate import Generator
 from memgpt_jax.apps.text_metrics import all_metrics, entity_f1, rouge
 from memgpt_jax.data.dialogue import EntityMatcher
 from memgpt_jax.data.prepared import as_text, dataset_metadata
-from memgpt_jax.data.pairs_pipeline import encode_prompt
+from memgpt_jax.data.pairs_pipeline import encode_prompt, keep_prompt
 from memgpt_jax.training.inputs import load_source
 from memgpt_jax.training.run import Run
 
@@ -43,10 +43,9 @@ def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: f
     limit = run.model_config.max_len - max_new_tokens
     if limit < 3:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {run.model_config.max_len}")
-    encoded = []
-    for p in prompts:
-        ids = encode_prompt(tok, p)
-        encoded.append(ids if len(ids) <= limit else [ids[0], *ids[len(ids) - limit + 1:]])  # keep the end
+    keep = run.config.data.prompt_keep  # as the run was trained: the end or the beginning of a long prompt
+    encoded = [[ids[0], *keep_prompt(ids[1:-1], limit - 2, keep), ids[-1]] for ids in (encode_prompt(tok, p)
+                                                                                      for p in prompts)]
     # similar lengths together: less padding per batch
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(encoded)

@@ -93,7 +93,10 @@ def token_latency_ms(run: Run, params: Any, model_config: ModelConfig | None = N
             times.append(time.perf_counter() - t0)
         return 1e3 * statistics.median(times)
     T = run.config.data.seq_len
-    fwd = jax.jit(lambda p, x: model.apply({"params": inference_params(p)}, x).logits)
+    def head(out):  # a classifier's logits, or a span model's start logits
+        return out.logits if out.logits is not None else out.start_logits
+
+    fwd = jax.jit(lambda p, x: head(model.apply({"params": inference_params(p)}, x)))
     ids = jnp.ones((1, T), jnp.int32)
     fwd(params, ids).block_until_ready()
     times = []
@@ -134,7 +137,7 @@ def _open(checkpoint: str) -> Run:
 
 
 def _metric(run: Run) -> str:
-    return "perplexity" if run.task == "lm" else "accuracy"
+    return {"lm": "perplexity", "qa": "span_accuracy"}.get(run.task, "accuracy")
 
 
 def _measure(run: Run, params: Any, disk: int, max_batches: int | None,

@@ -32,11 +32,23 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     return [specials.BOS_ID, *tokenizer.encode(prompt).tolist(), specials.SEP_ID]
 
 
+PROMPT_KEEP = ("tail", "head")
+
+
+def keep_prompt(ids: Sequence[int], room: int, keep: str = "tail") -> list[int]:
+    """At most ``room`` of ``ids``: the end (``"tail"``: dialogue, the latest turns) or the
+    beginning (``"head"``: an email's opening says what it is about)."""
+    ids = list(ids)
+    if len(ids) <= room:
+        return ids
+    return ids[:room] if keep == "head" else (ids[len(ids) - room:] if room > 0 else [])
+
+
 def pair_tokens(tokenizer: Any, prompt: str, target: str, seq_len: int,
-                stats: collections.Counter | None = None) -> tuple[np.ndarray, int]:
+                stats: collections.Counter | None = None, prompt_keep: str = "tail") -> tuple[np.ndarray, int]:
     """``(tokens, n_prompt)`` with ``tokens = [BOS] p [SEP] t [EOS]`` cut to ``seq_len + 1``
     tokens (inputs and targets are its two shifted views); the first ``n_prompt``
-    tokens are not predicted."""
+    tokens are not predicted. A prompt too long keeps its ``prompt_keep`` end."""
     p = tokenizer.encode(prompt).tolist()
     t = tokenizer.encode(target).tolist() + [specials.EOS_ID]
     budget = seq_len + 1
@@ -45,7 +57,7 @@ def pair_tokens(tokenizer: Any, prompt: str, target: str, seq_len: int,
             stats["truncated_pairs"] += 1
         keep_t = min(len(t), budget - 2 - min(len(p), budget // 4))
         t = t[:keep_t]
-        p = p[len(p) - (budget - 2 - len(t)):] if budget - 2 - len(t) > 0 else []
+        p = keep_prompt(p, budget - 2 - len(t), prompt_keep)
     tokens = [specials.BOS_ID, *p, specials.SEP_ID, *t]
     return np.asarray(tokens, np.int32), 2 + len(p)
 
@@ -58,13 +70,14 @@ class PackedPairsIterator(CursorIterator):
     def __init__(self, source: Sequence[Mapping[str, Any]], tokenizer: Any, *, batch_size: int, seq_len: int,
                  seed: int = 0, shuffle: bool = True, num_epochs: int | None = None, pack: bool = True,
                  prompt_key: str = "prompt", target_key: str = "target", drop_remainder: bool = True,
-                 process_index: int | None = None, process_count: int | None = None) -> None:
+                 process_index: int | None = None, process_count: int | None = None,
+                 prompt_keep: str = "tail") -> None:
         super().__init__(source, tokenizer, batch_size=batch_size, seed=seed, shuffle=shuffle,
                          num_epochs=num_epochs, even=drop_remainder, process_index=process_index,
                          process_count=process_count, seq_len=seq_len, pack=pack,
                          drop_remainder=drop_remainder)
         self.seq_len, self.pack, self.drop_remainder = seq_len, pack, drop_remainder
-        self.prompt_key, self.target_key = prompt_key, target_key
+        self.prompt_key, self.target_key, self.prompt_keep = prompt_key, target_key, prompt_keep
         self._cache: dict[int, tuple[np.ndarray, int]] = {}
 
     def _tokens(self, index: int) -> tuple[np.ndarray, int]:
@@ -73,7 +86,8 @@ class PackedPairsIterator(CursorIterator):
                 self._cache.clear()
             r = self.source[index]
             self._cache[index] = pair_tokens(self.tokenizer, as_text(r[self.prompt_key]),
-                                             as_text(r[self.target_key]), self.seq_len, self.stats)
+                                             as_text(r[self.target_key]), self.seq_len, self.stats,
+                                             self.prompt_keep)
         return self._cache[index]
 
     def _next_batch(self) -> dict[str, np.ndarray] | None:

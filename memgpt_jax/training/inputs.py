@@ -77,7 +77,8 @@ def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool,
     common = dict(batch_size=batch_size, seed=dc.seed, shuffle=train, num_epochs=None if train else 1,
                   drop_remainder=train)
     if task == "lm" and dc.dataset == "pairs":
-        return data_lib.PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack, **common)
+        return data_lib.PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack,
+                                            prompt_keep=dc.prompt_keep, **common)
     if task == "lm":
         return data_lib.PackedLMIterator(source, tokenizer, seq_len=dc.seq_len, text_key=dc.text_key, **common)
     if task == "qa":

@@ -1,0 +1,159 @@
+"""The tables of the summarization (AESLC), dialogue (KVRET) and question-answering
+(SQuAD) recipes: the dense teacher, the block-sparse student and the int8 student on the
+validation split, next to published results.
+
+    python -m benchmarks.aeslc_recipe --runs runs/aeslc    (after train/aeslc_recipe.sh)
+    python -m benchmarks.kvret_recipe --runs runs/kvret    (after train/kvret_recipe.sh)
+    python -m benchmarks.squad_recipe --runs runs/squad    (after train/squad_recipe.sh)
+
+Per model: parameters, CPU training wall time (``summary.json``, across restarts; the
+int8 row is the student's), and the task's metrics with greedy decoding and with beam
+search (prompt -> target tasks), plus examples/s of that evaluation. Metrics: ROUGE-1/2/L
+(``rouge-score``, stemming) against the original subject and against all references
+(best per email); BLEU (sacrebleu) and entity F1 (micro, ``memgpt_jax/data/dialogue.py``);
+SQuAD exact match / F1 (the official v1.1 normalization). Writes
+``benchmarks/results/<task>_recipe.{json,md}`` and the task's section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    title: str
+    split: str
+    metrics: tuple[tuple[str, str], ...]  # (report key, column)
+    anchors: tuple[str, ...]  # published results, quoted in the section
+    max_new_tokens: int = 64
+    decodes: bool = True  # prompt -> target (greedy and beam rows); False: extractive QA
+
+
+TASKS = {
+    "aeslc": Task(
+        "aeslc", "AESLC email subject lines: summarization", "dev",
+        (("rouge1", "R-1"), ("rouge2", "R-2"), ("rouge_l", "R-L"), ("rouge1_multi", "R-1 all refs"),
+         ("rouge2_multi", "R-2 all refs"), ("rouge_l_multi", "R-L all refs"), ("bleu", "BLEU")),
+        ("Zhang & Tetreault (2019), their best system on the test split: ROUGE-1/2/L 23.67 / 10.29 / 23.44; "
+         "PEGASUS-large (pretrained on huge corpora): 37.68 / 21.25 / 36.51.",
+         "Target: teacher ROUGE-1 >= 20 on dev against the original subject; aim past 23.67."),
+        max_new_tokens=32),
+    "kvret": Task(
+        "kvret", "KVRET in-car assistant: knowledge-grounded dialogue", "validation",
+        (("bleu", "BLEU"), ("entity_f1", "entity F1"), ("entity_precision", "entity P"),
+         ("entity_recall", "entity R"), ("rouge_l", "R-L")),
+        ("Eric et al. (2017), test split: KV Retrieval Net BLEU 13.2, entity F1 48.0; Mem2Seq (Madotto et al., "
+         "2018): BLEU 12.6, entity F1 33.4.",
+         "Target: BLEU >= 10 and entity F1 >= 33 on validation; aim past the KV Retrieval Net."),
+        max_new_tokens=64),
+    "squad": Task(
+        "squad", "SQuAD v1.1 extractive question answering", "validation",
+        (("exact_match", "EM"), ("f1", "F1")),
+        ("Rajpurkar et al. (2016), dev: sliding-window baseline 13.2 EM / 20.2 F1; logistic regression "
+         "40.0 EM / 51.0 F1, trained on the full 87,599-question train set (here: 30 articles, ~6,800 questions).",
+         "Target: teacher above the sliding window's 20.2 F1 on the held-out articles; aim for 40."),
+        decodes=False),
+}
+MODELS = (("teacher", "teacher"), ("student", "student"), ("student int8", "student_int8"))
+
+
+def columns(task: Task) -> list[str]:
+    lead = ["model", "attention", "params"] + (["decoding"] if task.decodes else [])
+    return lead + [column for _, column in task.metrics] + ["train_wall_min", "examples_per_s"]
+
+
+def _evaluate(task: Task, opened: Any, beam: int, length_penalty: float, max_examples: int) -> dict[str, Any]:
+    if not task.decodes:
+        from memgpt_jax.apps.qa import evaluate_qa  # lazy (JAX): section() needs none of it
+        from memgpt_jax.training.inputs import load_source
+
+        source = load_source(opened.config.data, task.split)
+        if max_examples:
+            source = [source[i] for i in range(min(max_examples, len(source)))]
+        report = evaluate_qa(opened, source)
+        report.pop("predictions", None)
+        report["examples_per_s"] = report.get("questions_per_s")
+        return report
+    from memgpt_jax.apps.seq2seq import entity_vocabulary, evaluate_pairs, load_pairs
+
+    records = load_pairs(opened, task.split, max_examples=max_examples)
+    report = evaluate_pairs(opened, records, beam=beam, length_penalty=length_penalty,
+                            max_new_tokens=task.max_new_tokens, progress=False, entities=entity_vocabulary(opened))
+    report["examples_per_s"] = report["sentences_per_s"]
+    return report
+
+
+def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
+        max_examples: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from memgpt_jax.flops import count_params  # lazy (JAX)
+    from memgpt_jax.training.run import open_run
+
+    rows, reports = [], {}
+    for name, sub in MODELS:
+        path = os.path.join(runs, sub)
+        if not os.path.isdir(path):
+            print(f"skipping {name}: {path} does not exist", file=sys.stderr)
+            continue
+        opened = open_run(path)
+        with open(os.path.join(runs, "student" if opened.quantized else sub, "summary.json")) as f:
+            wall = json.load(f)["wall_s"] / 60
+        for b in ((1, beam) if task.decodes else (1,)):
+            report = _evaluate(task, opened, b, length_penalty, max_examples)
+            row = {"model": name, "attention": opened.model_config.attention.pattern,
+                   "params": count_params(opened.model_config, opened.task), "train_wall_min": wall,
+                   "examples_per_s": report["examples_per_s"]}
+            if task.decodes:
+                row["decoding"] = "greedy" if b == 1 else f"beam {b} (lp {length_penalty})"
+            row.update({column: report[key] for key, column in task.metrics if key in report})
+            rows.append(row)
+            reports[f"{name}/{task.split}/beam{b}"] = report
+            print(f"{name} beam {b}: " + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row),
+                  file=sys.stderr)
+    return rows, reports
+
+
+def section_for(name: str) -> Callable[[dict], str]:
+    task = TASKS[name]
+
+    def section(payload: dict) -> str:
+        return "\n".join([
+            f"## {task.title}", "",
+            f"`train/{name}_recipe.sh`, then `{payload.get('command', f'python -m benchmarks.{name}_recipe')}` — "
+            f"{machine_line(payload['machine'])}. Config: `configs/{name}.py`; metrics on `{task.split}` "
+            "(see `benchmarks/task_recipes.py` for how each is computed).", "",
+            markdown_table(payload["rows"], payload.get("columns") or columns(task)), "",
+            "Published: " + " ".join(task.anchors),
+        ])
+
+    return section
+
+
+def main(name: str, argv: list[str] | None = None) -> int:
+    task = TASKS[name]
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}_recipe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default=f"runs/{name}", help="the recipe's runs (teacher, student, student_int8)")
+    p.add_argument("--beam", type=int, default=4, help="beam width of the beam rows (default: %(default)s)")
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--max-examples", type=int, default=0, help="score only the first N examples (0: all)")
+    p.add_argument("--no-results-md", action="store_true")
+    args = p.parse_args(argv)
+    rows, reports = run(task, args.runs, beam=args.beam, length_penalty=args.length_penalty,
+                        max_examples=args.max_examples)
+    if not rows:
+        raise SystemExit(f"no runs under {args.runs}: run train/{name}_recipe.sh first")
+    cols = columns(task)
+    print(markdown_table(rows, cols))
+    write_results(f"{name}_recipe", rows, cols, {"reports": reports, "split": task.split, "beam": args.beam})
+    if not args.no_results_md:
+        rebuild_results_md()
+    return 0

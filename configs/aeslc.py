@@ -1,0 +1,53 @@
+"""AESLC: an email's subject line from its body (abstractive, very short targets), with a
+decoder-only model reading ``[BOS] body [SEP] subject [EOS]`` (loss on the subject only).
+
+Both backbones start from the IMDb recipe's English language models (`configs/imdb.py`:
+`pretrain`, `pretrain_student`: ~25M tokens of movie reviews, its 8k sentencepiece
+tokenizer); AESLC itself is too small (14k emails) to learn English from.
+
+    memgpt-jax data prepare aeslc --source $MEMGPT_SHARED_DATA/aeslc/aeslc_train_dev.tar.gz
+    memgpt-jax finetune --config configs/aeslc.py:teacher --workdir runs/aeslc/teacher
+    memgpt-jax distill  --config configs/aeslc.py:student --workdir runs/aeslc/student
+    memgpt-jax eval --checkpoint runs/aeslc/teacher --split dev --beam 4
+
+(`train/aeslc_recipe.sh` runs all of it, the IMDb language models first if they are
+missing.) Variants: `teacher` (dense), `student` (block-sparse, word-level distillation
+from the teacher), `tiny` (tests: seconds, bytes).
+"""
+
+import os
+
+from memgpt_jax import run_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def backbone(variant: str) -> dict:
+    """The model of an IMDb recipe language model (one source of truth for its shape)."""
+    return run_config.load(os.path.join(HERE, f"imdb.py:{variant}")).model.to_dict()
+
+
+def get_config(arg: str = "teacher"):
+    variants = ("teacher", "student", "tiny")
+    if arg not in variants:
+        raise ValueError(f"configs/aeslc.py: variant {arg!r} not in {variants}")
+    config = run_config.defaults("lm")
+    config.data.update(dataset="pairs", name="memgpt_aeslc/aeslc", tokenizer="runs/imdb/spm8k.model", seq_len=512,
+                       batch_size=16, eval_batch_size=32, eval_split="dev", eval_batches=0, pack=True,
+                       prompt_keep="head")  # a long email keeps its opening
+    config.optim.update(lr=5e-4, warmup_steps=100, weight_decay=0.1)
+    config.train.update(steps=900, log_every=25, eval_every=300, checkpoint_every=100)
+    if arg == "teacher":
+        config.model.update(backbone("pretrain"), dropout=0.1)
+        config.train.init_from = "runs/imdb/lm"
+    elif arg == "student":
+        config.model.update(backbone("pretrain_student"), dropout=0.1)
+        config.optim.lr = 1e-3
+        config.train.init_from = "runs/imdb/lm_student"
+        config.distill.update(teacher="runs/aeslc/teacher", temperature=1.0, alpha=0.5)
+    else:
+        config.model.update(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=128, dropout=0.0,
+                            attention=dict(pattern="dense", block_size=16))
+        config.data.update(tokenizer="bytes", seq_len=128, batch_size=8, eval_batch_size=8, eval_batches=2)
+        config.train.update(steps=4, eval_every=4, checkpoint_every=4)
+    return config

@@ -1,0 +1,54 @@
+"""KVRET: an in-car assistant's next reply from its knowledge base and the dialogue so
+far (`memgpt_jax/data/dialogue.py` serializes both into the prompt), scored by BLEU and
+entity F1 on `validation`.
+
+Both backbones start from the IMDb recipe's English language models (`configs/imdb.py`:
+`pretrain`, `pretrain_student`; its 8k sentencepiece tokenizer). Prompts run to ~690
+tokens (the weather knowledge base is the longest), hence 768-token rows.
+
+    memgpt-jax data prepare dialogue --source $MEMGPT_SHARED_DATA/kvret/kvret_train_validation.json.gz --name kvret
+    memgpt-jax finetune --config configs/kvret.py:teacher --workdir runs/kvret/teacher
+    memgpt-jax distill  --config configs/kvret.py:student --workdir runs/kvret/student
+    memgpt-jax eval --checkpoint runs/kvret/teacher --split validation --beam 4
+    memgpt-jax chat --checkpoint runs/kvret/student --kb kb.json
+
+(`train/kvret_recipe.sh` runs all of it.) Variants: `teacher` (dense), `student`
+(block-sparse, word-level distillation), `tiny` (tests).
+"""
+
+import os
+
+from memgpt_jax import run_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def backbone(variant: str) -> dict:
+    """The model of an IMDb recipe language model (one source of truth for its shape)."""
+    return run_config.load(os.path.join(HERE, f"imdb.py:{variant}")).model.to_dict()
+
+
+def get_config(arg: str = "teacher"):
+    variants = ("teacher", "student", "tiny")
+    if arg not in variants:
+        raise ValueError(f"configs/kvret.py: variant {arg!r} not in {variants}")
+    config = run_config.defaults("lm")
+    config.data.update(dataset="pairs", name="memgpt_dialogue/kvret", tokenizer="runs/imdb/spm8k.model",
+                       seq_len=768, batch_size=12, eval_batch_size=24, eval_split="validation", eval_batches=0,
+                       pack=True)
+    config.optim.update(lr=5e-4, warmup_steps=100, weight_decay=0.1)
+    config.train.update(steps=1200, log_every=25, eval_every=400, checkpoint_every=100)
+    if arg == "teacher":
+        config.model.update(backbone("pretrain"), dropout=0.1)
+        config.train.init_from = "runs/imdb/lm"
+    elif arg == "student":
+        config.model.update(backbone("pretrain_student"), dropout=0.1)
+        config.optim.lr = 1e-3
+        config.train.update(init_from="runs/imdb/lm_student", steps=1000)
+        config.distill.update(teacher="runs/kvret/teacher", temperature=1.0, alpha=0.5)
+    else:
+        config.model.update(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=256, dropout=0.0,
+                            attention=dict(pattern="dense", block_size=16))
+        config.data.update(tokenizer="bytes", seq_len=256, batch_size=8, eval_batch_size=8, eval_batches=2)
+        config.train.update(steps=4, eval_every=4, checkpoint_every=4)
+    return config

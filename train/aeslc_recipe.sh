@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# AESLC email -> subject line, end to end: the English LMs (train/english_lm.sh, skipped when trained) ->
+# dense teacher fine-tuned from its LM -> block-sparse student distilled from the teacher ->
+# int8 -> the table in benchmarks/RESULTS.md. Rerunning resumes.
+#
+#   MEMGPT_DATA_DIR=~/memgpt_data MEMGPT_SHARED_DATA=../shared/data train/aeslc_recipe.sh
+set -euo pipefail
+CLI=${MEMGPT_CLI:-memgpt-jax}
+: "${MEMGPT_SHARED_DATA:?set MEMGPT_SHARED_DATA to the folder holding the shared data}"
+IMDB_SOURCE=${IMDB_SOURCE:-$MEMGPT_SHARED_DATA/aclImdb_dev.tar.gz} "$(dirname "$0")/english_lm.sh"
+
+$CLI data prepare aeslc --source "$MEMGPT_SHARED_DATA/aeslc/aeslc_train_dev.tar.gz"
+$CLI finetune --config configs/aeslc.py:teacher --workdir runs/aeslc/teacher
+$CLI distill --config configs/aeslc.py:student --workdir runs/aeslc/student
+[ -d runs/aeslc/student_int8 ] || $CLI quantize --checkpoint runs/aeslc/student --out runs/aeslc/student_int8 --bits 8
+${PYTHON:-python} -m benchmarks.aeslc_recipe --runs runs/aeslc

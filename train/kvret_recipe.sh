@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# KVRET knowledge-grounded dialogue, end to end: the English LMs (train/english_lm.sh, skipped when trained) ->
+# dense teacher fine-tuned from its LM -> block-sparse student distilled from the teacher ->
+# int8 -> the table in benchmarks/RESULTS.md. Rerunning resumes.
+#
+#   MEMGPT_DATA_DIR=~/memgpt_data MEMGPT_SHARED_DATA=../shared/data train/kvret_recipe.sh
+set -euo pipefail
+CLI=${MEMGPT_CLI:-memgpt-jax}
+: "${MEMGPT_SHARED_DATA:?set MEMGPT_SHARED_DATA to the folder holding the shared data}"
+IMDB_SOURCE=${IMDB_SOURCE:-$MEMGPT_SHARED_DATA/aclImdb_dev.tar.gz} "$(dirname "$0")/english_lm.sh"
+
+$CLI data prepare dialogue --source "$MEMGPT_SHARED_DATA/kvret/kvret_train_validation.json.gz" --name kvret
+$CLI finetune --config configs/kvret.py:teacher --workdir runs/kvret/teacher
+$CLI distill --config configs/kvret.py:student --workdir runs/kvret/student
+[ -d runs/kvret/student_int8 ] || $CLI quantize --checkpoint runs/kvret/student --out runs/kvret/student_int8 --bits 8
+${PYTHON:-python} -m benchmarks.kvret_recipe --runs runs/kvret
