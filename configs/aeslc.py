@@ -34,7 +34,7 @@ def get_config(arg: str = "teacher"):
     config = run_config.defaults("lm")
     config.data.update(dataset="pairs", name="memgpt_aeslc/aeslc", tokenizer="runs/imdb/spm8k.model", seq_len=512,
                        batch_size=16, eval_batch_size=32, eval_split="dev", eval_batches=0, pack=True,
-                       prompt_keep="head")  # a long email keeps its opening
+                       truncate="head")  # a long email keeps its opening
     config.optim.update(lr=5e-4, warmup_steps=100, weight_decay=0.1)
     config.train.update(steps=900, log_every=25, eval_every=300, checkpoint_every=100)
     if arg == "teacher":

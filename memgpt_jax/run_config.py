@@ -95,16 +95,23 @@ class DataConfig:
     seed: int = 0
     pack: bool = True  # pairs: several pairs per row
     doc_stride: int = 128  # qa: overlap of the windows over a long context
-    prompt_keep: str = "tail"  # pairs: the end of a too-long prompt that is kept ("tail" or "head")
+    truncate: str = "auto"  # what a too-long text keeps: "head", "tail" or "head+tail" ("auto":
+    #   a classified text its head, a prompt -> target prompt its tail, the latest turns)
     label_names: tuple[str, ...] = ()  # classification: names of the labels (index = id)
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
-        _choice("data.prompt_keep", self.prompt_keep, ("tail", "head"))
+        _choice("data.truncate", self.truncate, ("auto", "head", "tail", "head+tail"))
         _positive("data", self, "seq_len", "batch_size", "eval_batch_size", "doc_stride")
         _non_negative("data", self, "eval_batches")
         object.__setattr__(self, "listops", dict(self.listops))
         object.__setattr__(self, "label_names", tuple(self.label_names))
+
+    def kept(self) -> str:
+        """What a too-long text keeps ("head", "tail" or "head+tail"), ``auto`` resolved."""
+        if self.truncate != "auto":
+            return self.truncate
+        return "tail" if self.dataset == "pairs" else "head"
 
 
 @dataclasses.dataclass(frozen=True)

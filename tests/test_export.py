@@ -298,7 +298,7 @@ def test_missing_checkpoint_and_files_are_named(tmp_path, exported, capsys):
     from memgpt_jax.cli import main
 
     assert main(["export", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
-    assert "no checkpoints under" in capsys.readouterr().err
+    assert "nothing does not exist: give a run directory" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     with pytest.raises(ConversionError, match="missing file .*config.json"):
         torch_format.import_torch(str(tmp_path))

@@ -54,6 +54,8 @@ CASES = [
     ("disk_full", "a resumed training run on a file system with 32 KiB left (an 8 MiB tmpfs, filled)",
      "exit 2: `could not write the checkpoint of step 2 in ... (no space left on device); the newest complete "
      "checkpoint is step 1 ...`; no partial files left; the rerun (with space) resumes from step 1"),
+    ("checkpoint_paths", "`--checkpoint RUN/checkpoints` or `RUN/checkpoints/2` instead of `RUN`; a path that "
+     "does not exist", "the run (that step) is used; `error: PATH does not exist: give a run directory ...`, exit 2"),
     ("killed_mid_save", "resume beside the temporary directory of a save killed half-way",
      "resumes from the newest complete checkpoint; the temporary directory is removed; no warning"),
 ]
@@ -100,8 +102,8 @@ def _cli(capsys, *argv):
     capsys.readouterr()
     try:
         code = cli_main(list(argv))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 2
+    except SystemExit as e:  # what the process would exit with
+        code = e.code if isinstance(e.code, int) else 1
         if not isinstance(e.code, int) and e.code:
             print(e.code, file=sys.stderr)
     err = capsys.readouterr().err
@@ -333,6 +335,18 @@ def test_killed_mid_save_leaves_nothing_in_the_way(tmp_path, capsys, env):
     assert code == 0 and f"resumed from {copy}/checkpoints/2" in err and "warning" not in err, err
     assert Checkpointer(copy).steps()[-2:] == [2, 3]
     assert not [d for d in os.listdir(os.path.join(copy, "checkpoints")) if "tmp" in d]
+
+
+
+def test_checkpoint_paths_inside_a_run(tmp_path, capsys, env):
+    from memgpt_jax.training.run import open_run
+
+    _, run = env
+    assert open_run(os.path.join(run, "checkpoints")).path == run
+    opened = open_run(os.path.join(run, "checkpoints", "1"))
+    assert (opened.path, opened.step) == (run, 1)
+    code, err = _cli(capsys, "eval", "--checkpoint", str(tmp_path / "nope"))
+    assert code == 2 and "nope does not exist: give a run directory" in _one_error_line(err)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ class ChatSession:
         return text, dropped
 
 
-def run_repl(session: ChatSession, *, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> int:
+def run_repl(session: ChatSession, *, read: Callable[[str], str] = input, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # looked up per call (a redirected stdout counts)
     out.write("memgpt-jax chat: type a message; /reset clears the history, /history shows it, /quit ends.\n")
     out.flush()
     while True:

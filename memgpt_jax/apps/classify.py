@@ -15,6 +15,7 @@ import numpy as np
 
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.data import ClassificationIterator
+from memgpt_jax.data.cls_pipeline import KEEP
 from memgpt_jax.training.evaluate import evaluate
 from memgpt_jax.training.inputs import load_source
 from memgpt_jax.training.run import Run
@@ -66,7 +67,8 @@ def evaluate_classifier(run: Run, split: str, *, batch_size: int = 64, max_examp
     if max_examples:
         source = [source[i] for i in range(min(max_examples, len(source)))]
     batches = ClassificationIterator(source, run.tokenizer, batch_size=batch_size, max_len=dc.seq_len, shuffle=False,
-                                     num_epochs=1, drop_remainder=False, text_key=dc.text_key)
+                                     num_epochs=1, drop_remainder=False, text_key=dc.text_key,
+                                     truncate=KEEP[dc.kept()])  # as the run was trained
     report = evaluate(run.task, run.model, run.params, batches, full=True, progress=progress)
     report.update(split=split, label_names=list(run.label_names))
     report.setdefault("examples_per_s", float("nan"))

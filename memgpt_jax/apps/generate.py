@@ -120,19 +120,20 @@ class Generator:
         return out.logits[:, -1], cache
 
     def _decode_impl(self, params: Any, cache: Any, logits_BV: Array, pos_B: Array, done_B: Array, rng: Array,
-                     *, n: int, sampling: Sampling) -> tuple[tuple[Any, Array, Array, Array], Array]:
+                     offset: Array, *, n: int, sampling: Sampling) -> tuple[tuple[Any, Array, Array, Array], Array]:
+        """``n`` tokens; the key of new token ``k`` is ``fold_in(rng, k)``, so a seed gives the
+        same text whatever the chunk size (streaming included)."""
         params = inference_params(params)
 
-        def body(carry, _):
-            cache, logits, pos, done, rng = carry
-            rng, sub = jax.random.split(rng)
-            tok = jnp.where(done, self.pad_id, sample_logits(logits, sub, sampling))
+        def body(carry, k):
+            cache, logits, pos, done = carry
+            tok = jnp.where(done, self.pad_id, sample_logits(logits, jax.random.fold_in(rng, k), sampling))
             out, cache = model_lib.decode_step(self.model, params, cache, tok[:, None], positions=pos[:, None])
             done = done | (tok == self.eos_id)
-            return (cache, out.logits[:, -1], pos + 1, done, rng), tok
+            return (cache, out.logits[:, -1], pos + 1, done), tok
 
-        (cache, logits, pos, done, _), toks_nB = jax.lax.scan(body, (cache, logits_BV, pos_B, done_B, rng),
-                                                              None, length=n)
+        (cache, logits, pos, done), toks_nB = jax.lax.scan(body, (cache, logits_BV, pos_B, done_B),
+                                                           offset + jnp.arange(n, dtype=jnp.int32))
         return (cache, logits, pos, done), toks_nB.T
 
     def _step_impl(self, params: Any, cache: Any, tok_B: Array, pos_B: Array) -> tuple[Array, Any]:
@@ -165,10 +166,9 @@ class Generator:
         reasons: list[str | None] = [None] * B
         produced = 0
         while produced < max_new_tokens and any(r is None for r in reasons):
-            rng, sub = jax.random.split(rng)
             n = min(self.chunk, max_new_tokens - produced)  # the last chunk may be shorter
-            (cache, logits, pos, done), toks = self._decode(self.params, cache, logits, pos, done, sub,
-                                                            n=n, sampling=sampling)
+            (cache, logits, pos, done), toks = self._decode(self.params, cache, logits, pos, done, rng,
+                                                            jnp.int32(produced), n=n, sampling=sampling)
             toks = np.asarray(toks)
             produced += toks.shape[1]
             for i in range(B):

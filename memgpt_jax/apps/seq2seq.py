@@ -43,7 +43,7 @@ def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: f
     limit = run.model_config.max_len - max_new_tokens
     if limit < 3:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {run.model_config.max_len}")
-    keep = run.config.data.prompt_keep  # as the run was trained: the end or the beginning of a long prompt
+    keep = run.config.data.kept()  # as the run was trained: the end or the beginning of a long prompt
     encoded = [[ids[0], *keep_prompt(ids[1:-1], limit - 2, keep), ids[-1]] for ids in (encode_prompt(tok, p)
                                                                                       for p in prompts)]
     # similar lengths together: less padding per batch

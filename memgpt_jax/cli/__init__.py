@@ -192,8 +192,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if not debug:  # tfds's and Orbax's absl warnings (config dumps, "no dataset_info.json"): not for users
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         return int(args.func(args) or 0)
+    except SystemExit as e:  # SystemExit("error: ...") from a command: a bad input, exit 2 (Python's would be 1)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

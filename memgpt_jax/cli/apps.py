@@ -40,6 +40,8 @@ def _load(args: argparse.Namespace, task: str | None) -> Run:
     if run.tokenizer is None:
         raise SystemExit(f"error: {args.checkpoint} carries no tokenizer and its config names none; "
                          "text commands need one")
+    if getattr(args, "max_new_tokens", 0) is None:  # not given: a default that fits this model's context
+        args.max_new_tokens = min(getattr(args, "default_new_tokens", 64), run.model_config.max_len // 2)
     return run
 
 
@@ -58,7 +60,6 @@ def _generator(run: Run, chunk: int):
     return Generator(run.model, run.params, eos_id=run.tokenizer.eos_id, pad_id=run.tokenizer.pad_id, chunk=chunk)
 
 
-TRUNCATE = {"head": "right", "tail": "left", "head+tail": "both"}  # --truncate -> ClassificationIterator
 
 
 def _decode_text(data: bytes, where: str) -> str:
@@ -148,9 +149,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from memgpt_jax.apps.classify import Classifier  # lazy: keeps --help fast
 
+    from memgpt_jax.data.cls_pipeline import KEEP  # lazy: keeps --help fast
+
     run = _load(args, "classification")
     texts = _read_texts(args)
-    clf = Classifier(run, batch_size=args.batch_size, truncate=TRUNCATE[args.truncate])
+    args.truncate = args.truncate or run.config.data.kept()  # by default as the run was trained
+    clf = Classifier(run, batch_size=args.batch_size, truncate=KEEP[args.truncate])
     probs = clf.predict(texts)
     dropped = clf.dropped_tokens(texts)
     names = run.label_names
@@ -272,13 +276,15 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_qa(args: argparse.Namespace) -> int:
     from memgpt_jax.apps.qa import QAPredictor  # lazy: keeps --help fast
 
+    if not args.question.strip():
+        raise SystemExit("error: --question is empty")
     run = _load(args, "qa")
     context = args.context
     if args.context_file:
         with open(args.context_file, encoding="utf-8") as f:
             context = f.read()
-    if not context:
-        raise SystemExit("error: give --context TEXT or --context-file FILE")
+    if not (context or "").strip():
+        raise SystemExit("error: give a non-empty --context TEXT or --context-file FILE")
     print(QAPredictor(run).answer(args.question, context))
     return 0
 
@@ -333,6 +339,8 @@ def _read_kb(path: str) -> str:
 def cmd_attention_map(args: argparse.Namespace) -> int:
     from memgpt_jax.apps import interpret  # lazy: keeps --help fast
 
+    if not args.text.strip():
+        raise SystemExit("error: --text is empty; there is nothing to draw")
     run = _load(args, None)
     ids = interpret.encode_input(run, args.text, args.max_tokens)
     maps = interpret.attention_maps(run, ids)
@@ -351,6 +359,8 @@ def cmd_attention_map(args: argparse.Namespace) -> int:
 def cmd_saliency(args: argparse.Namespace) -> int:
     from memgpt_jax.apps import interpret  # lazy: keeps --help fast
 
+    if not args.text.strip():
+        raise SystemExit("error: --text is empty; there is nothing to explain")
     run = _load(args, "classification")
     ids = interpret.encode_input(run, args.text, args.max_tokens)
     try:
@@ -375,7 +385,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--step", type=int, default=None, help="use this checkpoint step instead of the newest")
 
     def sampling_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--max-new-tokens", type=int, default=128)
+        p.add_argument("--max-new-tokens", type=int, default=None,
+                       help="tokens to generate at most (default: 128, at most half the model's context)")
+        p.set_defaults(default_new_tokens=128)
         p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
         p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
         p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
@@ -398,8 +410,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", nargs="+", help="files, one text each")
     p.add_argument("--whole", action="store_true", help="stdin is one text (default: one text per line)")
-    p.add_argument("--truncate", choices=tuple(TRUNCATE), default="head",
-                   help="which part of a text longer than the context to keep (default: %(default)s; "
+    p.add_argument("--truncate", choices=("head", "tail", "head+tail"), default=None,
+                   help="which part of a text longer than the context to keep (default: the run's data.truncate, "
+                        "usually head; "
                         "head+tail keeps the first quarter and the last three quarters); truncation is reported")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="JSON lines with all class probabilities")
@@ -417,7 +430,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--beam", type=int, default=1, help="prompt->target runs: beam width (1: greedy)")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="prompt->target runs: longest output")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="prompt->target runs: longest output (default: 64, at most half the model's context)")
     p.add_argument("--dataset", default=None, help="prompt->target runs: prepared dataset to score on "
                    "(default: the run's own)")
     p.add_argument("--perplexity", action="store_true", help="prompt->target runs: report target perplexity "
@@ -441,7 +455,8 @@ Sequence-level distillation (Kim & Rush, 2016):
     p.add_argument("--out", default=None, help="write JSONL {prompt, target=output} for distillation")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--length-penalty", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest output (default: 64, at most half the model's context)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -458,7 +473,7 @@ Sequence-level distillation (Kim & Rush, 2016):
     p = sub.add_parser("chat", help="interactive chat REPL with streaming replies", description=__doc__, **common)
     run_args(p)
     sampling_args(p)
-    p.set_defaults(chunk=1, max_new_tokens=96)
+    p.set_defaults(chunk=1, default_new_tokens=96)
     p.add_argument("--system", default="", help="text placed before the conversation")
     p.add_argument("--kb", default=None, metavar="KB.json",
                    help='a knowledge base the replies draw on: JSON {"domain": [{"column": "value"}, ...]} '

@@ -230,7 +230,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a run directory (its newest checkpoint)")
     p.add_argument("--out", required=True, help="new directory for the quantized checkpoint")
     p.add_argument("--bits", type=int, choices=(8, 4), default=8)
-    p.add_argument("--group", type=int, default=64, help="int4 group size along the input axis (64 or 128)")
+    p.add_argument("--group", type=int, choices=(64, 128), default=64,
+                   help="int4 group size along the input axis (default: %(default)s)")
     p.add_argument("--int8-activations", action="store_true", help="int8: also quantize activations (integer GEMMs)")
     p.add_argument("--eval-batches", type=int, default=None, help="cap on evaluation batches (default: config's)")
     p.set_defaults(func=cmd_quantize)

@@ -130,7 +130,8 @@ def next_commands(dirs: dict[str, str], workdir: str) -> list[str]:
         f"memgpt-jax eval --checkpoint {teacher} --split test",
         (f"memgpt-jax attention-map --checkpoint {student} --text {shlex.quote(EXAMPLE)} "
          f"--out {shlex.quote(os.path.join(workdir, 'maps'))}"),
-        f"memgpt-jax export --checkpoint {student} --out {shlex.quote(os.path.join(workdir, 'student-torch'))}",
+        f"memgpt-jax export --checkpoint {student} --out {shlex.quote(os.path.join(workdir, 'student-torch'))} "
+        "--overwrite",
     ]
 
 

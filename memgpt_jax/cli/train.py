@@ -95,7 +95,8 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
         return 2
     teacher = teacher_or_exit(config)
     summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress)  # errors: cli._report
-    evaluated = ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()) or "none (train.eval_every=0)"
+    evaluated = ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()) or (
+        "none (train.eval_every=0)" if not config.train.eval_every else "none in this command")
     print(f"done: {args.workdir} at step {summary['step']}, {summary['params']:,} parameters, "
           f"{summary['wall_s']:.1f} s of training; eval: {evaluated}")
     return 0

@@ -33,6 +33,7 @@ from memgpt_jax.data.ordering import CursorIterator
 
 CLS_KEYS = ("inputs", "kv_valid", "length", "label", "example_valid")
 TRUNCATIONS = ("right", "left", "both")  # keep the head, the tail, or head and tail
+KEEP = {"head": "right", "tail": "left", "head+tail": "both"}  # data.truncate / --truncate -> truncate_tokens
 
 
 def truncate_tokens(tokens: Sequence[int], budget: int, how: str) -> np.ndarray:

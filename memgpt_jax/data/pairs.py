@@ -113,6 +113,11 @@ class MemgptPairs(ReportingBuilder):
         super().__init__(**kwargs)
         self._splits = dict(splits or {})
 
+    def settings(self) -> dict[str, Any]:
+        """The source files of each split: preparing the same name from other files (or
+        with other splits) is refused instead of silently reusing the old data."""
+        return {"splits": {k: [os.path.abspath(p) for p in v] for k, v in sorted(self._splits.items())}}
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from memgpt_jax.data import specials
+from memgpt_jax.data.cls_pipeline import KEEP, truncate_tokens
 from memgpt_jax.data.prepared import as_text
 from memgpt_jax.data.ordering import CursorIterator
 
@@ -32,16 +33,10 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     return [specials.BOS_ID, *tokenizer.encode(prompt).tolist(), specials.SEP_ID]
 
 
-PROMPT_KEEP = ("tail", "head")
-
-
 def keep_prompt(ids: Sequence[int], room: int, keep: str = "tail") -> list[int]:
-    """At most ``room`` of ``ids``: the end (``"tail"``: dialogue, the latest turns) or the
-    beginning (``"head"``: an email's opening says what it is about)."""
-    ids = list(ids)
-    if len(ids) <= room:
-        return ids
-    return ids[:room] if keep == "head" else (ids[len(ids) - room:] if room > 0 else [])
+    """At most ``room`` of ``ids``: the end (``"tail"``: dialogue, the latest turns), the
+    beginning (``"head"``: an email's opening says what it is about) or both (``"head+tail"``)."""
+    return truncate_tokens(ids, max(room, 0), KEEP[keep]).tolist()
 
 
 def pair_tokens(tokenizer: Any, prompt: str, target: str, seq_len: int,

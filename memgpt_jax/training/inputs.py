@@ -13,6 +13,7 @@ import json
 from typing import Any, Callable, Iterable, Iterator
 
 from memgpt_jax import data as data_lib
+from memgpt_jax.data.cls_pipeline import KEEP as CLS_KEEP
 from memgpt_jax.run_config import DataConfig, RunConfig
 
 
@@ -61,8 +62,10 @@ def prepare_command(dc: DataConfig) -> str:
         settings = dict(dc.listops) or {"preset": dc.name.split("/", 1)[-1]}
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
         return f"memgpt-jax data prepare listops {flags} {where}"
-    kind = {"imdb": "imdb --source aclImdb_v1.tar.gz", "text": "text --files FILE...", "squad": "squad --train FILE",
-            "pairs": "pairs --split NAME=SRC,TGT"}[dc.dataset]
+    config = dc.name.split("/", 1)[-1]
+    kind = {"imdb": "imdb --source ACLIMDB.tar.gz", "text": f"text --files FILE... --name {config}",
+            "squad": f"squad --train FILE --name {config}",
+            "pairs": f"pairs --name {config} --split SPLIT=FILES"}[dc.dataset]
     if dc.name.startswith("memgpt_aeslc/"):  # prompt->target data with builders of their own
         kind = "aeslc --source aeslc_train_dev.tar.gz"
     elif dc.name.startswith("memgpt_dialogue/"):
@@ -78,12 +81,13 @@ def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool,
                   drop_remainder=train)
     if task == "lm" and dc.dataset == "pairs":
         return data_lib.PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack,
-                                            prompt_keep=dc.prompt_keep, **common)
+                                            prompt_keep=dc.kept(), **common)
     if task == "lm":
         return data_lib.PackedLMIterator(source, tokenizer, seq_len=dc.seq_len, text_key=dc.text_key, **common)
     if task == "qa":
         return data_lib.QAIterator(source, tokenizer, max_len=dc.seq_len, doc_stride=dc.doc_stride, **common)
-    return data_lib.ClassificationIterator(source, tokenizer, max_len=dc.seq_len, text_key=dc.text_key, **common)
+    return data_lib.ClassificationIterator(source, tokenizer, max_len=dc.seq_len, text_key=dc.text_key,
+                                           truncate=CLS_KEEP[dc.kept()], **common)
 
 
 def eval_batches(config: RunConfig, tokenizer: Any) -> Iterator[dict]:

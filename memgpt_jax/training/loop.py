@@ -267,11 +267,15 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     elif os.path.isdir(os.path.join(workdir, "unusable_checkpoints")):
         print("no usable checkpoint: training from step 0", file=sys.stderr)
     summary_path = os.path.join(workdir, "summary.json")
-    if start >= tc.steps and os.path.isfile(summary_path):
+    if start >= tc.steps:
         ckpt.close()
-        print(f"{workdir} is already trained to step {start}; nothing to do", file=sys.stderr)
-        with open(summary_path) as f:
-            summary = json.load(f)
+        print(f"{workdir} is already trained to step {start} (train.steps={tc.steps}); nothing to do",
+              file=sys.stderr)
+        summary = {"step": start, "params": count_params(config.model, task), "wall_s": wall_before,
+                   "wall_s_this_run": 0.0, "train": {}, "eval": {}}
+        if os.path.isfile(summary_path):  # the figures of the run that finished it
+            with open(summary_path) as f:
+                summary = json.load(f)
         summary["state"] = state
         return summary
     make_step = functools.partial(make_train_step, loss_fn, tx, schedule, accum_steps=tc.accum_steps)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -68,7 +69,9 @@ def open_run(path: str, *, step: int | None = None, task: str | None = None) -> 
 
     ``task`` checks the run's task (a classification run cannot ``generate``);
     ``None`` accepts any. Raises ``FileNotFoundError`` when there is no checkpoint and
-    :class:`RunError` when the run cannot be used."""
+    :class:`RunError` when the run cannot be used. ``path`` may also name the run's
+    ``checkpoints`` directory or one checkpoint in it (``.../checkpoints/800``)."""
+    path, step = run_path(path, step)
     params, meta = load_params(path, step)
     saved = meta.get("config")
     if not saved or "model" not in saved:
@@ -82,6 +85,24 @@ def open_run(path: str, *, step: int | None = None, task: str | None = None) -> 
     return Run(path=path, step=int(meta.get("step") or 0), config=config,
                model=model_lib.build(config.model, config.task), params=params,
                tokenizer=_tokenizer(meta, config), quantization=meta.get("quantization"))
+
+
+def run_path(path: str, step: int | None = None) -> tuple[str, int | None]:
+    """``(run directory, step)`` for a run directory, its ``checkpoints`` directory or one
+    checkpoint in it; a path that does not exist is a ``FileNotFoundError`` saying so."""
+    if "://" in path:  # gs:// and other remote runs: as given
+        return path, step
+    clean = os.path.normpath(path)
+    if not os.path.exists(clean):
+        raise FileNotFoundError(f"{path} does not exist: give a run directory (the --workdir of a training run)")
+    parent, name = os.path.split(clean)
+    if name == "checkpoints" and os.path.isdir(clean):
+        return parent or ".", step
+    if name.isdigit() and os.path.basename(parent) == "checkpoints":
+        if step is not None and step != int(name):
+            raise RunError(f"{path} is the checkpoint of step {name}, but --step {step} was given")
+        return os.path.dirname(parent) or ".", int(name)
+    return path, step
 
 
 def _tokenizer(meta: dict[str, Any], config: RunConfig) -> Any:

@@ -1,0 +1,128 @@
+"""IMDb: the teacher's accuracy against the CPU hours of its language-model pretraining.
+
+    python -m benchmarks.imdb_curve --runs runs/imdb --lm-steps 0 500 1000 2000 3000
+
+For each kept checkpoint of the LM (``configs/imdb.py:pretrain`` keeps every 500th step),
+the teacher (``configs/imdb.py:teacher``, ``--variant`` for another) is fine-tuned from it
+(``train.init_step``; step 0 = no pretraining) into ``RUNS/curve/lm<step>`` and evaluated
+on validation and on the 2,000-review test sample. Each row: the LM step, its tokens, its
+CPU hours (the wall time the LM checkpoint records, across restarts), its validation
+perplexity (the LM's eval at that step, when it ran), and the teacher's accuracy / macro F1
+and fine-tuning minutes. Finished points are reused (rerun to resume). Writes
+``benchmarks/results/imdb_curve.{json,md,png}``: the PNG plots test-sample accuracy
+against LM CPU hours with the NBSVM-bigram (91.2%, Wang & Manning 2012) and Dai & Le (2015,
+92.8%) lines. Models are selected on validation; the test sample is only reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
+
+COLUMNS = ["lm_step", "lm_tokens_M", "lm_cpu_hours", "lm_val_perplexity", "val_accuracy", "test_accuracy",
+           "test_macro_f1", "finetune_min"]
+ANCHORS = (("NBSVM-bigram (Wang & Manning, 2012)", 0.912), ("LSTM LM pretraining (Dai & Le, 2015)", 0.928))
+
+
+def lm_eval_perplexity(lm: str, step: int) -> float | None:
+    path = os.path.join(lm, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return None
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    found = [r for r in rows if r.get("split") == "eval" and r.get("step") == step and "perplexity" in r]
+    return found[-1]["perplexity"] if found else None
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs, ys = [r["lm_cpu_hours"] for r in rows], [100 * r["test_accuracy"] for r in rows]
+    ax.plot(xs, ys, "o-", label="our teacher (test sample)")
+    for x, y, r in zip(xs, ys, rows):
+        ax.annotate(f"{r['lm_step']}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    for (name, acc), style in zip(ANCHORS, ("--", ":")):
+        ax.axhline(100 * acc, linestyle=style, color="gray")
+        ax.text(0, 100 * acc + 0.1, f"{name}: {100 * acc:.1f}%", fontsize=8, color="gray")
+    ax.set_xlabel("CPU hours of LM pretraining (2 cores)")
+    ax.set_ylabel("test-sample accuracy (%)")
+    ax.set_title("IMDb teacher: accuracy vs LM pretraining (labels: LM step)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def section(payload: dict) -> str:
+    return "\n".join([
+        "## IMDb: accuracy against LM pretraining", "",
+        f"`{payload.get('command', 'python -m benchmarks.imdb_curve')}` — {machine_line(payload['machine'])}. "
+        f"Teacher `configs/imdb.py:{payload['meta'].get('variant', 'teacher')}` fine-tuned from each kept LM "
+        "checkpoint; CPU hours: the LM's recorded training wall time at that step.", "",
+        markdown_table(payload["rows"], payload.get("columns") or COLUMNS), "",
+        "![accuracy vs pretraining](results/imdb_curve.png)",
+    ])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/imdb", help="holds lm/ (the pretraining run) and curve/ (the points)")
+    p.add_argument("--lm-steps", type=int, nargs="+", default=[0, 500, 1000, 2000, 3000],
+                   help="LM checkpoints to fine-tune from (0: none); each must be kept by the LM run")
+    p.add_argument("--variant", default="teacher", help="configs/imdb.py variant fine-tuned at each point")
+    p.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a config override for every point, e.g. --override train.steps=300 (repeatable)")
+    p.add_argument("--max-examples", type=int, default=0, help="evaluate only this many examples per split")
+    p.add_argument("--no-results-md", action="store_true")
+    args = p.parse_args(argv)
+
+    # lazy (JAX): the report imports this module for section() without JAX
+    from memgpt_jax import run_config
+    from memgpt_jax.apps.classify import evaluate_classifier
+    from memgpt_jax.training.checkpoint import load_params
+    from memgpt_jax.training.loop import train
+    from memgpt_jax.training.run import open_run
+
+    lm = os.path.join(args.runs, "lm")
+    config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "imdb.py")
+    rows = []
+    for step in args.lm_steps:
+        workdir = os.path.join(args.runs, "curve", f"lm{step}")
+        overrides = [f"--config.train.init_from={lm if step else ''}", f"--config.train.init_step={step}",
+                     *(f"--config.{o}" for o in args.override)]
+        config = run_config.load(f"{config_path}:{args.variant}", overrides)
+        lm_hours, tokens = 0.0, 0
+        if step:
+            _, meta = load_params(lm, step)  # the LM checkpoint must exist: kept by train.keep_period
+            lm_hours = float(meta.get("wall_s") or 0.0) / 3600
+            lm_config = run_config.RunConfig.from_saved(meta["config"])
+            tokens = step * lm_config.data.batch_size * lm_config.data.seq_len
+        print(f"== LM step {step}: fine-tuning {args.variant} in {workdir}", file=sys.stderr)
+        summary = train(config, workdir, progress=False)
+        run = open_run(workdir, task="classification")
+        row = {"lm_step": step, "lm_tokens_M": tokens / 1e6, "lm_cpu_hours": lm_hours,
+               "lm_val_perplexity": lm_eval_perplexity(lm, step), "finetune_min": summary["wall_s"] / 60}
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            rep = evaluate_classifier(run, split, max_examples=args.max_examples, progress=False)
+            row[f"{prefix}_accuracy"] = rep["accuracy"]
+            if prefix == "test":
+                row["test_macro_f1"] = rep["macro_f1"]
+        print(f"LM step {step}: val {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f}", file=sys.stderr)
+        rows.append(row)
+    print(markdown_table(rows, COLUMNS))
+    write_results("imdb_curve", rows, COLUMNS, {"variant": args.variant, "overrides": args.override})
+    plot(rows, str(RESULTS_DIR / "imdb_curve.png"))
+    if not args.no_results_md:
+        rebuild_results_md()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
