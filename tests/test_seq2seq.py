@@ -135,7 +135,7 @@ def reverser(tmp_path_factory):
     return run, d, tmp
 
 
-def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys):
+def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys, tmp_path, monkeypatch):
     run, d, tmp = reverser
     out = str(tmp / "eval.json")
     assert cli_main(["eval", "--checkpoint", run, "--split", "val", "--no-progress", "--json", out,
@@ -157,6 +157,8 @@ def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys)
                      "--max-new-tokens", "12"]) == 0
     rows = [json.loads(line) for line in open(kd)]
     assert len(rows) == 40 and sum(r["target"] == r["prompt"][::-1] for r in rows) >= 32
+    # one test, one worker: the trained reverser is built once per worker (module fixture)
+    _decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch)
 
 
 def test_beam_search_properties(reverser):
@@ -219,7 +221,7 @@ def test_beam_search_on_a_block_sparse_model():
         assert s >= greedy_score - 1e-4
 
 
-def test_decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch):
+def _decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch):
     """The command-line paths of issue 18 on the digit reverser: a file per prompt
     (`decode --file`, as for emails), `chat --kb` on a prompt -> target model (the KB
     stays in every prompt), and the multi-reference / entity scores of `evaluate_pairs`."""
