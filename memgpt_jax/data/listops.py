@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tqdm import tqdm
 
 from memgpt_jax.data.prepared import ReportingBuilder, config_arg
 
@@ -213,7 +215,9 @@ class MemgptListops(ReportingBuilder):
 
     def _generate_examples(self, split: str, count: int) -> Iterator[tuple[int, dict]]:
         lengths = []
-        for i in range(count):
+        # tens of thousands of long expressions take a minute: say so (small presets stay quiet)
+        for i in tqdm(range(count), desc=f"generating ListOps {split}", unit="ex", leave=False, file=sys.stderr,
+                      disable=count < 10_000, mininterval=1.0):
             example = generate_example(self.builder_config, split, i)
             lengths.append(example["length"])
             yield i, example
