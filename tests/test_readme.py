@@ -157,3 +157,23 @@ def test_demo_block_runs(tmp_path, monkeypatch):
         ran.append(command[1])
     assert ran == ["classify", "eval", "attention-map", "export"]
     assert glob.glob(str(run / "maps" / "*.png")) and os.path.isfile(run / "student-torch" / "config.json")
+
+
+def test_training_block_starts_as_written(tmp_path, monkeypatch):
+    """The first commands of the README's training block, in order: preparing tiny
+    Shakespeare (a small text in place of the shared file) and the `:tiny` pretraining
+    on it (two steps here)."""
+    from memgpt_jax.cli import main as cli_main
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 200)
+    monkeypatch.setenv("MEMGPT_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.chdir(tmp_path)
+    block = next(b for b in bash_blocks(open(README).read()) if "configs/shakespeare.py:tiny" in b)
+    prepare, pretrain = commands(block)[:2]
+    assert prepare[:4] == ["memgpt-jax", "data", "prepare", "text"]
+    assert cli_main([w.replace("$MEMGPT_SHARED_DATA", str(shared)) for w in prepare[1:]]) == 0
+    assert pretrain[:2] == ["memgpt-jax", "pretrain"]
+    config = [w if not w.startswith("configs/") else os.path.join(ROOT, w) for w in pretrain[1:]]
+    assert cli_main(config + ["--no-progress", "--config.train.steps=2", "--config.train.eval_every=2"]) == 0
