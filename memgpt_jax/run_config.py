@@ -95,6 +95,8 @@ class DataConfig:
     seed: int = 0
     pack: bool = True  # pairs: several pairs per row
     doc_stride: int = 128  # qa: overlap of the windows over a long context
+    length_buckets: tuple[int, ...] = ()  # classification training: row lengths a batch pads to (its
+    #   longest text decides; texts sorted by length in pools of 16 batches); () = always seq_len
     truncate: str = "auto"  # what a too-long text keeps: "head", "tail" or "head+tail" ("auto":
     #   a classified text its head, a prompt -> target prompt its tail, the latest turns)
     label_names: tuple[str, ...] = ()  # classification: names of the labels (index = id)
@@ -102,6 +104,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
         _choice("data.truncate", self.truncate, ("auto", "head", "tail", "head+tail"))
+        object.__setattr__(self, "length_buckets", tuple(int(n) for n in self.length_buckets))
+        _check(all(0 < n <= self.seq_len for n in self.length_buckets), "data.length_buckets",
+               f"each must be in (0, seq_len={self.seq_len}], got {self.length_buckets}")
         _positive("data", self, "seq_len", "batch_size", "eval_batch_size", "doc_stride")
         _non_negative("data", self, "eval_batches")
         object.__setattr__(self, "listops", dict(self.listops))

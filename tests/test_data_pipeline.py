@@ -272,3 +272,37 @@ def test_device_layouts(n_devices):
     assert placed["inputs"].sharding.spec == P("data") and placed["targets"].sharding.is_fully_replicated
     with pytest.raises(ValueError, match="does not split"):
         split_for_devices(batch, n_devices * 2 + 1)
+
+
+def test_length_buckets_pad_to_the_longest_and_resume_exactly():
+    """Training batches drawn in length-sorted pools: each padded to the smallest bucket
+    holding its longest text, every text once per epoch, the state exact mid-pool."""
+    from memgpt_jax.data import ClassificationIterator
+    from memgpt_jax.data.tokenizers import ByteTokenizer
+
+    rng = np.random.default_rng(0)
+    source = [{"text": "x" * int(n), "label": i % 2} for i, n in enumerate(rng.integers(1, 120, size=96))]
+    make = lambda: ClassificationIterator(source, ByteTokenizer(), batch_size=4, max_len=128, seed=3,  # noqa: E731
+                                          length_buckets=(16, 32, 64), pool_batches=4)
+    it = make()
+    epoch = [next(it) for _ in range(24)]  # 96 texts / 4 = one epoch
+    assert sorted(int(n) for b in epoch for n in b["length"]) == sorted(len(r["text"]) + 1 for r in source)
+    for b in epoch:
+        t = b["inputs"].shape[1]
+        assert t in (16, 32, 64, 128) and b["length"].max() <= t
+        assert t == 16 or b["length"].max() > {32: 16, 64: 32, 128: 64}[t]  # the smallest that fits
+    assert len({b["inputs"].shape[1] for b in epoch}) >= 3
+    # resume mid-pool: the same batches as an uninterrupted run
+    first = make()
+    for _ in range(6):  # 1.5 pools
+        next(first)
+    state = json.loads(json.dumps(first.get_state()))
+    resumed = make()
+    resumed.set_state(state)
+    for _ in range(10):
+        a, b = next(first), next(resumed)
+        np.testing.assert_array_equal(a["inputs"], b["inputs"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    with pytest.raises(ValueError, match="training"):
+        ClassificationIterator(source, ByteTokenizer(), batch_size=4, max_len=128, shuffle=False,
+                               drop_remainder=False, length_buckets=(16,))

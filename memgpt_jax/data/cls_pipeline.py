@@ -63,6 +63,12 @@ class ClassificationIterator(CursorIterator):
         tail of ``n % process_count`` left out per epoch); False for evaluation
         (every example exactly once, padded with ``example_valid == False``).
       num_epochs: ``None`` iterates forever (batches may span epochs).
+      length_buckets: training only: row lengths to pad to (``max_len`` is added). Texts
+        are drawn ``pool_batches`` batches at a time, sorted by length, cut into batches
+        that are returned in a seeded random order, each padded only to the smallest
+        bucket that holds its longest text: long reviews cost their length, short ones
+        do not pay for it. The state stays exact (the pool's start and how many of its
+        batches were returned).
     """
 
     kind = "classification"
@@ -71,18 +77,45 @@ class ClassificationIterator(CursorIterator):
                  max_len: int, seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                  text_key: str = "text", label_key: str = "label", add_bos: bool = True,
                  add_eos: bool = False, truncate: str = "right", drop_remainder: bool = True,
-                 process_index: int | None = None, process_count: int | None = None) -> None:
+                 process_index: int | None = None, process_count: int | None = None,
+                 length_buckets: Sequence[int] = (), pool_batches: int = 16) -> None:
         if truncate not in TRUNCATIONS:
             raise ValueError(f"truncate must be one of {TRUNCATIONS}, got {truncate!r}")
         if max_len < 1 + int(add_bos) + int(add_eos):
             raise ValueError(f"max_len {max_len} leaves no room for text")
+        buckets = tuple(sorted({int(n) for n in length_buckets if 0 < int(n) < max_len} | {max_len}))
+        if length_buckets and not (shuffle and drop_remainder):
+            raise ValueError("length_buckets are for training batches (shuffle, drop_remainder)")
+        if length_buckets and (process_count or 1) > 1:  # each process would pick its own row length
+            raise ValueError("length_buckets need one process (every host must build the same shapes)")
+        extra = {"length_buckets": list(buckets), "pool_batches": pool_batches} if length_buckets else {}
         super().__init__(source, tokenizer, batch_size=batch_size, seed=seed, shuffle=shuffle,
                          num_epochs=num_epochs, even=drop_remainder, process_index=process_index,
                          process_count=process_count, max_len=max_len, add_bos=add_bos,
-                         add_eos=add_eos, truncate=truncate, drop_remainder=drop_remainder)
+                         add_eos=add_eos, truncate=truncate, drop_remainder=drop_remainder, **extra)
         self.max_len, self.text_key, self.label_key = max_len, text_key, label_key
         self.add_bos, self.add_eos, self.truncate = add_bos, add_eos, truncate
         self.drop_remainder = drop_remainder
+        self.buckets = buckets if length_buckets else ()
+        self.pool_batches, self.seed = int(pool_batches), seed
+        self._pool: list[list[tuple[np.ndarray, int]]] = []  # the batches (rows) of the current pool
+        self._pool_start: dict[str, Any] | None = None  # the cursor where it was drawn
+        self._pool_taken = 0  # its batches returned so far
+        self._pools = 0
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.buckets and self._pool_start is not None and self._pool_taken < len(self._pool):
+            state.update(self._pool_start, pool_taken=self._pool_taken, pools=self._pools - 1)
+        elif self.buckets:
+            state.update(pools=self._pools)
+        return state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        super().set_state(state)
+        self._pool, self._pool_start, self._pool_taken = [], None, 0
+        self._pools = int(state.get("pools", 0))
+        self._skip = int(state.get("pool_taken", 0))  # redraw that pool, skip what was returned
 
     def encode(self, text: str) -> np.ndarray | None:
         """Row tokens of ``text`` (BOS/EOS, truncated), or None if nothing is left."""
@@ -122,6 +155,52 @@ class ClassificationIterator(CursorIterator):
         return indices
 
     def _next_batch(self) -> dict[str, np.ndarray] | None:
+        if not self.buckets:
+            return self._next_plain_batch()
+        if self._pool_taken >= len(self._pool):
+            self._draw_pool()
+            skip, self._skip = getattr(self, "_skip", 0), 0
+            self._pool_taken = min(skip, len(self._pool))
+            if not self._pool:
+                return None
+        rows = self._pool[self._pool_taken]
+        self._pool_taken += 1
+        longest = max(len(tokens) for tokens, _ in rows)
+        t = next(n for n in self.buckets if n >= longest)
+        batch = {"inputs": np.full((len(rows), t), specials.PAD_ID, np.int32), "kv_valid": np.zeros((len(rows), t), bool),
+                 "length": np.zeros((len(rows),), np.int32), "label": np.zeros((len(rows),), np.int32),
+                 "example_valid": np.ones((len(rows),), bool)}
+        for r, (tokens, label) in enumerate(rows):
+            batch["inputs"][r, :len(tokens)] = tokens
+            batch["kv_valid"][r, :len(tokens)] = True
+            batch["length"][r], batch["label"][r] = len(tokens), label
+        self.stats["examples"] += len(rows)
+        self.stats[f"bucket_{t}"] += 1
+        return batch
+
+    def _draw_pool(self) -> None:
+        """The next ``pool_batches`` batches of texts, sorted by length, in a seeded order."""
+        self._pool_start = {k: v for k, v in self._cursor.state().items()}
+        rows: list[tuple[np.ndarray, int]] = []
+        want = self.batch_size * self.pool_batches
+        while len(rows) < want:
+            indices = [i for i in self._next_indices(want - len(rows)) if i >= 0]
+            if not indices:
+                break
+            for index, record in zip(indices, self._fetch(indices)):
+                tokens = self.encode(as_text(record[self.text_key]))
+                if tokens is None:
+                    self.stats["empty_examples_skipped"] += 1
+                    continue
+                rows.append((tokens, self._label(record, index)))
+        full = len(rows) - len(rows) % self.batch_size  # drop_remainder: whole batches only
+        self.stats["final_examples_dropped"] += len(rows) - full
+        rows = sorted(rows[:full], key=lambda r: len(r[0]))
+        pool = [rows[i:i + self.batch_size] for i in range(0, full, self.batch_size)]
+        order = np.random.default_rng([self.seed, self._pools]).permutation(len(pool))
+        self._pool, self._pools = [pool[i] for i in order], self._pools + 1
+
+    def _next_plain_batch(self) -> dict[str, np.ndarray] | None:
         b, t = self.batch_size, self.max_len
         batch = {
             "inputs": np.full((b, t), specials.PAD_ID, np.int32),
