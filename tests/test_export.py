@@ -181,11 +181,29 @@ def test_sparse_mask_is_applied(exported):
     assert np.abs(torch_outputs(sparse, ids, valid)[0] - torch_outputs(dense, ids, valid)[0]).max() > 1e-2
 
 
+def test_sparse_exports_run_flex_attention_with_their_layout(exported):
+    """A block-sparse export runs FlexAttention with a BlockMask of its layout by default
+    (masked blocks skipped): the same logits as the token-mask reference, padding included."""
+    sparse = [n for n in sorted(CONFIGS) if not CONFIGS[n][0].attention.is_dense]
+    assert sparse
+    for name in sparse:
+        config, head, params, directory = exported[name]
+        flex = TorchGPT.from_pretrained(directory)
+        assert flex.attention_impl == "flex" and flex.layout_block == config.attention.block_size
+        ref = TorchGPT.from_pretrained(directory, attention_impl="einsum")
+        ids, valid = inputs(config)
+        for a, b in zip(torch_outputs(flex, ids, valid), torch_outputs(ref, ids, valid)):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        bm = flex.block_mask(T)
+        n = -(-T // flex.layout_block)
+        assert int(bm.kv_num_blocks.sum()) < n * (n + 1) // 2 * (bm.kv_num_blocks.shape[1])  # blocks skipped
+
+
 @pytest.mark.parametrize("name", ["dense", "window_global", "rope_gqa_rms"])
 def test_sdpa_attention_matches_the_reference(name, exported):
     """The fused SDPA path (used for PyTorch training baselines) gives the einsum logits and grads."""
     config, head, params, directory = exported[name]
-    ref = TorchGPT.from_pretrained(directory)
+    ref = TorchGPT.from_pretrained(directory, attention_impl="einsum")
     fused = TorchGPT.from_pretrained(directory, attention_impl="sdpa")
     ids = torch.as_tensor(np.asarray(inputs(config)[0]), dtype=torch.long)
     outs = []

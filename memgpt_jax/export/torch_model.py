@@ -34,6 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+try:  # FlexAttention (torch >= 2.5): block-sparse attention that skips the masked blocks
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # older torch: the token-mask path serves every layout
+    BlockMask = create_block_mask = flex_attention = None
+
 FORMAT = "memgpt-jax/torch"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -170,6 +175,10 @@ class Attention(nn.Module):
             k_BTKH = torch.cat([past[0], k_BTKH], dim=1)
             v_BTKH = torch.cat([past[1], v_BTKH], dim=1)
         S, G = k_BTKH.shape[1], N // K
+        if BlockMask is not None and isinstance(keep_BNTS, BlockMask):  # impl "flex", a full forward
+            o_BNTH = flex_attention(q_BTNH.transpose(1, 2), k_BTKH.transpose(1, 2), v_BTKH.transpose(1, 2),
+                                    block_mask=keep_BNTS, scale=H**-0.5, enable_gqa=G > 1)
+            return self.out(o_BNTH.transpose(1, 2).reshape(B, T, N * H)), (k_BTKH, v_BTKH)
         if self.impl == "sdpa":  # fused kernel; keep None means plain causal attention
             k_BNSH = k_BTKH.transpose(1, 2).repeat_interleave(G, dim=1)
             v_BNSH = v_BTKH.transpose(1, 2).repeat_interleave(G, dim=1)
@@ -226,19 +235,27 @@ class TorchGPT(nn.Module):
 
     ``layout_mask``: optional ``bool [heads or 1, max_len, max_len]`` token mask of a
     block-sparse layout (causality is always applied on top).
-    ``attention_impl``: ``"einsum"`` (default: float32 scores, the parity reference) or
+    ``attention_impl``: ``"einsum"`` (default: float32 scores, the parity reference),
     ``"sdpa"`` (``F.scaled_dot_product_attention``: the fused kernel, for training speed;
-    plain causal attention runs with ``is_causal=True``, anything else under the mask).
+    plain causal attention runs with ``is_causal=True``, anything else under the mask) or
+    ``"flex"`` (FlexAttention with a ``BlockMask`` built from the layout, causality, padding
+    and segments: the masked blocks are skipped, not computed; ``torch.compile`` it for
+    speed). KV-cache decoding steps always use the token mask.
+    ``layout_block``: the layout's block size (the ``BlockMask`` tiles; 128 when unknown).
     """
 
     def __init__(self, config: TorchConfig | Mapping[str, Any], head: str = "lm",
-                 layout_mask: torch.Tensor | None = None, attention_impl: str = "einsum") -> None:
+                 layout_mask: torch.Tensor | None = None, attention_impl: str = "einsum",
+                 layout_block: int = 128) -> None:
         super().__init__()
         cfg = config if isinstance(config, TorchConfig) else TorchConfig.from_dict(config)
         if head not in ("lm", "classification", "qa"):
             raise ValueError(f"unknown head {head!r}; choose lm, classification or qa")
-        if attention_impl not in ("einsum", "sdpa"):
-            raise ValueError(f"attention_impl must be 'einsum' or 'sdpa', got {attention_impl!r}")
+        if attention_impl not in ("einsum", "sdpa", "flex"):
+            raise ValueError(f"attention_impl must be 'einsum', 'sdpa' or 'flex', got {attention_impl!r}")
+        if attention_impl == "flex" and flex_attention is None:
+            raise ValueError(f"attention_impl='flex' needs torch >= 2.5 (FlexAttention); this is {torch.__version__}")
+        self.layout_block = int(layout_block)
         self.config, self.head, self.attention_impl = cfg, head, attention_impl
         self.transformer = Transformer(cfg, attention_impl)
         if head == "lm" and not cfg.tie_embeddings:
@@ -259,9 +276,11 @@ class TorchGPT(nn.Module):
     # -- loading ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory: str, dtype: torch.dtype | None = None,
-                        attention_impl: str = "einsum") -> "TorchGPT":
+                        attention_impl: str = "auto") -> "TorchGPT":
         """Loads ``config.json``, ``model.safetensors`` and, for sparse layouts,
-        ``attention_layout.safetensors`` from an exported directory."""
+        ``attention_layout.safetensors`` from an exported directory. ``"auto"``: a
+        block-sparse layout runs through FlexAttention where torch has it (its masked
+        blocks skipped), the token mask otherwise; dense models use ``"einsum"``."""
         from safetensors.torch import load_file  # lazy: only from_pretrained reads files
 
         path = os.path.join(directory, CONFIG_FILE)
@@ -280,8 +299,12 @@ class TorchGPT(nn.Module):
         if meta["model"].get("attention", {}).get("pattern", "dense") != "dense":
             if not os.path.isfile(layout_path):
                 raise FileNotFoundError(f"missing file {layout_path} (the config's attention is block-sparse)")
-            layout = layout_mask_from_table(load_file(layout_path), cfg.max_len)
-        model = cls(cfg, meta["head"], layout_mask=layout, attention_impl=attention_impl)
+            table = load_file(layout_path)
+            layout, block = layout_mask_from_table(table, cfg.max_len), int(table["mask_table"].shape[-1])
+        if attention_impl == "auto":
+            attention_impl = "flex" if layout is not None and flex_attention is not None else "einsum"
+        model = cls(cfg, meta["head"], layout_mask=layout, attention_impl=attention_impl,
+                    layout_block=block if layout is not None else 128)
         state = load_file(weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -301,6 +324,28 @@ class TorchGPT(nn.Module):
         if q_seg is not None:
             keep = keep & (q_seg[:, :, None] == kv_seg[:, None, :])[:, None]
         return keep
+
+    def block_mask(self, T: int, kv_valid: torch.Tensor | None = None,
+                   segment_ids: torch.Tensor | None = None) -> "BlockMask":
+        """The FlexAttention ``BlockMask`` of a ``T``-token forward: causal, the layout,
+        padding (``kv_valid [B, T]``) and segments; blocks with nothing kept are skipped."""
+        layout = self.layout_mask
+        per_head = layout is not None and layout.shape[0] > 1
+
+        def mask_mod(b, h, q, kv):
+            keep = kv <= q
+            if layout is not None:
+                keep = keep & (layout[h, q, kv] if per_head else layout[0, q, kv])
+            if kv_valid is not None:
+                keep = keep & kv_valid[b, kv]
+            if segment_ids is not None:
+                keep = keep & (segment_ids[b, q] == segment_ids[b, kv])
+            return keep
+
+        batched = kv_valid is not None or segment_ids is not None
+        B = (kv_valid if kv_valid is not None else segment_ids).shape[0] if batched else None
+        return create_block_mask(mask_mod, B, layout.shape[0] if per_head else None, T, T, device="cpu",
+                                 BLOCK_SIZE=self.layout_block)
 
     def forward(
         self,
@@ -330,8 +375,11 @@ class TorchGPT(nn.Module):
         if position_ids is None:
             position_ids = (torch.arange(T) + offset).expand(B, T)
         plain_causal = self.layout_mask is None and kv_valid is None and segment_ids is None and offset == 0
-        keep = None if self.attention_impl == "sdpa" and plain_causal else \
-            self._keep(B, T, offset + T, offset, kv_valid, segment_ids, segment_ids)
+        if self.attention_impl == "flex" and cache is None and not use_cache:
+            keep = self.block_mask(T, kv_valid, segment_ids)
+        else:
+            keep = None if self.attention_impl == "sdpa" and plain_causal else \
+                self._keep(B, T, offset + T, offset, kv_valid, segment_ids, segment_ids)
 
         tr = self.transformer
         x = tr.wte(input_ids)
