@@ -240,7 +240,8 @@ class TorchGPT(nn.Module):
     plain causal attention runs with ``is_causal=True``, anything else under the mask) or
     ``"flex"`` (FlexAttention with a ``BlockMask`` built from the layout, causality, padding
     and segments: the masked blocks are skipped, not computed; ``torch.compile`` it for
-    speed). KV-cache decoding steps always use the token mask.
+    speed). KV-cache decoding steps, and forwards that record gradients on a CPU
+    (FlexAttention has no CPU backward), use the token mask.
     ``layout_block``: the layout's block size (the ``BlockMask`` tiles; 128 when unknown).
     """
 
@@ -375,7 +376,9 @@ class TorchGPT(nn.Module):
         if position_ids is None:
             position_ids = (torch.arange(T) + offset).expand(B, T)
         plain_causal = self.layout_mask is None and kv_valid is None and segment_ids is None and offset == 0
-        if self.attention_impl == "flex" and cache is None and not use_cache:
+        # FlexAttention has no CPU backward (torch 2.13): with gradients on a CPU, the token mask
+        flex_ok = input_ids.device.type != "cpu" or not torch.is_grad_enabled()
+        if self.attention_impl == "flex" and cache is None and not use_cache and flex_ok:
             keep = self.block_mask(T, kv_valid, segment_ids)
         else:
             keep = None if self.attention_impl == "sdpa" and plain_causal else \
