@@ -11,7 +11,8 @@ classifier -> block-sparse student distilled from it (<= 40% of the parameters).
     memgpt-jax distill  --config configs/imdb.py:student  --workdir runs/imdb/student
 
 Variants: `pretrain` and `pretrain_student` (the two backbones as LMs on train+unsup),
-`teacher`, `student` (CPU hours together), `tiny` (seconds),
+`teacher` (first 512 tokens), `teacher_long` (whole reviews up to 1,024 tokens, head+tail
+beyond, length-bucketed batches), `student` (CPU hours together), `tiny` (seconds),
 and `teacher_tpu` (the teacher at accelerator scale: bf16, larger batch, fsdp mesh).
 """
 
@@ -29,7 +30,7 @@ STUDENT = dict(vocab_size=8192, d_model=128, n_layers=4, n_heads=4, max_len=1024
 
 
 def get_config(arg: str = "teacher"):
-    variants = ("pretrain", "pretrain_student", "teacher", "student", "tiny", "teacher_tpu")
+    variants = ("pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu")
     if arg not in variants:
         raise ValueError(f"configs/imdb.py: variant {arg!r} not in {variants}")
     pretrain = arg in ("pretrain", "pretrain_student")
@@ -46,6 +47,9 @@ def get_config(arg: str = "teacher"):
         config.optim.update(lr=1e-3, warmup_steps=200)
         config.train.update(steps=3000, eval_every=500, checkpoint_every=250, keep_period=500)
     elif arg == "teacher":
+        config.train.init_from = "runs/imdb/lm"
+    elif arg == "teacher_long":  # whole reviews: 1,024 tokens (head + tail beyond), padded per length bucket
+        config.data.update(seq_len=1024, truncate="head+tail", length_buckets=(256, 512, 768))
         config.train.init_from = "runs/imdb/lm"
     elif arg == "student":  # its backbone pretrained as an LM too (pretrain_student), then distilled
         config.distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
