@@ -20,12 +20,7 @@ import os
 
 from memgpt_jax import run_config
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def backbone(variant: str) -> dict:
-    """The model of an IMDb recipe language model (one source of truth for its shape)."""
-    return run_config.load(os.path.join(HERE, f"imdb.py:{variant}")).model.to_dict()
+IMDB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imdb.py")  # the backbones' shapes
 
 
 def get_config(arg: str = "teacher"):
@@ -39,10 +34,10 @@ def get_config(arg: str = "teacher"):
     config.optim.update(lr=5e-4, warmup_steps=100, weight_decay=0.1)
     config.train.update(steps=1200, log_every=25, eval_every=400, checkpoint_every=100)
     if arg == "teacher":
-        config.model.update(backbone("pretrain"), dropout=0.1)
+        config.model.update(run_config.model_of(f"{IMDB}:pretrain"), dropout=0.1)
         config.train.init_from = "runs/imdb/lm"
     elif arg == "student":
-        config.model.update(backbone("pretrain_student"), dropout=0.1)
+        config.model.update(run_config.model_of(f"{IMDB}:pretrain_student"), dropout=0.1)
         config.optim.lr = 1e-3
         config.train.update(init_from="runs/imdb/lm_student", steps=1000)
         config.distill.update(teacher="runs/kvret/teacher", temperature=1.0, alpha=0.5)

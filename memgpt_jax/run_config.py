@@ -367,6 +367,12 @@ def load(spec: str, overrides: Sequence[str] = ()) -> RunConfig:
     return RunConfig.from_dict(as_dict)
 
 
+def model_of(spec: str) -> dict[str, Any]:
+    """The model section of another config (``FILE:VARIANT``), as a dict: a recipe whose
+    backbone is another recipe's keeps one source of truth for its shape."""
+    return load(spec).model.to_dict()
+
+
 def _last_line(message: str) -> str:
     """The line that says what went wrong (the config file's own exception, not the traceback)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -386,5 +392,5 @@ def _unknown_field(overrides: Sequence[str], error: Exception) -> str:
 
 __all__ = [
     "AttentionConfig", "ConfigError", "DataConfig", "DistillConfig", "ModelConfig", "OptimConfig", "RunConfig",
-    "TrainConfig", "defaults", "load",
+    "TrainConfig", "defaults", "load", "model_of",
 ]
