@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import (aeslc_recipe, attention_report, data, demo, generate, imdb_curve, imdb_recipe, kvret_recipe,
-                        lra, multi30k_recipe, squad_recipe, step_parts)
+from benchmarks import (aeslc_recipe, attention_report, data, demo, device_check, generate, imdb_curve, imdb_recipe,
+                        kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -128,6 +128,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
      "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
      "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
+    ("device_check", "One-shot GPU check", "python -m benchmarks.device_check", device_check.section),
     ("step_parts", "Where the dense step's time goes", "python -m benchmarks.step_parts", step_parts.section),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
     ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",

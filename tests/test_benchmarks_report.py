@@ -125,3 +125,18 @@ def test_step_parts_quick_run(tmp_path):
     assert abs(ms["derived:optimizer"] - (step - fwd_bwd)) < 1e-6
     assert all(g["jax_f32_gflops"] > 0 for g in payload["meta"]["gemms"])
     assert "## Where the dense step's time goes" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_device_check_refuses_without_a_gpu_and_dry_runs_on_cpu(tmp_path):
+    """benchmarks/device_check.py: one line and exit 2 without a GPU; --dry-run runs every
+    part on CPU (Pallas interpreted, tiny shapes) and writes its JSON."""
+    env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.device_check"], cwd=ROOT, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "needs an NVIDIA GPU" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "--dry-run"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads((tmp_path / "device_check_dry_run.json").read_text())
+    assert all(r["ok"] for r in payload["parts"]["kernels"]["rows"]) and len(payload["parts"]["kernels"]["rows"]) == 6
+    assert {r["kernel"] for r in payload["parts"]["kernel_speed"]["rows"]} == {"pallas_window_global", "cudnn_causal"}
