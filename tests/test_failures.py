@@ -162,6 +162,9 @@ def test_bad_text_inputs(tmp_path, capsys, env):
     ]:
         code, err = _cli(capsys, "classify", "--checkpoint", run, *argv)
         assert code != 0 and _one_error_line(err) == message
+    for command in ("saliency", "attention-map"):  # refused before the run is opened
+        code, err = _cli(capsys, command, "--checkpoint", run, "--text", " ", "--out", str(tmp_path / "x"))
+        assert code == 2 and _one_error_line(err) == "error: --text is empty; there is nothing to look at"
 
 
 def test_export_never_touches_files_it_did_not_write(tmp_path, capsys, env, monkeypatch):

@@ -315,6 +315,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_repl(session)
 
 
+def _require_text(text: str) -> None:
+    if not text.strip():
+        raise SystemExit("error: --text is empty; there is nothing to look at")
+
+
 def _read_kb(path: str) -> str:
     """A knowledge base file as the dialogue prompt writes it: JSON ``{domain: [rows]}``
     (KVRET's ``db_results``) or ``[rows]``, each row ``{column: value}``."""
@@ -339,8 +344,7 @@ def _read_kb(path: str) -> str:
 def cmd_attention_map(args: argparse.Namespace) -> int:
     from memgpt_jax.apps import interpret  # lazy: keeps --help fast
 
-    if not args.text.strip():
-        raise SystemExit("error: --text is empty; there is nothing to draw")
+    _require_text(args.text)
     run = _load(args, None)
     ids = interpret.encode_input(run, args.text, args.max_tokens)
     maps = interpret.attention_maps(run, ids)
@@ -359,8 +363,7 @@ def cmd_attention_map(args: argparse.Namespace) -> int:
 def cmd_saliency(args: argparse.Namespace) -> int:
     from memgpt_jax.apps import interpret  # lazy: keeps --help fast
 
-    if not args.text.strip():
-        raise SystemExit("error: --text is empty; there is nothing to explain")
+    _require_text(args.text)
     run = _load(args, "classification")
     ids = interpret.encode_input(run, args.text, args.max_tokens)
     try:

@@ -102,6 +102,7 @@ class ClassificationIterator(CursorIterator):
         self._pool_start: dict[str, Any] | None = None  # the cursor where it was drawn
         self._pool_taken = 0  # its batches returned so far
         self._pools = 0
+        self._skip = 0  # after set_state: batches of the redrawn pool already returned
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
@@ -159,7 +160,7 @@ class ClassificationIterator(CursorIterator):
             return self._next_plain_batch()
         if self._pool_taken >= len(self._pool):
             self._draw_pool()
-            skip, self._skip = getattr(self, "_skip", 0), 0
+            skip, self._skip = self._skip, 0
             self._pool_taken = min(skip, len(self._pool))
             if not self._pool:
                 return None
@@ -180,7 +181,7 @@ class ClassificationIterator(CursorIterator):
 
     def _draw_pool(self) -> None:
         """The next ``pool_batches`` batches of texts, sorted by length, in a seeded order."""
-        self._pool_start = {k: v for k, v in self._cursor.state().items()}
+        self._pool_start = dict(self._cursor.state())
         rows: list[tuple[np.ndarray, int]] = []
         want = self.batch_size * self.pool_batches
         while len(rows) < want:

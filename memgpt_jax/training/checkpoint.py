@@ -53,6 +53,7 @@ class Checkpointer:
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
         self._saving: int | None = None  # the step of a save that may still be in flight
+        self._failed = False  # a write failed: the manager is closed and the error reported
         _quiet_orbax_write_errors()
 
     def steps(self) -> list[int]:
@@ -134,18 +135,15 @@ class Checkpointer:
         try:
             self.wait()
         finally:
-            try:
+            if not self._failed:  # a failed write closed the manager and is being reported
                 self.manager.close()
-            except Exception:  # noqa: BLE001 - a failed write is already being reported
-                if self._saving is None:
-                    raise
 
     def _write_failed(self, error: Exception) -> Exception:
         """``error`` as one ``CheckpointWriteError`` line when it is a failed write (other
         errors are returned unchanged); the partial checkpoint is deleted to free its space."""
         if not (isinstance(error, OSError) or any(m in str(error) for m in _WRITE_FAILURES)):
             return error
-        step, self._saving = self._saving, None
+        step, self._saving, self._failed = self._saving, None, True
         try:  # lets the save's other writer threads end before their files are removed
             self.manager.close()
         except Exception:  # noqa: BLE001 - they fail the same way
