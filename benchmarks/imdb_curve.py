@@ -104,17 +104,28 @@ def main(argv=None) -> int:
             lm_hours = float(meta.get("wall_s") or 0.0) / 3600
             lm_config = run_config.RunConfig.from_saved(meta["config"])
             tokens = step * lm_config.data.batch_size * lm_config.data.seq_len
+        cached = os.path.join(workdir, "curve_row.json")  # a finished point is not evaluated again
+        if os.path.isfile(cached):
+            row = json.load(open(cached))
+            if row.get("train_steps") == config.train.steps and row.get("max_examples") == args.max_examples:
+                print(f"LM step {step}: done (val {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f})",
+                      file=sys.stderr)
+                rows.append(row)
+                continue
         print(f"== LM step {step}: fine-tuning {args.variant} in {workdir}", file=sys.stderr)
         summary = train(config, workdir, progress=False)
         run = open_run(workdir, task="classification")
         row = {"lm_step": step, "lm_tokens_M": tokens / 1e6, "lm_cpu_hours": lm_hours,
-               "lm_val_perplexity": lm_eval_perplexity(lm, step), "finetune_min": summary["wall_s"] / 60}
+               "lm_val_perplexity": lm_eval_perplexity(lm, step), "finetune_min": summary["wall_s"] / 60,
+               "train_steps": config.train.steps, "max_examples": args.max_examples}
         for split, prefix in (("validation", "val"), ("test", "test")):
             rep = evaluate_classifier(run, split, max_examples=args.max_examples, progress=False)
             row[f"{prefix}_accuracy"] = rep["accuracy"]
             if prefix == "test":
                 row["test_macro_f1"] = rep["macro_f1"]
         print(f"LM step {step}: val {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f}", file=sys.stderr)
+        with open(cached, "w") as f:
+            json.dump(row, f)
         rows.append(row)
     print(markdown_table(rows, COLUMNS))
     write_results("imdb_curve", rows, COLUMNS, {"variant": args.variant, "overrides": args.override})

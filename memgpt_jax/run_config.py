@@ -179,7 +179,7 @@ class TrainConfig:
 class DistillConfig:
     """How a student learns from a teacher run (``training/losses.py``); off when ``teacher`` is empty."""
 
-    teacher: str = ""  # the teacher's run directory
+    teacher: str = ""  # the teacher's run directory; several, comma-separated: an ensemble (probabilities averaged)
     kind: str = "forward_kl"
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the distillation term; 1 - alpha on the hard labels
@@ -224,6 +224,10 @@ class RunConfig:
                f"'pairs' (prompt -> target) trains task 'lm', not {self.task!r}")
         _check(not self.distill.topk or self.task == "lm", "distill.topk",
                "the top-k cache is for language-model distillation (task lm)")
+        _check(self.task != "classification" or self.distill.enabled
+               or "unsupervised" not in self.data.train_split.split("+"), "data.train_split",
+               f"{self.data.train_split!r} holds unlabelled reviews, which only a distilled student learns "
+               "from: set distill.teacher, or train on 'train'")
         _check(self.data.seq_len <= self.model.max_len, "data.seq_len",
                f"{self.data.seq_len} exceeds model.max_len={self.model.max_len}")
 

@@ -10,7 +10,7 @@ Batch (``B`` = global batch / process count, ``T`` = ``max_len``)::
     inputs         int32 [B, T]  token ids, PAD after ``length``
     kv_valid       bool  [B, T]  True on real tokens: the key-validity mask
     length         int32 [B]     real tokens per row (last real token: length - 1)
-    label          int32 [B]     class id
+    label          int32 [B]     class id (-1: unlabelled, only with ``unlabelled=True``)
     example_valid  bool  [B]     False on padding examples (weight them 0)
 
 Padding examples appear only with ``drop_remainder=False`` (the last batch of
@@ -69,6 +69,7 @@ class ClassificationIterator(CursorIterator):
         bucket that holds its longest text: long reviews cost their length, short ones
         do not pay for it. The state stays exact (the pool's start and how many of its
         batches were returned).
+      unlabelled: accept label -1 (a distilled student learns those rows from its teacher).
     """
 
     kind = "classification"
@@ -78,7 +79,7 @@ class ClassificationIterator(CursorIterator):
                  text_key: str = "text", label_key: str = "label", add_bos: bool = True,
                  add_eos: bool = False, truncate: str = "right", drop_remainder: bool = True,
                  process_index: int | None = None, process_count: int | None = None,
-                 length_buckets: Sequence[int] = (), pool_batches: int = 16) -> None:
+                 length_buckets: Sequence[int] = (), pool_batches: int = 16, unlabelled: bool = False) -> None:
         if truncate not in TRUNCATIONS:
             raise ValueError(f"truncate must be one of {TRUNCATIONS}, got {truncate!r}")
         if max_len < 1 + int(add_bos) + int(add_eos):
@@ -95,7 +96,7 @@ class ClassificationIterator(CursorIterator):
                          add_eos=add_eos, truncate=truncate, drop_remainder=drop_remainder, **extra)
         self.max_len, self.text_key, self.label_key = max_len, text_key, label_key
         self.add_bos, self.add_eos, self.truncate = add_bos, add_eos, truncate
-        self.drop_remainder = drop_remainder
+        self.drop_remainder, self.unlabelled = drop_remainder, unlabelled
         self.buckets = buckets if length_buckets else ()
         self.pool_batches, self.seed = int(pool_batches), seed
         self._pool: list[list[tuple[np.ndarray, int]]] = []  # the batches (rows) of the current pool
@@ -136,7 +137,7 @@ class ClassificationIterator(CursorIterator):
 
     def _label(self, record: Mapping[str, Any], index: int) -> int:
         label = int(record[self.label_key])
-        if label < 0:
+        if label < 0 and not self.unlabelled:
             raise ValueError(
                 f"record {index} has label {label} (unlabeled); classification needs a "
                 "labeled split (e.g. IMDb train/validation/test, not unsupervised)"

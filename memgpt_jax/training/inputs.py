@@ -88,7 +88,8 @@ def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool,
         return data_lib.QAIterator(source, tokenizer, max_len=dc.seq_len, doc_stride=dc.doc_stride, **common)
     return data_lib.ClassificationIterator(source, tokenizer, max_len=dc.seq_len, text_key=dc.text_key,
                                            truncate=CLS_KEEP[dc.kept()],
-                                           length_buckets=dc.length_buckets if train else (), **common)
+                                           length_buckets=dc.length_buckets if train else (),
+                                           unlabelled=train and config.distill.enabled, **common)
 
 
 def eval_batches(config: RunConfig, tokenizer: Any) -> Iterator[dict]:

@@ -44,7 +44,7 @@ from memgpt_jax.training.parallel import make_strategy
 from memgpt_jax.training.run import Run, open_run
 from memgpt_jax.training.state import TrainState
 from memgpt_jax.training.steps import make_loss_fn, make_train_step, model_inputs
-from memgpt_jax.training.teacher import init_student_from_teacher
+from memgpt_jax.training.teacher import TeacherEnsemble, init_student_from_teacher, open_teacher
 
 
 def peak_rss_mb() -> float | None:
@@ -208,6 +208,10 @@ def _check_teacher(config: RunConfig, teacher: Run) -> None:
     if teacher.task != config.task:
         raise ValueError(f"distill.teacher={teacher.path} was trained for task {teacher.task!r}, "
                          f"the student for {config.task!r}")
+    d = config.distill
+    if isinstance(teacher.model, TeacherEnsemble) and (d.hidden_weight or d.attention_weight or d.init_from_teacher):
+        raise ValueError(f"distill.teacher={teacher.path} is an ensemble: it gives logits only; set "
+                         "distill.hidden_weight=0, distill.attention_weight=0 and distill.init_from_teacher=False")
     t, s = teacher.model_config, config.model
     if config.task == "lm" and t.vocab_size != s.vocab_size:
         raise ValueError(f"distill.teacher={teacher.path}: vocabulary {t.vocab_size} differs "
@@ -240,7 +244,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                         keep_period=tc.keep_period)
     _check_same_run(config, ckpt.saved_config(), workdir)  # before any work
     if config.distill.enabled and teacher is None:
-        teacher = open_run(config.distill.teacher)
+        teacher = open_teacher(config.distill.teacher)
     if teacher is not None:
         _check_teacher(config, teacher)
     distill = config.distill if teacher is not None else None

@@ -10,7 +10,8 @@ Batch formats (numpy or jax arrays, leading axis = examples):
 
 - ``lm``: ``inputs [B, T] int32``, ``targets [B, T] int32``, ``loss_mask [B, T]``,
   optional ``segment_ids [B, T]``, ``positions [B, T]``;
-- ``classification``: ``inputs [B, T]``, ``kv_valid [B, T] bool``, ``label [B]``;
+- ``classification``: ``inputs [B, T]``, ``kv_valid [B, T] bool``, ``label [B]`` (-1: unlabelled,
+  trains only through distillation);
 - ``qa``: ``inputs``, ``kv_valid``, ``start [B]``, ``end [B]``.
 Any task may carry ``example_valid [B]`` (False for filler rows of a last batch).
 """
@@ -47,7 +48,9 @@ def task_loss(task: str, out: Any, batch: dict[str, Any]) -> tuple[jax.Array, di
         loss, metrics = losses.lm_cross_entropy(out.logits, batch["targets"], mask)
         weight = jnp.sum(mask).astype(jnp.float32)
     elif task == "classification":
-        loss, metrics = losses.classification_cross_entropy(out.logits, batch["label"], ex_mask)
+        # Unlabelled rows (label -1, IMDb's unsupervised reviews) count for distillation only.
+        labelled = batch["label"] >= 0 if ex_mask is None else (batch["label"] >= 0) & ex_mask.astype(bool)
+        loss, metrics = losses.classification_cross_entropy(out.logits, batch["label"], labelled)
         weight = jnp.float32(batch["label"].shape[0]) if ex_mask is None else jnp.sum(ex_mask).astype(jnp.float32)
     elif task == "qa":
         loss, metrics = losses.span_cross_entropy(out.start_logits, out.end_logits, batch["start"], batch["end"], ex_mask)

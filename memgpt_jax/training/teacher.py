@@ -1,19 +1,76 @@
-"""Starting a student from its teacher's layers.
+"""Teachers: one run, an ensemble of runs, and starting a student from a teacher's layers.
 
 A teacher is a :class:`~memgpt_jax.training.run.Run` (``open_run``, or a converted
 Hugging Face model), kept out of the student's state and never saved with it.
-``init_student_from_teacher`` starts a student from every other teacher layer
-(as DistilBERT) when the shapes allow.
+``open_teacher("runs/a,runs/b")`` opens several runs as one :class:`TeacherEnsemble`
+(their probabilities averaged). ``init_student_from_teacher`` starts a student from
+every other teacher layer (as DistilBERT) when the shapes allow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from memgpt_jax.config import ModelConfig
+from memgpt_jax.model import ModelOutput
+from memgpt_jax.training.run import Run, open_run
+
+
+class TeacherEnsemble(nn.Module):
+    """Several trained models of one task as a single teacher.
+
+    Its logits are ``log(mean_i softmax(z_i))``: the members' probabilities averaged
+    (the usual ensemble), returned as log-probabilities so that every distillation
+    loss reads them as logits (at temperature ``T`` the student matches
+    ``softmax(log p_ens / T)``). Parameters are ``{"members_0": ..., "members_1": ...}``.
+    Hidden-state and attention transfer need one teacher's layers and are refused.
+    """
+
+    members: tuple[nn.Module, ...]
+
+    @property
+    def config(self) -> ModelConfig:  # what shape-only helpers (model.logical_axes) read
+        return min((m.config for m in self.members), key=lambda c: c.max_len)
+
+    def __call__(self, input_ids: jax.Array, **kwargs: Any) -> ModelOutput:
+        if kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
+            raise ValueError("a teacher ensemble gives logits only: hidden-state and attention "
+                             "transfer need a single teacher (distill.hidden_weight / attention_weight = 0)")
+        outs = [m(input_ids, **kwargs) for m in self.members]
+        fields = ("logits",) if outs[0].logits is not None else ("start_logits", "end_logits")
+        mixed = {}
+        for name in fields:
+            logp = jnp.stack([jax.nn.log_softmax(getattr(o, name).astype(jnp.float32), axis=-1) for o in outs])
+            mixed[name] = jax.nn.logsumexp(logp, axis=0) - jnp.log(float(len(outs)))
+        return outs[0].replace(**mixed)
+
+
+def open_teacher(spec: str) -> Run:
+    """The teacher of ``distill.teacher``: one run directory, or several separated by
+    commas (an ensemble; same task, vocabulary and labels; quantized runs are refused)."""
+    paths = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(paths) == 1:
+        return open_run(paths[0])
+    runs = [open_run(p) for p in paths]
+    first = runs[0]
+    for r in runs:
+        c, f = r.model_config, first.model_config
+        if r.task != first.task or c.vocab_size != f.vocab_size or c.num_labels != f.num_labels:
+            raise ValueError(f"distill.teacher: {r.path} ({r.task}, vocabulary {c.vocab_size}, {c.num_labels} labels) "
+                             f"does not match {first.path} ({first.task}, vocabulary {f.vocab_size}, "
+                             f"{f.num_labels} labels); an ensemble needs one task, vocabulary and label set")
+        if r.quantized:
+            raise ValueError(f"distill.teacher: {r.path} is quantized; ensemble float runs")
+    model = TeacherEnsemble(tuple(r.model for r in runs))
+    params = {f"members_{i}": r.params for i, r in enumerate(runs)}
+    config = first.config.replace(model={"max_len": model.config.max_len})
+    return dataclasses.replace(first, path=",".join(r.path for r in runs), model=model, params=params, config=config)
 
 
 def init_student_from_teacher(student: Any, teacher: Any, s_cfg: ModelConfig, t_cfg: ModelConfig) -> Any:

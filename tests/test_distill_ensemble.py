@@ -1,0 +1,85 @@
+"""Issue 19's distillation levers: an ensemble of teachers (probabilities averaged) and
+unlabelled reviews (label -1) that train a student through the teacher only."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from memgpt_jax import data as data_lib
+from memgpt_jax import model as model_lib
+from memgpt_jax import run_config
+from memgpt_jax.data.testing import write_aclimdb
+from memgpt_jax.run_config import ConfigError
+from memgpt_jax.training import steps
+from memgpt_jax.training.loop import train
+from memgpt_jax.training.run import open_run
+from memgpt_jax.training.teacher import TeacherEnsemble, open_teacher
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "imdb.py")
+
+
+def tiny(data_dir: str, *overrides: str):
+    return run_config.load(f"{CONFIG}:tiny", [f"--config.data.data_dir={data_dir}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Two tiny IMDb teachers (seeds 0 and 1) on a tiny official-layout archive."""
+    root = tmp_path_factory.mktemp("ens")
+    data_dir = str(root / "tfds")
+    data_lib.prepare(data_lib.imdb_builder(source=write_aclimdb(str(root / "imdb.tar.gz")), data_dir=data_dir),
+                     echo=lambda _: None)
+    paths = []
+    for seed in (0, 1):
+        path = str(root / f"teacher{seed}")
+        train(tiny(data_dir, f"--config.train.seed={seed}"), path, progress=False)
+        paths.append(path)
+    return data_dir, paths
+
+
+def test_ensemble_logits_are_the_log_of_the_mean_probability(teachers):
+    _, paths = teachers
+    ens = open_teacher(",".join(paths))
+    assert isinstance(ens.model, TeacherEnsemble) and set(ens.params) == {"members_0", "members_1"}
+    ids = jnp.asarray(np.random.default_rng(0).integers(3, 200, (3, 16)), jnp.int32)
+    valid = jnp.ones((3, 16), bool)
+    got = ens.model.apply({"params": ens.params}, ids, kv_valid=valid).logits
+    probs = [jax.nn.softmax(open_run(p).model.apply({"params": open_run(p).params}, ids, kv_valid=valid).logits
+                            .astype(jnp.float32), axis=-1) for p in paths]
+    np.testing.assert_allclose(np.exp(got), (probs[0] + probs[1]) / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(probs[0], probs[1])  # two different members, or the test proves nothing
+    # the sharding rules read the ensemble's parameter tree from shapes alone
+    axes = model_lib.logical_axes(ens.model)
+    assert set(axes) == {"members_0", "members_1"}
+    with pytest.raises(ValueError, match="logits only"):
+        ens.model.apply({"params": ens.params}, ids, kv_valid=valid, output_hidden_states=True)
+
+
+def test_student_distils_from_an_ensemble_on_labelled_and_unlabelled_reviews(teachers, tmp_path):
+    data_dir, paths = teachers
+    config = tiny(data_dir, f"--config.distill.teacher={','.join(paths)}",
+                  "--config.data.train_split=train+unsupervised")
+    summary = train(config, str(tmp_path / "student"), progress=False)
+    assert summary["step"] == config.train.steps
+    assert np.isfinite(summary["train"]["kd"]) and np.isfinite(summary["train"]["hard"])
+    with pytest.raises(ConfigError, match="unlabelled reviews"):  # no teacher: the unsup rows teach nothing
+        tiny(data_dir, "--config.data.train_split=train+unsupervised")
+    with pytest.raises(ValueError, match="is an ensemble"):
+        train(config.replace(distill={"hidden_weight": 1.0}), str(tmp_path / "s2"), progress=False)
+
+
+def test_unlabelled_rows_leave_the_hard_loss_unchanged():
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(4, 2)), jnp.float32)
+    out = model_lib.ModelOutput(logits=logits)
+    labelled = {"label": jnp.array([0, 1, -1, -1]), "example_valid": jnp.array([True, True, True, False])}
+    only = {"label": jnp.array([0, 1]), "example_valid": jnp.array([True, True])}
+    hard, metrics, weight = steps.task_loss("classification", out, labelled)
+    ref, ref_metrics, _ = steps.task_loss("classification", model_lib.ModelOutput(logits=logits[:2]), only)
+    np.testing.assert_allclose(hard, ref, rtol=1e-6)
+    np.testing.assert_allclose(metrics["accuracy"], ref_metrics["accuracy"])
+    assert float(weight) == 3.0  # the distillation term averages over every real row
