@@ -46,7 +46,8 @@ def get_config(arg: str = "teacher"):
         config.data.update(train_split="train+unsupervised", eval_split="validation", eval_batches=20, batch_size=16)
         config.optim.update(lr=1e-3, warmup_steps=200)
         config.train.update(steps=3000, eval_every=500, checkpoint_every=250, keep_period=500)
-    elif arg == "teacher":
+    elif arg == "teacher":  # reviews average 336 tokens: batches padded to their bucket, not to 512
+        config.data.length_buckets = (128, 256, 384)
         config.train.init_from = "runs/imdb/lm"
     elif arg == "teacher_long":  # whole reviews: 1,024 tokens (head + tail beyond), padded per length bucket
         config.data.update(seq_len=1024, truncate="head+tail", length_buckets=(256, 512, 768))

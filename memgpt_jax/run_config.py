@@ -133,10 +133,12 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.98
     eps: float = 1e-8
+    layer_decay: float = 1.0  # fine-tuning: block i's rate is lr * layer_decay ** (n_layers - i); 1 = off
 
     def __post_init__(self) -> None:
         _choice("optim.schedule", self.schedule, SCHEDULES)
         _positive("optim", self, "lr", "eps")
+        _check(0.0 < self.layer_decay <= 1.0, "optim.layer_decay", f"must be in (0, 1], got {self.layer_decay!r}")
         _non_negative("optim", self, "warmup_steps", "total_steps", "end_lr_ratio", "weight_decay", "grad_clip")
         for name in ("b1", "b2"):
             value = getattr(self, name)

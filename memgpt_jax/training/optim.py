@@ -9,6 +9,11 @@ schedules chosen by name in the config:
 - ``"constant"``: linear warmup, then flat;
 - ``"inverse_sqrt"``: linear warmup, then ``lr * sqrt(warmup / step)``.
 
+``layer_decay < 1`` gives layer-wise rates for fine-tuning (ULMFiT's discriminative
+fine-tuning, ELECTRA's layer-wise decay): the head and final norm train at ``lr``,
+block ``i`` of ``L`` at ``lr * layer_decay ** (L - i)``, the embeddings at
+``lr * layer_decay ** (L + 1)`` (``layer_scales``).
+
 Gradient accumulation is done in the train step (a scan over micro-batches),
 not here, so that an accumulated step equals a large-batch step exactly.
 """
@@ -67,9 +72,52 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(decide, params)
 
 
+def layer_scales(params: Any, decay: float) -> Any:
+    """The rate multiplier of every parameter (see the module docstring), by where it
+    sits under ``transformer``: in block ``h_<i>``, in the final norm ``ln_f`` (1), or
+    elsewhere there (the embeddings); parameters outside ``transformer`` (heads, the
+    distillation projections) get 1. Works on any tree that holds the model's."""
+
+    def where(path: tuple) -> str | None:
+        names = [str(getattr(p, "key", p)) for p in path]
+        i = names.index("transformer") if "transformer" in names else -1
+        return names[i + 1] if 0 <= i < len(names) - 1 else None
+
+    def block(name: str | None) -> int | None:
+        return int(name[2:]) if name and name.startswith("h_") and name[2:].isdigit() else None
+
+    paths = [p for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    n = max((block(where(p)) for p in paths if block(where(p)) is not None), default=-1) + 1
+
+    def scale(path: tuple, leaf: Any) -> float:
+        name = where(path)
+        if name is None or name == "ln_f":
+            return 1.0
+        i = block(name)
+        return decay ** (n - i) if i is not None else decay ** (n + 1)
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer(decay: float) -> optax.GradientTransformation:
+    """Multiplies each update by its :func:`layer_scales` factor (after AdamW: the rate
+    and the weight decay of a layer scale together)."""
+
+    def init(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        scales = layer_scales(updates, decay)
+        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW + clipping from the ``optim`` section; returns ``(tx, schedule)``.
-    ``optim.total_steps`` 0 means ``total_steps`` (the run's ``train.steps``)."""
+    """AdamW + clipping (+ layer-wise rates) from the ``optim`` section; returns ``(tx,
+    schedule)``. ``optim.total_steps`` 0 means ``total_steps`` (the run's ``train.steps``)."""
     schedule = make_schedule(lr=optim.lr, schedule=optim.schedule, warmup_steps=optim.warmup_steps,
                              total_steps=optim.total_steps or total_steps, end_lr_ratio=optim.end_lr_ratio)
     parts = []
@@ -77,4 +125,6 @@ def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.Gradient
         parts.append(optax.clip_by_global_norm(optim.grad_clip))
     parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
                              mask=decay_mask))
+    if optim.layer_decay < 1.0:
+        parts.append(scale_by_layer(optim.layer_decay))
     return optax.chain(*parts), schedule
