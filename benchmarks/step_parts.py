@@ -30,8 +30,6 @@ with two tables:
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import os
 import subprocess
@@ -40,29 +38,11 @@ import time
 from typing import Any
 
 from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from memgpt_jax.hostmem import tune_host_allocator
 
 PART_COLUMNS = ["compute_dtype", "part", "ms", "share_of_step", "gflop", "gflops_per_s", "of_peak"]
 GEMM_COLUMNS = ["gemm", "layout", "batch", "m", "k", "n", "count_per_step", "jax_bf16_gflops", "jax_bf16_of_peak",
                 "jax_bf16_xT_gflops", "jax_f32_gflops", "jax_f32_of_peak", "torch_bf16_gflops", "torch_f32_gflops"]
-
-
-def keep_freed_host_memory() -> None:
-    """glibc: serve buffers up to 1 GiB from the heap and keep freed memory mapped.
-
-    By default every buffer over 32 MiB is a fresh ``mmap`` that the kernel zero-fills page
-    by page. A GEMM timed alone allocates its output on every call; with the default, this
-    page-faulting can cost as much as the GEMM itself (a [8192, 1024] f32 result: 4x), so the
-    GEMM table would measure the allocator. The PyTorch process gets the same setting.
-    Buffers over 64 MiB that XLA's worker threads allocate (in their own arenas) still come
-    from a fresh ``mmap``: only ``MALLOC_ARENA_MAX=1`` in the environment at process start
-    avoids that (``benchmarks/notes/step_parts.md``).
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
 
 
 def _best_s(f, *args, repeats: int) -> float:
@@ -286,7 +266,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny shapes: 2 x 256 tokens, float32, 1 repeat")
     p.add_argument("--torch-gemms-json", help=argparse.SUPPRESS)  # internal: the PyTorch child process
     args = p.parse_args(argv)
-    keep_freed_host_memory()
+    tune_host_allocator()  # as the memgpt-jax entry point; the PyTorch child inherits MEMGPT_ALLOCATOR
     if args.torch_gemms_json:
         spec = json.loads(args.torch_gemms_json)
         print(json.dumps(torch_gemms(spec["gemms"], spec["repeats"])))

@@ -17,8 +17,11 @@ import json
 import statistics
 import time
 
-import torch
-import torch.nn.functional as F
+from memgpt_jax.hostmem import tune_host_allocator
+
+tune_host_allocator()  # before torch starts a thread; the parent sets MEMGPT_ALLOCATOR to its own setting
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from memgpt_jax.export.torch_model import TorchGPT
 

@@ -12,6 +12,9 @@ PyTorch peers (``--torch``): the JAX model's initial parameters exported with
 separate process (SDPA attention; the layout's token mask for block-sparse models),
 eager and/or ``torch.compile``, same batch, sequence length and dtype.
 
+Both sides run with the host allocator the ``memgpt-jax`` entry point uses
+(``memgpt_jax/hostmem.py``; ``--allocator default`` for glibc's defaults on both).
+
 MFU = model FLOPs per token (memgpt_jax.flops: 6N + attention over computed blocks)
 x tokens/s / the matmul peak measured on this machine in the same run
 (memgpt_jax.flops.measured_peak_flops, f32 and bf16-in/f32-accumulate).
@@ -119,9 +122,12 @@ def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str
     import sys
 
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_step.py")
+    from memgpt_jax.hostmem import ENV, allocator_setting
+
+    env = {**os.environ, ENV: "default" if allocator_setting() != "tuned" else "tuned"}  # the same as ours
     out = subprocess.run([sys.executable, script, "--export", export_dir, "--seq-len", str(seq_len), "--batch",
                           str(batch), "--mode", mode, "--dtype", dtype, "--repeats", str(repeats)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"torch peer failed:\n{out.stderr[-2000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -148,7 +154,14 @@ def main() -> None:
     p.add_argument("--name", default="train_step")
     p.add_argument("--torch", nargs="*", default=[], choices=["eager", "compile"],
                    help="also time the PyTorch peer (eager and/or torch.compile)")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="host allocator of both sides: tuned = the memgpt-jax entry point's (memgpt_jax/hostmem.py), "
+                        "default = glibc's")
     args = p.parse_args()
+    if args.allocator == "tuned":  # before JAX starts a thread
+        from memgpt_jax.hostmem import tune_host_allocator
+
+        tune_host_allocator()
     rows, peers_done = [], set()
     for s in args.seq_lens:
         for a in args.attention:
