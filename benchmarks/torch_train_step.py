@@ -5,7 +5,10 @@ threads in turn. Loads ``memgpt-jax export --format torch`` output with the fuse
 attention (``TorchGPT(..., attention_impl="sdpa")``: ``is_causal`` for dense models,
 the layout's boolean token mask for block-sparse ones), then times AdamW steps
 (forward, cross-entropy, backward, update) on random tokens, eager or
-``torch.compile``d, in float32 or under bfloat16 autocast. Prints one JSON line::
+``torch.compile``d, in float32 or under bfloat16 autocast; ``--forward-only`` times the
+forward and the loss alone (the FlexAttention peer: ``--attention-impl flex``, the
+layout's ``BlockMask``, ``torch.compile(flex_attention)`` inside an eager model, as
+FlexAttention is meant to run). Prints one JSON line::
 
     .venv/bin/python benchmarks/torch_train_step.py --export DIR --seq-len 1024 --batch 4 --mode eager
 """
@@ -34,14 +37,26 @@ def main() -> None:
     p.add_argument("--mode", choices=("eager", "compile"), default="eager")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--attention-impl", choices=("sdpa", "flex"), default="sdpa",
+                   help="sdpa: the fused kernel (is_causal, or the layout's token mask); flex: FlexAttention with the "
+                        "layout's BlockMask (forward only on CPU: torch has no CPU backward for it)")
+    p.add_argument("--forward-only", action="store_true", help="time the forward and the loss, without gradients")
     args = p.parse_args()
+    if args.attention_impl == "flex" and not (args.forward_only and args.mode == "eager"):
+        p.error("--attention-impl flex runs forward only on CPU (--forward-only), in an eager model whose "
+                "FlexAttention is compiled (--mode eager)")
 
     torch.manual_seed(0)
-    model = TorchGPT.from_pretrained(args.export, attention_impl="sdpa").train()
+    model = TorchGPT.from_pretrained(args.export, attention_impl=args.attention_impl).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     V = model.config.vocab_size
     ids = torch.randint(0, V, (args.batch, args.seq_len + 1))
     x, y = ids[:, :-1], ids[:, 1:]
+
+    def forward() -> float:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+            logits = model(x).logits
+            return float(F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1)))
 
     def step() -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
@@ -53,7 +68,8 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         return float(loss)
 
-    run = torch.compile(step) if args.mode == "compile" else step
+    fn = forward if args.forward_only else step
+    run = torch.compile(fn) if args.mode == "compile" else fn
     t0 = time.perf_counter()
     run()  # warm-up (compilation for torch.compile)
     compile_s = time.perf_counter() - t0

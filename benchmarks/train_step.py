@@ -4,6 +4,7 @@ side by side with the same models exported to PyTorch.
     python -m benchmarks.train_step                         # seq 512 and 2048, dense and sparse
     python -m benchmarks.train_step --seq-lens 1024 4096 --tokens-per-step 8192
     python -m benchmarks.train_step --seq-lens 1024 --torch eager compile    # + PyTorch peers
+    python -m benchmarks.train_step --seq-lens 4096 8192 --attention sparse --flex   # + FlexAttention, forward
     python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 \
         --attention dense_fused sparse --name train_step_gpu      # on a GPU: cuDNN dense vs Pallas sparse
 
@@ -26,7 +27,7 @@ import argparse
 
 from benchmarks.common import markdown_table, rebuild_results_md, time_fn, write_results
 
-COLUMNS = ["framework", "attention", "seq_len", "batch", "heads", "compute_dtype", "params", "step_ms", "compile_s",
+COLUMNS = ["framework", "pass", "attention", "seq_len", "batch", "heads", "compute_dtype", "params", "step_ms", "compile_s",
            "tokens_per_s", "tflops_per_s", "peak_tflops", "mfu"]
 
 
@@ -37,7 +38,7 @@ def sparse_attention(seq_len: int) -> dict:
 
 
 def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
-          torch_modes: tuple[str, ...] = (), heads: int = 4) -> list[dict]:
+          torch_modes: tuple[str, ...] = (), heads: int = 4, flex: bool = False) -> list[dict]:
     import jax
     import numpy as np
 
@@ -86,22 +87,31 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
                                                              block_size=attn.get("block_size", 128)))
                                if skips_upper else cfg, seq_len, computed=True)
 
-    def row(framework: str, step_s: float, compile_s: float) -> dict:
+    def row(framework: str, step_s: float, compile_s: float, forward: bool = False) -> dict:
         tps = batch_size * seq_len / step_s
         label = name if framework == "jax" else (
-            "dense(SDPA causal)" if attention.startswith("dense") else f"{name}(SDPA token mask)")
-        r = {"framework": framework, "attention": label, "seq_len": seq_len, "batch": batch_size,
+            "dense(SDPA causal)" if attention.startswith("dense") else
+            f"{name}(compiled FlexAttention, BlockMask)" if forward else f"{name}(SDPA token mask)")
+        # A forward is a third of a step's model FLOPs (MFU accounting: 2N + attention of 6N + attention).
+        f_tok, c_tok = (fpt / 3, computed / 3) if forward else (fpt, computed)
+        r = {"framework": framework, "pass": "forward" if forward else "step", "attention": label, "seq_len": seq_len, "batch": batch_size,
              "heads": f"{cfg.n_heads}x{cfg.head_dim}", "compute_dtype": dtype,
              "params": count_params(host_params), "step_ms": step_s * 1e3,
-             "compile_s": compile_s, "tokens_per_s": tps, "tflops_per_s": fpt * tps / 1e12,
-             "peak_tflops": peak / 1e12, "mfu": fpt * tps / peak,
-             "computed_gflops_per_token": (computed if framework == "jax" else fpt) / 1e9}
+             "compile_s": compile_s, "tokens_per_s": tps, "tflops_per_s": f_tok * tps / 1e12,
+             "peak_tflops": peak / 1e12, "mfu": f_tok * tps / peak,
+             "computed_gflops_per_token": (c_tok if framework == "jax" or forward else f_tok) / 1e9}
         print(r, flush=True)
         return r
 
     rows = [row("jax", t["median_s"], t["compile_s"])]
     holder.clear()  # free the JAX train state before the PyTorch peers run
-    if torch_modes:
+    flex = flex and attention == "sparse"
+    if flex:  # FlexAttention has no CPU backward: the fair sparse peer is timed forward only, against ours
+        forward = jax.jit(lambda p, b: make_loss_fn("lm", model)({"params": p, "aux": {}}, b, key, None)[0])
+        dev_params = jax.device_put(host_params)
+        tf = time_fn(lambda: forward(dev_params, batch), repeats=repeats)
+        rows.append(row("jax", tf["median_s"], tf["compile_s"], forward=True))
+    if torch_modes or flex:
         import os
         import tempfile
 
@@ -112,10 +122,14 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
             for mode in torch_modes:
                 rows.append(row(f"torch {mode}", *_torch_peer(os.path.join(tmp, "model"), mode, seq_len, batch_size,
                                                               dtype, repeats)))
+            if flex:
+                rows.append(row("torch eager", *_torch_peer(os.path.join(tmp, "model"), "eager", seq_len,
+                                                            batch_size, dtype, repeats, flex=True), forward=True))
     return rows
 
 
-def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str, repeats: int) -> tuple[float, float]:
+def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str, repeats: int,
+                flex: bool = False) -> tuple[float, float]:
     import json
     import os
     import subprocess
@@ -126,7 +140,8 @@ def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str
 
     env = {**os.environ, ENV: "default" if allocator_setting() != "tuned" else "tuned"}  # the same as ours
     out = subprocess.run([sys.executable, script, "--export", export_dir, "--seq-len", str(seq_len), "--batch",
-                          str(batch), "--mode", mode, "--dtype", dtype, "--repeats", str(repeats)],
+                          str(batch), "--mode", mode, "--dtype", dtype, "--repeats", str(repeats),
+                          *(("--attention-impl", "flex", "--forward-only") if flex else ())],
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"torch peer failed:\n{out.stderr[-2000:]}")
@@ -154,6 +169,9 @@ def main() -> None:
     p.add_argument("--name", default="train_step")
     p.add_argument("--torch", nargs="*", default=[], choices=["eager", "compile"],
                    help="also time the PyTorch peer (eager and/or torch.compile)")
+    p.add_argument("--flex", action="store_true",
+                   help="block-sparse rows also get the forward-only pair: ours vs the exported model with "
+                        "FlexAttention (compiled) and the layout's BlockMask (no CPU backward in torch)")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="host allocator of both sides: tuned = the memgpt-jax entry point's (memgpt_jax/hostmem.py), "
                         "default = glibc's")
@@ -174,7 +192,7 @@ def main() -> None:
                 peer = (s, d, "dense" if a.startswith("dense") else a)
                 modes = () if peer in peers_done else tuple(args.torch)
                 peers_done.add(peer)
-                rows += bench(a, s, args.tokens_per_step, d, args.repeats, modes, args.heads)
+                rows += bench(a, s, args.tokens_per_step, d, args.repeats, modes, args.heads, args.flex)
                 write_results(args.name, rows, COLUMNS, {**vars(args), "partial": True})  # kept if interrupted
     write_results(args.name, rows, COLUMNS, vars(args))
     rebuild_results_md()

@@ -357,3 +357,17 @@ def test_failed_export_leaves_nothing_that_looks_complete(tmp_path, exported, mo
     with pytest.raises(OSError, match="disk full"):
         torch_format.export_torch(params, config, head, str(tmp_path / "out"))
     assert os.listdir(tmp_path) == []  # neither out nor a partial directory
+
+
+def test_torch_benchmark_peer_times_a_forward_and_refuses_flex_training(exported):
+    """benchmarks/torch_train_step.py: the PyTorch peer of the train-step benchmark."""
+    _, _, _, directory = exported["window_global"]
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "torch_train_step.py")
+    base = [sys.executable, script, "--export", directory, "--seq-len", "32", "--batch", "2", "--repeats", "1"]
+    out = subprocess.run(base + ["--forward-only"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["step_s"] > 0 and result["threads"] >= 1
+    bad = subprocess.run(base + ["--attention-impl", "flex"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "forward only on CPU" in bad.stderr

@@ -39,6 +39,19 @@ try:  # FlexAttention (torch >= 2.5): block-sparse attention that skips the mask
 except ImportError:  # older torch: the token-mask path serves every layout
     BlockMask = create_block_mask = flex_attention = None
 
+_COMPILED_FLEX: list = []  # torch.compile(flex_attention), made on first use
+
+
+def flex_kernel(compiled: bool = True):
+    """``flex_attention``, compiled (its fused kernel: the masked blocks skipped) or eager
+    (torch's reference implementation, which computes every score: for tests only)."""
+    if not compiled:
+        return flex_attention
+    if not _COMPILED_FLEX:
+        _COMPILED_FLEX.append(torch.compile(flex_attention, dynamic=False))
+    return _COMPILED_FLEX[0]
+
+
 FORMAT = "memgpt-jax/torch"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -152,9 +165,9 @@ def apply_rope(x_BTNH: torch.Tensor, positions_BT: torch.Tensor, theta: float) -
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: TorchConfig, impl: str = "einsum") -> None:
+    def __init__(self, cfg: TorchConfig, impl: str = "einsum", flex_compiled: bool = True) -> None:
         super().__init__()
-        self.cfg, self.impl = cfg, impl
+        self.cfg, self.impl, self.flex_compiled = cfg, impl, flex_compiled
         N, K, H, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.d_model
         self.query = nn.Linear(D, N * H, bias=cfg.use_bias)
         self.key = nn.Linear(D, K * H, bias=cfg.use_bias)
@@ -176,7 +189,7 @@ class Attention(nn.Module):
             v_BTKH = torch.cat([past[1], v_BTKH], dim=1)
         S, G = k_BTKH.shape[1], N // K
         if BlockMask is not None and isinstance(keep_BNTS, BlockMask):  # impl "flex", a full forward
-            o_BNTH = flex_attention(q_BTNH.transpose(1, 2), k_BTKH.transpose(1, 2), v_BTKH.transpose(1, 2),
+            o_BNTH = flex_kernel(self.flex_compiled)(q_BTNH.transpose(1, 2), k_BTKH.transpose(1, 2), v_BTKH.transpose(1, 2),
                                     block_mask=keep_BNTS, scale=H**-0.5, enable_gqa=G > 1)
             return self.out(o_BNTH.transpose(1, 2).reshape(B, T, N * H)), (k_BTKH, v_BTKH)
         if self.impl == "sdpa":  # fused kernel; keep None means plain causal attention
@@ -206,10 +219,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: TorchConfig, attention_impl: str = "einsum") -> None:
+    def __init__(self, cfg: TorchConfig, attention_impl: str = "einsum", flex_compiled: bool = True) -> None:
         super().__init__()
         self.ln_1 = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
-        self.attn = Attention(cfg, attention_impl)
+        self.attn = Attention(cfg, attention_impl, flex_compiled)
         self.ln_2 = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
@@ -222,11 +235,11 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Embeddings, blocks, final norm (state-dict names as in ``mapping.ROWS``)."""
 
-    def __init__(self, cfg: TorchConfig, attention_impl: str = "einsum") -> None:
+    def __init__(self, cfg: TorchConfig, attention_impl: str = "einsum", flex_compiled: bool = True) -> None:
         super().__init__()
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
-        self.h = nn.ModuleList(Block(cfg, attention_impl) for _ in range(cfg.n_layers))
+        self.h = nn.ModuleList(Block(cfg, attention_impl, flex_compiled) for _ in range(cfg.n_layers))
         self.ln_f = Norm(cfg.d_model, cfg.norm, cfg.layer_norm_eps)
 
 
@@ -239,15 +252,19 @@ class TorchGPT(nn.Module):
     ``"sdpa"`` (``F.scaled_dot_product_attention``: the fused kernel, for training speed;
     plain causal attention runs with ``is_causal=True``, anything else under the mask) or
     ``"flex"`` (FlexAttention with a ``BlockMask`` built from the layout, causality, padding
-    and segments: the masked blocks are skipped, not computed; ``torch.compile`` it for
-    speed). KV-cache decoding steps, and forwards that record gradients on a CPU
-    (FlexAttention has no CPU backward), use the token mask.
+    and segments: the masked blocks are skipped, not computed). KV-cache decoding steps,
+    and forwards that record gradients on a CPU (FlexAttention has no CPU backward), use
+    the token mask.
     ``layout_block``: the layout's block size (the ``BlockMask`` tiles; 128 when unknown).
+    ``flex_compiled``: run FlexAttention through ``torch.compile(flex_attention)`` (its
+    fused kernel; compiled once per shape) rather than its eager reference, which computes
+    every score. Call the model eagerly: the ``BlockMask`` of an unpadded length is built
+    once and cached, which a whole-model ``torch.compile`` cannot trace.
     """
 
     def __init__(self, config: TorchConfig | Mapping[str, Any], head: str = "lm",
                  layout_mask: torch.Tensor | None = None, attention_impl: str = "einsum",
-                 layout_block: int = 128) -> None:
+                 layout_block: int = 128, flex_compiled: bool = True) -> None:
         super().__init__()
         cfg = config if isinstance(config, TorchConfig) else TorchConfig.from_dict(config)
         if head not in ("lm", "classification", "qa"):
@@ -258,7 +275,8 @@ class TorchGPT(nn.Module):
             raise ValueError(f"attention_impl='flex' needs torch >= 2.5 (FlexAttention); this is {torch.__version__}")
         self.layout_block = int(layout_block)
         self.config, self.head, self.attention_impl = cfg, head, attention_impl
-        self.transformer = Transformer(cfg, attention_impl)
+        self.transformer = Transformer(cfg, attention_impl, flex_compiled)
+        self._block_masks: dict[int, Any] = {}  # T -> BlockMask of an unpadded, unpacked forward
         if head == "lm" and not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         elif head == "classification":
@@ -277,7 +295,7 @@ class TorchGPT(nn.Module):
     # -- loading ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory: str, dtype: torch.dtype | None = None,
-                        attention_impl: str = "auto") -> "TorchGPT":
+                        attention_impl: str = "auto", flex_compiled: bool = True) -> "TorchGPT":
         """Loads ``config.json``, ``model.safetensors`` and, for sparse layouts,
         ``attention_layout.safetensors`` from an exported directory. ``"auto"``: a
         block-sparse layout runs through FlexAttention where torch has it (its masked
@@ -305,7 +323,7 @@ class TorchGPT(nn.Module):
         if attention_impl == "auto":
             attention_impl = "flex" if layout is not None and flex_attention is not None else "einsum"
         model = cls(cfg, meta["head"], layout_mask=layout, attention_impl=attention_impl,
-                    layout_block=block if layout is not None else 128)
+                    layout_block=block if layout is not None else 128, flex_compiled=flex_compiled)
         state = load_file(weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -344,9 +362,14 @@ class TorchGPT(nn.Module):
             return keep
 
         batched = kv_valid is not None or segment_ids is not None
+        if not batched and T in self._block_masks:
+            return self._block_masks[T]
         B = (kv_valid if kv_valid is not None else segment_ids).shape[0] if batched else None
-        return create_block_mask(mask_mod, B, layout.shape[0] if per_head else None, T, T, device="cpu",
+        mask = create_block_mask(mask_mod, B, layout.shape[0] if per_head else None, T, T, device="cpu",
                                  BLOCK_SIZE=self.layout_block)
+        if not batched:
+            self._block_masks[T] = mask
+        return mask
 
     def forward(
         self,
