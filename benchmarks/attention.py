@@ -205,6 +205,9 @@ def main(argv=None) -> None:
         saved = json.loads(partial.read_text())
         records, torch_info, info = saved["records"], saved["torch"], saved["machine"]
     done = {r["length"] for r in records if r["impl"] == ("xla" if args.no_torch else "sdpa")}
+    from memgpt_jax.flops import measured_peak_flops  # the limit the kernels are measured against
+
+    info["matmul_peak_gflops"] = measured_peak_flops(args.dtype) / 1e9
 
     def save_partial() -> None:
         partial.write_text(json.dumps({"machine": info, "torch": torch_info, "records": records}, default=str))
@@ -276,6 +279,8 @@ def main(argv=None) -> None:
                 save_partial()
     maps_path.unlink(missing_ok=True)
     info["load_after"] = os.getloadavg()
+    # measured again at the end, the better figure kept (the machine is shared)
+    info["matmul_peak_gflops"] = measured_peak_flops(args.dtype, cached=False) / 1e9
     payload = {"machine": info, "torch": torch_info, "config": vars(args), "records": records}
     write_reports(payload, out_dir, tag=f"attention_{args.dtype}")
     partial.unlink(missing_ok=True)

@@ -10,6 +10,23 @@ from pathlib import Path
 from benchmarks.common import machine, rebuild_results_md
 
 HEADLINE = "window_global"
+HEADS, HEAD_DIM, BLOCK = 4, 64, 128  # the benchmark's shapes (benchmarks/attention.py)
+
+
+def kept_gflop(rec) -> float:
+    """The matmul FLOPs of the kept blocks (diagonal tiles counted whole): per head and
+    block, ``QK^T`` and ``PV`` forward (2 products of ``2 * BLOCK^2 * HEAD_DIM``), and
+    ``dV, dP, dQ, dK`` backward; the backward's recomputed scores are not counted."""
+    products = 2 if rec["mode"] == "fwd" else 6
+    return products * 2 * BLOCK * BLOCK * HEAD_DIM * HEADS * rec["kept_blocks"] / 1e9
+
+
+def achieved(rec, peak_gflops: float | None) -> tuple[float | None, float | None]:
+    """``(GFLOP/s on the kept blocks, share of the matmul peak)`` of a timed record."""
+    if rec is None or "median_s" not in rec or "kept_blocks" not in rec:
+        return None, None
+    rate = kept_gflop(rec) / rec["median_s"]
+    return rate, (rate / peak_gflops if peak_gflops else None)
 
 
 def machine_info() -> dict:
@@ -113,7 +130,25 @@ def baselines_table(records, dtype: str) -> str:
     return "\n".join(rows)
 
 
-def targets(records, dtype: str) -> str:
+def efficiency_table(records, dtype: str, peak_gflops: float | None) -> str:
+    """GFLOP/s on the kept blocks and the share of the measured matmul peak (issue 20)."""
+    rows = [f"| layout | T | kept GFLOP fwd | ours fwd GFLOP/s (of peak) | ours fwd+bwd GFLOP/s (of peak) | "
+            f"Flex fwd GFLOP/s (of peak) |", "|" + "---|" * 6]
+    for layout in sorted({r["layout"] for r in records if r["impl"] == "xla"}):
+        for length in sorted({r["length"] for r in records}):
+            sel = dict(length=length, dtype=dtype, layout=layout)
+            xf, xb = _find(records, impl="xla", mode="fwd", **sel), _find(records, impl="xla", mode="fwdbwd", **sel)
+            if xf is None:
+                continue
+            cells = []
+            for rec in (xf, xb, _find(records, impl="flex", mode="fwd", **sel)):
+                rate, share = achieved(rec, peak_gflops)
+                cells.append(f"{_fmt(rate, '{:.1f}')} ({_fmt(share, '{:.0%}')})")
+            rows.append(f"| {layout} | {length} | {kept_gflop(xf):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def targets(records, dtype: str, peak_gflops: float | None = None) -> str:
     """The issue's targets for ours xla on window+global, checked against this run."""
     get = lambda impl, mode, length, **kw: _find(records, impl=impl, mode=mode, length=length, dtype=dtype, **kw)  # noqa: E731
     lines = []
@@ -123,7 +158,12 @@ def targets(records, dtype: str) -> str:
         r_flex, r_sdpa = _ratio(fl, xf), _ratio(sb, xb)
         if r_flex is not None:
             lines.append(f"- {length}: ours fwd {_ms(xf)} ms vs FlexAttention {_ms(fl)} ms: "
-                         f"{'faster' if r_flex > 1 else 'slower'} ({r_flex:.2f}x) [target: faster]")
+                         f"{'faster' if r_flex > 1 else 'slower'} ({r_flex:.2f}x) [target: >= 1.5x]")
+        for mode, rec in (("fwd", xf), ("fwd+bwd", xb)):
+            rate, share = achieved(rec, peak_gflops)
+            if share is not None:
+                lines.append(f"- {length}: ours {mode} {rate:.0f} GFLOP/s on the kept blocks, {share:.0%} of the "
+                             f"measured {dtype} matmul peak ({peak_gflops:.0f} GFLOP/s) [target: >= 30%]")
         if r_sdpa is not None:
             lines.append(f"- {length}: ours fwd+bwd {_ms(xb)} ms vs SDPA causal fwd+bwd {_ms(sb)} ms: "
                          f"{r_sdpa:.1f}x faster [target: >= 4x]")
@@ -219,7 +259,13 @@ def section(payload, tag: str) -> str:
         f"`benchmarks/results/{tag}.md`, plot `benchmarks/results/{tag}.png`. {_method(payload)}", "",
         f"![attention times]({'results/' + tag + '.png'})", "",
         "window+global layout = causal & (q - k < 384 | k < 128), batch 1, 4 heads, head_dim 64, block 128:", "",
-        headline_table(records, dtype), "", "Targets (issue 3), from this run:", "", targets(records, dtype)])
+        headline_table(records, dtype), "", "Targets (issues 3 and 20), from this run:", "",
+        targets(records, dtype, _peak(payload))])
+
+
+def _peak(payload) -> float | None:
+    """The machine's matmul peak in the run's dtype (GFLOP/s), measured in the same run."""
+    return payload.get("machine", {}).get("matmul_peak_gflops")
 
 
 def write_reports(payload, out_dir: Path, tag: str) -> None:
@@ -230,8 +276,14 @@ def write_reports(payload, out_dir: Path, tag: str) -> None:
     md = [f"# Attention benchmark ({dtype})", "", machine_line(payload), "",
           f"Command: `{command(payload['config'])}`. {method}", "",
           "## window+global = causal & (q - k < 384 | k < 128)", "", headline_table(records, dtype), "",
-          "Targets (issue 3):", "", targets(records, dtype), "",
-          "## All layouts", "", layouts_table(records, dtype), "", "## Baselines", "", baselines_table(records, dtype),
+          "Targets (issues 3 and 20):", "", targets(records, dtype, _peak(payload)), "",
+          "## All layouts", "", layouts_table(records, dtype), "",
+          f"## Toward the matmul limit: GFLOP/s on the kept blocks", "",
+          efficiency_table(records, dtype, _peak(payload)), "",
+          f"Of peak: the share of the {dtype} matmul peak measured in the same run (a 1024^3 product, "
+          f"`memgpt_jax.flops.measured_peak_flops`: {_fmt(_peak(payload), '{:.0f}')} GFLOP/s). Kept FLOPs: QK^T and "
+          "PV forward, dV/dP/dQ/dK backward, over every kept block (the backward's recomputed scores not counted).",
+          "", "## Baselines", "", baselines_table(records, dtype),
           "", "Times are medians after warm-up; 'of ideal' = (dense masked time / ours) / (dense blocks / kept blocks). "
           "Peak MB is the peak RSS of a process running only that configuration (JAX or PyTorch runtime included). "
           "Dense masked XLA computes the full score matrix whatever the mask, so it is timed once per length."]
