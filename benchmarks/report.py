@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import (aeslc_recipe, attention_report, data, demo, device_check, generate, imdb_curve, imdb_recipe,
-                        kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
+from benchmarks import (aeslc_recipe, attention_report, data, demo, device_check, generate, imdb_ablation, imdb_curve,
+                        imdb_recipe, kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -141,6 +141,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("demo", "The demo", "python -m benchmarks.demo", demo.section),
     ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),
     ("imdb_curve", "IMDb: accuracy against LM pretraining", "python -m benchmarks.imdb_curve", imdb_curve.section),
+    ("imdb_ablation", "IMDb: ablation of the levers (validation)", "python -m benchmarks.imdb_ablation",
+     imdb_ablation.section),
     ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe",
      multi30k_recipe.section),
     ("aeslc_recipe", "AESLC email subject lines: summarization", "python -m benchmarks.aeslc_recipe",

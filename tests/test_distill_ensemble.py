@@ -83,3 +83,27 @@ def test_unlabelled_rows_leave_the_hard_loss_unchanged():
     np.testing.assert_allclose(hard, ref, rtol=1e-6)
     np.testing.assert_allclose(metrics["accuracy"], ref_metrics["accuracy"])
     assert float(weight) == 3.0  # the distillation term averages over every real row
+
+
+def test_ablation_table_evaluates_runs_and_ensembles_and_caches_them(teachers, monkeypatch, tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import imdb_ablation
+
+    _, paths = teachers
+    specs = {"teacher": {"lever": "base", "base": None, "workdir": paths[0], "argv": None},
+             "teacher_seed1": {"lever": "seed 1", "base": "teacher", "workdir": paths[1], "argv": None},
+             "ensemble": {"lever": "both", "base": "teacher", "workdir": None, "members": ["teacher", "teacher_seed1"]},
+             "missing": {"lever": "not run", "base": "teacher", "workdir": str(tmp_path / "none"), "argv": None}}
+    monkeypatch.setattr(imdb_ablation, "_rows", lambda runs, ab: specs)
+    written = {}
+    monkeypatch.setattr(imdb_ablation, "write_results", lambda name, rows, cols, meta: written.update(rows=rows))
+    assert imdb_ablation.main(["--runs", str(tmp_path), "--no-results-md"]) == 0
+    rows = {r["row"]: r for r in written["rows"]}
+    assert rows["missing"]["val_accuracy"] is None and "delta_vs_base" not in rows["missing"]
+    for name in ("teacher", "teacher_seed1", "ensemble"):
+        assert 0.0 <= rows[name]["val_accuracy"] <= 1.0 and rows[name]["examples"] == 4
+    assert rows["ensemble"]["delta_vs_base"] == rows["ensemble"]["val_accuracy"] - rows["teacher"]["val_accuracy"]
+    assert os.path.isfile(os.path.join(paths[0], "ablation_row.json"))  # cached: not evaluated again
+    assert "--rows ensemble" in rows["ensemble"]["command"]

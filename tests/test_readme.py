@@ -82,6 +82,11 @@ def _all_commands() -> list[tuple[str, list[str]]]:
         found += [(os.path.relpath(path, ROOT), c) for c in docstring_commands(path)]
     for path in sorted(glob.glob(os.path.join(ROOT, "train", "*.sh"))):
         found += [(os.path.relpath(path, ROOT), c) for c in script_commands(path)]
+    sys.path.insert(0, ROOT)
+    from benchmarks.imdb_ablation import rows_spec  # the ablation's rows are commands the table prints
+
+    found += [("benchmarks/imdb_ablation.py", spec["argv"]) for spec in rows_spec("runs/imdb").values()
+              if spec.get("argv")]
     return found
 
 

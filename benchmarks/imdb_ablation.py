@@ -1,0 +1,165 @@
+"""IMDb: what each lever of issue 19 gives, measured on the validation split.
+
+    python -m benchmarks.imdb_ablation --runs runs/imdb                     # every row
+    python -m benchmarks.imdb_ablation --runs runs/imdb --rows teacher whole_reviews
+
+Each row is one command (printed in the table): a ``memgpt-jax finetune`` / ``distill``
+run in ``RUNS/ablation/<row>`` (rerun to resume), or an existing run of the recipe
+(``RUNS/teacher``, ``RUNS/student``), or an ensemble of finished rows (their
+probabilities averaged, ``memgpt_jax.training.teacher.open_teacher``). Every row is
+evaluated on validation only (models are chosen there; the test sample is reported by
+``benchmarks.imdb_recipe`` for the recipe's final models). A finished row is cached in
+its run directory and not evaluated again. Writes ``benchmarks/results/imdb_ablation.{json,md}``
+and its RESULTS.md section; rows not run yet are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+
+COLUMNS = ["row", "lever", "model", "val_accuracy", "val_macro_f1", "delta_vs_base", "train_min", "command"]
+CONFIG = "configs/imdb.py"
+
+
+def rows_spec(runs: str) -> dict[str, dict]:
+    """name -> {lever, base (the row it is compared with), workdir, argv (None: an existing run) or members}."""
+    ab = os.path.join(runs, "ablation")
+    specs = _rows(runs, ab)
+    for name, spec in specs.items():
+        spec["name"] = name
+    return specs
+
+
+def _rows(runs: str, ab: str) -> dict[str, dict]:
+
+    def cmd(verb: str, variant: str, name: str, *overrides: str) -> dict:
+        workdir = os.path.join(ab, name)
+        return {"workdir": workdir, "argv": ["memgpt-jax", verb, "--config", f"{CONFIG}:{variant}", "--workdir",
+                                             workdir, *(f"--config.{o}" for o in overrides)]}
+
+    return {
+        # teachers (the recipe's teacher is the base: LM 3,000 steps, first 512 tokens)
+        "teacher": {"lever": "the recipe's teacher (LM 3,000 steps, 512 tokens)", "base": None,
+                    "workdir": os.path.join(runs, "teacher"), "argv": None},
+        "whole_reviews": {"lever": "whole reviews: 1,024 tokens, head+tail", "base": "teacher",
+                          **cmd("finetune", "teacher_long", "whole_reviews")},
+        "layer_decay": {"lever": "layer-wise rates (optim.layer_decay=0.8)", "base": "teacher",
+                        **cmd("finetune", "teacher", "layer_decay", "optim.layer_decay=0.8")},
+        "finetune_2x": {"lever": "twice the fine-tuning steps (1,000)", "base": "teacher",
+                        **cmd("finetune", "teacher", "finetune_2x", "train.steps=1000")},
+        "teacher_seed1": {"lever": "the teacher again, seed 1 (an ensemble member)", "base": "teacher",
+                          **cmd("finetune", "teacher", "teacher_seed1", "train.seed=1")},
+        "ensemble": {"lever": "ensemble: teacher + teacher_seed1 (probabilities averaged)", "base": "teacher",
+                     "workdir": None, "members": ["teacher", "teacher_seed1"]},
+        # students (the recipe's student is the base: KD from the teacher on the 22,500 labelled reviews)
+        "student": {"lever": "the recipe's student (KD on labelled reviews)", "base": None,
+                    "workdir": os.path.join(runs, "student"), "argv": None},
+        "student_no_kd": {"lever": "no distillation (labels only)", "base": "student",
+                          **cmd("finetune", "student", "student_no_kd", "distill.teacher=")},
+        "student_unsup": {"lever": "KD on labelled + 50,000 unlabelled reviews", "base": "student",
+                          **cmd("distill", "student", "student_unsup", "data.train_split=train+unsupervised")},
+    }
+
+
+def command_text(spec: dict, specs: dict) -> str:
+    if spec.get("members"):
+        dirs = ",".join(specs[m]["workdir"] for m in spec["members"])
+        return f"python -m benchmarks.imdb_ablation --rows {spec['name']}  (evaluates the ensemble {dirs})"
+    if spec["argv"] is None:
+        return "train/imdb_recipe.sh"
+    return shlex.join(spec["argv"])
+
+
+def evaluate_row(name: str, spec: dict, specs: dict, max_examples: int) -> dict | None:
+    """Trains (resumes) the row's run if needed and evaluates it on validation; None if it cannot run yet."""
+    from memgpt_jax.apps.classify import evaluate_classifier
+    from memgpt_jax.training.teacher import open_teacher
+
+    if spec.get("members"):
+        dirs = [specs[m]["workdir"] for m in spec["members"]]
+        if not all(os.path.isfile(os.path.join(d, "summary.json")) for d in dirs):
+            return None
+        run, train_min = open_teacher(",".join(dirs)), sum(_wall_min(d) for d in dirs)
+    else:
+        workdir = spec["workdir"]
+        if spec["argv"] is not None:
+            print(f"== {name}: {shlex.join(spec['argv'])}", file=sys.stderr, flush=True)
+            # the console script's module, with this interpreter (the same environment)
+            done = subprocess.run([sys.executable, "-m", "memgpt_jax.cli", *spec["argv"][1:], "--no-progress"])
+            if done.returncode != 0:
+                raise SystemExit(f"error: row {name}: the command failed (exit {done.returncode})")
+        elif not os.path.isfile(os.path.join(workdir, "summary.json")):
+            return None
+        run, train_min = open_teacher(workdir), _wall_min(workdir)
+    rep = evaluate_classifier(run, "validation", max_examples=max_examples, progress=False)
+    return {"val_accuracy": rep["accuracy"], "val_macro_f1": rep["macro_f1"], "train_min": train_min,
+            "examples": rep["examples"], "max_examples": max_examples}
+
+
+def _wall_min(run: str) -> float:
+    with open(os.path.join(run, "summary.json")) as f:
+        return json.load(f)["wall_s"] / 60.0
+
+
+def section(payload: dict) -> str:
+    return "\n".join([
+        "## IMDb: ablation of the levers (validation)", "",
+        f"`{payload.get('command', 'python -m benchmarks.imdb_ablation')}` — {machine_line(payload['machine'])}. "
+        "Each row's command is in its last column; `delta_vs_base`: validation accuracy minus that of the row "
+        "it changes (the recipe's teacher or student). train_min: CPU wall minutes of the row's own training "
+        "(its LM pretraining not included; an ensemble: its members together).", "",
+        markdown_table(payload["rows"], payload.get("columns") or COLUMNS),
+    ])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/imdb", help="the recipe's runs (teacher/, student/); rows go to ablation/")
+    p.add_argument("--rows", nargs="+", help="rows to run (default: all); finished rows are reused")
+    p.add_argument("--max-examples", type=int, default=0, help="evaluate only this many validation examples")
+    p.add_argument("--no-results-md", action="store_true")
+    args = p.parse_args(argv)
+    specs = rows_spec(args.runs)
+    unknown = sorted(set(args.rows or ()) - set(specs))
+    if unknown:
+        p.error(f"unknown rows {unknown}; choose from {sorted(specs)}")
+    rows = []
+    for name, spec in specs.items():
+        cache = os.path.join(spec["workdir"] or os.path.join(args.runs, "ablation", name), "ablation_row.json")
+        result = None
+        if os.path.isfile(cache):
+            result = json.load(open(cache))
+            if result.get("max_examples") != args.max_examples:
+                result = None
+        if result is None and (args.rows is None or name in args.rows):
+            result = evaluate_row(name, spec, specs, args.max_examples)
+            if result is not None:
+                os.makedirs(os.path.dirname(cache), exist_ok=True)
+                with open(cache, "w") as f:
+                    json.dump(result, f)
+        row = {"row": name, "lever": spec["lever"], "model": "student" if "student" in name else "teacher",
+               "command": command_text(spec, specs)}
+        row.update(result or {"val_accuracy": None})
+        rows.append(row)
+        print(f"{name}: " + (f"val {result['val_accuracy']:.4f}" if result else "not run yet"), file=sys.stderr)
+    by_name = {r["row"]: r for r in rows}
+    for row in rows:
+        base = by_name.get(specs[row["row"]]["base"] or "")
+        if base and base.get("val_accuracy") is not None and row.get("val_accuracy") is not None:
+            row["delta_vs_base"] = row["val_accuracy"] - base["val_accuracy"]
+    print(markdown_table(rows, COLUMNS))
+    write_results("imdb_ablation", rows, COLUMNS, {"runs": args.runs, "max_examples": args.max_examples})
+    if not args.no_results_md:
+        rebuild_results_md()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
