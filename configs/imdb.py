@@ -53,6 +53,7 @@ def get_config(arg: str = "teacher"):
         config.data.update(seq_len=1024, truncate="head+tail", length_buckets=(256, 512, 768))
         config.train.init_from = "runs/imdb/lm"
     elif arg == "student":  # its backbone pretrained as an LM too (pretrain_student), then distilled
+        config.data.length_buckets = (128, 256, 384)
         config.distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
         config.optim.lr = 1e-3
         config.train.update(steps=600, init_from="runs/imdb/lm_student")
