@@ -7,7 +7,8 @@ the teacher (``configs/imdb.py:teacher``, ``--variant`` for another) is fine-tun
 (``train.init_step``; step 0 = no pretraining) into ``RUNS/curve/lm<step>`` and evaluated
 on validation and on the 2,000-review test sample. Each row: the LM step, its tokens, its
 CPU hours (the wall time the LM checkpoint records, across restarts), its validation
-perplexity (the LM's eval at that step, when it ran), and the teacher's accuracy / macro F1
+perplexity (the LM's eval at that step, when it ran), its CPU core-hours (process CPU time,
+every thread, where the checkpoint records it), and the teacher's accuracy / macro F1
 and fine-tuning minutes. Finished points are reused (rerun to resume). Writes
 ``benchmarks/results/imdb_curve.{json,md,png}``: the PNG plots test-sample accuracy
 against LM CPU hours with the NBSVM-bigram (91.2%, Wang & Manning 2012) and Dai & Le (2015,
@@ -23,7 +24,7 @@ import sys
 
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
 
-COLUMNS = ["lm_step", "lm_tokens_M", "lm_cpu_hours", "lm_val_perplexity", "val_accuracy", "test_accuracy",
+COLUMNS = ["lm_step", "lm_tokens_M", "lm_cpu_hours", "lm_core_hours", "lm_val_perplexity", "val_accuracy", "test_accuracy",
            "test_macro_f1", "finetune_min"]
 ANCHORS = (("NBSVM-bigram (Wang & Manning, 2012)", 0.912), ("LSTM LM pretraining (Dai & Le, 2015)", 0.928))
 
@@ -98,10 +99,11 @@ def main(argv=None) -> int:
         overrides = [f"--config.train.init_from={lm if step else ''}", f"--config.train.init_step={step}",
                      *(f"--config.{o}" for o in args.override)]
         config = run_config.load(f"{config_path}:{args.variant}", overrides)
-        lm_hours, tokens = 0.0, 0
+        lm_hours, core_hours, tokens = 0.0, 0.0, 0
         if step:
             _, meta = load_params(lm, step)  # the LM checkpoint must exist: kept by train.keep_period
             lm_hours = float(meta.get("wall_s") or 0.0) / 3600
+            core_hours = float(meta["cpu_s"]) / 3600 if meta.get("cpu_s") else None  # older runs: not recorded
             lm_config = run_config.RunConfig.from_saved(meta["config"])
             tokens = step * lm_config.data.batch_size * lm_config.data.seq_len
         cached = os.path.join(workdir, "curve_row.json")  # a finished point is not evaluated again
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
         print(f"== LM step {step}: fine-tuning {args.variant} in {workdir}", file=sys.stderr)
         summary = train(config, workdir, progress=False)
         run = open_run(workdir, task="classification")
-        row = {"lm_step": step, "lm_tokens_M": tokens / 1e6, "lm_cpu_hours": lm_hours,
+        row = {"lm_step": step, "lm_tokens_M": tokens / 1e6, "lm_cpu_hours": lm_hours, "lm_core_hours": core_hours,
                "lm_val_perplexity": lm_eval_perplexity(lm, step), "finetune_min": summary["wall_s"] / 60,
                "train_steps": config.train.steps, "max_examples": args.max_examples}
         for split, prefix in (("validation", "val"), ("test", "test")):

@@ -65,6 +65,7 @@ class Checkpointer:
     def save(
         self, step: int, state: Any, *, data_state: Any = None, config: Any = None,
         tokenizer: bytes | None = None, force: bool = False, wall_s: float | None = None,
+        cpu_s: float | None = None,
     ) -> bool:
         if step in self.manager.all_steps():
             return False
@@ -74,6 +75,7 @@ class Checkpointer:
             "config": config,
             "tokenizer_b64": base64.b64encode(tokenizer).decode() if tokenizer else None,
             "wall_s": wall_s,  # training wall time up to this step, across restarts
+            "cpu_s": cpu_s,  # CPU time of the training processes (every thread), across restarts
         }
         self.wait()  # a failure of the previous asynchronous save surfaces here, named
         self._saving = step

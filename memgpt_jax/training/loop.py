@@ -262,10 +262,11 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     params, aux = _init_params(config, model, rng, teacher)
     state = strategy.place_state(TrainState.create(params, tx, aux))
     restored = ckpt.restore_latest(abstract_like(state))
-    start, wall_before = 0, 0.0
+    start, wall_before, cpu_before = 0, 0.0, 0.0
     if restored is not None:
         start, state, meta = restored
         wall_before = float(meta.get("wall_s") or 0.0)
+        cpu_before = float(meta.get("cpu_s") or 0.0)
         data.train.set_state(meta["data_state"])
         print(f"resumed from {ckpt.directory}/{start}", file=sys.stderr)
     elif os.path.isdir(os.path.join(workdir, "unusable_checkpoints")):
@@ -298,7 +299,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     bar = tqdm(total=tc.steps, initial=start, desc=f"{verb} {task}", dynamic_ncols=True, file=sys.stderr,
                mininterval=1.0) if progress else None
     t_last, tokens_since, last_metrics, last_eval = time.perf_counter(), 0, {}, {}
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     step, pending = start, None  # pending: the previous step's loss (at most one step runs ahead)
     with StopRequest() as stop:
         try:
@@ -347,7 +348,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                     if step == tc.steps or interrupted:
                         _say(f"saving the checkpoint of step {step} in {ckpt.directory}...", bar)
                     ckpt.save(step, strategy.saveable(state), data_state=data.train.get_state(), config=config_json,
-                              tokenizer=data.tokenizer_bytes, wall_s=wall_before + time.perf_counter() - t_start)
+                              tokenizer=data.tokenizer_bytes, wall_s=wall_before + time.perf_counter() - t_start,
+                              cpu_s=cpu_before + time.process_time() - cpu_start)
                 if on_step is not None:
                     on_step(step)
                 if interrupted:
@@ -365,6 +367,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     wall = time.perf_counter() - t_start
     summary = {
         "step": int(step), "params": n_params, "wall_s": wall_before + wall, "wall_s_this_run": wall,
+        "cpu_s": cpu_before + time.process_time() - cpu_start,
         "train": last_metrics, "eval": last_eval,
         "flops_per_token": fpt, "peak_flops": peak, "peak_rss_mb": peak_rss_mb(),
     }
