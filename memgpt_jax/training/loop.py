@@ -247,6 +247,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
         teacher = open_teacher(config.distill.teacher)
     if teacher is not None:
         _check_teacher(config, teacher)
+        print(f"teacher: {teacher.path} (step {teacher.step}, {teacher.task})", file=sys.stderr)
     distill = config.distill if teacher is not None else None
 
     data = data or inputs_lib.make_data(config)
