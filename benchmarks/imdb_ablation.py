@@ -52,6 +52,8 @@ def _rows(runs: str, ab: str) -> dict[str, dict]:
                           **cmd("finetune", "teacher_long", "whole_reviews")},
         "layer_decay": {"lever": "layer-wise rates (optim.layer_decay=0.8)", "base": "teacher",
                         **cmd("finetune", "teacher", "layer_decay", "optim.layer_decay=0.8")},
+        "label_smoothing": {"lever": "label smoothing 0.1 (train.label_smoothing)", "base": "teacher",
+                            **cmd("finetune", "teacher", "label_smoothing", "train.label_smoothing=0.1")},
         "finetune_2x": {"lever": "twice the fine-tuning steps (1,000)", "base": "teacher",
                         **cmd("finetune", "teacher", "finetune_2x", "train.steps=1000")},
         "teacher_seed1": {"lever": "the teacher again, seed 1 (an ensemble member)", "base": "teacher",

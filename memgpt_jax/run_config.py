@@ -164,6 +164,7 @@ class TrainConfig:
     init_step: int = 0  # which checkpoint of init_from (0 = its newest)
     prune_kind: str = "none"  # recovery fine-tuning of a magnitude-pruned model
     prune_sparsity: float = 0.5
+    label_smoothing: float = 0.0  # classification: the hard labels mixed with the uniform distribution
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mesh", tuple(int(n) for n in self.mesh))
@@ -175,6 +176,8 @@ class TrainConfig:
                "train.mesh", f"needs three axis sizes (data, fsdp, tensor), at most one -1, got {self.mesh}")
         _check(0.0 <= self.prune_sparsity < 1.0, "train.prune_sparsity",
                f"must be in [0, 1), got {self.prune_sparsity!r}")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing",
+               f"must be in [0, 1), got {self.label_smoothing!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -107,3 +107,17 @@ def test_ablation_table_evaluates_runs_and_ensembles_and_caches_them(teachers, m
     assert rows["ensemble"]["delta_vs_base"] == rows["ensemble"]["val_accuracy"] - rows["teacher"]["val_accuracy"]
     assert os.path.isfile(os.path.join(paths[0], "ablation_row.json"))  # cached: not evaluated again
     assert "--rows ensemble" in rows["ensemble"]["command"]
+
+
+def test_label_smoothing_reaches_the_classification_loss():
+    logits = jnp.asarray([[2.0, -1.0], [0.5, 0.25]], jnp.float32)
+    batch = {"label": jnp.array([0, 1])}
+    out = model_lib.ModelOutput(logits=logits)
+    plain, _, _ = steps.task_loss("classification", out, batch)
+    smooth, _, _ = steps.task_loss("classification", out, batch, label_smoothing=0.2)
+    logp = np.asarray(jax.nn.log_softmax(logits))
+    expected = np.mean([-(0.9 * logp[0, 0] + 0.1 * logp[0, 1]), -(0.1 * logp[1, 0] + 0.9 * logp[1, 1])])
+    np.testing.assert_allclose(smooth, expected, rtol=1e-6)
+    assert not np.isclose(plain, smooth)
+    with pytest.raises(ConfigError, match="train.label_smoothing"):
+        run_config.RunConfig().replace(train={"label_smoothing": 1.0})

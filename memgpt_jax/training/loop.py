@@ -257,7 +257,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
         step_teacher, teacher_params = None, None
     else:
         step_teacher = None if teacher is None else teacher.model
-    loss_fn = make_loss_fn(task, model, distill, step_teacher)
+    loss_fn = make_loss_fn(task, model, distill, step_teacher, label_smoothing=tc.label_smoothing)
 
     strategy = make_strategy(tc.parallel, tc.mesh, model)
     params, aux = _init_params(config, model, rng, teacher)

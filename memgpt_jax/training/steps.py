@@ -38,8 +38,9 @@ def model_inputs(task: str, batch: dict[str, Any]) -> dict[str, Any]:
     return {k: batch[k] for k in keys if k in batch}
 
 
-def task_loss(task: str, out: Any, batch: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
-    """The hard-label loss: ``(mean loss, metrics, weight)``."""
+def task_loss(task: str, out: Any, batch: dict[str, Any],
+              label_smoothing: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
+    """The hard-label loss: ``(mean loss, metrics, weight)``; ``label_smoothing`` for classification."""
     ex_mask = batch.get("example_valid")
     if task == "lm":
         mask = batch["loss_mask"].astype(bool)
@@ -50,7 +51,7 @@ def task_loss(task: str, out: Any, batch: dict[str, Any]) -> tuple[jax.Array, di
     elif task == "classification":
         # Unlabelled rows (label -1, IMDb's unsupervised reviews) count for distillation only.
         labelled = batch["label"] >= 0 if ex_mask is None else (batch["label"] >= 0) & ex_mask.astype(bool)
-        loss, metrics = losses.classification_cross_entropy(out.logits, batch["label"], labelled)
+        loss, metrics = losses.classification_cross_entropy(out.logits, batch["label"], labelled, label_smoothing)
         weight = jnp.float32(batch["label"].shape[0]) if ex_mask is None else jnp.sum(ex_mask).astype(jnp.float32)
     elif task == "qa":
         loss, metrics = losses.span_cross_entropy(out.start_logits, out.end_logits, batch["start"], batch["end"], ex_mask)
@@ -71,8 +72,10 @@ def make_loss_fn(
     model: nn.Module,
     distill: DistillConfig | None = None,
     teacher: nn.Module | None = None,
+    label_smoothing: float = 0.0,
 ) -> Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]]:
-    """``loss_fn(trainable, batch, rng, teacher_params) -> (loss, (metrics, weight))``."""
+    """``loss_fn(trainable, batch, rng, teacher_params) -> (loss, (metrics, weight))``;
+    ``label_smoothing`` smooths a classifier's hard labels (``train.label_smoothing``)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     cached = bool(distill and distill.topk)
@@ -89,7 +92,7 @@ def make_loss_fn(
             {"params": trainable["params"]}, batch["inputs"], deterministic=False, rngs={"dropout": rng},
             output_hidden_states=want_hidden, output_attentions=want_attn, **kwargs,
         )
-        hard, metrics, weight = task_loss(task, out, batch)
+        hard, metrics, weight = task_loss(task, out, batch, label_smoothing)
         if distill is None:
             return hard, (metrics, weight)
         if cached:  # precomputed teacher: no teacher forward in the step
