@@ -56,6 +56,10 @@ def _rows(runs: str, ab: str) -> dict[str, dict]:
                             **cmd("finetune", "teacher", "label_smoothing", "train.label_smoothing=0.1")},
         "finetune_2x": {"lever": "twice the fine-tuning steps (1,000)", "base": "teacher",
                         **cmd("finetune", "teacher", "finetune_2x", "train.steps=1000")},
+        "weight_average": {"lever": "the mean of the teacher's last 3 checkpoints (memgpt-jax average)",
+                           "base": "teacher", "workdir": os.path.join(ab, "weight_average"),
+                           "argv": ["memgpt-jax", "average", "--checkpoint", os.path.join(runs, "teacher"), "--last",
+                                    "3", "--out", os.path.join(ab, "weight_average")]},
         "teacher_seed1": {"lever": "the teacher again, seed 1 (an ensemble member)", "base": "teacher",
                           **cmd("finetune", "teacher", "teacher_seed1", "train.seed=1")},
         "ensemble": {"lever": "ensemble: teacher + teacher_seed1 (probabilities averaged)", "base": "teacher",
@@ -91,15 +95,20 @@ def evaluate_row(name: str, spec: dict, specs: dict, max_examples: int) -> dict 
         run, train_min = open_teacher(",".join(dirs)), sum(_wall_min(d) for d in dirs)
     else:
         workdir = spec["workdir"]
-        if spec["argv"] is not None:
+        averaging = spec["argv"] is not None and spec["argv"][1] == "average"
+        if averaging and not os.path.isdir(os.path.join(spec["argv"][3], "checkpoints")):
+            return None  # the run it averages is not trained yet
+        if spec["argv"] is not None and not (averaging and os.path.isdir(os.path.join(workdir, "checkpoints"))):
             print(f"== {name}: {shlex.join(spec['argv'])}", file=sys.stderr, flush=True)
             # the console script's module, with this interpreter (the same environment)
-            done = subprocess.run([sys.executable, "-m", "memgpt_jax.cli", *spec["argv"][1:], "--no-progress"])
+            extra = [] if averaging else ["--no-progress"]
+            done = subprocess.run([sys.executable, "-m", "memgpt_jax.cli", *spec["argv"][1:], *extra])
             if done.returncode != 0:
                 raise SystemExit(f"error: row {name}: the command failed (exit {done.returncode})")
         elif not os.path.isfile(os.path.join(workdir, "summary.json")):
             return None
-        run, train_min = open_teacher(workdir), _wall_min(workdir)
+        run = open_teacher(workdir)
+        train_min = 0.0 if averaging else _wall_min(workdir)  # averaging: seconds, no training
     rep = evaluate_classifier(run, "validation", max_examples=max_examples, progress=False)
     return {"val_accuracy": rep["accuracy"], "val_macro_f1": rep["macro_f1"], "train_min": train_min,
             "examples": rep["examples"], "max_examples": max_examples}

@@ -11,7 +11,8 @@ import pytest
 from memgpt_jax import cli
 
 COMMANDS = {"info", "smoke", "bench", "data", "pretrain", "finetune", "distill", "demo", "quantize", "prune",
-            "export", "import", "generate", "classify", "eval", "decode", "qa", "chat", "attention-map", "saliency"}
+            "export", "import", "generate", "classify", "eval", "decode", "qa", "chat", "attention-map", "saliency",
+            "average"}
 
 
 def test_every_command_is_registered_and_help_imports_no_jax():

@@ -121,3 +121,19 @@ def test_label_smoothing_reaches_the_classification_loss():
     assert not np.isclose(plain, smooth)
     with pytest.raises(ConfigError, match="train.label_smoothing"):
         run_config.RunConfig().replace(train={"label_smoothing": 1.0})
+
+
+def test_average_writes_the_mean_of_the_last_checkpoints(teachers, tmp_path, capsys):
+    from memgpt_jax import cli
+    from memgpt_jax.training.checkpoint import load_params
+
+    _, paths = teachers  # trained 4 steps, a checkpoint every 2: steps 2 and 4 are kept
+    out = str(tmp_path / "avg")
+    assert cli.main(["average", "--checkpoint", paths[0], "--last", "2", "--out", out]) == 0
+    mean, meta = load_params(out)
+    a, b = load_params(paths[0], 2)[0], load_params(paths[0], 4)[0]
+    for m, x, y in zip(jax.tree.leaves(mean), jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(m, (np.asarray(x, np.float64) + y) / 2, rtol=1e-6, atol=1e-7)
+    assert meta["averaged_steps"] == [2, 4] and "mean of 2" in capsys.readouterr().out
+    assert cli.main(["average", "--checkpoint", paths[0], "--steps", "2", "6", "--out", str(tmp_path / "x")]) == 2
+    assert "averaging needs at least two" in capsys.readouterr().err

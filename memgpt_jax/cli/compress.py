@@ -1,11 +1,14 @@
-"""``memgpt-jax quantize`` and ``memgpt-jax prune``, and what they report.
+"""``memgpt-jax quantize``, ``memgpt-jax prune`` and ``memgpt-jax average``, and what they report.
 
     memgpt-jax quantize --checkpoint runs/shakespeare --out runs/shakespeare_int8 --bits 8
     memgpt-jax quantize --checkpoint runs/shakespeare --out runs/shakespeare_int4 --bits 4 --group 64
     memgpt-jax prune --checkpoint runs/imdb/teacher --out runs/imdb/pruned50 --sparsity 0.5 \\
         --kind global --recover-steps 200
+    memgpt-jax average --checkpoint runs/imdb/teacher --last 3 --out runs/imdb/teacher_avg3
 
-Each prints (and writes to OUT/compression.json) the bytes on disk and in memory,
+``average`` writes the mean of a run's last checkpoints (tail averaging of the weights:
+a cheap ensemble in one model). Each prints (and writes to OUT/compression.json) the
+bytes on disk and in memory,
 the run's evaluation metric before and after (perplexity for language models,
 accuracy for classifiers, on the run's eval split) and the per-token latency on
 this machine.
@@ -224,6 +227,36 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    # lazy: keeps --help fast
+    import jax
+    import numpy as np
+
+    from memgpt_jax.training.checkpoint import load_params, save_params
+
+    _check_out(args.out)
+    run = _open(args.checkpoint)
+    folder = os.path.join(run.path, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(folder) if d.isdigit())
+    chosen = sorted(args.steps) if args.steps else steps[-args.last:]
+    missing = sorted(set(chosen) - set(steps))
+    if missing or len(chosen) < 2:
+        raise SystemExit(f"error: {run.path} has checkpoints {steps}; averaging needs at least two of them"
+                         + (f" (no {missing})" if missing else "") + ": raise train.keep before training, or "
+                         "choose --steps among those")
+    print(f"averaging steps {chosen} of {run.path}", file=sys.stderr)
+    trees = [load_params(run.path, s)[0] for s in chosen]
+    mean = jax.tree.map(lambda *xs: (sum(np.asarray(x, np.float64) for x in xs) / len(xs)).astype(xs[0].dtype),
+                        *trees)
+    meta = {**run_meta(run), "averaged_steps": chosen}
+    newest = load_params(run.path, chosen[-1])[0]
+    rows = [(f"step {chosen[-1]}", _measure(run, newest, params_disk_bytes(newest, meta), args.eval_batches))]
+    save_params(args.out, mean, meta, step=chosen[-1])
+    rows.append((f"mean of {len(chosen)}", _measure(run, mean, dir_bytes(args.out), args.eval_batches)))
+    _finish(args.out, rows, run, {"averaged_steps": chosen})
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     common = dict(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p = sub.add_parser("quantize", help="int8/int4 post-training weight quantization of a run", **common)
@@ -246,3 +279,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-batches", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("average", help="the mean of a run's last checkpoints (weight averaging), evaluated",
+                       **common)
+    p.add_argument("--checkpoint", required=True, help="a run directory whose kept checkpoints are averaged")
+    p.add_argument("--out", required=True, help="new directory for the averaged checkpoint")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--last", type=int, default=3, help="average the newest N kept checkpoints (default: 3)")
+    group.add_argument("--steps", type=int, nargs="+", help="average these steps instead")
+    p.add_argument("--eval-batches", type=int, default=None, help="cap on evaluation batches (default: config's)")
+    p.set_defaults(func=cmd_average)
