@@ -135,5 +135,7 @@ def test_average_writes_the_mean_of_the_last_checkpoints(teachers, tmp_path, cap
     for m, x, y in zip(jax.tree.leaves(mean), jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(m, (np.asarray(x, np.float64) + y) / 2, rtol=1e-6, atol=1e-7)
     assert meta["averaged_steps"] == [2, 4] and "mean of 2" in capsys.readouterr().out
+    trained = load_params(paths[0], 4)[1]  # checkpoints record the training's CPU time beside its wall time
+    assert 0 < trained["cpu_s"] and 0 < trained["wall_s"]
     assert cli.main(["average", "--checkpoint", paths[0], "--steps", "2", "6", "--out", str(tmp_path / "x")]) == 2
     assert "averaging needs at least two" in capsys.readouterr().err

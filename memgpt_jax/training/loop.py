@@ -204,6 +204,12 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _cpu_total(before: float | None, start: float) -> float | None:
+    """CPU seconds of the run so far (every thread of the training processes), or None
+    when an earlier part of it went unrecorded."""
+    return None if before is None else before + time.process_time() - start
+
+
 def _check_teacher(config: RunConfig, teacher: Run) -> None:
     if teacher.task != config.task:
         raise ValueError(f"distill.teacher={teacher.path} was trained for task {teacher.task!r}, "
@@ -267,7 +273,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     if restored is not None:
         start, state, meta = restored
         wall_before = float(meta.get("wall_s") or 0.0)
-        cpu_before = float(meta.get("cpu_s") or 0.0)
+        # a run resumed from a checkpoint that did not record it: its CPU time is unknown, not partial
+        cpu_before = float(meta["cpu_s"]) if meta.get("cpu_s") is not None else None
         data.train.set_state(meta["data_state"])
         print(f"resumed from {ckpt.directory}/{start}", file=sys.stderr)
     elif os.path.isdir(os.path.join(workdir, "unusable_checkpoints")):
@@ -350,7 +357,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                         _say(f"saving the checkpoint of step {step} in {ckpt.directory}...", bar)
                     ckpt.save(step, strategy.saveable(state), data_state=data.train.get_state(), config=config_json,
                               tokenizer=data.tokenizer_bytes, wall_s=wall_before + time.perf_counter() - t_start,
-                              cpu_s=cpu_before + time.process_time() - cpu_start)
+                              cpu_s=_cpu_total(cpu_before, cpu_start))
                 if on_step is not None:
                     on_step(step)
                 if interrupted:
@@ -368,7 +375,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     wall = time.perf_counter() - t_start
     summary = {
         "step": int(step), "params": n_params, "wall_s": wall_before + wall, "wall_s_this_run": wall,
-        "cpu_s": cpu_before + time.process_time() - cpu_start,
+        "cpu_s": _cpu_total(cpu_before, cpu_start),
         "train": last_metrics, "eval": last_eval,
         "flops_per_token": fpt, "peak_flops": peak, "peak_rss_mb": peak_rss_mb(),
     }
