@@ -64,7 +64,9 @@ def plot(rows: list[dict], path: str) -> None:
         ax.annotate(f"{r['lm_step']}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     for (name, acc), style in zip(ANCHORS, ("--", ":")):
         ax.axhline(100 * acc, linestyle=style, color="gray")
-        ax.text(0, 100 * acc + 0.1, f"{name}: {100 * acc:.1f}%", fontsize=8, color="gray")
+        ax.text(0.01, 100 * acc + 0.1, f"{name}: {100 * acc:.1f}%", fontsize=8, color="gray",
+                transform=ax.get_yaxis_transform())  # x in axes units: at the left edge whatever the hours
+    ax.set_xlim(left=0)
     ax.set_xlabel("CPU hours of LM pretraining (2 cores)")
     ax.set_ylabel("test-sample accuracy (%)")
     ax.set_title("IMDb teacher: accuracy vs LM pretraining (labels: LM step)")
