@@ -38,11 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.attention_report import machine_info, write_reports
+from benchmarks.attention_report import BLOCK, HEAD_DIM, HEADS, machine_info, write_reports
 from benchmarks.common import RESULTS_DIR
 from memgpt_jax.attention import block_sparse_attention, layout as L
 
-HEADS, HEAD_DIM, BLOCK = 4, 64, 128
 LAYOUTS = ("causal", "window_global", "bigbird", "strided")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -169,6 +168,9 @@ def jax_impls() -> list[str]:
 
 
 def main(argv=None) -> None:
+    from memgpt_jax.hostmem import tune_host_allocator
+
+    tune_host_allocator()  # the memgpt-jax entry point's setting, before the first computation starts threads
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--layouts", nargs="+", default=list(LAYOUTS))

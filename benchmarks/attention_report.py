@@ -10,7 +10,7 @@ from pathlib import Path
 from benchmarks.common import machine, rebuild_results_md
 
 HEADLINE = "window_global"
-HEADS, HEAD_DIM, BLOCK = 4, 64, 128  # the benchmark's shapes (benchmarks/attention.py)
+HEADS, HEAD_DIM, BLOCK = 4, 64, 128  # the benchmark's shapes (benchmarks/attention.py imports them)
 
 
 def kept_gflop(rec) -> float:
@@ -132,8 +132,8 @@ def baselines_table(records, dtype: str) -> str:
 
 def efficiency_table(records, dtype: str, peak_gflops: float | None) -> str:
     """GFLOP/s on the kept blocks and the share of the measured matmul peak (issue 20)."""
-    rows = [f"| layout | T | kept GFLOP fwd | ours fwd GFLOP/s (of peak) | ours fwd+bwd GFLOP/s (of peak) | "
-            f"Flex fwd GFLOP/s (of peak) |", "|" + "---|" * 6]
+    rows = ["| layout | T | kept GFLOP fwd | ours fwd GFLOP/s (of peak) | ours fwd+bwd GFLOP/s (of peak) | "
+            "Flex fwd GFLOP/s (of peak) |", "|" + "---|" * 6]
     for layout in sorted({r["layout"] for r in records if r["impl"] == "xla"}):
         for length in sorted({r["length"] for r in records}):
             sel = dict(length=length, dtype=dtype, layout=layout)
@@ -278,7 +278,7 @@ def write_reports(payload, out_dir: Path, tag: str) -> None:
           "## window+global = causal & (q - k < 384 | k < 128)", "", headline_table(records, dtype), "",
           "Targets (issues 3 and 20):", "", targets(records, dtype, _peak(payload)), "",
           "## All layouts", "", layouts_table(records, dtype), "",
-          f"## Toward the matmul limit: GFLOP/s on the kept blocks", "",
+          "## Toward the matmul limit: GFLOP/s on the kept blocks", "",
           efficiency_table(records, dtype, _peak(payload)), "",
           f"Of peak: the share of the {dtype} matmul peak measured in the same run (a 1024^3 product, "
           f"`memgpt_jax.flops.measured_peak_flops`: {_fmt(_peak(payload), '{:.0f}')} GFLOP/s). Kept FLOPs: QK^T and "

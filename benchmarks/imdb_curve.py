@@ -25,8 +25,8 @@ import sys
 
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
 
-COLUMNS = ["lm_step", "lm_tokens_M", "lm_cpu_hours", "lm_core_hours", "lm_val_perplexity", "val_accuracy", "test_accuracy",
-           "test_macro_f1", "finetune_min"]
+COLUMNS = ["lm_step", "lm_tokens_M", "lm_cpu_hours", "lm_core_hours", "lm_val_perplexity", "val_accuracy",
+           "test_accuracy", "test_macro_f1", "finetune_min"]
 ANCHORS = (("NBSVM-bigram (Wang & Manning, 2012)", 0.912), ("LSTM LM pretraining (Dai & Le, 2015)", 0.928))
 
 

@@ -104,6 +104,9 @@ def time_config(impl, mode, layout, length, dtype, maps, repeats: int) -> dict:
 
 
 def main(argv=None) -> None:
+    from memgpt_jax.hostmem import tune_host_allocator
+
+    tune_host_allocator()  # the memgpt-jax entry point's setting, before the first computation starts threads
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--layouts", nargs="+", default=["causal", "window_global", "bigbird", "strided"])

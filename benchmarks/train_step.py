@@ -27,8 +27,8 @@ import argparse
 
 from benchmarks.common import markdown_table, rebuild_results_md, time_fn, write_results
 
-COLUMNS = ["framework", "pass", "attention", "seq_len", "batch", "heads", "compute_dtype", "params", "step_ms", "compile_s",
-           "tokens_per_s", "tflops_per_s", "peak_tflops", "mfu"]
+COLUMNS = ["framework", "pass", "attention", "seq_len", "batch", "heads", "compute_dtype", "params", "step_ms",
+           "compile_s", "tokens_per_s", "tflops_per_s", "peak_tflops", "mfu"]
 
 
 def sparse_attention(seq_len: int) -> dict:
@@ -94,7 +94,8 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
             f"{name}(compiled FlexAttention, BlockMask)" if forward else f"{name}(SDPA token mask)")
         # A forward is a third of a step's model FLOPs (MFU accounting: 2N + attention of 6N + attention).
         f_tok, c_tok = (fpt / 3, computed / 3) if forward else (fpt, computed)
-        r = {"framework": framework, "pass": "forward" if forward else "step", "attention": label, "seq_len": seq_len, "batch": batch_size,
+        r = {"framework": framework, "pass": "forward" if forward else "step", "attention": label,
+             "seq_len": seq_len, "batch": batch_size,
              "heads": f"{cfg.n_heads}x{cfg.head_dim}", "compute_dtype": dtype,
              "params": count_params(host_params), "step_ms": step_s * 1e3,
              "compile_s": compile_s, "tokens_per_s": tps, "tflops_per_s": f_tok * tps / 1e12,

@@ -11,7 +11,8 @@ arena of its own whose freed memory is returned to the system. On this project's
 it, and keep freed memory for reuse (``mallopt`` of ``M_ARENA_MAX``,
 ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``). It must run before any thread is
 started (before JAX's first computation): the ``memgpt-jax`` entry point calls it first
-thing, and the benchmarks call it in their JAX and PyTorch processes alike. The cost is
+thing, and the speed benchmarks (``train_step``, ``step_parts``, ``attention``) call it in
+their JAX and PyTorch processes alike (``MEMGPT_ALLOCATOR`` reaches their child processes). The cost is
 resident memory: up to 1 GiB of freed buffers stays mapped for the next step.
 
 ``MEMGPT_ALLOCATOR=default`` in the environment leaves glibc's defaults. On other C

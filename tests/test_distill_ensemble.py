@@ -49,8 +49,9 @@ def test_ensemble_logits_are_the_log_of_the_mean_probability(teachers):
     ids = jnp.asarray(np.random.default_rng(0).integers(3, 200, (3, 16)), jnp.int32)
     valid = jnp.ones((3, 16), bool)
     got = ens.model.apply({"params": ens.params}, ids, kv_valid=valid).logits
-    probs = [jax.nn.softmax(open_run(p).model.apply({"params": open_run(p).params}, ids, kv_valid=valid).logits
-                            .astype(jnp.float32), axis=-1) for p in paths]
+    members = [open_run(p) for p in paths]
+    probs = [jax.nn.softmax(r.model.apply({"params": r.params}, ids, kv_valid=valid).logits.astype(jnp.float32),
+                            axis=-1) for r in members]
     np.testing.assert_allclose(np.exp(got), (probs[0] + probs[1]) / 2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(probs[0], probs[1])  # two different members, or the test proves nothing
     # the sharding rules read the ensemble's parameter tree from shapes alone

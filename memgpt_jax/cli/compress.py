@@ -249,7 +249,7 @@ def cmd_average(args: argparse.Namespace) -> int:
     mean = jax.tree.map(lambda *xs: (sum(np.asarray(x, np.float64) for x in xs) / len(xs)).astype(xs[0].dtype),
                         *trees)
     meta = {**run_meta(run), "averaged_steps": chosen}
-    newest = load_params(run.path, chosen[-1])[0]
+    newest = trees[-1]
     rows = [(f"step {chosen[-1]}", _measure(run, newest, params_disk_bytes(newest, meta), args.eval_batches))]
     save_params(args.out, mean, meta, step=chosen[-1])
     rows.append((f"mean of {len(chosen)}", _measure(run, mean, dir_bytes(args.out), args.eval_batches)))

@@ -189,8 +189,9 @@ class Attention(nn.Module):
             v_BTKH = torch.cat([past[1], v_BTKH], dim=1)
         S, G = k_BTKH.shape[1], N // K
         if BlockMask is not None and isinstance(keep_BNTS, BlockMask):  # impl "flex", a full forward
-            o_BNTH = flex_kernel(self.flex_compiled)(q_BTNH.transpose(1, 2), k_BTKH.transpose(1, 2), v_BTKH.transpose(1, 2),
-                                    block_mask=keep_BNTS, scale=H**-0.5, enable_gqa=G > 1)
+            flex = flex_kernel(self.flex_compiled)
+            o_BNTH = flex(q_BTNH.transpose(1, 2), k_BTKH.transpose(1, 2), v_BTKH.transpose(1, 2),
+                          block_mask=keep_BNTS, scale=H**-0.5, enable_gqa=G > 1)
             return self.out(o_BNTH.transpose(1, 2).reshape(B, T, N * H)), (k_BTKH, v_BTKH)
         if self.impl == "sdpa":  # fused kernel; keep None means plain causal attention
             k_BNSH = k_BTKH.transpose(1, 2).repeat_interleave(G, dim=1)
