@@ -238,6 +238,8 @@ def command(config: dict) -> str:
     parts = ["python -m benchmarks.attention", f"--dtype {config['dtype']}"]
     if config.get("lengths") != [1024, 2048, 4096, 8192, 16384]:
         parts.append("--lengths " + " ".join(map(str, config["lengths"])))
+    if config.get("layouts") and list(config["layouts"]) != ["causal", "window_global", "bigbird", "strided"]:
+        parts.append("--layouts " + " ".join(config["layouts"]))
     if config.get("rounds", 3) != 3:
         parts.append(f"--rounds {config['rounds']}")
     parts += [f"--{flag.replace('_', '-')}" for flag in ("no_memory", "no_torch") if config.get(flag)]
@@ -250,11 +252,11 @@ def _method(payload) -> str:
             "per-round medians after warm-up." if rounds > 1 else "Each time is one round's median after warm-up.")
 
 
-def section(payload, tag: str) -> str:
+def section(payload, tag: str, title: str | None = None) -> str:
     """The RESULTS.md section of one attention results file."""
     dtype, records = payload["config"]["dtype"], payload["records"]
     return "\n".join([
-        f"## Attention: block-sparse vs dense ({dtype})", "", f"Machine: {machine_line(payload)}.", "",
+        f"## {title or f'Attention: block-sparse vs dense ({dtype})'}", "", f"Machine: {machine_line(payload)}.", "",
         f"Command: `{command(payload['config'])}`; full tables in "
         f"`benchmarks/results/{tag}.md`, plot `benchmarks/results/{tag}.png`. {_method(payload)}", "",
         f"![attention times]({'results/' + tag + '.png'})", "",

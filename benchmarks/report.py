@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import (aeslc_recipe, attention_report, data, demo, device_check, generate, imdb_ablation, imdb_curve,
-                        imdb_recipe, kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
+                        imdb_recipe, kernel_variants, kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -61,9 +61,10 @@ def _train_step_extra(payload: dict[str, Any], key: str = "train_step") -> list[
     for T, dt in sorted({(r["seq_len"], r["compute_dtype"]) for r in rows}):
         sel = [r for r in rows if r["seq_len"] == T and r["compute_dtype"] == dt]
         jax_rows = [r for r in sel if r.get("framework", "jax") == "jax"]
-        dense = max((r for r in jax_rows if r["attention"].startswith("dense")), key=lambda r: r["tokens_per_s"],
+        jax_steps = [r for r in jax_rows if r.get("pass", "step") == "step"]
+        dense = max((r for r in jax_steps if r["attention"].startswith("dense")), key=lambda r: r["tokens_per_s"],
                     default=None)
-        sparse = next((r for r in jax_rows if r["attention"].startswith("window_global")), None)
+        sparse = next((r for r in jax_steps if r["attention"].startswith("window_global")), None)
         parts = []
         if dense:
             parts.append(f"best dense JAX ({dense['attention']}) MFU {100 * dense['mfu']:.1f}%")
@@ -74,11 +75,21 @@ def _train_step_extra(payload: dict[str, Any], key: str = "train_step") -> list[
             parts.append(f"block-sparse {achieved:.2f}x its tokens/s, {100 * achieved / computed:.0f}% of the "
                          f"{computed:.2f}x the ratio of computed FLOPs predicts ({100 * achieved / predicted:.0f}% "
                          f"of {predicted:.2f}x counting dense as the whole score matrix)")
-        eager = next((r for r in sel if r.get("framework") == "torch eager" and r["attention"].startswith("window")),
-                     None)
-        if sparse and eager:
-            parts.append(f"block-sparse {sparse['tokens_per_s'] / eager['tokens_per_s']:.2f}x PyTorch eager on the "
-                         "same model")
+        step = lambda fw, kind: next((r for r in sel if r.get("framework") == fw  # noqa: E731
+                                      and r.get("pass", "step") == "step" and r["attention"].startswith(kind)), None)
+        for fw in ("torch eager", "torch compile"):
+            peer = step(fw, "window")
+            if sparse and peer:
+                parts.append(f"block-sparse {sparse['tokens_per_s'] / peer['tokens_per_s']:.2f}x PyTorch "
+                             f"{fw.split()[1]} on the same model (SDPA, token mask)")
+        dense_peer = step("torch compile", "dense")
+        if dense and dense_peer:
+            parts.append(f"dense {dense['tokens_per_s'] / dense_peer['tokens_per_s']:.2f}x PyTorch compile's dense step")
+        ours_fwd = next((r for r in jax_rows if r.get("pass") == "forward"), None)
+        flex = next((r for r in sel if r.get("pass") == "forward" and "FlexAttention" in r["attention"]), None)
+        if ours_fwd and flex:
+            parts.append(f"block-sparse forward {ours_fwd['tokens_per_s'] / flex['tokens_per_s']:.2f}x the exported "
+                         "model's forward with compiled FlexAttention")
         if parts:
             out.append(f"- {T} tokens, {dt}: " + "; ".join(parts) + ".")
     return out
@@ -114,9 +125,35 @@ def plot_train_step(payload: dict[str, Any], key: str = "train_step") -> Path | 
     return path
 
 
-def _attention(dtype: str) -> Callable[[dict[str, Any]], str]:
+def _allocator_ab(payload: dict[str, Any]) -> str:
+    """The host-allocator A/B: each row of the glibc-default run beside the same row of
+    ``train_step_tuned`` (the entry point's setting), in tokens/s."""
+    command = _command(payload, "python -m benchmarks.train_step --allocator default")
+    lines = ["## Training step: the host allocator A/B", "",
+             f"`{command}` against the same rows of `train_step_tuned` — {machine_line(payload['machine'])}.", ""]
+    tuned = load("train_step_tuned")
+    if tuned is None:
+        return "\n".join(lines + ["(`train_step_tuned` is not run yet: no A/B.)"])
+    key = lambda r: (r.get("framework", "jax"), r.get("pass", "step"), r["attention"], r["seq_len"],  # noqa: E731
+                     r["compute_dtype"])
+    by_key = {key(r): r for r in tuned["rows"]}
+    rows = []
+    for r in payload["rows"]:
+        t = by_key.get(key(r))
+        if t is None:
+            continue
+        rows.append({"framework": r.get("framework", "jax"), "pass": r.get("pass", "step"),
+                     "attention": r["attention"], "seq_len": r["seq_len"], "compute_dtype": r["compute_dtype"],
+                     "tokens_per_s tuned": t["tokens_per_s"], "tokens_per_s default": r["tokens_per_s"],
+                     "tuned / default": t["tokens_per_s"] / r["tokens_per_s"]})
+    cols = ["framework", "pass", "attention", "seq_len", "compute_dtype", "tokens_per_s tuned",
+            "tokens_per_s default", "tuned / default"]
+    return "\n".join(lines + [markdown_table(rows, cols)])
+
+
+def _attention(tag: str, title: str | None = None) -> Callable[[dict[str, Any]], str]:
     def render(payload: dict[str, Any]) -> str:
-        return attention_report.section(payload, f"attention_{dtype}")
+        return attention_report.section(payload, f"attention_{tag}", title)
 
     return render
 
@@ -125,11 +162,23 @@ def _attention(dtype: str) -> Callable[[dict[str, Any]], str]:
 SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step", "Training step: tokens/s and MFU, JAX and PyTorch",
      "python -m benchmarks.train_step", None),
+    ("train_step_tuned", "Training step, bfloat16: JAX vs PyTorch (SDPA, compiled FlexAttention), allocator tuned",
+     "python -m benchmarks.train_step --seq-lens 1024 4096 8192 --attention dense_blocked sparse --dtypes bfloat16 "
+     "--torch eager compile --flex --tokens-per-step 8192 --repeats 2 --name train_step_tuned", None),
+    ("train_step_default_alloc", "Training step: the host allocator A/B",
+     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked sparse --dtypes bfloat16 "
+     "--torch eager --tokens-per-step 8192 --repeats 2 --allocator default --name train_step_default_alloc",
+     _allocator_ab),
     ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
      "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
      "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
     ("device_check", "One-shot GPU check", "python -m benchmarks.device_check", device_check.section),
     ("step_parts", "Where the dense step's time goes", "python -m benchmarks.step_parts", step_parts.section),
+    ("step_parts_default_alloc", "Where the dense step's time goes: glibc's default allocator",
+     "python -m benchmarks.step_parts --dtypes bfloat16 --repeats 3 --allocator default --name step_parts_default_alloc",
+     step_parts.section),
+    ("kernel_variants", "Kernel variants: chunk size and weight-gradient layouts", "python -m benchmarks.kernel_variants",
+     kernel_variants.section),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
     ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
      generate.section),
@@ -137,6 +186,9 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      "python -m benchmarks.attention --dtype float32", _attention("float32")),
     ("attention_bfloat16", "Attention: block-sparse vs dense (bfloat16)",
      "python -m benchmarks.attention --dtype bfloat16", _attention("bfloat16")),
+    ("attention_bfloat16_wg", "Attention: window+global at 8k and 16k (bfloat16), against FlexAttention",
+     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
+     _attention("bfloat16_wg", "Attention: window+global at 8k and 16k (bfloat16), against FlexAttention")),
     ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", lra.section),
     ("demo", "The demo", "python -m benchmarks.demo", demo.section),
     ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),

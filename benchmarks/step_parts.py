@@ -38,7 +38,7 @@ import time
 from typing import Any
 
 from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
-from memgpt_jax.hostmem import tune_host_allocator
+from memgpt_jax.hostmem import ENV as ALLOCATOR_ENV, allocator_setting, tune_host_allocator
 
 PART_COLUMNS = ["compute_dtype", "part", "ms", "share_of_step", "gflop", "gflops_per_s", "of_peak"]
 GEMM_COLUMNS = ["gemm", "layout", "batch", "m", "k", "n", "count_per_step", "jax_bf16_gflops", "jax_bf16_of_peak",
@@ -243,7 +243,10 @@ def summary(payload: dict[str, Any]) -> list[str]:
 
 def section(payload: dict[str, Any]) -> str:
     meta = payload["meta"]
-    lines = ["## Where the dense step's time goes", "",
+    title = "Where the dense step's time goes"
+    if meta.get("allocator") == "default":
+        title += ": glibc's default allocator"
+    lines = [f"## {title}", "",
              f"`{payload.get('command', 'python -m benchmarks.step_parts')}` — {machine_line(payload['machine'])}.", "",
              f"Parts of one training step of the train-step benchmark's dense model at {meta['seq_len']} tokens, "
              f"{meta['batch']} sequences (each part also timed alone, forward + backward):", "",
@@ -264,9 +267,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="each time is the best of this many runs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch GEMM column")
     p.add_argument("--quick", action="store_true", help="tiny shapes: 2 x 256 tokens, float32, 1 repeat")
+    p.add_argument("--name", default="step_parts", help="results name (benchmarks/results/NAME.json)")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="host allocator of the JAX and PyTorch processes: tuned = the memgpt-jax entry point's "
+                        "(memgpt_jax/hostmem.py), default = glibc's")
     p.add_argument("--torch-gemms-json", help=argparse.SUPPRESS)  # internal: the PyTorch child process
     args = p.parse_args(argv)
-    tune_host_allocator()  # as the memgpt-jax entry point; the PyTorch child inherits MEMGPT_ALLOCATOR
+    if args.allocator == "default":  # the PyTorch child inherits it
+        os.environ[ALLOCATOR_ENV] = "default"
+    tune_host_allocator()  # as the memgpt-jax entry point (before JAX starts a thread)
     if args.torch_gemms_json:
         spec = json.loads(args.torch_gemms_json)
         print(json.dumps(torch_gemms(spec["gemms"], spec["repeats"])))
@@ -308,9 +317,9 @@ def main(argv=None) -> int:
                 raise RuntimeError(f"the PyTorch GEMM process failed:\n{out.stderr[-2000:]}")
             for g, t in zip(gemms, json.loads(out.stdout.strip().splitlines()[-1])):
                 g.update(t)
-    meta = {**vars(args), "gemms": gemms, "tokens": args.batch * args.seq_len}
+    meta = {**vars(args), "gemms": gemms, "tokens": args.batch * args.seq_len, "allocator": allocator_setting()}
     meta.pop("torch_gemms_json")
-    write_results("step_parts", rows, PART_COLUMNS, meta)
+    write_results(args.name, rows, PART_COLUMNS, meta)
     rebuild_results_md()
     print(markdown_table(rows, PART_COLUMNS))
     print(markdown_table(gemms, GEMM_COLUMNS))
