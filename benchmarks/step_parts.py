@@ -8,13 +8,14 @@ with two tables:
 
 1. Parts of one training step of the dense model (``small_10m(n_heads=4)``, exact attention
    through the causal block kernel), per compute dtype. It times the whole step (forward,
-   backward and AdamW) and forward + backward alone. Then each part is timed alone, forward
-   and backward:
+   backward and AdamW, its state donated as in training) and forward + backward alone. Then
+   each part is timed alone, forward and backward:
    - attention (x n_layers);
    - the QKV/out and MLP GEMMs (x n_layers);
-   - the tied LM head with cross-entropy.
-   Two rows are derived: the remainder (norms, activations, residuals, embedding, dropout)
-   is forward + backward minus the parts, and the optimizer is the step minus forward + backward.
+   - the tied LM head with cross-entropy;
+   - the AdamW update (donated).
+   One row is derived: the remainder (norms, activations, residuals, embedding, dropout)
+   is forward + backward minus the matmul parts.
    Each row shows its model FLOPs (3x the forward's), GFLOP/s and share of the matmul peak.
    The step rows count FLOPs as MFU does (dense attention = the whole score matrix), so
    their ``of_peak`` is the MFU; the attention row counts the causal blocks it computes.
@@ -152,6 +153,8 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     import numpy as np
 
     from memgpt_jax import config as config_lib
+    import optax
+
     from memgpt_jax import model as model_lib
     from memgpt_jax.attention import make_attention_fn
     from memgpt_jax.flops import flops_per_token, keys_per_query, measured_peak_flops
@@ -176,9 +179,28 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     fwd_bwd = jax.jit(jax.grad(lambda p: loss_fn({"params": p}, data, key, None)[0]))
     t_fwd_bwd = _best_s(fwd_bwd, params, repeats=repeats)
     tx, schedule = make_optimizer(OptimConfig(lr=1e-4, warmup_steps=0), 100)
-    step = jax.jit(make_train_step(loss_fn, tx, schedule))
-    state = TrainState.create(params, tx)
-    t_step = _best_s(lambda s: step(s, data, key)[1]["loss"], state, repeats=repeats)
+    step = jax.jit(make_train_step(loss_fn, tx, schedule), donate_argnums=(0,))  # as training runs it
+    carry = {"state": TrainState.create(jax.tree.map(jnp.copy, params), tx)}  # donated: params stay for the parts
+
+    def one_step():
+        carry["state"], metrics = step(carry["state"], data, key)
+        return metrics["loss"]
+
+    t_step = _best_s(one_step, repeats=repeats)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
+
+    def adamw(opt_carry):  # the update alone, donated as in the step
+        updates, opt_state = tx.update(grads, opt_carry["opt"], opt_carry["params"])
+        return {"params": optax.apply_updates(opt_carry["params"], updates), "opt": opt_state}
+
+    update = jax.jit(adamw, donate_argnums=(0,))
+    opt_carry = {"value": {"params": jax.tree.map(jnp.copy, params), "opt": tx.init(params)}}
+
+    def one_update():
+        opt_carry["value"] = update(opt_carry["value"])
+        return opt_carry["value"]["params"]
+
+    t_update = _best_s(one_update, repeats=repeats)
 
     cdt = jnp.dtype(dtype)
     mm = lambda a, b: matmul(a.astype(cdt), b.astype(cdt))  # noqa: E731  (the model's GEMM, backward included)
@@ -214,7 +236,7 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
         ("LM head + cross-entropy", "matmul", t_head, 6 * n * D * V),
         ("remainder: norms, activations, residuals, embedding", "derived", t_fwd_bwd - t_attn - t_gemms - t_head,
          None),
-        ("optimizer (step - forward + backward)", "derived", t_step - t_fwd_bwd, None),
+        ("AdamW update alone (donated)", "part", t_update, None),
     ]
     rows = []
     for name, kind, t, fl in parts:
@@ -266,7 +288,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32"])
     p.add_argument("--repeats", type=int, default=5, help="each time is the best of this many runs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch GEMM column")
-    p.add_argument("--quick", action="store_true", help="tiny shapes: 2 x 256 tokens, float32, 1 repeat")
+    p.add_argument("--quick", action="store_true", help="tiny shapes: 2 x 256 tokens, float32, 1 repeat; writes NAME_quick.json (a smoke run)")
     p.add_argument("--name", default="step_parts", help="results name (benchmarks/results/NAME.json)")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="host allocator of the JAX and PyTorch processes: tuned = the memgpt-jax entry point's "
@@ -319,8 +341,11 @@ def main(argv=None) -> int:
                 g.update(t)
     meta = {**vars(args), "gemms": gemms, "tokens": args.batch * args.seq_len, "allocator": allocator_setting()}
     meta.pop("torch_gemms_json")
-    write_results(args.name, rows, PART_COLUMNS, meta)
-    rebuild_results_md()
+    if args.quick:  # a smoke run: written beside the committed results, not over them
+        write_results(f"{args.name}_quick", rows, PART_COLUMNS, meta)
+    else:
+        write_results(args.name, rows, PART_COLUMNS, meta)
+        rebuild_results_md()
     print(markdown_table(rows, PART_COLUMNS))
     print(markdown_table(gemms, GEMM_COLUMNS))
     return 0

@@ -111,20 +111,24 @@ def test_step_parts_summary_mfu_and_ceiling():
 
 
 def test_step_parts_quick_run(tmp_path):
-    """The step-parts benchmark runs end to end on tiny shapes and its rows are consistent:
-    the remainder is forward + backward minus the timed parts, the optimizer is the step minus both."""
+    """The step-parts benchmark runs end to end on tiny shapes, beside (not over) the committed
+    results, and its rows are consistent: the remainder is forward + backward minus the timed
+    matmul parts, and the AdamW update alone is a small part of the step."""
+    from benchmarks.step_parts import section
+
     env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
     out = subprocess.run([sys.executable, "-m", "benchmarks.step_parts", "--quick", "--no-torch"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    payload = json.loads((tmp_path / "results" / "step_parts.json").read_text())
+    assert not (tmp_path / "results" / "step_parts.json").exists()
+    payload = json.loads((tmp_path / "results" / "step_parts_quick.json").read_text())
     ms = {r["kind"] + ":" + r["part"].split(",")[0].split(" (")[0]: r["ms"] for r in payload["rows"]}
     step, fwd_bwd = ms["total:training step"], ms["total:forward + backward"]
     parts = sum(r["ms"] for r in payload["rows"] if r["kind"] == "matmul")
     assert abs(ms["derived:remainder: norms"] - (fwd_bwd - parts)) < 1e-6
-    assert abs(ms["derived:optimizer"] - (step - fwd_bwd)) < 1e-6
+    assert 0 < ms["part:AdamW update alone"] < step
     assert all(g["jax_f32_gflops"] > 0 for g in payload["meta"]["gemms"])
-    assert "## Where the dense step's time goes" in (tmp_path / "RESULTS.md").read_text()
+    assert section(payload).startswith("## Where the dense step's time goes")
 
 
 def test_device_check_refuses_without_a_gpu_and_dry_runs_on_cpu(tmp_path):
