@@ -54,6 +54,8 @@ def _rows(runs: str, ab: str) -> dict[str, dict]:
                         **cmd("finetune", "teacher", "layer_decay", "optim.layer_decay=0.8")},
         "label_smoothing": {"lever": "label smoothing 0.1 (train.label_smoothing)", "base": "teacher",
                             **cmd("finetune", "teacher", "label_smoothing", "train.label_smoothing=0.1")},
+        "meanmax_pooling": {"lever": "mean + max pooling (model.pooling=meanmax)", "base": "teacher",
+                            **cmd("finetune", "teacher", "meanmax_pooling", "model.pooling=meanmax")},
         "finetune_2x": {"lever": "twice the fine-tuning steps (1,000)", "base": "teacher",
                         **cmd("finetune", "teacher", "finetune_2x", "train.steps=1000")},
         "weight_average": {"lever": "the mean of the teacher's last 3 checkpoints (memgpt-jax average)",

@@ -145,7 +145,9 @@ class ModelConfig:
     int8_activations: bool = False
     # Task heads.
     num_labels: int = 2  # sequence classification
-    pooling: str = "last"  # "last" (last non-padding token) or "mean"
+    # "last" (last non-padding token), "mean" (over valid tokens), or "meanmax" (the mean and
+    # the element-wise max over valid tokens, concatenated: the head reads 2 x d_model)
+    pooling: str = "last"
     pad_id: int = 0
     attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
 
@@ -172,7 +174,7 @@ class ModelConfig:
             "activation": ("gelu_tanh", "gelu", "relu", "silu"),
             "norm": ("layernorm", "rmsnorm"),
             "position": ("learned", "rope"),
-            "pooling": ("last", "mean"),
+            "pooling": ("last", "mean", "meanmax"),
             "param_dtype": _DTYPES,
             "compute_dtype": _DTYPES,
         }

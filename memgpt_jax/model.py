@@ -300,12 +300,19 @@ class LMHeadModel(nn.Module):
 
 
 def pool(h_BTD: Array, kv_valid: Array | None, how: str) -> Array:
-    """Pools ``[B, T, D] -> [B, D]``: the last valid token, or the mean of valid tokens."""
+    """Pools ``[B, T, D] -> [B, D]``: the last valid token, or the mean of valid tokens;
+    ``meanmax``: ``[B, 2D]``, the mean and the element-wise max of valid tokens (0 for a row
+    without one)."""
     B, T, _ = h_BTD.shape
     valid = jnp.ones((B, T), bool) if kv_valid is None else kv_valid.astype(bool)
-    if how == "mean":
+    if how in ("mean", "meanmax"):
         w = valid.astype(jnp.float32)[..., None]
-        return (jnp.sum(h_BTD.astype(jnp.float32) * w, axis=1) / jnp.maximum(w.sum(axis=1), 1.0)).astype(h_BTD.dtype)
+        mean = jnp.sum(h_BTD.astype(jnp.float32) * w, axis=1) / jnp.maximum(w.sum(axis=1), 1.0)
+        if how == "mean":
+            return mean.astype(h_BTD.dtype)
+        top = jnp.max(jnp.where(valid[..., None], h_BTD.astype(jnp.float32), -jnp.inf), axis=1)
+        top = jnp.where(valid.any(axis=1)[:, None], top, 0.0)
+        return jnp.concatenate([mean, top], axis=-1).astype(h_BTD.dtype)
     last = T - 1 - jnp.argmax(valid[:, ::-1], axis=1)  # last True position (0 if none)
     return jnp.take_along_axis(h_BTD, last[:, None, None], axis=1)[:, 0]
 

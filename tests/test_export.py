@@ -40,6 +40,7 @@ CONFIGS = {
     "cls_last": (tiny(activation="relu", num_labels=3), "classification"),
     "cls_mean_gqa": (tiny(pooling="mean", n_kv_heads=1, attention=dict(pattern="local", block_size=16, window=1)),
                      "classification"),
+    "cls_meanmax": (tiny(pooling="meanmax"), "classification"),
     "qa_rope": (tiny(position="rope"), "qa"),
 }
 

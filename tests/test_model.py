@@ -135,7 +135,7 @@ def test_flops_per_token_matches_nanogpt_formula():
     assert abs(flops_per_token(cfg) - expected) / expected < 2e-3
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "meanmax"])
 def test_padded_classification_equals_unpadded(pooling):
     cfg = tiny(num_labels=3, pooling=pooling)
     model = M.build(cfg, "classification")
@@ -147,6 +147,16 @@ def test_padded_classification_equals_unpadded(pooling):
     b = model.apply({"params": params}, padded, kv_valid=valid).logits
     chex.assert_shape(a, (1, 3))
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_meanmax_pooling_by_hand():
+    h = jnp.asarray(np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3) * np.array([1, -1, 1], np.float32))
+    valid = jnp.asarray([[True, True, False, False], [False, False, False, False]])
+    got = np.asarray(M.pool(h, valid, "meanmax"))
+    want0 = np.concatenate([np.asarray(h[0, :2]).mean(0), np.asarray(h[0, :2]).max(0)])
+    np.testing.assert_allclose(got[0], want0)
+    np.testing.assert_allclose(got[1], np.zeros(6))  # no valid token: zeros, not -inf
+    assert got.shape == (2, 6)
 
 
 def test_heads_share_the_backbone():

@@ -12,7 +12,7 @@ PyTorch does::
 Every switch of ``ModelConfig`` is honoured: learned or rotary positions,
 LayerNorm or RMSNorm (computed in float32, as in JAX), the four activations,
 grouped-query attention, biases on or off, tied or untied LM head, and the
-three heads (``lm``, ``classification`` with last/mean pooling, ``qa``).
+three heads (``lm``, ``classification`` with last/mean/meanmax pooling, ``qa``).
 Block-sparse layouts arrive as their block table (``attention_layout.safetensors``)
 and become one exact boolean token mask ``[heads, max_len, max_len]``; the
 causal layouts are row-stable, so its top-left corner is the layout of any
@@ -281,7 +281,7 @@ class TorchGPT(nn.Module):
         if head == "lm" and not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         elif head == "classification":
-            self.score = nn.Linear(cfg.d_model, cfg.num_labels)
+            self.score = nn.Linear(cfg.d_model * (2 if cfg.pooling == "meanmax" else 1), cfg.num_labels)
         elif head == "qa":
             self.qa_outputs = nn.Linear(cfg.d_model, 2)
         if layout_mask is not None:
@@ -449,12 +449,18 @@ class TorchGPT(nn.Module):
 
 
 def pool(h_BTD: torch.Tensor, valid_BT: torch.Tensor | None, how: str) -> torch.Tensor:
-    """``[B, T, D] -> [B, D]``: the last valid token, or the mean over valid tokens."""
+    """``[B, T, D] -> [B, D]``: the last valid token, or the mean over valid tokens;
+    ``meanmax``: ``[B, 2D]``, the mean and the element-wise max over valid tokens."""
     B, T, _ = h_BTD.shape
     valid = torch.ones(B, T, dtype=torch.bool) if valid_BT is None else valid_BT.bool()
-    if how == "mean":
+    if how in ("mean", "meanmax"):
         w = valid.float()[..., None]
-        return ((h_BTD.float() * w).sum(1) / w.sum(1).clamp_min(1.0)).to(h_BTD.dtype)
+        mean = (h_BTD.float() * w).sum(1) / w.sum(1).clamp_min(1.0)
+        if how == "mean":
+            return mean.to(h_BTD.dtype)
+        top = h_BTD.float().masked_fill(~valid[..., None], float("-inf")).amax(1)
+        top = torch.where(valid.any(1)[:, None], top, torch.zeros_like(top))
+        return torch.cat([mean, top], dim=-1).to(h_BTD.dtype)
     last = T - 1 - valid.flip(1).int().argmax(1)  # last True position (0 if none)
     return h_BTD[torch.arange(B), last]
 
