@@ -144,20 +144,24 @@ def _scatter_add_kv(acc_BHnbD, upd_BHRWbD, idx_IRW):
     return jax.vmap(add, in_axes=(1, 1, 0), out_axes=1)(acc_BHnbD, upd_BHRWbD, idx_IRW)
 
 
-def _mask_chunks(table, mid, nc: int, rc: int, transposed: bool) -> Array:
+def _mask_chunks(table: np.ndarray, mid: np.ndarray, nc: int, rc: int, transposed: bool) -> Array:
     """Token masks of every slot, laid out like the score tiles of each chunk.
 
     ``[nc, I, rc, b, W * b]`` (query-major) or, ``transposed``, ``[nc, I, rc, W * b, b]``.
     Built once per call: a select reading a contiguous mask is much faster than
-    one that gathers and transposes mask tiles element by element.
+    one that gathers and transposes mask tiles element by element. The layout is
+    static, so the tiles are laid out here in NumPy and enter the program as a
+    constant: left to XLA, folding the same gather costs seconds of compile time per
+    layer at long lengths.
     """
     I, _, W = mid.shape
     b = table.shape[-1]
-    ids = jnp.asarray(mid.reshape(I, nc, rc, W).swapaxes(0, 1))
-    tiles = jnp.take(table, ids, axis=0)  # [nc, I, rc, W, b(q), b(k)]
+    tiles = table[mid.reshape(I, nc, rc, W).swapaxes(0, 1)]  # [nc, I, rc, W, b(q), b(k)]
     if transposed:
-        return tiles.transpose(0, 1, 2, 3, 5, 4).reshape(nc, I, rc, W * b, b)
-    return tiles.transpose(0, 1, 2, 4, 3, 5).reshape(nc, I, rc, b, W * b)
+        tiles = tiles.transpose(0, 1, 2, 3, 5, 4).reshape(nc, I, rc, W * b, b)
+    else:
+        tiles = tiles.transpose(0, 1, 2, 4, 3, 5).reshape(nc, I, rc, b, W * b)
+    return jax.lax.optimization_barrier(jnp.asarray(tiles))
 
 
 def _masked_scores(plan, q_BHRQD, k_BHRKD, idx_IRW, keep_IRbK, qid_BRb, kvid_Bnb):
@@ -243,7 +247,7 @@ def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
     q_Bn, k_Bn, v_Bn = _split(q_BTNH, k_BSKH, v_BSKH, lay)
     B, nq, _, H, G, D = q_Bn.shape
     qid_Bnb, kvid_Bnb = _ids_to_blocks(qid_BT, kvid_BS, b)
-    table = jnp.asarray(lay.mask_table)
+    table = np.asarray(lay.mask_table)
     outs, lses, order = [], [], []
     for rows_p, n_rows, nc, rc, idx, mid in plan.groups(B, H, G):
         q_c = _to_chunks(q_Bn, rows_p, nc, rc)
@@ -273,7 +277,7 @@ def _backward(plan: _Plan, res, do_BTNH):
     B, nq, _, H, G, D = q_Bn.shape
     qid_Bnb, kvid_Bnb = _ids_to_blocks(qid_BT, kvid_BS, b)
     do_Bn, out_Bn = do_BTNH.reshape(q_Bn.shape), out_BTNH.reshape(q_Bn.shape)
-    table = jnp.asarray(lay.mask_table)
+    table = np.asarray(lay.mask_table)
     zeros = jnp.zeros((B, H, k_Bn.shape[1], b, D), _F32)
     dk_acc, dv_acc = zeros, zeros
     dqs, order = [], []
