@@ -215,3 +215,17 @@ def test_matmul_backward_equals_autodiff_of_dot():
         assert got.dtype == want.dtype == jnp.bfloat16
         scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=0.02 * scale)
+
+
+def test_measured_peak_keeps_the_best_figure():
+    """The training loop measures the peak again at each log: a measurement taken while the
+    machine is busy must not replace a better one (MFU would be inflated after it)."""
+    from memgpt_jax import flops
+
+    key = f"{jax.default_backend()}:float32:64"
+    flops._PEAK_CACHE.pop(key, None)
+    first = flops.measured_peak_flops("float32", n=64, repeats=1)
+    assert first > 0 and flops.measured_peak_flops("float32", n=64, repeats=1) == first  # cached
+    flops._PEAK_CACHE[key] = best = first * 1e6  # a better figure seen earlier in the process
+    assert flops.measured_peak_flops("float32", n=64, repeats=1, cached=False) == best
+    flops._PEAK_CACHE.pop(key)

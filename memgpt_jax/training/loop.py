@@ -301,7 +301,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     config_json = config.to_dict()
     writer = MetricWriter(workdir, resume_step=start)
     fpt = flops_per_token(config.model, config.data.seq_len)
-    peak = measured_peak_flops("bfloat16" if config.model.compute_dtype == "bfloat16" else "float32")
+    peak_dtype = "bfloat16" if config.model.compute_dtype == "bfloat16" else "float32"
+    peak = measured_peak_flops(peak_dtype)
     n_params = count_params(config.model, task)
     verb = "distill" if teacher is not None else "train"
     bar = tqdm(total=tc.steps, initial=start, desc=f"{verb} {task}", dynamic_ncols=True, file=sys.stderr,
@@ -334,9 +335,11 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                     )
                 tokens_since += int(np.prod(batch["inputs"].shape))
                 if log_now:
-                    now = time.perf_counter()
-                    tps = tokens_since / max(now - t_last, 1e-9)
-                    t_last, tokens_since = now, 0
+                    tps = tokens_since / max(time.perf_counter() - t_last, 1e-9)
+                    # The peak is measured again at each log and the best kept: one measured while
+                    # the machine was busy (at start-up, say) would inflate every MFU after it.
+                    peak = measured_peak_flops(peak_dtype, repeats=3, cached=False)
+                    t_last, tokens_since = time.perf_counter(), 0
                     last_metrics = {k: float(v) for k, v in metrics.items()}
                     last_metrics.update(tokens_per_s=tps, mfu=fpt * tps / peak)
                     writer.write(step, "train", last_metrics)
