@@ -158,6 +158,8 @@ def _attention(tag: str, title: str | None = None) -> Callable[[dict[str, Any]],
     return render
 
 
+WINDOW_GLOBAL_TITLE = "Attention: window+global at 8k and 16k (bfloat16), against FlexAttention"
+
 # (key = results/<key>.json, title, the command that makes it, renderer), in RESULTS.md order.
 SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step", "Training step: tokens/s and MFU, JAX and PyTorch",
@@ -186,9 +188,9 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      "python -m benchmarks.attention --dtype float32", _attention("float32")),
     ("attention_bfloat16", "Attention: block-sparse vs dense (bfloat16)",
      "python -m benchmarks.attention --dtype bfloat16", _attention("bfloat16")),
-    ("attention_bfloat16_wg", "Attention: window+global at 8k and 16k (bfloat16), against FlexAttention",
+    ("attention_bfloat16_wg", WINDOW_GLOBAL_TITLE,
      "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg", "Attention: window+global at 8k and 16k (bfloat16), against FlexAttention")),
+     _attention("bfloat16_wg", WINDOW_GLOBAL_TITLE)),
     ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", lra.section),
     ("demo", "The demo", "python -m benchmarks.demo", demo.section),
     ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),
