@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Any, Callable
 
-from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, time_fn, write_results
 from memgpt_jax.hostmem import tune_host_allocator
 
 COLUMNS = ["study", "shape", "variant", "pass", "ms", "gflops_per_s"]
 
 
 def _best(fn: Callable, args: tuple, repeats: int) -> float:
-    import jax
-
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """The best of ``repeats`` runs after one warm-up call."""
+    return time_fn(lambda: fn(*args), repeats=repeats)["min_s"]
 
 
 def chunk_sweep(length: int, chunk_mib: list[int], dtype: str, rounds: int, repeats: int) -> list[dict[str, Any]]:
@@ -62,7 +55,6 @@ def chunk_sweep(length: int, chunk_mib: list[int], dtype: str, rounds: int, repe
     per_round: dict[tuple[int, str], list[float]] = {key: [] for key in compiled}
     for _ in range(rounds):
         for key, (fn, args) in compiled.items():
-            jax.block_until_ready(fn(*args))  # warm
             per_round[key].append(_best(fn, args, repeats))
     rows = []
     for (mib, mode), times in per_round.items():
@@ -100,7 +92,6 @@ def weight_gradient_variants(shapes: list[tuple[int, int, int]], rounds: int, re
         times: dict[str, list[float]] = {name: [] for name in compiled}
         for _ in range(rounds):
             for name, fn in compiled.items():
-                jax.block_until_ready(fn(x, g))
                 times[name].append(_best(fn, (x, g), repeats))
         for name, ts in times.items():
             s = statistics.median(ts)

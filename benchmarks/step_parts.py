@@ -152,9 +152,9 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     import jax.numpy as jnp
     import numpy as np
 
-    from memgpt_jax import config as config_lib
     import optax
 
+    from memgpt_jax import config as config_lib
     from memgpt_jax import model as model_lib
     from memgpt_jax.attention import make_attention_fn
     from memgpt_jax.flops import flops_per_token, keys_per_query, measured_peak_flops
@@ -288,7 +288,8 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32"])
     p.add_argument("--repeats", type=int, default=5, help="each time is the best of this many runs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch GEMM column")
-    p.add_argument("--quick", action="store_true", help="tiny shapes: 2 x 256 tokens, float32, 1 repeat; writes NAME_quick.json (a smoke run)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shapes: 2 x 256 tokens, float32, 1 repeat; writes NAME_quick.json (a smoke run)")
     p.add_argument("--name", default="step_parts", help="results name (benchmarks/results/NAME.json)")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="host allocator of the JAX and PyTorch processes: tuned = the memgpt-jax entry point's "

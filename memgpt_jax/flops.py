@@ -80,6 +80,7 @@ def mfu(config: ModelConfig, seq_len: int, tokens_per_second: float, peak_flops:
 
 
 _PEAK_CACHE: dict[str, float] = {}
+_square = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))  # compiled once per shape and dtype
 
 
 def measured_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5, cached: bool = True) -> float:
@@ -89,12 +90,11 @@ def measured_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5,
     key = f"{jax.default_backend()}:{dtype}:{n}"
     if key not in _PEAK_CACHE or not cached:
         a = jnp.ones((n, n), dtype)
-        f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
-        f(a).block_until_ready()
+        _square(a).block_until_ready()
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            f(a).block_until_ready()
+            _square(a).block_until_ready()
             best = min(best, time.perf_counter() - t0)
         _PEAK_CACHE[key] = max(2 * n**3 / best, _PEAK_CACHE.get(key, 0.0))
     return _PEAK_CACHE[key]
