@@ -229,6 +229,22 @@ def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-2000:]
     _same_params(tmp_path / "full", tmp_path / "stopped")
 
+    # In slices (--stop-at): a checkpoint at the stop, the schedule of train.steps kept.
+    def sliced(*extra):
+        return subprocess.run([*_cli_command(tmp_path / "sliced"), *extra], capture_output=True, text=True,
+                              timeout=300)
+
+    bad = sliced("--stop-at", "17")
+    assert bad.returncode == 2 and "--stop-at 17: must be in 1..train.steps (16)" in bad.stderr
+    first = sliced("--stop-at", "5")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert Checkpointer(str(tmp_path / "sliced")).steps()[-1] == 5  # checkpoint_every=3: 3, and the stop
+    again = sliced("--stop-at", "5")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
+    rest = sliced()
+    assert rest.returncode == 0 and "resumed from" in rest.stderr, rest.stderr[-2000:]
+    _same_params(tmp_path / "full", tmp_path / "sliced")
+
 
 def test_corrupt_checkpoint_is_skipped(tmp_path, data_dir):
     workdir = tmp_path / "run"

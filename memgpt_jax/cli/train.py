@@ -37,6 +37,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="config file (configs/*.py), optionally path:variant")
     p.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics.jsonl, tensorboard/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop at this step, with its checkpoint saved, keeping the schedule of train.steps: "
+                        "a long run in slices (rerun without it, or with a later STEP, to go on)")
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
     p.add_argument("--coordinator", default=None, help="multi-host coordinator address host:port")
     p.add_argument("--num-processes", type=int, default=None)
@@ -93,8 +96,11 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
     if kind == "distill" and not config.distill.enabled:
         print("error: distill needs a teacher: --config.distill.teacher=RUN_DIR (or hf:DIR)", file=sys.stderr)
         return 2
+    if args.stop_at is not None and not 0 < args.stop_at <= config.train.steps:
+        print(f"error: --stop-at {args.stop_at}: must be in 1..train.steps ({config.train.steps})", file=sys.stderr)
+        return 2
     teacher = teacher_or_exit(config)
-    summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress)  # errors: cli._report
+    summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress, stop_at=args.stop_at)  # errors: cli._report
     evaluated = ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()) or (
         "none (train.eval_every=0)" if not config.train.eval_every else "none in this command")
     print(f"done: {args.workdir} at step {summary['step']}, {summary['params']:,} parameters, "

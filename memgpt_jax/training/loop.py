@@ -228,13 +228,15 @@ def _check_teacher(config: RunConfig, teacher: Run) -> None:
 
 
 def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: inputs_lib.DataBundle | None = None,
-          progress: bool = True, stop_after: int | None = None,
+          progress: bool = True, stop_after: int | None = None, stop_at: int | None = None,
           on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Trains to ``config.train.steps``; returns a summary (and the final ``state``).
 
     ``teacher``: the distillation teacher, when the caller has opened it (a converted
     Hugging Face model, say); otherwise ``config.distill.teacher`` is opened as a run.
-    ``stop_after`` returns early after that many steps in this call; ``on_step(step)``
+    ``stop_after`` returns early after that many steps in this call; ``stop_at`` returns at
+    that step, with its checkpoint saved and the schedule still that of ``train.steps`` (a
+    long run trained in slices); ``on_step(step)``
     is called after every step (and its checkpoint, when one is due)."""
     os.makedirs(workdir, exist_ok=True)
     # The run records where its data is, so every later command finds it there.
@@ -280,6 +282,11 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     elif os.path.isdir(os.path.join(workdir, "unusable_checkpoints")):
         print("no usable checkpoint: training from step 0", file=sys.stderr)
     summary_path = os.path.join(workdir, "summary.json")
+    if stop_at is not None and start >= stop_at and start < tc.steps:
+        ckpt.close()
+        print(f"{workdir} is at step {start}, at or past the stop at {stop_at}; nothing to do", file=sys.stderr)
+        return {"step": start, "params": count_params(config.model, task), "wall_s": wall_before,
+                "wall_s_this_run": 0.0, "train": {}, "eval": {}, "state": state}
     if start >= tc.steps:
         ckpt.close()
         print(f"{workdir} is already trained to step {start} (train.steps={tc.steps}); nothing to do",
@@ -321,7 +328,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                     jax.block_until_ready(pending)
                 pending = metrics["loss"]
                 step += 1
-                save_now = ckpt.should_save(step) or step == tc.steps
+                save_now = ckpt.should_save(step) or step in (tc.steps, stop_at)
                 log_now = step % tc.log_every == 0 or step == tc.steps
                 # The loss is checked when it is logged or a checkpoint is due; a non-finite
                 # loss is thus never saved.
@@ -368,7 +375,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                     raise TrainingInterrupted(
                         f"{name}: stopped at step {step} of {tc.steps}; the checkpoint of step {step} is in "
                         f"{ckpt.directory}. Rerun the same command to resume.", stop.signum)
-                if stop_after is not None and step - start >= stop_after:
+                if (stop_after is not None and step - start >= stop_after) or step == stop_at:
                     break
         finally:
             ckpt.close()  # waits for an asynchronous save to finish
