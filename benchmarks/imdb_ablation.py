@@ -11,6 +11,12 @@ evaluated on validation only (models are chosen there; the test sample is report
 ``benchmarks.imdb_recipe`` for the recipe's final models). A finished row is cached in
 its run directory and not evaluated again. Writes ``benchmarks/results/imdb_ablation.{json,md}``
 and its RESULTS.md section; rows not run yet are listed as such.
+
+``--lm-step N`` measures the teacher levers from the LM checkpoint of step N instead of
+the finished LM (the base row is then a fine-tune from it too, in ``RUNS/ablation/lmN/``):
+a base that a fresh machine rebuilds in under an hour (``memgpt-jax pretrain ... --stop-at N``),
+so the table can be filled in slices. A row whose run is gone but which the committed
+``imdb_ablation.json`` holds for the same LM step is kept from there (``source``: its commit).
 """
 
 from __future__ import annotations
@@ -22,27 +28,42 @@ import shlex
 import subprocess
 import sys
 
-from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
 
-COLUMNS = ["row", "lever", "model", "val_accuracy", "val_macro_f1", "delta_vs_base", "train_min", "command"]
+COLUMNS = ["row", "lever", "model", "lm_step", "val_accuracy", "val_macro_f1", "delta_vs_base", "train_min",
+           "source", "command"]
 CONFIG = "configs/imdb.py"
 
 
-def rows_spec(runs: str) -> dict[str, dict]:
-    """name -> {lever, base (the row it is compared with), workdir, argv (None: an existing run) or members}."""
-    ab = os.path.join(runs, "ablation")
-    specs = _rows(runs, ab)
+def rows_spec(runs: str, lm_step: int = 0) -> dict[str, dict]:
+    """name -> {lever, base (the row it is compared with), workdir, argv (None: an existing run) or members}.
+
+    ``lm_step``: the teacher rows fine-tune from that LM checkpoint (0: the finished LM), the
+    base teacher among them; the student rows stay the recipe's."""
+    if lm_step:
+        ab = os.path.join(runs, "ablation", f"lm{lm_step}")
+        specs = {n: s for n, s in _rows(runs, ab, (f"train.init_step={lm_step}",)).items() if "student" not in n}
+        specs["teacher"] = {"lever": f"the recipe's teacher, fine-tuned from LM step {lm_step}", "base": None,
+                            **_command(ab, "finetune", "teacher", "teacher", f"train.init_step={lm_step}")}
+        specs["weight_average"]["argv"][3] = specs["teacher"]["workdir"]
+    else:
+        specs = _rows(runs, os.path.join(runs, "ablation"), ())
     for name, spec in specs.items():
         spec["name"] = name
     return specs
 
 
-def _rows(runs: str, ab: str) -> dict[str, dict]:
+def _command(ab: str, verb: str, variant: str, name: str, *overrides: str) -> dict:
+    workdir = os.path.join(ab, name)
+    return {"workdir": workdir, "argv": ["memgpt-jax", verb, "--config", f"{CONFIG}:{variant}", "--workdir",
+                                         workdir, *(f"--config.{o}" for o in overrides)]}
+
+
+def _rows(runs: str, ab: str, teacher_overrides: tuple[str, ...]) -> dict[str, dict]:
 
     def cmd(verb: str, variant: str, name: str, *overrides: str) -> dict:
-        workdir = os.path.join(ab, name)
-        return {"workdir": workdir, "argv": ["memgpt-jax", verb, "--config", f"{CONFIG}:{variant}", "--workdir",
-                                             workdir, *(f"--config.{o}" for o in overrides)]}
+        extra = teacher_overrides if variant.startswith("teacher") else ()
+        return _command(ab, verb, variant, name, *extra, *overrides)
 
     return {
         # teachers (the recipe's teacher is the base: LM 3,000 steps, first 512 tokens)
@@ -116,6 +137,31 @@ def evaluate_row(name: str, spec: dict, specs: dict, max_examples: int) -> dict 
             "examples": rep["examples"], "max_examples": max_examples}
 
 
+def _trained(spec: dict, specs: dict) -> bool:
+    """Whether the row's run (or every member of an ensemble) exists on this machine."""
+    dirs = [specs[m]["workdir"] for m in spec["members"]] if spec.get("members") else [spec["workdir"]]
+    return all(os.path.isfile(os.path.join(d, "summary.json")) or os.path.isdir(os.path.join(d, "checkpoints"))
+               for d in dirs)
+
+
+def committed_rows(lm_step: int, max_examples: int) -> dict[str, dict]:
+    """The measured rows of the committed ``imdb_ablation.json`` for this LM step, by name, each
+    with ``source``: the commit that measured it."""
+    path = RESULTS_DIR / "imdb_ablation.json"
+    if not path.is_file():
+        return {}
+    payload = json.loads(path.read_text())
+    commit = (payload.get("machine") or {}).get("commit")
+    out = {}
+    for row in payload.get("rows", []):
+        if (row.get("val_accuracy") is None or (row.get("lm_step") or 0) != lm_step
+                or row.get("max_examples", 0) != max_examples):
+            continue
+        source = row.get("source")
+        out[row["row"]] = {**row, "source": f"commit {commit}" if source in (None, "this run") else source}
+    return out
+
+
 def _wall_min(run: str) -> float:
     with open(os.path.join(run, "summary.json")) as f:
         return json.load(f)["wall_s"] / 60.0
@@ -137,9 +183,12 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/imdb", help="the recipe's runs (teacher/, student/); rows go to ablation/")
     p.add_argument("--rows", nargs="+", help="rows to run (default: all); finished rows are reused")
     p.add_argument("--max-examples", type=int, default=0, help="evaluate only this many validation examples")
+    p.add_argument("--lm-step", type=int, default=0,
+                   help="teacher rows fine-tune from this LM checkpoint (default: the finished LM)")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
-    specs = rows_spec(args.runs)
+    specs = rows_spec(args.runs, args.lm_step)
+    earlier = committed_rows(args.lm_step, args.max_examples)
     unknown = sorted(set(args.rows or ()) - set(specs))
     if unknown:
         p.error(f"unknown rows {unknown}; choose from {sorted(specs)}")
@@ -151,14 +200,18 @@ def main(argv=None) -> int:
             result = json.load(open(cache))
             if result.get("max_examples") != args.max_examples:
                 result = None
-        if result is None and (args.rows is None or name in args.rows):
+        if result is None and name in earlier and not _trained(spec, specs):
+            result = {k: earlier[name].get(k) for k in ("val_accuracy", "val_macro_f1", "train_min", "examples",
+                                                         "max_examples", "source")}
+        elif result is None and (args.rows is None or name in args.rows):
             result = evaluate_row(name, spec, specs, args.max_examples)
             if result is not None:
+                result["source"] = "this run"
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
                 with open(cache, "w") as f:
                     json.dump(result, f)
         row = {"row": name, "lever": spec["lever"], "model": "student" if "student" in name else "teacher",
-               "command": command_text(spec, specs)}
+               "lm_step": None if "student" in name else (args.lm_step or None), "command": command_text(spec, specs)}
         row.update(result or {"val_accuracy": None})
         rows.append(row)
         print(f"{name}: " + (f"val {result['val_accuracy']:.4f}" if result else "not run yet"), file=sys.stderr)
@@ -168,7 +221,8 @@ def main(argv=None) -> int:
         if base and base.get("val_accuracy") is not None and row.get("val_accuracy") is not None:
             row["delta_vs_base"] = row["val_accuracy"] - base["val_accuracy"]
     print(markdown_table(rows, COLUMNS))
-    write_results("imdb_ablation", rows, COLUMNS, {"runs": args.runs, "max_examples": args.max_examples})
+    write_results("imdb_ablation", rows, COLUMNS, {"runs": args.runs, "max_examples": args.max_examples,
+                                                   "lm_step": args.lm_step})
     if not args.no_results_md:
         rebuild_results_md()
     return 0

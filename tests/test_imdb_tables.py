@@ -35,3 +35,34 @@ def test_points_of_another_config_are_not_kept(tmp_path, monkeypatch):
     assert imdb_curve.committed_rows("teacher", [], 0) == {}
     assert imdb_curve.committed_rows("teacher_long", ["train.steps=300"], 0) == {}
     assert list(imdb_curve.committed_rows("teacher", ["train.steps=300"], 0)) == [0]
+
+
+def test_ablation_from_an_lm_step_fine_tunes_every_teacher_row_from_it(tmp_path):
+    from benchmarks import imdb_ablation
+
+    specs = imdb_ablation.rows_spec(str(tmp_path), lm_step=500)
+    assert not [n for n in specs if "student" in n]  # the student rows stay the recipe's
+    ab = os.path.join(str(tmp_path), "ablation", "lm500")
+    assert specs["teacher"]["workdir"] == os.path.join(ab, "teacher") and specs["teacher"]["base"] is None
+    for name, spec in specs.items():
+        if spec.get("argv") and spec["argv"][1] == "finetune":
+            assert "--config.train.init_step=500" in spec["argv"], name
+            assert spec["workdir"].startswith(ab), name
+    assert specs["weight_average"]["argv"][3] == os.path.join(ab, "teacher")
+    assert specs["whole_reviews"]["argv"][3] == "configs/imdb.py:teacher_long"
+    default = imdb_ablation.rows_spec(str(tmp_path))
+    assert default["teacher"]["argv"] is None and "student_unsup" in default  # the recipe's runs
+
+
+def test_ablation_keeps_committed_rows_of_the_same_lm_step(tmp_path, monkeypatch):
+    from benchmarks import imdb_ablation
+
+    monkeypatch.setattr(imdb_ablation, "RESULTS_DIR", tmp_path)
+    rows = [{"row": "teacher", "lm_step": 500, "val_accuracy": 0.86, "source": "this run", "max_examples": 0},
+            {"row": "layer_decay", "lm_step": 500, "val_accuracy": None, "max_examples": 0},
+            {"row": "teacher", "lm_step": None, "val_accuracy": 0.88, "max_examples": 0}]
+    (tmp_path / "imdb_ablation.json").write_text(json.dumps({"machine": {"commit": "abc1234"}, "rows": rows}))
+    at500 = imdb_ablation.committed_rows(500, 0)
+    assert list(at500) == ["teacher"] and at500["teacher"]["source"] == "commit abc1234"  # unmeasured: not kept
+    assert imdb_ablation.committed_rows(0, 0)["teacher"]["val_accuracy"] == 0.88
+    assert imdb_ablation.committed_rows(500, 64) == {}
