@@ -77,6 +77,17 @@ def test_lm_cross_entropy_matches_numpy():
     np.testing.assert_allclose(plain, m["loss"], rtol=1e-6)
 
 
+def test_cross_entropy_gradient_is_softmax_minus_onehot_and_accuracy_needs_a_unique_max():
+    z = randn(4, 6, scale=30.0)  # large logits: the max shift keeps exp finite
+    y = np.array([0, 3, 5, 2])
+    g = jax.grad(lambda z: L.lm_cross_entropy(z, y)[0])(z)
+    onehot = np.eye(6, dtype=np.float32)[y]
+    np.testing.assert_allclose(g, (np.exp(np_log_softmax(z)) - onehot) / 4, atol=1e-6)
+    ties = np.array([[2.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 1.0, 1.0]], np.float32)
+    _, m = L.lm_cross_entropy(ties, np.array([0, 0, 2, 1]))
+    assert float(m["accuracy"]) == 0.5  # rows 0 and 3 tie at the maximum: not a correct guess
+
+
 def test_classification_cross_entropy_label_smoothing():
     z, y, mask, eps = ZS[0], np.array([1, 4, 6]), np.array([1, 0, 1], bool), 0.1
     loss, m = L.classification_cross_entropy(z, y, mask, label_smoothing=eps)

@@ -60,10 +60,17 @@ def _kl(logp: Array, logq: Array) -> Array:
 
 
 def _ce(logits_NC: Array, labels_N: Array) -> tuple[Array, Array, Array]:
-    """Per-row ``(ce, logsumexp, correct)`` with ``ce = lse - logits[label]``."""
-    lse_N = jax.nn.logsumexp(logits_NC, axis=-1)
+    """Per-row ``(ce, logsumexp, correct)`` with ``ce = lse - logits[label]``.
+
+    ``correct``: the label's logit is the row's unique maximum. It is read off the max that
+    the logsumexp needs anyway, not from an ``argmax``: XLA:CPU runs argmax's (value, index)
+    reduce unvectorised, about 6% of a 10M-parameter LM's step over an 8k vocabulary."""
+    max_N = jax.lax.stop_gradient(jnp.max(logits_NC, axis=-1))
+    shift_N = jnp.where(jnp.isfinite(max_N), max_N, 0.0)
+    lse_N = shift_N + jnp.log(jnp.sum(jnp.exp(logits_NC - shift_N[..., None]), axis=-1))
     picked_N = jnp.take_along_axis(logits_NC, labels_N[..., None], axis=-1)[..., 0]
-    correct_N = (jnp.argmax(logits_NC, axis=-1) == labels_N).astype(F32)
+    ties_N = jnp.sum(logits_NC == max_N[..., None], axis=-1)
+    correct_N = ((picked_N == max_N) & (ties_N == 1)).astype(F32)
     return lse_N - picked_N, lse_N, correct_N
 
 
