@@ -47,10 +47,11 @@ def matmul(x: Array, w: Array) -> Array:
 
     The backward pass rounds the incoming gradient to the compute dtype (as mixed-precision
     training does; with float32 compute it is exact). It then runs ``dx = g @ w^T`` and
-    ``dw = x^T @ g`` as bf16-in / f32-accumulate GEMMs, with ``x^T`` materialised on CPU.
-    Autodiff of ``jnp.dot`` would instead run the weight gradient on a float32 gradient
-    against a transposed bf16 operand, which XLA:CPU runs at about a third of its matmul
-    peak (``benchmarks.step_parts``).
+    ``dw = x^T @ g`` as bf16-in / f32-accumulate GEMMs, with ``w^T`` and ``x^T`` materialised
+    on CPU. Autodiff of ``jnp.dot`` would instead run the weight gradient on a float32
+    gradient against a transposed bf16 operand, which XLA:CPU runs at about a third of its
+    matmul peak (``benchmarks.step_parts``), and XLA:CPU runs ``g @ w^T`` with the
+    transpose folded into the dot in float32 (both operands converted).
     """
     return jnp.dot(x, w, preferred_element_type=jnp.float32)
 
@@ -62,7 +63,9 @@ def _matmul_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
 def _matmul_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
     x, w = res
     g = g.astype(x.dtype)
-    dx = jnp.dot(g, w.T, preferred_element_type=jnp.float32).astype(x.dtype)
+    # w^T materialised too: XLA:CPU runs a bf16 product with a transposed right operand
+    # (``g @ w^T`` folded into the dot) by converting both operands to float32.
+    dx = jnp.dot(g, materialized_transpose(w), preferred_element_type=jnp.float32).astype(x.dtype)
     dw = jnp.dot(materialized_transpose(x), g.astype(w.dtype), preferred_element_type=jnp.float32)
     return dx, dw.astype(w.dtype)
 

@@ -229,3 +229,38 @@ def test_measured_peak_keeps_the_best_figure():
     flops._PEAK_CACHE[key] = best = first * 1e6  # a better figure seen earlier in the process
     assert flops.measured_peak_flops("float32", n=64, repeats=1, cached=False) == best
     flops._PEAK_CACHE.pop(key)
+
+
+def _dot_operand_dtypes(hlo: str) -> list[tuple[str, str]]:
+    """(lhs, rhs) element types of every dot in optimised HLO text."""
+    import re
+
+    types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))  # instruction -> element type
+    for header in re.findall(r"^%?[\w.\-]+ \((.*?)\) -> ", hlo, re.M):  # computation parameters
+        types.update(re.findall(r"([\w.\-]+): (\w+)\[", header))
+    return [(types.get(a, "?"), types.get(b, "?"))
+            for a, b in re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\)", hlo)]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's dot dtypes")
+def test_bf16_train_step_runs_every_product_in_bf16_on_cpu():
+    """No GEMM of a bf16 training step falls back to float32: XLA:CPU converts both operands
+    of a bf16 product to float32 when one reaches it transposed (``g @ w^T`` in every
+    ``dx``, ``dS`` in the attention kernel's ``dq``), which runs at half the speed."""
+    from memgpt_jax.run_config import OptimConfig
+    from memgpt_jax.training.optim import make_optimizer
+    from memgpt_jax.training.state import TrainState
+    from memgpt_jax.training.steps import make_loss_fn, make_train_step
+
+    cfg = tiny(vocab_size=64, d_model=32, n_heads=2, max_len=64, compute_dtype="bfloat16").replace(
+        attention=dict(pattern="window_global", block_size=16, window=1, n_global=1))
+    model = M.build(cfg)
+    params, _ = M.init(model, jax.random.key(0))
+    tx, schedule = make_optimizer(OptimConfig(lr=1e-3, warmup_steps=0), 10)
+    step = jax.jit(make_train_step(make_loss_fn("lm", model), tx, schedule))
+    ids = np.zeros((2, 64), np.int32)
+    batch = {"inputs": ids, "targets": ids, "loss_mask": np.ones((2, 64), bool)}
+    hlo = step.lower(TrainState.create(params, tx), batch, jax.random.key(1)).compile().as_text()
+    dtypes = _dot_operand_dtypes(hlo)
+    assert len(dtypes) >= 10 and ("bf16", "bf16") in dtypes
+    assert not [d for d in dtypes if "f32" in d], dtypes
