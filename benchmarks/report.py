@@ -164,7 +164,11 @@ WINDOW_GLOBAL_TITLE = "Attention: window+global at 8k and 16k (bfloat16), agains
 SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step", "Training step: tokens/s and MFU, JAX and PyTorch",
      "python -m benchmarks.train_step", None),
-    ("train_step_tuned", "Training step, bfloat16: JAX vs PyTorch (SDPA, compiled FlexAttention), allocator tuned",
+    ("train_step_bf16", "Training step, bfloat16, every GEMM in bf16: JAX vs PyTorch (SDPA)",
+     "python -m benchmarks.train_step --seq-lens 1024 4096 8192 --attention dense_blocked sparse --dtypes bfloat16 "
+     "--torch eager compile --tokens-per-step 8192 --repeats 2 --name train_step_bf16", None),
+    ("train_step_tuned", "Training step, bfloat16: JAX vs PyTorch (SDPA, compiled FlexAttention), allocator tuned "
+     "(before the backward's GEMMs ran in bf16)",
      "python -m benchmarks.train_step --seq-lens 1024 4096 8192 --attention dense_blocked sparse --dtypes bfloat16 "
      "--torch eager compile --flex --tokens-per-step 8192 --repeats 2 --name train_step_tuned", None),
     ("train_step_default_alloc", "Training step: the host allocator A/B",
