@@ -166,7 +166,10 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      "python -m benchmarks.train_step", None),
     ("train_step_bf16", "Training step, bfloat16, every GEMM in bf16: JAX vs PyTorch (SDPA)",
      "python -m benchmarks.train_step --seq-lens 1024 4096 8192 --attention dense_blocked sparse --dtypes bfloat16 "
-     "--torch eager compile --tokens-per-step 8192 --repeats 2 --name train_step_bf16", None),
+     "--torch compile --tokens-per-step 8192 --repeats 2 --name train_step_bf16", None),
+    ("train_step_bf16_rerun", "Training step, bfloat16, every GEMM in bf16: the 4k block-sparse rows again",
+     "python -m benchmarks.train_step --seq-lens 4096 --attention sparse --dtypes bfloat16 --torch compile "
+     "--tokens-per-step 8192 --repeats 2 --name train_step_bf16_rerun", None),
     ("train_step_tuned", "Training step, bfloat16: JAX vs PyTorch (SDPA, compiled FlexAttention), allocator tuned "
      "(before the backward's GEMMs ran in bf16)",
      "python -m benchmarks.train_step --seq-lens 1024 4096 8192 --attention dense_blocked sparse --dtypes bfloat16 "
