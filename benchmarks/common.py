@@ -114,6 +114,24 @@ def invocation() -> str:
     return " ".join(["python -m " + module, *argv[1:]]).strip()
 
 
+def committed_rows(path: Path, key: str, keep: Callable[[dict[str, Any], dict[str, Any]], bool]
+                   ) -> dict[Any, dict[str, Any]]:
+    """The rows of a committed results JSON that ``keep(row, meta)`` accepts, by ``row[key]``.
+
+    Each row keeps (or gains) ``source``: the commit of the run that measured it, so that a
+    table can carry a row whose run is gone (a fresh machine) without measuring it again."""
+    if not path.is_file():
+        return {}
+    payload = json.loads(path.read_text())
+    meta, commit = payload.get("meta") or {}, (payload.get("machine") or {}).get("commit")
+    out = {}
+    for row in payload.get("rows", []):
+        if keep(row, meta):
+            source = row.get("source")
+            out[row[key]] = {**row, "source": f"commit {commit}" if source in (None, "this run") else source}
+    return out
+
+
 def write_results(name: str, rows: list[dict[str, Any]], columns: list[str], meta: dict[str, Any] | None = None) -> Path:
     """Writes ``results/<name>.json`` and ``results/<name>.md``; returns the JSON path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

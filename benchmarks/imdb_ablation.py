@@ -29,6 +29,7 @@ import subprocess
 import sys
 
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks.common import committed_rows as committed_rows_of
 
 COLUMNS = ["row", "lever", "model", "lm_step", "val_accuracy", "val_macro_f1", "delta_vs_base", "train_min",
            "source", "command"]
@@ -147,19 +148,12 @@ def _trained(spec: dict, specs: dict) -> bool:
 def committed_rows(lm_step: int, max_examples: int) -> dict[str, dict]:
     """The measured rows of the committed ``imdb_ablation.json`` for this LM step, by name, each
     with ``source``: the commit that measured it."""
-    path = RESULTS_DIR / "imdb_ablation.json"
-    if not path.is_file():
-        return {}
-    payload = json.loads(path.read_text())
-    commit = (payload.get("machine") or {}).get("commit")
-    out = {}
-    for row in payload.get("rows", []):
-        if (row.get("val_accuracy") is None or (row.get("lm_step") or 0) != lm_step
-                or row.get("max_examples", 0) != max_examples):
-            continue
-        source = row.get("source")
-        out[row["row"]] = {**row, "source": f"commit {commit}" if source in (None, "this run") else source}
-    return out
+
+    def keep(row: dict, meta: dict) -> bool:
+        return (row.get("val_accuracy") is not None and (row.get("lm_step") or 0) == lm_step
+                and row.get("max_examples", 0) == max_examples)
+
+    return committed_rows_of(RESULTS_DIR / "imdb_ablation.json", "row", keep)
 
 
 def _wall_min(run: str) -> float:

@@ -26,6 +26,7 @@ import os
 import sys
 
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks.common import committed_rows as committed_rows_of
 
 COLUMNS = ["lm_step", "lm_tokens_M", "lm_cpu_hours", "lm_core_hours", "lm_val_perplexity", "val_accuracy",
            "test_accuracy", "test_macro_f1", "finetune_min", "source"]
@@ -45,21 +46,12 @@ def committed_rows(variant: str, overrides: list[str], max_examples: int) -> dic
     """The points of the committed ``imdb_curve.json`` measured with this fine-tuning config, by LM step.
 
     Each keeps (or gains) ``source``: the commit of the run that measured it."""
-    path = RESULTS_DIR / "imdb_curve.json"
-    if not path.is_file():
-        return {}
-    payload = json.loads(path.read_text())
-    meta = payload.get("meta") or {}
-    if meta.get("variant", "teacher") != variant or list(meta.get("overrides") or []) != list(overrides):
-        return {}
-    commit = (payload.get("machine") or {}).get("commit")
-    out = {}
-    for row in payload.get("rows", []):
-        if row.get("max_examples", 0) != max_examples:
-            continue
-        source = row.get("source")
-        out[row["lm_step"]] = {**row, "source": f"commit {commit}" if source in (None, "this run") else source}
-    return out
+
+    def keep(row: dict, meta: dict) -> bool:
+        return (meta.get("variant", "teacher") == variant and list(meta.get("overrides") or []) == list(overrides)
+                and row.get("max_examples", 0) == max_examples)
+
+    return committed_rows_of(RESULTS_DIR / "imdb_curve.json", "lm_step", keep)
 
 
 def lm_has_step(lm: str, step: int) -> bool:

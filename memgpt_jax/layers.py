@@ -22,23 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from memgpt_jax.compress.quantize import QTensor, dequantize, int8_matmul
+from memgpt_jax.cpu_layout import materialized_transpose
 
 Array = jax.Array
 Dtype = Any
-
-
-def materialized_transpose(a: Array) -> Array:
-    """``a.T`` of a 2-D array, materialised in memory on CPU.
-
-    XLA folds a plain transpose into the dot that reads it, and XLA:CPU runs a product whose
-    left operand is transposed (``A^T @ B``: every weight gradient) several times slower
-    than the same product on a transposed copy (``benchmarks.step_parts``). Reshaping the
-    transposed view forces the copy. Elsewhere (GPU, TPU) it is the plain transpose.
-    """
-    if jax.default_backend() != "cpu" or a.shape[0] % 8:
-        return a.T
-    n, k = a.shape
-    return jnp.transpose(a.reshape(n // 8, 8, k), (2, 0, 1)).reshape(k, n)
 
 
 @jax.custom_vjp

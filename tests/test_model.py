@@ -202,6 +202,10 @@ def test_matmul_backward_equals_autodiff_of_dot():
     w = jax.random.normal(jax.random.key(1), (24, 40))
     np.testing.assert_array_equal(materialized_transpose(x), x.T)
     np.testing.assert_array_equal(materialized_transpose(x[:5]), x[:5].T)  # rows not a multiple of 8
+    x3 = x.reshape(2, 24, 24)  # any rank: the last two axes swap (the attention backward's dS)
+    np.testing.assert_array_equal(materialized_transpose(x3), jnp.swapaxes(x3, -1, -2))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        materialized_transpose(x[0])
 
     def grads(mm, x, w):
         return jax.grad(lambda x, w: jnp.sum(jnp.sin(mm(x, w)) * jnp.arange(40.0)), (0, 1))(x, w)

@@ -36,6 +36,7 @@ import numpy as np
 from memgpt_jax.attention.block_layout import BlockLayout
 from memgpt_jax.attention.segments import NEG_INF, check_layout, key_segments
 from memgpt_jax.attention.reference import check_shapes
+from memgpt_jax.cpu_layout import materialized_transpose
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -195,21 +196,6 @@ def _chunk_forward(plan, q_BHRQD, idx, keep, qid, k_BnbHD, v_BnbHD, kvid_Bnb):
     return out, lse[..., 0]
 
 
-def _materialized_swap(x: Array) -> Array:
-    """``swapaxes(x, -1, -2)`` materialised in memory on CPU (as ``layers.materialized_transpose``).
-
-    Left as a transposed view, the bf16 ``dS`` of ``dq = dS k`` reaches XLA:CPU's dot in a
-    layout it does not take in bf16: it converts both operands to float32 (the optimised HLO
-    shows it) and runs the product at float32 speed. Splitting the swapped axis first forces
-    the copy; elsewhere (GPU, TPU) it is the plain swap."""
-    *lead, k, q = x.shape
-    if jax.default_backend() != "cpu" or k % 8:
-        return jnp.swapaxes(x, -1, -2)
-    n = len(lead)
-    split = x.reshape(*lead, k // 8, 8, q)
-    return jnp.transpose(split, (*range(n), n + 2, n, n + 1)).reshape(*lead, q, k)
-
-
 def _chunk_backward(plan, q_BHRQD, do_BHRQD, out_BHRQD, lse_BHRQ, idx, keep_t, qid, k_BnbHD, v_BnbHD, kvid):
     """``dq [B, H, R, Q, D]`` and per-slot ``dk, dv [B, H, R, W, b, D]`` (f32) of one chunk.
 
@@ -234,7 +220,7 @@ def _chunk_backward(plan, q_BHRQD, do_BHRQD, out_BHRQD, lse_BHRQ, idx, keep_t, q
     scale = _F32(plan.scale)
     dk = jnp.einsum("bhrkq,bhrqd->bhrkd", dscores_t.astype(q_BHRQD.dtype), q_BHRQD, preferred_element_type=_F32)
     dv = jnp.einsum("bhrkq,bhrqd->bhrkd", probs_t.astype(do_BHRQD.dtype), do_BHRQD, preferred_element_type=_F32)
-    dscores = _materialized_swap(dscores_t.astype(k_g.dtype))
+    dscores = materialized_transpose(dscores_t.astype(k_g.dtype))  # else dq's dot runs in f32 on CPU
     dq = jnp.einsum("bhrqk,bhrkd->bhrqd", dscores, k_g, preferred_element_type=_F32) * scale
     return dq, (dk * scale).reshape(B, H, R, W, b, D), dv.reshape(B, H, R, W, b, D)
 
