@@ -6,7 +6,8 @@ validation split, next to published results.
     python -m benchmarks.kvret_recipe --runs runs/kvret    (after train/kvret_recipe.sh)
     python -m benchmarks.squad_recipe --runs runs/squad    (after train/squad_recipe.sh)
 
-Per model: parameters, CPU training wall time (``summary.json``, across restarts; the
+Per model: parameters, what its parameters started from (``init``: the LM run and its
+checkpoint step, from the run's ``summary.json``), CPU training wall time (``summary.json``, across restarts; the
 int8 row is the student's), and the task's metrics with greedy decoding and with beam
 search (prompt -> target tasks), plus examples/s of that evaluation. Metrics: ROUGE-1/2/L
 (``rouge-score``, stemming) against the original subject and against all references
@@ -67,7 +68,7 @@ MODELS = (("teacher", "teacher"), ("student", "student"), ("student int8", "stud
 
 
 def columns(task: Task) -> list[str]:
-    lead = ["model", "attention", "params"] + (["decoding"] if task.decodes else [])
+    lead = ["model", "attention", "params", "init"] + (["decoding"] if task.decodes else [])
     return lead + [column for _, column in task.metrics] + ["train_wall_min", "examples_per_s"]
 
 
@@ -105,11 +106,13 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
             continue
         opened = open_run(path)
         with open(os.path.join(runs, "student" if opened.quantized else sub, "summary.json")) as f:
-            wall = json.load(f)["wall_s"] / 60
+            summary = json.load(f)
+        wall, init = summary["wall_s"] / 60, summary.get("init")
         for b in ((1, beam) if task.decodes else (1,)):
             report = _evaluate(task, opened, b, length_penalty, max_examples)
             row = {"model": name, "attention": opened.model_config.attention.pattern,
                    "params": count_params(opened.model_config, opened.task), "train_wall_min": wall,
+                   "init": f"{init['from']} step {init['step']}" if init else "random",
                    "examples_per_s": report["examples_per_s"]}
             if task.decodes:
                 row["decoding"] = "greedy" if b == 1 else f"beam {b} (lp {length_penalty})"

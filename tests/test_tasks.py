@@ -208,4 +208,5 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     assert [(r["model"], r["decoding"]) for r in payload["rows"]] == [
         (m, d) for m in ("teacher", "student", "student int8") for d in ("greedy", "beam 2 (lp 1.0)")]
     assert all({"BLEU", "entity F1", "train_wall_min", "examples_per_s"} <= set(r) for r in payload["rows"])
+    assert {r["init"] for r in payload["rows"]} == {"random"}  # no LM under the tiny config
     assert "## KVRET" in task_recipes.section_for("kvret")(payload)

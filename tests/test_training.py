@@ -137,6 +137,8 @@ def test_entry_points_run_a_real_step(tmp_path, data_dir):
     rc = cli_main(["finetune", "--config", TINY, "--workdir", str(tmp_path / "ft"), "--no-progress",
                    "--config.train.steps=1", "--config.model.vocab_size=264", f"--config.train.init_from={lm}"])
     assert rc == 0
+    with open(tmp_path / "ft" / "summary.json") as f:  # where its parameters came from, for the tables
+        assert json.load(f)["init"] == {"from": lm, "step": 2}
 
 
 def test_bad_command_lines_fail_clearly(tmp_path, capsys, data_dir):

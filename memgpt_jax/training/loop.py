@@ -138,14 +138,18 @@ class MetricWriter:
                     pass
 
 
-def _init_params(config: RunConfig, model: nn.Module, rng: jax.Array, teacher: Run | None) -> tuple[Any, Any]:
+def _init_params(config: RunConfig, model: nn.Module, rng: jax.Array, teacher: Run | None
+                 ) -> tuple[Any, Any, dict | None]:
     """The student's starting parameters (random, ``train.init_from``, pruned, or the
-    teacher's layers) and the auxiliary trainable parameters of distillation."""
+    teacher's layers), the auxiliary trainable parameters of distillation, and where the
+    parameters came from (``{"from": path, "step": its checkpoint}``; None: random)."""
     tc = config.train
     params, _ = model_lib.init(model, jax.random.fold_in(rng, 1))
+    init = None
     if tc.init_from:  # e.g. a classifier from a pretrained language model's backbone
         pretrained, meta = load_params(tc.init_from, tc.init_step or None)
         source = f"{tc.init_from} (step {meta.get('step')})"
+        init = {"from": tc.init_from, "step": meta.get("step")}
         if jax.tree.map(np.shape, pretrained) == jax.tree.map(np.shape, params):
             params = jax.tree.map(np.asarray, pretrained)  # the whole model, head included
             print(f"initialised every parameter from {source}", file=sys.stderr)
@@ -164,7 +168,7 @@ def _init_params(config: RunConfig, model: nn.Module, rng: jax.Array, teacher: R
         dummy = jnp.zeros((1, 1, config.model.d_model))
         proj = losses.HiddenProjection(teacher.model_config.d_model).init(jax.random.fold_in(rng, 2), dummy)
         aux = {"hidden_proj": layers.unbox(proj["params"])}
-    return params, aux
+    return params, aux, init
 
 
 # Model fields a resumed run may change: they do not change its parameters.
@@ -268,7 +272,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     loss_fn = make_loss_fn(task, model, distill, step_teacher, label_smoothing=tc.label_smoothing)
 
     strategy = make_strategy(tc.parallel, tc.mesh, model)
-    params, aux = _init_params(config, model, rng, teacher)
+    params, aux, init = _init_params(config, model, rng, teacher)
     state = strategy.place_state(TrainState.create(params, tx, aux))
     restored = ckpt.restore_latest(abstract_like(state))
     start, wall_before, cpu_before = 0, 0.0, 0.0
@@ -387,7 +391,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
         "step": int(step), "params": n_params, "wall_s": wall_before + wall, "wall_s_this_run": wall,
         "cpu_s": _cpu_total(cpu_before, cpu_start),
         "train": last_metrics, "eval": last_eval,
-        "flops_per_token": fpt, "peak_flops": peak, "peak_rss_mb": peak_rss_mb(),
+        "flops_per_token": fpt, "peak_flops": peak, "peak_rss_mb": peak_rss_mb(), "init": init,
     }
     if jax.process_index() == 0:
         with open(summary_path, "w") as f:
