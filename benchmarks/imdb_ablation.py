@@ -16,7 +16,8 @@ and its RESULTS.md section; rows not run yet are listed as such.
 the finished LM (the base row is then a fine-tune from it too, in ``RUNS/ablation/lmN/``):
 a base that a fresh machine rebuilds in under an hour (``memgpt-jax pretrain ... --stop-at N``),
 so the table can be filled in slices. A row whose run is gone but which the committed
-``imdb_ablation.json`` holds for the same LM step is kept from there (``source``: its commit).
+``imdb_ablation.json`` holds for the same LM step is kept from there (``source``: its commit);
+the base row, if not there, from the committed IMDb curve's point at that step (the same run).
 """
 
 from __future__ import annotations
@@ -156,6 +157,22 @@ def committed_rows(lm_step: int, max_examples: int) -> dict[str, dict]:
     return committed_rows_of(RESULTS_DIR / "imdb_ablation.json", "row", keep)
 
 
+def curve_base_row(lm_step: int, max_examples: int) -> dict | None:
+    """The base teacher row at ``lm_step`` from the committed IMDb curve, or None.
+
+    The curve's point at that LM step is the same run as this table's base row
+    (``configs/imdb.py:teacher``, no overrides, fine-tuned from LM checkpoint ``lm_step``;
+    training is deterministic), so a fresh machine need not train it again to compare a
+    lever with it. Only its validation accuracy is on record there."""
+    from benchmarks import imdb_curve
+
+    point = imdb_curve.committed_rows("teacher", [], max_examples).get(lm_step)
+    if point is None or point.get("val_accuracy") is None:
+        return None
+    return {"val_accuracy": point["val_accuracy"], "val_macro_f1": None, "train_min": point.get("finetune_min"),
+            "examples": None, "max_examples": max_examples, "source": f"imdb_curve point, {point['source']}"}
+
+
 def _wall_min(run: str) -> float:
     with open(os.path.join(run, "summary.json")) as f:
         return json.load(f)["wall_s"] / 60.0
@@ -183,6 +200,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     specs = rows_spec(args.runs, args.lm_step)
     earlier = committed_rows(args.lm_step, args.max_examples)
+    if args.lm_step and "teacher" not in earlier:
+        base = curve_base_row(args.lm_step, args.max_examples)
+        if base is not None:
+            earlier["teacher"] = base
     unknown = sorted(set(args.rows or ()) - set(specs))
     if unknown:
         p.error(f"unknown rows {unknown}; choose from {sorted(specs)}")

@@ -66,3 +66,20 @@ def test_ablation_keeps_committed_rows_of_the_same_lm_step(tmp_path, monkeypatch
     assert list(at500) == ["teacher"] and at500["teacher"]["source"] == "commit abc1234"  # unmeasured: not kept
     assert imdb_ablation.committed_rows(0, 0)["teacher"]["val_accuracy"] == 0.88
     assert imdb_ablation.committed_rows(500, 64) == {}
+
+
+def test_ablation_base_row_comes_from_the_curve_point_of_its_lm_step(tmp_path, monkeypatch):
+    from benchmarks import imdb_ablation
+
+    monkeypatch.setattr(imdb_curve, "RESULTS_DIR", tmp_path)
+    assert imdb_ablation.curve_base_row(500, 0) is None  # no curve committed
+    _write(tmp_path, {"variant": "teacher", "overrides": []},
+           [{"lm_step": 500, "val_accuracy": 0.8664, "finetune_min": 26.8, "source": "this run"},
+            {"lm_step": 250, "val_accuracy": None}])
+    base = imdb_ablation.curve_base_row(500, 0)
+    assert base["val_accuracy"] == 0.8664 and base["train_min"] == 26.8
+    assert base["source"] == "imdb_curve point, commit abc1234"
+    assert imdb_ablation.curve_base_row(250, 0) is None and imdb_ablation.curve_base_row(1000, 0) is None
+    assert imdb_ablation.curve_base_row(500, 64) is None  # measured on the whole split, not 64 examples
+    _write(tmp_path, {"variant": "teacher", "overrides": ["train.steps=300"]}, [{"lm_step": 500, "val_accuracy": 0.9}])
+    assert imdb_ablation.curve_base_row(500, 0) is None  # another fine-tuning config: not the base run
