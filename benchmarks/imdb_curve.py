@@ -70,6 +70,50 @@ def lm_final_step(lm: str) -> int | None:
     return run_config.RunConfig.from_saved(meta["config"]).train.steps
 
 
+TARGETS = (("the issue's target", 0.913), ("Dai & Le", 0.928))
+
+
+def trend(rows: list[dict]) -> dict | None:
+    """A least-squares line of test-sample accuracy against log2(LM tokens), over the
+    pretrained points (LM step > 0), and where it would cross each of ``TARGETS``.
+
+    An extrapolation, not a measurement: it assumes each doubling of pretraining keeps
+    giving what the measured doublings gave (returns usually shrink, and past ~25M tokens
+    the LM would repeat its data). CPU hours at the crossing use the fastest measured rate
+    (hours per token of the points), the optimistic case. None with fewer than 3 points."""
+    import numpy as np
+
+    pts = [r for r in rows if r.get("lm_step") and r.get("test_accuracy") is not None and r.get("lm_tokens_M")]
+    if len(pts) < 3:
+        return None
+    x = np.log2([r["lm_tokens_M"] for r in pts])
+    y = np.array([100 * r["test_accuracy"] for r in pts])
+    slope, intercept = np.polyfit(x, y, 1)
+    rate = min(r["lm_cpu_hours"] / r["lm_tokens_M"] for r in pts if r.get("lm_cpu_hours"))
+    out = {"points": [r["lm_step"] for r in pts], "points_per_doubling": float(slope),
+           "cpu_hours_per_M_tokens": float(rate), "crossings": []}
+    for name, acc in TARGETS:
+        if slope <= 0:
+            break
+        tokens = float(2 ** ((100 * acc - intercept) / slope))
+        out["crossings"].append({"target": name, "accuracy": acc, "lm_tokens_M": tokens,
+                                 "lm_cpu_hours": tokens * rate})
+    return out
+
+
+def trend_text(t: dict | None) -> str:
+    if not t:
+        return ""
+    steps = ", ".join(str(s) for s in t["points"])
+    lines = [f"Trend (an extrapolation, `imdb_curve.trend`): over the pretrained points (LM steps {steps}) "
+             f"each doubling of LM tokens gave {t['points_per_doubling']:+.2f} points of test-sample accuracy."]
+    for c in t["crossings"]:
+        lines.append(f"At that rate {100 * c['accuracy']:.1f}% ({c['target']}) needs about "
+                     f"{c['lm_tokens_M']:,.0f}M LM tokens, {c['lm_cpu_hours']:,.0f} CPU hours at the fastest "
+                     f"measured rate ({t['cpu_hours_per_M_tokens']:.3f} h per M tokens).")
+    return " ".join(lines)
+
+
 def plot(rows: list[dict], path: str) -> None:
     import matplotlib
 
@@ -102,6 +146,7 @@ def section(payload: dict) -> str:
         f"Teacher `configs/imdb.py:{payload['meta'].get('variant', 'teacher')}` fine-tuned from each kept LM "
         "checkpoint; CPU hours: the LM's recorded training wall time at that step.", "",
         markdown_table(payload["rows"], payload.get("columns") or COLUMNS), "",
+        trend_text(trend(payload["rows"])), "",
         "![accuracy vs pretraining](results/imdb_curve.png)",
     ])
 

@@ -83,3 +83,18 @@ def test_ablation_base_row_comes_from_the_curve_point_of_its_lm_step(tmp_path, m
     assert imdb_ablation.curve_base_row(500, 64) is None  # measured on the whole split, not 64 examples
     _write(tmp_path, {"variant": "teacher", "overrides": ["train.steps=300"]}, [{"lm_step": 500, "val_accuracy": 0.9}])
     assert imdb_ablation.curve_base_row(500, 0) is None  # another fine-tuning config: not the base run
+
+
+def test_curve_trend_fits_log_tokens_and_extrapolates_the_crossings():
+    rows = [{"lm_step": 0, "lm_tokens_M": 0.0, "lm_cpu_hours": 0.0, "test_accuracy": 0.80},  # not in the fit
+            {"lm_step": 250, "lm_tokens_M": 2.0, "lm_cpu_hours": 0.4, "test_accuracy": 0.870},
+            {"lm_step": 500, "lm_tokens_M": 4.0, "lm_cpu_hours": 0.6, "test_accuracy": 0.875},
+            {"lm_step": 1000, "lm_tokens_M": 8.0, "lm_cpu_hours": 2.0, "test_accuracy": 0.880}]
+    t = imdb_curve.trend(rows)
+    assert t["points"] == [250, 500, 1000]
+    assert abs(t["points_per_doubling"] - 0.5) < 1e-9 and t["cpu_hours_per_M_tokens"] == 0.15
+    first = t["crossings"][0]  # 91.3% = 88.0 + 3.3 points = 6.6 doublings past 8M tokens
+    assert first["accuracy"] == 0.913 and abs(first["lm_tokens_M"] - 8 * 2 ** 6.6) < 1e-6
+    assert abs(first["lm_cpu_hours"] - 0.15 * first["lm_tokens_M"]) < 1e-9
+    assert "+0.50 points" in imdb_curve.trend_text(t)
+    assert imdb_curve.trend(rows[:3]) is None  # two pretrained points: no line
