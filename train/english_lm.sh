@@ -5,6 +5,11 @@
 # skipped; a stopped run resumes from its newest checkpoint.
 #
 #   MEMGPT_DATA_DIR=~/memgpt_data IMDB_SOURCE=../shared/data/aclImdb_dev.tar.gz train/english_lm.sh
+#
+# LM_STOP_AT=N stops both LMs at step N (a checkpoint; the schedule stays that of the full
+# run, and a later run without it continues to the end): e.g. LM_STOP_AT=500 gives the
+# task recipes a backbone in under an hour on a fresh machine. Their fine-tuning starts
+# from the newest LM checkpoint, and the recipe tables say which (the init column).
 set -euo pipefail
 CLI=${MEMGPT_CLI:-memgpt-jax}
 : "${IMDB_SOURCE:?set IMDB_SOURCE to an aclImdb .tar.gz or directory}"
@@ -13,5 +18,6 @@ mkdir -p runs/imdb
 $CLI data prepare imdb --source "$IMDB_SOURCE"
 [ -f runs/imdb/spm8k.model ] || $CLI data tokenizer train --dataset memgpt_imdb/val10_seed0 \
     --splits train,unsupervised --vocab-size 8192 --output runs/imdb/spm8k.model
-$CLI pretrain --config configs/imdb.py:pretrain --workdir runs/imdb/lm
-$CLI pretrain --config configs/imdb.py:pretrain_student --workdir runs/imdb/lm_student
+STOP=(${LM_STOP_AT:+--stop-at "$LM_STOP_AT"})
+$CLI pretrain --config configs/imdb.py:pretrain --workdir runs/imdb/lm "${STOP[@]}"
+$CLI pretrain --config configs/imdb.py:pretrain_student --workdir runs/imdb/lm_student "${STOP[@]}"
