@@ -72,6 +72,7 @@ def script_commands(path: str) -> list[list[str]]:
         line = line.split("]", 1)[1] if line.startswith("[") and "||" in line else line
         line = line.split("||", 1)[-1].strip() if "||" in line else line.strip()
         if line.startswith("$CLI "):
+            line = re.sub(r'"\$\{[A-Z_]+\[@\]\}"', "", line)  # optional arguments from an array (LM_STOP_AT)
             found += commands("memgpt-jax " + line[len("$CLI "):])
     return found
 
