@@ -94,6 +94,8 @@ class DataConfig:
     eval_batches: int = 0  # 0 = the whole split
     seed: int = 0
     pack: bool = True  # pairs: several pairs per row
+    prompt_loss: bool = False  # pairs: the loss counts the prompt's tokens too (in-domain LM training
+    #   on the prompts, e.g. emails, before a target-only fine-tune); False: target tokens only
     doc_stride: int = 128  # qa: overlap of the windows over a long context
     length_buckets: tuple[int, ...] = ()  # classification training: row lengths a batch pads to (its
     #   longest text decides; texts sorted by length in pools of 16 batches); () = always seq_len

@@ -86,6 +86,12 @@ def test_loss_mask_covers_targets_only_and_packing_keeps_pairs_apart():
     assert (batch["segment_ids"][0] > 0).sum() > len(pair_tokens(tok, "abc", "xy", 16)[0])  # two pairs in row 0
     assert not batch["loss_mask"][batch["segment_ids"] == 0].any()
 
+    # data.prompt_loss: every real position counts (the prompt is LM training data too); same packing.
+    full = next(PackedPairsIterator(source, tok, batch_size=2, seq_len=16, shuffle=False, num_epochs=1,
+                                    drop_remainder=False, prompt_loss=True))
+    np.testing.assert_array_equal(full["loss_mask"], full["segment_ids"] > 0)
+    np.testing.assert_array_equal(full["inputs"], batch["inputs"])
+
     # A pair's logits inside a packed row equal its logits alone (dense and block-sparse).
     for att in (dict(pattern="dense"), dict(pattern="window_global", block_size=4, window=2, n_global=1)):
         mc = config_lib.tiny(vocab_size=264, max_len=16, attention=att)

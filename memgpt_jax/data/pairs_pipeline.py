@@ -2,7 +2,8 @@
 
 A pair becomes ``[BOS] prompt [SEP] target [EOS]``; the model reads it left to
 right and is trained to predict the target tokens and the final EOS only (the
-``loss_mask`` is False on prompt positions and padding). With ``pack=True``
+``loss_mask`` is False on prompt positions and padding; ``prompt_loss=True``,
+``data.prompt_loss``, counts the prompt's tokens too: LM training on the prompts). With ``pack=True``
 several pairs share a row, each its own *segment* (``segment_ids`` 1, 2, ...;
 ``positions`` restart at 0), so attention never crosses a pair boundary; a pair
 that does not fit the rest of a row starts the next one. Pairs longer than a row
@@ -66,13 +67,14 @@ class PackedPairsIterator(CursorIterator):
                  seed: int = 0, shuffle: bool = True, num_epochs: int | None = None, pack: bool = True,
                  prompt_key: str = "prompt", target_key: str = "target", drop_remainder: bool = True,
                  process_index: int | None = None, process_count: int | None = None,
-                 prompt_keep: str = "tail") -> None:
+                 prompt_keep: str = "tail", prompt_loss: bool = False) -> None:
         super().__init__(source, tokenizer, batch_size=batch_size, seed=seed, shuffle=shuffle,
                          num_epochs=num_epochs, even=drop_remainder, process_index=process_index,
                          process_count=process_count, seq_len=seq_len, pack=pack,
                          drop_remainder=drop_remainder)
         self.seq_len, self.pack, self.drop_remainder = seq_len, pack, drop_remainder
         self.prompt_key, self.target_key, self.prompt_keep = prompt_key, target_key, prompt_keep
+        self.prompt_loss = prompt_loss  # the loss also predicts the prompt's tokens (and the separator)
         self._cache: dict[int, tuple[np.ndarray, int]] = {}
 
     def _tokens(self, index: int) -> tuple[np.ndarray, int]:
@@ -115,7 +117,8 @@ class PackedPairsIterator(CursorIterator):
             batch["targets"][row, sl] = tokens[1:]
             batch["segment_ids"][row, sl] = seg
             batch["positions"][row, sl] = np.arange(n)
-            batch["loss_mask"][row, col + n_prompt - 1: col + n] = True  # predictions of target tokens and EOS
+            first = col if self.prompt_loss else col + n_prompt - 1  # else: target tokens and EOS only
+            batch["loss_mask"][row, first: col + n] = True
             col += n
             pairs += 1
             self.stats["pairs"] += 1
