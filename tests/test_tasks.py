@@ -210,3 +210,18 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     assert all({"BLEU", "entity F1", "train_wall_min", "examples_per_s"} <= set(r) for r in payload["rows"])
     assert {r["init"] for r in payload["rows"]} == {"random"}  # no LM under the tiny config
     assert "## KVRET" in task_recipes.section_for("kvret")(payload)
+
+
+def test_lead_baseline_row_takes_k_from_train_and_scores_like_the_models(monkeypatch):
+    """AESLC's extractive anchor: the first k words, k = the median target length of train."""
+    import memgpt_jax.apps.seq2seq as seq2seq
+    from benchmarks import task_recipes
+
+    splits = {"train": [{"prompt": "p", "target": t} for t in ("a b", "a b c", "x y z")],
+              "dev": [{"prompt": "budget meeting moved to friday", "target": "budget meeting",
+                       "references": ["budget meeting moved", "other words"]}]}
+    monkeypatch.setattr(seq2seq, "load_pairs", lambda run, split, max_examples=0: splits[split])
+    row, report = task_recipes.lead_row(task_recipes.TASKS["aeslc"], None, 0)
+    assert row["model"] == "lead-3 baseline" and row["decoding"] == "the first 3 words"
+    assert row["R-1"] == pytest.approx(80.0)  # "budget meeting moved" vs "budget meeting": P 2/3, R 1
+    assert row["R-1 all refs"] == pytest.approx(100.0)  # its best reference matches exactly
