@@ -7,8 +7,8 @@ validation split, next to published results.
     python -m benchmarks.squad_recipe --runs runs/squad    (after train/squad_recipe.sh)
 
 Per model: parameters, what its parameters started from (``init``: the LM run and its
-checkpoint step, from the run's ``summary.json``), CPU training wall time (``summary.json``, across restarts; the
-int8 row is the student's), and the task's metrics with greedy decoding and with beam
+checkpoint step), CPU training wall time (both from the run's ``summary.json``; wall time
+across restarts; the int8 row is the student's), and the task's metrics with greedy decoding and with beam
 search (prompt -> target tasks), plus examples/s of that evaluation. Metrics: ROUGE-1/2/L
 (``rouge-score``, stemming) against the original subject and against all references
 (best per email); BLEU (sacrebleu) and entity F1 (micro, ``memgpt_jax/data/dialogue.py``);
@@ -100,17 +100,12 @@ def lead_row(task: Task, opened: Any, max_examples: int) -> tuple[dict[str, Any]
     models are. A model below it is not reading its input."""
     import statistics
 
-    from memgpt_jax.apps.seq2seq import load_pairs
-    from memgpt_jax.apps.text_metrics import all_metrics, rouge
+    from memgpt_jax.apps.seq2seq import load_pairs, score_outputs
     from memgpt_jax.data.prepared import as_text
 
     k = int(statistics.median(len(as_text(r["target"]).split()) for r in load_pairs(opened, "train")))
     records = load_pairs(opened, task.split, max_examples=max_examples)
-    hyps = [" ".join(as_text(r["prompt"]).split()[:k]) for r in records]
-    report = all_metrics(hyps, [as_text(r["target"]) for r in records])
-    if records and "references" in records[0]:
-        multi = [[as_text(x) for x in r["references"]] or [as_text(r["target"])] for r in records]
-        report.update({f"{m.replace('rougeL', 'rouge_l')}_multi": v for m, v in rouge(hyps, multi).items()})
+    report = score_outputs([" ".join(as_text(r["prompt"]).split()[:k]) for r in records], records)
     row = {"model": f"lead-{k} baseline", "attention": "-", "params": 0, "init": "-",
            "decoding": f"the first {k} words", "train_wall_min": 0.0, "examples_per_s": None}
     row.update({column: report[key] for key, column in task.metrics if key in report})

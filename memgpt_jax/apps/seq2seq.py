@@ -81,13 +81,26 @@ def entity_vocabulary(run: Run) -> list[str] | None:
     return dataset_metadata(dc.name, dc.data_dir).get("entities") if dc.name else None
 
 
+def score_outputs(hyps: Sequence[str], records: Sequence[Mapping[str, Any]],
+                  entities: Sequence[str] | None = None) -> dict[str, Any]:
+    """Scores outputs against the records' targets (BLEU, chrF, ROUGE, exact match); records
+    with ``references`` also get ROUGE against all of them (``*_multi``: the best reference
+    per sentence), and with ``entities`` and the dataset's entity vocabulary, entity F1."""
+    refs = [as_text(r["target"]) for r in records]
+    report: dict[str, Any] = all_metrics(hyps, refs)
+    if records and "references" in records[0]:
+        multi = [[as_text(x) for x in r["references"]] or [t] for r, t in zip(records, refs)]
+        report.update({f"{k.replace('rougeL', 'rouge_l')}_multi": v for k, v in rouge(hyps, multi).items()})
+    if records and "entities" in records[0] and entities:
+        gold = [[as_text(x) for x in r["entities"]] for r in records]
+        report.update(entity_f1(hyps, gold, EntityMatcher(entities)))
+    return report
+
+
 def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int = 1,
                    length_penalty: float = 1.0, max_new_tokens: int = 64, batch_size: int = 32,
                    progress: bool = True, entities: Sequence[str] | None = None) -> dict[str, Any]:
-    """Decodes the prompts and scores the outputs against the targets (BLEU, chrF, ROUGE,
-    exact match); records with ``references`` also get ROUGE against all of them
-    (``*_multi``: the best reference per sentence), and with ``entities`` and the
-    dataset's entity vocabulary, entity F1."""
+    """Decodes the prompts, times it, and scores the outputs (:func:`score_outputs`)."""
     prompts = [as_text(r["prompt"]) for r in records]
     refs = [as_text(r["target"]) for r in records]
     gen = _generator(run)
@@ -97,13 +110,7 @@ def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int 
     hyps = decode(run, prompts, beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
                   batch_size=batch_size, progress=progress, generator=gen)
     seconds = time.perf_counter() - t0
-    report: dict[str, Any] = all_metrics(hyps, refs)
-    if records and "references" in records[0]:
-        multi = [[as_text(x) for x in r["references"]] or [t] for r, t in zip(records, refs)]
-        report.update({f"{k.replace('rougeL', 'rouge_l')}_multi": v for k, v in rouge(hyps, multi).items()})
-    if records and "entities" in records[0] and entities:
-        gold = [[as_text(x) for x in r["entities"]] for r in records]
-        report.update(entity_f1(hyps, gold, EntityMatcher(entities)))
+    report = score_outputs(hyps, records, entities)
     report.update(sentences=len(hyps), sentences_per_s=len(hyps) / max(seconds, 1e-9), beam=beam,
                   length_penalty=length_penalty)
     report["examples"] = [{"prompt": p, "reference": r, "output": h} for p, r, h in zip(prompts[:5], refs, hyps)]

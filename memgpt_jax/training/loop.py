@@ -148,8 +148,8 @@ def _init_params(config: RunConfig, model: nn.Module, rng: jax.Array, teacher: R
     init = None
     if tc.init_from:  # e.g. a classifier from a pretrained language model's backbone
         pretrained, meta = load_params(tc.init_from, tc.init_step or None)
-        source = f"{tc.init_from} (step {meta.get('step')})"
         init = {"from": tc.init_from, "step": meta.get("step")}
+        source = f"{init['from']} (step {init['step']})"
         if jax.tree.map(np.shape, pretrained) == jax.tree.map(np.shape, params):
             params = jax.tree.map(np.asarray, pretrained)  # the whole model, head included
             print(f"initialised every parameter from {source}", file=sys.stderr)
