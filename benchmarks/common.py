@@ -114,9 +114,10 @@ def invocation() -> str:
     return " ".join(["python -m " + module, *argv[1:]]).strip()
 
 
-def committed_rows(path: Path, key: str, keep: Callable[[dict[str, Any], dict[str, Any]], bool]
-                   ) -> dict[Any, dict[str, Any]]:
-    """The rows of a committed results JSON that ``keep(row, meta)`` accepts, by ``row[key]``.
+def committed_rows(path: Path, key: str | Callable[[dict[str, Any]], Any],
+                   keep: Callable[[dict[str, Any], dict[str, Any]], bool]) -> dict[Any, dict[str, Any]]:
+    """The rows of a committed results JSON that ``keep(row, meta)`` accepts, by ``row[key]``
+    (or ``key(row)``).
 
     Each row keeps (or gains) ``source``: the commit of the run that measured it, so that a
     table can carry a row whose run is gone (a fresh machine) without measuring it again."""
@@ -128,7 +129,8 @@ def committed_rows(path: Path, key: str, keep: Callable[[dict[str, Any], dict[st
     for row in payload.get("rows", []):
         if keep(row, meta):
             source = row.get("source")
-            out[row[key]] = {**row, "source": f"commit {commit}" if source in (None, "this run") else source}
+            out[key(row) if callable(key) else row[key]] = {
+                **row, "source": f"commit {commit}" if source in (None, "this run") else source}
     return out
 
 

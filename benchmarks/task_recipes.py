@@ -14,6 +14,14 @@ search (prompt -> target tasks), plus examples/s of that evaluation. Metrics: RO
 (best per email); BLEU (sacrebleu) and entity F1 (micro, ``memgpt_jax/data/dialogue.py``);
 SQuAD exact match / F1 (the official v1.1 normalization). Writes
 ``benchmarks/results/<task>_recipe.{json,md}`` and the task's section of RESULTS.md.
+
+Rows are not measured twice. A row of the committed ``<task>_recipe.json`` is kept
+(``source``: the commit that measured it) when its run is the same one (same ``init``,
+training wall time and quantization), with the same decoding and ``--max-examples``;
+``--fresh`` measures everything again. A model whose run is gone from this machine keeps
+its committed rows, so a fresh machine can add the student without retraining the teacher.
+A task's ``variants`` are extra rows for the levers tried on the way (e.g. AESLC's teacher
+fine-tuned from the English LM alone, without the in-domain LM).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import os
 import sys
 from typing import Any, Callable
 
-from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks import common
+from benchmarks.common import committed_rows, machine_line, markdown_table, rebuild_results_md, write_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Task:
     max_new_tokens: int = 64
     decodes: bool = True  # prompt -> target (greedy and beam rows); False: extractive QA
     lead_baseline: bool = False  # a row for the first k words of the prompt (k: the median target length)
+    variants: tuple[tuple[str, str], ...] = ()  # extra (model label, run subdirectory) rows: levers tried
 
 
 TASKS = {
@@ -48,7 +58,8 @@ TASKS = {
         ("Zhang & Tetreault (2019), their best system on the test split: ROUGE-1/2/L 23.67 / 10.29 / 23.44; "
          "PEGASUS-large (pretrained on huge corpora): 37.68 / 21.25 / 36.51.",
          "Target: teacher ROUGE-1 >= 20 on dev against the original subject; aim past 23.67."),
-        max_new_tokens=32, lead_baseline=True),
+        max_new_tokens=32, lead_baseline=True,
+        variants=(("teacher, English LM only", "teacher_english_lm"),)),
     "kvret": Task(
         "kvret", "KVRET in-car assistant: knowledge-grounded dialogue", "validation",
         (("bleu", "BLEU"), ("entity_f1", "entity F1"), ("entity_precision", "entity P"),
@@ -70,7 +81,7 @@ MODELS = (("teacher", "teacher"), ("student", "student"), ("student int8", "stud
 
 def columns(task: Task) -> list[str]:
     lead = ["model", "attention", "params", "init"] + (["decoding"] if task.decodes else [])
-    return lead + [column for _, column in task.metrics] + ["train_wall_min", "examples_per_s"]
+    return lead + [column for _, column in task.metrics] + ["train_wall_min", "examples_per_s", "source"]
 
 
 def _evaluate(task: Task, opened: Any, beam: int, length_penalty: float, max_examples: int) -> dict[str, Any]:
@@ -107,42 +118,69 @@ def lead_row(task: Task, opened: Any, max_examples: int) -> tuple[dict[str, Any]
     records = load_pairs(opened, task.split, max_examples=max_examples)
     report = score_outputs([" ".join(as_text(r["prompt"]).split()[:k]) for r in records], records)
     row = {"model": f"lead-{k} baseline", "attention": "-", "params": 0, "init": "-",
-           "decoding": f"the first {k} words", "train_wall_min": 0.0, "examples_per_s": None}
+           "decoding": f"the first {k} words", "train_wall_min": 0.0, "examples_per_s": None, "source": "this run"}
     row.update({column: report[key] for key, column in task.metrics if key in report})
     return row, report
 
 
+def _identity(row: dict[str, Any]) -> tuple:
+    """Which measurement a row is: the run (its init, training wall time, int8 or not), the
+    decoding and the number of examples scored."""
+    return (row.get("init"), round(row.get("train_wall_min") or 0.0, 6), bool(row.get("quantized")),
+            row.get("decoding"), row.get("max_examples", 0))
+
+
+def committed(task: Task) -> list[dict[str, Any]]:
+    """The measured rows of the committed ``<task>_recipe.json`` (lead baseline aside), each with ``source``."""
+    rows = committed_rows(common.RESULTS_DIR / f"{task.name}_recipe.json", lambda r: (r["model"], r.get("decoding")),
+                          lambda row, meta: row.get("params", 0) > 0)
+    return list(rows.values())
+
+
 def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
-        max_examples: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        max_examples: int = 0, fresh: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from memgpt_jax.flops import count_params  # lazy (JAX)
     from memgpt_jax.training.run import open_run
 
+    old = [] if fresh else committed(task)
+    by_identity = {_identity(r): r for r in old}
     rows, reports = [], {}
-    for name, sub in MODELS:
+    for name, sub in (*MODELS[:1], *task.variants, *MODELS[1:]):
         path = os.path.join(runs, sub)
-        if not os.path.isdir(path):
-            print(f"skipping {name}: {path} does not exist", file=sys.stderr)
-            continue
-        opened = open_run(path)
-        with open(os.path.join(runs, "student" if opened.quantized else sub, "summary.json")) as f:
-            summary = json.load(f)
-        wall, init = summary["wall_s"] / 60, summary.get("init")
-        for b in ((1, beam) if task.decodes else (1,)):
-            report = _evaluate(task, opened, b, length_penalty, max_examples)
-            row = {"model": name, "attention": opened.model_config.attention.pattern,
-                   "params": count_params(opened.model_config, opened.task), "train_wall_min": wall,
-                   "init": f"{init['from']} step {init['step']}" if init else "random",
-                   "examples_per_s": report["examples_per_s"]}
-            if task.decodes:
-                row["decoding"] = "greedy" if b == 1 else f"beam {b} (lp {length_penalty})"
-            row.update({column: report[key] for key, column in task.metrics if key in report})
-            rows.append(row)
-            reports[f"{name}/{task.split}/beam{b}"] = report
-            print(f"{name} beam {b}: " + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row),
-                  file=sys.stderr)
-        if task.lead_baseline and name == "teacher":
-            row, reports["lead_baseline"] = lead_row(task, opened, max_examples)
-            rows.append(row)
+        # the int8 run has no training record of its own: the student's is its
+        record = os.path.join(runs, "student" if sub == "student_int8" else sub, "summary.json")
+        if not (os.path.isdir(path) and os.path.isfile(record)):
+            kept = [r for r in old if r["model"] == name]
+            print(f"{name}: {record if os.path.isdir(path) else path} does not exist; "
+                  + (f"{len(kept)} committed row(s) kept" if kept else "skipped"), file=sys.stderr)
+            rows += kept
+        else:
+            opened = open_run(path)
+            with open(record) as f:
+                summary = json.load(f)
+            init = summary.get("init")
+            base = {"model": name, "attention": opened.model_config.attention.pattern,
+                    "params": count_params(opened.model_config, opened.task), "train_wall_min": summary["wall_s"] / 60,
+                    "init": f"{init['from']} step {init['step']}" if init else "random",
+                    "quantized": bool(opened.quantized), "max_examples": max_examples}
+            for b in ((1, beam) if task.decodes else (1,)):
+                row = dict(base)
+                if task.decodes:
+                    row["decoding"] = "greedy" if b == 1 else f"beam {b} (lp {length_penalty})"
+                if _identity(row) in by_identity:
+                    rows.append({**by_identity[_identity(row)], "model": name})
+                    print(f"{name} {row.get('decoding', '')}: measured before ({rows[-1]['source']})", file=sys.stderr)
+                    continue
+                report = _evaluate(task, opened, b, length_penalty, max_examples)
+                row.update({column: report[key] for key, column in task.metrics if key in report},
+                           examples_per_s=report["examples_per_s"], source="this run")
+                rows.append(row)
+                reports[f"{name}/{task.split}/beam{b}"] = report
+                print(f"{name} beam {b}: " + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row),
+                      file=sys.stderr)
+            if task.lead_baseline and name == "teacher":
+                row, reports["lead_baseline"] = lead_row(task, opened, max_examples)
+                rows.append(row)
     return rows, reports
 
 
@@ -170,10 +208,12 @@ def main(name: str, argv: list[str] | None = None) -> int:
     p.add_argument("--beam", type=int, default=4, help="beam width of the beam rows (default: %(default)s)")
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--max-examples", type=int, default=0, help="score only the first N examples (0: all)")
+    p.add_argument("--fresh", action="store_true", help="measure every row again (default: keep the committed "
+                   "rows of the same runs, and those of runs not on this machine)")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
     rows, reports = run(task, args.runs, beam=args.beam, length_penalty=args.length_penalty,
-                        max_examples=args.max_examples)
+                        max_examples=args.max_examples, fresh=args.fresh)
     if not rows:
         raise SystemExit(f"no runs under {args.runs}: run train/{name}_recipe.sh first")
     cols = columns(task)

@@ -209,7 +209,27 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
         (m, d) for m in ("teacher", "student", "student int8") for d in ("greedy", "beam 2 (lp 1.0)")]
     assert all({"BLEU", "entity F1", "train_wall_min", "examples_per_s"} <= set(r) for r in payload["rows"])
     assert {r["init"] for r in payload["rows"]} == {"random"}  # no LM under the tiny config
+    assert {r["source"] for r in payload["rows"]} == {"this run"}
     assert "## KVRET" in task_recipes.section_for("kvret")(payload)
+
+    # Rerun: the committed rows of the same runs are kept, not measured again; a run that is
+    # gone (a fresh machine) keeps its rows; --fresh measures again.
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a row was measured twice")
+
+    monkeypatch.setattr(task_recipes, "_evaluate", no_evaluation)
+    os.unlink(runs / "student")
+    assert task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "3",
+                                       "--no-results-md"]) == 0
+    again = json.loads((tmp_path / "results" / "kvret_recipe.json").read_text())
+    assert [(r["model"], r["decoding"], r["BLEU"]) for r in again["rows"]] == [
+        (r["model"], r["decoding"], r["BLEU"]) for r in payload["rows"]]
+    assert all(r["source"].startswith("commit ") for r in again["rows"])
+    with pytest.raises(AssertionError, match="measured twice"):  # other settings: measured
+        task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "2", "--no-results-md"])
+    with pytest.raises(AssertionError, match="measured twice"):
+        task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "3", "--fresh",
+                                    "--no-results-md"])
 
 
 def test_lead_baseline_row_takes_k_from_train_and_scores_like_the_models(monkeypatch):
