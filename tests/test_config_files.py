@@ -17,7 +17,7 @@ VARIANTS = {
     "listops.py": ["teacher", "student", "demo_teacher", "demo_student", "lra_teacher", "lra_student"],
     "imdb.py": ["pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu"],
     "multi30k.py": ["teacher", "student", "tiny"],
-    "aeslc.py": ["teacher", "student", "tiny"],
+    "aeslc.py": ["teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm"],
     "kvret.py": ["teacher", "student", "tiny"],
     "squad.py": ["teacher", "student", "tiny"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],

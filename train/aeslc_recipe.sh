@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# AESLC email -> subject line, end to end: the English LMs (train/english_lm.sh, skipped when trained) ->
-# dense teacher fine-tuned from its LM -> block-sparse student distilled from the teacher ->
-# int8 -> the table in benchmarks/RESULTS.md. Rerunning resumes.
+# AESLC email -> subject line, end to end: the English LMs (train/english_lm.sh, skipped when trained),
+# continued on the emails (in-domain LMs) -> dense teacher fine-tuned from its LM -> block-sparse
+# student distilled from the teacher -> int8 -> the table in benchmarks/RESULTS.md. Rerunning resumes.
 #
 #   MEMGPT_DATA_DIR=~/memgpt_data MEMGPT_SHARED_DATA=../shared/data train/aeslc_recipe.sh
 set -euo pipefail
@@ -10,7 +10,9 @@ CLI=${MEMGPT_CLI:-memgpt-jax}
 IMDB_SOURCE=${IMDB_SOURCE:-$MEMGPT_SHARED_DATA/aclImdb_dev.tar.gz} "$(dirname "$0")/english_lm.sh"
 
 $CLI data prepare aeslc --source "$MEMGPT_SHARED_DATA/aeslc/aeslc_train_dev.tar.gz"
+$CLI pretrain --config configs/aeslc.py:lm --workdir runs/aeslc/lm
 $CLI finetune --config configs/aeslc.py:teacher --workdir runs/aeslc/teacher
+$CLI pretrain --config configs/aeslc.py:lm_student --workdir runs/aeslc/lm_student
 $CLI distill --config configs/aeslc.py:student --workdir runs/aeslc/student
 [ -d runs/aeslc/student_int8 ] || $CLI quantize --checkpoint runs/aeslc/student --out runs/aeslc/student_int8 --bits 8
 ${PYTHON:-python} -m benchmarks.aeslc_recipe --runs runs/aeslc
