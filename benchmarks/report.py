@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import (aeslc_recipe, attention_report, data, demo, device_check, generate, imdb_ablation, imdb_curve,
+from benchmarks import (aeslc_recipe, attention_products, attention_report, data, demo, device_check, generate, imdb_ablation, imdb_curve,
                         imdb_recipe, kernel_variants, kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
@@ -188,6 +188,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      step_parts.section),
     ("kernel_variants", "Kernel variants: chunk size and weight-gradient layouts", "python -m benchmarks.kernel_variants",
      kernel_variants.section),
+    ("attention_products", "Attention products alone: the ceiling of a kernel built from XLA:CPU's dots",
+     "python -m benchmarks.attention_products", attention_products.section),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
     ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
      generate.section),

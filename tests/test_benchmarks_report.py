@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -129,6 +131,39 @@ def test_step_parts_quick_run(tmp_path):
     assert 0 < ms["part:AdamW update alone"] < step
     assert all(g["jax_f32_gflops"] > 0 for g in payload["meta"]["gemms"])
     assert section(payload).startswith("## Where the dense step's time goes")
+
+
+def test_attention_product_ceilings_by_hand():
+    """The ceilings: counted products' FLOPs (2 fwd, 6 fwd+bwd) over the time of every product
+    the pass runs (fwd: scores + P V; fwd+bwd: scores + 2 P V + 2 scores^T + 2 dS^T Q)."""
+    from benchmarks.attention_products import ceilings
+
+    ms = {"scores": 1.0, "P V": 2.0, "scores^T": 3.0, "dS^T Q": 4.0}
+    rows = [{"tile": "128x640", "product": p, "gflop": 0.1, "jax_ms": t} for p, t in ms.items()]
+    fwd, fwd_bwd = ceilings(rows, jax_peak=100.0, torch_peak=None)
+    assert fwd["pass"] == "fwd" and fwd["jax_gflops_per_s"] == pytest.approx(0.2 / 0.003)
+    assert fwd["jax_of_peak"] == pytest.approx(0.2 / 0.003 / 100)
+    assert fwd_bwd["jax_gflops_per_s"] == pytest.approx(0.6 / 0.019)  # 1 + 2*2 + 2*3 + 2*4 ms
+    assert "torch_gflops_per_s" not in fwd  # no PyTorch timings, no PyTorch ceiling
+
+
+def test_attention_products_quick_run(tmp_path):
+    """The attention-products benchmark runs end to end on tiny tiles, beside (not over) the
+    committed results, timing every product of every tile and rendering its section."""
+    from benchmarks.attention_products import PRODUCTS, section
+
+    env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.attention_products", "--quick", "--no-torch"], cwd=ROOT,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "results" / "attention_products.json").exists()
+    payload = json.loads((tmp_path / "results" / "attention_products_quick.json").read_text())
+    assert len(payload["rows"]) == 2 * len(PRODUCTS) and all(r["jax_gflops_per_s"] > 0 for r in payload["rows"])
+    assert [c["pass"] for c in payload["meta"]["ceilings"]] == ["fwd", "fwd+bwd"] * 2
+    assert section(payload).startswith("## Attention products alone")
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.attention_products", "--tiles", "128by640"], cwd=ROOT,
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "MxN" in bad.stderr
 
 
 def test_device_check_refuses_without_a_gpu_and_dry_runs_on_cpu(tmp_path):
