@@ -125,6 +125,26 @@ def test_xla_small_chunks_match_reference():
     check_against_reference(layout, fn, q, k, v, cot)
 
 
+@pytest.mark.parametrize("name", ["window_global", "per_head"])
+def test_xla_bf16_moves_inputs_as_bits_and_matches_f32(name):
+    """bf16 inputs cross the kernel's gathers and loops as uint16 bit patterns: the compiled
+    forward + backward gathers no float32 copy of them (XLA:CPU runs a bf16 gather in f32),
+    and the outputs and gradients are the float32 kernel's on the same values, to bf16 rounding."""
+    import re
+
+    layout, kv_heads, kind = CASES[name]
+    q, k, v, cot = make_inputs(kv_heads=kv_heads, dtype=jnp.bfloat16, seed=7)
+    fn = functools.partial(block_sparse_attention, layout=layout, impl="xla")
+    extras = extras_for(kind)
+    hlo = out_and_grads.lower(fn, q, k, v, cot, extras).compile().as_text()
+    assert "gather(" in hlo and not re.search(r"= f32\[[^\]]*\](\{[^}]*\})? gather\(", hlo)
+    got = out_and_grads(fn, q, k, v, cot, extras)
+    want = out_and_grads(fn, *(x.astype(jnp.float32) for x in (q, k, v, cot)), extras)
+    for label, a, b in zip(("out", "dq", "dk", "dv"), got, want):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b), atol=0.05, rtol=0.02, err_msg=label)
+
+
 PALLAS_CASES = [
     ("tpu", "window_global"),
     ("tpu", "per_head"),

@@ -12,6 +12,12 @@ of every other row. The token masks of all slots are laid out like the score
 tiles once per call (a few bytes per kept pair), so applying them is a streaming
 select rather than a gather per element.
 
+Two-byte float inputs and outputs (bf16, f16) travel through the gathers and the loops
+as their uint16 bit patterns (:func:`_as_bits`): XLA:CPU would otherwise run those gathers,
+per-chunk slices and the stacking of the chunks' outputs in float32, converting each whole
+input before the loop, moving twice the bytes per chunk, and converting the whole output
+buffer there and back at every chunk.
+
 The gradient is a ``custom_vjp`` in the style of FlashAttention: the forward pass
 saves only the output and the row log-sum-exp; the backward pass recomputes the
 probabilities per chunk and accumulates ``dk``/``dv`` into their blocks
@@ -126,15 +132,30 @@ def _untiles(x_BHRQ, b: int):
     return x_BHRQ.reshape(B, H, R, Q // b, b, *rest).transpose(perm)
 
 
-def _gather_kv(x_BnbHD, idx_IRW):
-    """Kept blocks per row: ``[B, n, b, H, D]`` -> ``[B, H, R, W * b, D]``."""
+def _as_bits(x):
+    """A two-byte float array as its uint16 bit patterns (other dtypes unchanged): gathered
+    and sliced as they are, where XLA:CPU would run a bf16 gather or loop slice in float32."""
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize == 2:
+        return jax.lax.bitcast_convert_type(x, jnp.uint16)
+    return x
+
+
+def _from_bits(x, dtype):
+    """Inverse of :func:`_as_bits` for an array that was ``dtype``."""
+    return x if x.dtype == dtype else jax.lax.bitcast_convert_type(x, dtype)
+
+
+def _gather_kv(x_BnbHD, idx_IRW, dtype):
+    """Kept blocks per row: ``[B, n, b, H, D]`` (bits, :func:`_as_bits`) -> ``[B, H, R, W * b, D]`` in ``dtype``."""
     B, _, b, H, D = x_BnbHD.shape
     I, R, W = idx_IRW.shape
     if I == 1:
         g = jnp.take(x_BnbHD, idx_IRW[0], axis=1)  # [B, R, W, b, H, D]
-        return g.transpose(0, 4, 1, 2, 3, 5).reshape(B, H, R, W * b, D)
-    g = jax.vmap(lambda x, i: jnp.take(x, i, axis=1), in_axes=(3, 0))(x_BnbHD, idx_IRW)  # [H, B, R, W, b, D]
-    return g.transpose(1, 0, 2, 3, 4, 5).reshape(B, H, R, W * b, D)
+        g = g.transpose(0, 4, 1, 2, 3, 5).reshape(B, H, R, W * b, D)
+    else:
+        g = jax.vmap(lambda x, i: jnp.take(x, i, axis=1), in_axes=(3, 0))(x_BnbHD, idx_IRW)  # [H, B, R, W, b, D]
+        g = g.transpose(1, 0, 2, 3, 4, 5).reshape(B, H, R, W * b, D)
+    return _from_bits(g, dtype)
 
 
 def _scatter_add_kv(acc_BHnbD, upd_BHRWbD, idx_IRW):
@@ -179,10 +200,11 @@ def _masked_scores(plan, q_BHRQD, k_BHRKD, idx_IRW, keep_IRbK, qid_BRb, kvid_Bnb
     return jnp.where(keep, scores, NEG_INF)
 
 
-def _chunk_forward(plan, q_BHRQD, idx, keep, qid, k_BnbHD, v_BnbHD, kvid_Bnb):
-    """Output ``[B, H, R, Q, D]`` (f32) and log-sum-exp ``[B, H, R, Q]`` of one chunk."""
+def _chunk_forward(plan, q_BHRQD, idx, keep, qid, k_BnbHD, v_BnbHD, kvid_Bnb, kv_dtypes):
+    """Output ``[B, H, R, Q, D]`` (f32) and log-sum-exp ``[B, H, R, Q]`` of one chunk
+    (``k``, ``v`` as bits, of ``kv_dtypes``)."""
     B, H, R, Q, D = q_BHRQD.shape
-    k_g, v_g = _gather_kv(k_BnbHD, idx), _gather_kv(v_BnbHD, idx)
+    k_g, v_g = _gather_kv(k_BnbHD, idx, kv_dtypes[0]), _gather_kv(v_BnbHD, idx, kv_dtypes[1])
     scores = _masked_scores(plan, q_BHRQD, k_g, idx, keep, qid, kvid_Bnb)
     row_max = scores.max(axis=-1, keepdims=True)
     probs = jnp.exp(scores - row_max)  # dropped pairs underflow to exactly 0
@@ -196,16 +218,18 @@ def _chunk_forward(plan, q_BHRQD, idx, keep, qid, k_BnbHD, v_BnbHD, kvid_Bnb):
     return out, lse[..., 0]
 
 
-def _chunk_backward(plan, q_BHRQD, do_BHRQD, out_BHRQD, lse_BHRQ, idx, keep_t, qid, k_BnbHD, v_BnbHD, kvid):
+def _chunk_backward(plan, q_BHRQD, do_BHRQD, out_BHRQD, lse_BHRQ, idx, keep_t, qid, k_BnbHD, v_BnbHD, kvid,
+                    kv_dtypes):
     """``dq [B, H, R, Q, D]`` and per-slot ``dk, dv [B, H, R, W, b, D]`` (f32) of one chunk.
 
     Works on transposed tiles ``[key, query]`` so that ``dk = dS^T q`` and
-    ``dv = P^T dO`` are plain matmuls; ``keep_t [I, R, W * b, b]`` is the transposed mask.
+    ``dv = P^T dO`` are plain matmuls; ``keep_t [I, R, W * b, b]`` is the transposed mask;
+    ``k``, ``v`` come as bits, of ``kv_dtypes``.
     """
     B, H, R, Q, D = q_BHRQD.shape
     I, _, W = idx.shape
     b = plan.layout.block
-    k_g, v_g = _gather_kv(k_BnbHD, idx), _gather_kv(v_BnbHD, idx)
+    k_g, v_g = _gather_kv(k_BnbHD, idx, kv_dtypes[0]), _gather_kv(v_BnbHD, idx, kv_dtypes[1])
     scores_t = jnp.einsum("bhrkd,bhrqd->bhrkq", k_g, q_BHRQD, preferred_element_type=_F32)
     scores_t = scores_t.reshape(B, H, R, W * b, Q // b, b) * _F32(plan.scale)
     keep = keep_t.reshape(1, I, R, W * b, 1, b)
@@ -245,7 +269,8 @@ def _ids_to_blocks(qid_BT, kvid_BS, b):
 
 def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
     lay, b = plan.layout, plan.layout.block
-    q_Bn, k_Bn, v_Bn = _split(q_BTNH, k_BSKH, v_BSKH, lay)
+    q_Bn, k_Bn, v_Bn = (_as_bits(x) for x in _split(q_BTNH, k_BSKH, v_BSKH, lay))
+    kv_dtypes = (k_BSKH.dtype, v_BSKH.dtype)
     B, nq, _, H, G, D = q_Bn.shape
     qid_Bnb, kvid_Bnb = _ids_to_blocks(qid_BT, kvid_BS, b)
     table = np.asarray(lay.mask_table)
@@ -257,11 +282,12 @@ def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
               None if qid_Bnb is None else jnp.take(qid_Bnb, rows_p, axis=1).reshape(B, nc, rc, b).swapaxes(0, 1))
 
         def body(x):
-            out, lse = _chunk_forward(plan, _tiles(x[0]), x[1], x[2], x[3], k_Bn, v_Bn, kvid_Bnb)
-            return _untiles(out.astype(q_BTNH.dtype), b), lse
+            q_tiles = _from_bits(_tiles(x[0]), q_BTNH.dtype)
+            out, lse = _chunk_forward(plan, q_tiles, x[1], x[2], x[3], k_Bn, v_Bn, kvid_Bnb, kv_dtypes)
+            return _as_bits(_untiles(out.astype(q_BTNH.dtype), b)), lse  # bits: stacked in place
 
         out_c, lse_c = jax.lax.map(body, xs)  # [nc, B, rc, b, H, G, D], [nc, B, H, rc, Q]
-        outs.append(_from_chunks(out_c, n_rows))
+        outs.append(_from_chunks(_from_bits(out_c, q_BTNH.dtype), n_rows))
         lses.append(lse_c)
         order.append(rows_p[:n_rows])
     out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
@@ -274,10 +300,11 @@ def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
 def _backward(plan: _Plan, res, do_BTNH):
     q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS, out_BTNH, lses = res
     lay, b = plan.layout, plan.layout.block
-    q_Bn, k_Bn, v_Bn = _split(q_BTNH, k_BSKH, v_BSKH, lay)
+    q_Bn, k_Bn, v_Bn = (_as_bits(x) for x in _split(q_BTNH, k_BSKH, v_BSKH, lay))
+    kv_dtypes = (k_BSKH.dtype, v_BSKH.dtype)
     B, nq, _, H, G, D = q_Bn.shape
     qid_Bnb, kvid_Bnb = _ids_to_blocks(qid_BT, kvid_BS, b)
-    do_Bn, out_Bn = do_BTNH.reshape(q_Bn.shape), out_BTNH.reshape(q_Bn.shape)
+    do_Bn, out_Bn = _as_bits(do_BTNH.reshape(q_Bn.shape)), _as_bits(out_BTNH.reshape(q_Bn.shape))
     table = np.asarray(lay.mask_table)
     zeros = jnp.zeros((B, H, k_Bn.shape[1], b, D), _F32)
     dk_acc, dv_acc = zeros, zeros
@@ -291,7 +318,10 @@ def _backward(plan: _Plan, res, do_BTNH):
 
         def body(carry, x):
             q_c, do_c, out_c, lse, idx_c, keep_c, qid_c = x
-            dq, dk, dv = _chunk_backward(plan, q_c, do_c, out_c, lse, idx_c, keep_c, qid_c, k_Bn, v_Bn, kvid_Bnb)
+            q_c, do_c, out_c = (_from_bits(t, like.dtype) for t, like in ((q_c, q_BTNH), (do_c, do_BTNH),
+                                                                          (out_c, out_BTNH)))
+            dq, dk, dv = _chunk_backward(plan, q_c, do_c, out_c, lse, idx_c, keep_c, qid_c, k_Bn, v_Bn, kvid_Bnb,
+                                         kv_dtypes)
             return (_scatter_add_kv(carry[0], dk, idx_c), _scatter_add_kv(carry[1], dv, idx_c)), dq
 
         (dk_acc, dv_acc), dq_c = jax.lax.scan(body, (dk_acc, dv_acc), xs)
