@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 
@@ -74,12 +75,14 @@ def main() -> None:
     run()  # warm-up (compilation for torch.compile)
     compile_s = time.perf_counter() - t0
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(args.repeats, 1)
     print(json.dumps({"step_s": statistics.median(times), "compile_s": compile_s, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__}))
+                      "faults_per_step": faults, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ separate process (SDPA attention; the layout's token mask for block-sparse model
 eager and/or ``torch.compile``, same batch, sequence length and dtype.
 
 Both sides run with the host allocator the ``memgpt-jax`` entry point uses
-(``memgpt_jax/hostmem.py``; ``--allocator default`` for glibc's defaults on both).
+(``memgpt_jax/hostmem.py``; ``--allocator capped`` for its earlier setting, ``default`` for glibc's,
+both sides alike). JAX rows count the page faults of one step (``faults_per_step``: fresh memory
+the kernel zero-fills), PyTorch rows those of its timed steps.
 
 MFU = model FLOPs per token (memgpt_jax.flops: 6N + attention over computed blocks)
 x tokens/s / the matmul peak measured on this machine in the same run
@@ -24,11 +26,12 @@ x tokens/s / the matmul peak measured on this machine in the same run
 from __future__ import annotations
 
 import argparse
+import resource
 
 from benchmarks.common import markdown_table, rebuild_results_md, time_fn, write_results
 
 COLUMNS = ["framework", "pass", "attention", "seq_len", "batch", "heads", "compute_dtype", "params", "step_ms",
-           "compile_s", "tokens_per_s", "tflops_per_s", "peak_tflops", "mfu"]
+           "compile_s", "tokens_per_s", "tflops_per_s", "peak_tflops", "mfu", "faults_per_step"]
 
 
 def sparse_attention(seq_len: int) -> dict:
@@ -77,6 +80,9 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
         return metrics["loss"]
 
     t = time_fn(run, repeats=repeats)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(run())  # one more step: the page faults it takes (fresh memory the kernel zero-fills)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     peak = measured_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
     name = {"dense": "dense", "dense_fused": "dense(fused)", "dense_blocked": f"dense(blocked b{attn.get('block_size')})",
             "sparse": f"window_global(b{attn.get('block_size')})"}[attention]
@@ -87,7 +93,8 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
                                                              block_size=attn.get("block_size", 128)))
                                if skips_upper else cfg, seq_len, computed=True)
 
-    def row(framework: str, step_s: float, compile_s: float, forward: bool = False) -> dict:
+    def row(framework: str, step_s: float, compile_s: float, forward: bool = False,
+            faults: float | None = None) -> dict:
         tps = batch_size * seq_len / step_s
         label = name if framework == "jax" else (
             "dense(SDPA causal)" if attention.startswith("dense") else
@@ -100,11 +107,12 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
              "params": count_params(host_params), "step_ms": step_s * 1e3,
              "compile_s": compile_s, "tokens_per_s": tps, "tflops_per_s": f_tok * tps / 1e12,
              "peak_tflops": peak / 1e12, "mfu": f_tok * tps / peak,
-             "computed_gflops_per_token": (c_tok if framework == "jax" or forward else f_tok) / 1e9}
+             "computed_gflops_per_token": (c_tok if framework == "jax" or forward else f_tok) / 1e9,
+             "faults_per_step": faults}
         print(r, flush=True)
         return r
 
-    rows = [row("jax", t["median_s"], t["compile_s"])]
+    rows = [row("jax", t["median_s"], t["compile_s"], faults=faults)]
     holder.clear()  # free the JAX train state before the PyTorch peers run
     flex = flex and attention == "sparse"
     if flex:  # FlexAttention has no CPU backward: the fair sparse peer is timed forward only, against ours
@@ -121,16 +129,18 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
         with tempfile.TemporaryDirectory() as tmp:  # one export serves every mode
             export_torch(host_params, cfg, "lm", os.path.join(tmp, "model"))
             for mode in torch_modes:
-                rows.append(row(f"torch {mode}", *_torch_peer(os.path.join(tmp, "model"), mode, seq_len, batch_size,
-                                                              dtype, repeats)))
+                step_s, compile_s, peer_faults = _torch_peer(os.path.join(tmp, "model"), mode, seq_len, batch_size,
+                                                             dtype, repeats)
+                rows.append(row(f"torch {mode}", step_s, compile_s, faults=peer_faults))
             if flex:
-                rows.append(row("torch eager", *_torch_peer(os.path.join(tmp, "model"), "eager", seq_len,
-                                                            batch_size, dtype, repeats, flex=True), forward=True))
+                step_s, compile_s, _ = _torch_peer(os.path.join(tmp, "model"), "eager", seq_len, batch_size, dtype,
+                                                   repeats, flex=True)
+                rows.append(row("torch eager", step_s, compile_s, forward=True))
     return rows
 
 
 def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str, repeats: int,
-                flex: bool = False) -> tuple[float, float]:
+                flex: bool = False) -> tuple[float, float, float | None]:
     import json
     import os
     import subprocess
@@ -139,7 +149,7 @@ def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_step.py")
     from memgpt_jax.hostmem import ENV, allocator_setting
 
-    env = {**os.environ, ENV: "default" if allocator_setting() != "tuned" else "tuned"}  # the same as ours
+    env = {**os.environ, ENV: allocator_setting()}  # the same as ours
     out = subprocess.run([sys.executable, script, "--export", export_dir, "--seq-len", str(seq_len), "--batch",
                           str(batch), "--mode", mode, "--dtype", dtype, "--repeats", str(repeats),
                           *(("--attention-impl", "flex", "--forward-only") if flex else ())],
@@ -147,7 +157,7 @@ def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str
     if out.returncode != 0:
         raise RuntimeError(f"torch peer failed:\n{out.stderr[-2000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    return res["step_s"], res["compile_s"]
+    return res["step_s"], res["compile_s"], res.get("faults_per_step")
 
 
 def main() -> None:
@@ -173,14 +183,16 @@ def main() -> None:
     p.add_argument("--flex", action="store_true",
                    help="block-sparse rows also get the forward-only pair: ours vs the exported model with "
                         "FlexAttention (compiled) and the layout's BlockMask (no CPU backward in torch)")
-    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
-                   help="host allocator of both sides: tuned = the memgpt-jax entry point's (memgpt_jax/hostmem.py), "
-                        "default = glibc's")
+    p.add_argument("--allocator", choices=["tuned", "capped", "default"], default="tuned",
+                   help="host allocator of both sides (memgpt_jax/hostmem.py): tuned = the memgpt-jax entry point's, "
+                        "capped = its earlier setting (heap up to 1 GiB), default = glibc's")
     args = p.parse_args()
-    if args.allocator == "tuned":  # before JAX starts a thread
-        from memgpt_jax.hostmem import tune_host_allocator
+    import os
 
-        tune_host_allocator()
+    from memgpt_jax.hostmem import ENV, tune_host_allocator
+
+    os.environ[ENV] = args.allocator
+    tune_host_allocator()  # before JAX starts a thread
     rows, peers_done = [], set()
     for s in args.seq_lens:
         for a in args.attention:

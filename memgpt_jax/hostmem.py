@@ -7,16 +7,23 @@ arena of its own whose freed memory is returned to the system. On this project's
 2-core CPU that page-faulting costs as much as the arithmetic in the attention products
 (``benchmarks/notes/step_parts.md``).
 
-:func:`tune_host_allocator` makes glibc keep one arena, serve buffers up to 1 GiB from
-it, and keep freed memory for reuse (``mallopt`` of ``M_ARENA_MAX``,
-``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``). It must run before any thread is
-started (before JAX's first computation): the ``memgpt-jax`` entry point calls it first
-thing, and the speed benchmarks (``train_step``, ``step_parts``, ``attention``) call it in
-their JAX and PyTorch processes alike (``MEMGPT_ALLOCATOR`` reaches their child processes). The cost is
-resident memory: up to 1 GiB of freed buffers stays mapped for the next step.
+:func:`tune_host_allocator` makes glibc keep one arena, serve every buffer from its heap
+(no ``mmap`` per large buffer: ``M_MMAP_MAX`` 0) and never hand freed memory back to the
+system (``M_TRIM_THRESHOLD`` at its maximum), so each step's buffers reuse the pages the
+previous step touched. A 1 GiB ceiling is not enough: XLA:CPU takes a training step's
+temporaries as one block (about 2.4 GB for a 10M-parameter LM at 8,192 tokens a step: f32
+logits over an 8k vocabulary alone are 256 MiB a copy), which with a ceiling below it
+stays a fresh ``mmap``, 620,000 page faults a step (``benchmarks/notes/train_step.md``).
+It must run before any thread is started (before JAX's first computation): the
+``memgpt-jax`` entry point calls it first thing, and the speed benchmarks (``train_step``,
+``step_parts``, ``attention``) call it in their JAX and PyTorch processes alike
+(``MEMGPT_ALLOCATOR`` reaches their child processes). The cost is resident memory: the
+process keeps the high-water mark of its heap (plus fragmentation; the 2.4 GB step settles
+at 3-5.3 GB of heap after its first steps) until it exits.
 
-``MEMGPT_ALLOCATOR=default`` in the environment leaves glibc's defaults. On other C
-libraries (musl, macOS) it does nothing.
+``MEMGPT_ALLOCATOR=default`` in the environment leaves glibc's defaults;
+``MEMGPT_ALLOCATOR=capped`` is the earlier, leaner setting (buffers up to 1 GiB from the heap,
+at most 1 GiB of freed memory kept). On other C libraries (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
@@ -26,32 +33,42 @@ import ctypes.util
 import os
 
 ENV = "MEMGPT_ALLOCATOR"
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
-KEEP_BYTES = 1 << 30
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8  # glibc's malloc.h
+NEVER_TRIM = -1  # mallopt takes an int; glibc reads the trim threshold as size_t: -1 is its maximum
+CAP_BYTES = 1 << 30
+SETTINGS = {  # MEMGPT_ALLOCATOR -> mallopt calls
+    "tuned": ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, NEVER_TRIM)),
+    # buffers up to 1 GiB from the heap and at most 1 GiB of freed memory kept: less resident
+    # memory, but a larger block (a training step's temporaries) stays a fresh mmap every step
+    "capped": ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, CAP_BYTES), (M_TRIM_THRESHOLD, CAP_BYTES)),
+    "default": (),
+}
 
-_state: dict[str, object] = {"tuned": None}
+_state: dict[str, object] = {"applied": None}
 
 
 def tune_host_allocator() -> bool:
-    """Applies the setting once per process; returns whether glibc accepted it."""
-    if _state["tuned"] is not None:
-        return bool(_state["tuned"])
-    tuned = False
-    if os.environ.get(ENV, "tuned") != "default":
+    """Applies ``MEMGPT_ALLOCATOR`` (default ``tuned``) once per process; returns whether glibc
+    accepted a setting other than its defaults."""
+    if _state["applied"] is not None:
+        return _state["applied"] != "default"
+    name = os.environ.get(ENV, "tuned")
+    if name not in SETTINGS:
+        raise ValueError(f"{ENV}={name!r}: choose one of {', '.join(SETTINGS)}")
+    applied = "default"
+    if SETTINGS[name]:
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             mallopt = libc.mallopt
         except (OSError, AttributeError):  # not glibc: nothing to tune
             mallopt = None
-        if mallopt is not None:
-            tuned = all(mallopt(option, value) == 1 for option, value in
-                        ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, KEEP_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES)))
-    _state["tuned"] = tuned
-    return tuned
+        if mallopt is not None and all(mallopt(option, value) == 1 for option, value in SETTINGS[name]):
+            applied = name
+    _state["applied"] = applied
+    return applied != "default"
 
 
 def allocator_setting() -> str:
-    """One word for reports: ``tuned``, ``default`` (opted out or not applied) or ``unset``."""
-    if _state["tuned"] is None:
-        return "unset"
-    return "tuned" if _state["tuned"] else "default"
+    """One word for reports: the applied setting (``tuned``, ``capped``, ``default``: opted out
+    or not applied) or ``unset``."""
+    return "unset" if _state["applied"] is None else str(_state["applied"])

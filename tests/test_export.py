@@ -369,6 +369,6 @@ def test_torch_benchmark_peer_times_a_forward_and_refuses_flex_training(exported
     out = subprocess.run(base + ["--forward-only"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["step_s"] > 0 and result["threads"] >= 1
+    assert result["step_s"] > 0 and result["threads"] >= 1 and result["faults_per_step"] >= 0
     bad = subprocess.run(base + ["--attention-impl", "flex"], capture_output=True, text=True)
     assert bad.returncode == 2 and "forward only on CPU" in bad.stderr
