@@ -125,30 +125,39 @@ def plot_train_step(payload: dict[str, Any], key: str = "train_step") -> Path | 
     return path
 
 
-def _allocator_ab(payload: dict[str, Any]) -> str:
-    """The host-allocator A/B: each row of the glibc-default run beside the same row of
-    ``train_step_tuned`` (the entry point's setting), in tokens/s."""
-    command = _command(payload, "python -m benchmarks.train_step --allocator default")
-    lines = ["## Training step: the host allocator A/B", "",
-             f"`{command}` against the same rows of `train_step_tuned` — {machine_line(payload['machine'])}.", ""]
-    tuned = load("train_step_tuned")
-    if tuned is None:
-        return "\n".join(lines + ["(`train_step_tuned` is not run yet: no A/B.)"])
-    key = lambda r: (r.get("framework", "jax"), r.get("pass", "step"), r["attention"], r["seq_len"],  # noqa: E731
-                     r["compute_dtype"])
-    by_key = {key(r): r for r in tuned["rows"]}
-    rows = []
-    for r in payload["rows"]:
-        t = by_key.get(key(r))
-        if t is None:
-            continue
-        rows.append({"framework": r.get("framework", "jax"), "pass": r.get("pass", "step"),
-                     "attention": r["attention"], "seq_len": r["seq_len"], "compute_dtype": r["compute_dtype"],
-                     "tokens_per_s tuned": t["tokens_per_s"], "tokens_per_s default": r["tokens_per_s"],
-                     "tuned / default": t["tokens_per_s"] / r["tokens_per_s"]})
-    cols = ["framework", "pass", "attention", "seq_len", "compute_dtype", "tokens_per_s tuned",
-            "tokens_per_s default", "tuned / default"]
-    return "\n".join(lines + [markdown_table(rows, cols)])
+def _allocator_ab(base: str = "train_step_tuned", base_label: str = "tuned",
+                  this_label: str = "default") -> Callable[[dict[str, Any]], str]:
+    """The host-allocator A/B: each row of this run beside the same row of ``base`` (a run
+    with the entry point's setting of its day), in tokens/s."""
+
+    def render(payload: dict[str, Any]) -> str:
+        command = _command(payload, f"python -m benchmarks.train_step --allocator {this_label}")
+        lines = [f"## Training step: the host allocator A/B ({base_label} / {this_label})", "",
+                 f"`{command}` against the same rows of `{base}` — {machine_line(payload['machine'])}.", ""]
+        other = load(base)
+        if other is None:
+            return "\n".join(lines + [f"(`{base}` is not run yet: no A/B.)"])
+        key = lambda r: (r.get("framework", "jax"), r.get("pass", "step"), r["attention"], r["seq_len"],  # noqa: E731
+                         r["compute_dtype"])
+        by_key = {key(r): r for r in other["rows"]}
+        rows = []
+        for r in payload["rows"]:
+            t = by_key.get(key(r))
+            if t is None:
+                continue
+            rows.append({"framework": r.get("framework", "jax"), "pass": r.get("pass", "step"),
+                         "attention": r["attention"], "seq_len": r["seq_len"], "compute_dtype": r["compute_dtype"],
+                         f"tokens_per_s {base_label}": t["tokens_per_s"],
+                         f"tokens_per_s {this_label}": r["tokens_per_s"],
+                         f"{base_label} / {this_label}": t["tokens_per_s"] / r["tokens_per_s"],
+                         f"faults {base_label}": t.get("faults_per_step"),
+                         f"faults {this_label}": r.get("faults_per_step")})
+        cols = ["framework", "pass", "attention", "seq_len", "compute_dtype", f"tokens_per_s {base_label}",
+                f"tokens_per_s {this_label}", f"{base_label} / {this_label}", f"faults {base_label}",
+                f"faults {this_label}"]
+        return "\n".join(lines + [markdown_table(rows, cols)])
+
+    return render
 
 
 def _attention(tag: str, title: str | None = None) -> Callable[[dict[str, Any]], str]:
@@ -177,7 +186,15 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step_default_alloc", "Training step: the host allocator A/B",
      "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked sparse --dtypes bfloat16 "
      "--torch eager --tokens-per-step 8192 --repeats 2 --allocator default --name train_step_default_alloc",
-     _allocator_ab),
+     _allocator_ab()),
+    ("train_step_heap", "Training step, bfloat16: JAX vs torch.compile, every buffer from the heap "
+     "(allocator tuned)",
+     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked sparse --dtypes bfloat16 "
+     "--torch compile --tokens-per-step 8192 --repeats 2 --name train_step_heap", None),
+    ("train_step_capped", "Training step: the host allocator A/B (tuned / capped)",
+     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked --dtypes bfloat16 --torch compile "
+     "--tokens-per-step 8192 --repeats 2 --allocator capped --name train_step_capped",
+     _allocator_ab("train_step_heap", "tuned", "capped")),
     ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
      "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
      "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
@@ -206,6 +223,12 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("attention_bfloat16_wg_bits", WINDOW_GLOBAL_TITLE + ": the kernel moving bf16 as bits",
      "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
      _attention("bfloat16_wg_bits", WINDOW_GLOBAL_TITLE + ": the kernel moving bf16 as bits")),
+    ("attention_bfloat16_wg_delta", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop",
+     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
+     _attention("bfloat16_wg_delta", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop")),
+    ("attention_bfloat16_wg_delta_rerun", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop, rerun",
+     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
+     _attention("bfloat16_wg_delta_rerun", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop, rerun")),
     ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", lra.section),
     ("demo", "The demo", "python -m benchmarks.demo", demo.section),
     ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),
