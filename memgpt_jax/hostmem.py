@@ -13,7 +13,8 @@ system (``M_TRIM_THRESHOLD`` at its maximum), so each step's buffers reuse the p
 previous step touched. A 1 GiB ceiling is not enough: XLA:CPU takes a training step's
 temporaries as one block (about 2.4 GB for a 10M-parameter LM at 8,192 tokens a step: f32
 logits over an 8k vocabulary alone are 256 MiB a copy), which with a ceiling below it
-stays a fresh ``mmap``, 620,000 page faults a step (``benchmarks/notes/train_step.md``).
+stays a fresh ``mmap``, 620,000 page faults a step (``faults_per_step`` in
+``benchmarks/results/train_step_capped.md``).
 It must run before any thread is started (before JAX's first computation): the
 ``memgpt-jax`` entry point calls it first thing, and the speed benchmarks (``train_step``,
 ``step_parts``, ``attention``) call it in their JAX and PyTorch processes alike

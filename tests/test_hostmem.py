@@ -40,6 +40,10 @@ def probe(**env):
 def test_tuned_allocator_serves_big_buffers_from_the_heap_keeps_them_and_can_be_turned_off():
     assert probe() == ("tuned", 0, True)  # from the heap, and still there after free
     assert probe(MEMGPT_ALLOCATOR="default") == ("default", 1, False)
+    assert probe(MEMGPT_ALLOCATOR="capped") == ("capped", 1, False)  # the earlier setting: 1 GiB at most
+    bad = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         env={**os.environ, "MEMGPT_ALLOCATOR": "bogus"})
+    assert bad.returncode != 0 and "choose one of tuned, capped, default" in bad.stderr
 
 
 def test_the_entry_point_tunes_before_parsing():
