@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import (aeslc_recipe, attention_products, attention_report, data, demo, device_check, generate, imdb_ablation, imdb_curve,
+from benchmarks import (aeslc_recipe, allocator_ab, attention_products, attention_report, data, demo, device_check, generate, imdb_ablation, imdb_curve,
                         imdb_recipe, kernel_variants, kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
@@ -195,6 +195,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked --dtypes bfloat16 --torch compile "
      "--tokens-per-step 8192 --repeats 2 --allocator capped --name train_step_capped",
      _allocator_ab("train_step_heap", "tuned", "capped")),
+    ("allocator_ab", "Host allocator A/B: the training step in alternated processes",
+     "python -m benchmarks.allocator_ab", allocator_ab.section),
     ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
      "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
      "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
@@ -205,6 +207,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      step_parts.section),
     ("kernel_variants", "Kernel variants: chunk size and weight-gradient layouts", "python -m benchmarks.kernel_variants",
      kernel_variants.section),
+    ("kernel_variants_dense_tile", "Dense causal attention: the block kernel's tile (impl auto on CPU)",
+     "python -m benchmarks.kernel_variants --study dense_tile", kernel_variants.section),
     ("attention_products", "Attention products alone: the ceiling of a kernel built from XLA:CPU's dots",
      "python -m benchmarks.attention_products", attention_products.section),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),

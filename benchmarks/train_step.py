@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+from types import SimpleNamespace
 
 from benchmarks.common import markdown_table, rebuild_results_md, time_fn, write_results
 
@@ -40,22 +41,24 @@ def sparse_attention(seq_len: int) -> dict:
     return dict(pattern="window_global", block_size=block, window=3, n_global=1)
 
 
-def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
-          torch_modes: tuple[str, ...] = (), heads: int = 4, flex: bool = False) -> list[dict]:
+def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: int = 4) -> SimpleNamespace:
+    """The benchmark's jitted LM training step on a fixed random batch, ready to call.
+
+    ``run()`` takes one step (the state is donated and kept in ``holder``) and returns the loss;
+    also returned: ``cfg``, ``attn``, ``model``, ``host_params`` (the initial parameters on the
+    host), ``batch``, ``batch_size``, ``key``. ``benchmarks/allocator_ab.py`` times the same step."""
     import jax
     import numpy as np
 
     from memgpt_jax import config as config_lib
     from memgpt_jax import model as model_lib
-    from memgpt_jax.attention.reference import fused_uses_cudnn
-    from memgpt_jax.flops import count_params, flops_per_token, measured_peak_flops
     from memgpt_jax.run_config import OptimConfig
     from memgpt_jax.training.optim import make_optimizer
     from memgpt_jax.training.state import TrainState
     from memgpt_jax.training.steps import make_loss_fn, make_train_step
 
     if attention == "dense":
-        attn = dict(pattern="dense")  # the oracle: the whole score matrix
+        attn = dict(pattern="dense", impl="reference")  # the oracle: the whole score matrix
     elif attention == "dense_fused":  # jax.nn.dot_product_attention: cuDNN flash attention on NVIDIA GPUs
         attn = dict(pattern="dense", impl="fused")
     elif attention == "dense_blocked":  # the same result through the block kernel on the causal layout
@@ -78,6 +81,22 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     def run():
         holder["state"], metrics = step(holder["state"], batch, key)
         return metrics["loss"]
+
+    return SimpleNamespace(run=run, holder=holder, cfg=cfg, attn=attn, model=model, host_params=host_params,
+                           batch=batch, batch_size=batch_size, key=key)
+
+
+def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
+          torch_modes: tuple[str, ...] = (), heads: int = 4, flex: bool = False) -> list[dict]:
+    import jax
+
+    from memgpt_jax.attention.reference import fused_uses_cudnn
+    from memgpt_jax.flops import count_params, flops_per_token, measured_peak_flops
+    from memgpt_jax.training.steps import make_loss_fn
+
+    lm = lm_train_step(attention, seq_len, tokens, dtype, heads)
+    run, holder, cfg, attn, model = lm.run, lm.holder, lm.cfg, lm.attn, lm.model
+    host_params, batch, batch_size, key = lm.host_params, lm.batch, lm.batch_size, lm.key
 
     t = time_fn(run, repeats=repeats)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from memgpt_jax.attention import layout as L
-from memgpt_jax.attention import make_attention_fn
+from memgpt_jax.attention import dense_cpu_tile, make_attention_fn
 from memgpt_jax.attention.reference import causal_attention, reference_attention
 from memgpt_jax.config import PATTERNS, AttentionConfig
 
@@ -47,9 +47,37 @@ def assert_oracle_values_and_grads(fn, q, k, v, **kw):
 
 
 def test_dense_pattern_is_causal_attention():
-    assert make_attention_fn(AttentionConfig()) is causal_attention
     assert make_attention_fn(AttentionConfig(impl="reference")) is causal_attention
+    assert make_attention_fn(AttentionConfig()) is make_attention_fn(AttentionConfig())
     assert make_attention_fn(config("strided")) is make_attention_fn(config("strided"))
+
+
+def _runs_block_kernel(fn, *args, **kw) -> bool:
+    """Whether ``fn`` runs the xla block kernel (its own custom VJP) rather than
+    materialising the whole score matrix (the oracle)."""
+    return "custom_vjp_call[" in str(jax.make_jaxpr(lambda *a: fn(*a, **kw)[0])(*args))
+
+
+def test_auto_dense_on_cpu_runs_the_block_kernel_with_a_tile_by_length():
+    """impl="auto" (the default) on CPU: the causal block kernel with large tiles from 128 tokens,
+    the oracle's values and gradients (padding and packed documents included); the oracle for
+    attention maps, KV-cache decoding and shorter sequences."""
+    assert [dense_cpu_tile(t) for t in (64, 127, 128, 384, 512, 768, 1024, 8192)] == [0, 0, 128, 128, 256, 256,
+                                                                                      512, 512]
+    T = 256
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    q, k, v = (jax.random.normal(kk, (2, T, 2, 16)) for kk in keys)
+    kv_valid = jnp.arange(T)[None, :] < jnp.array([[T - 37], [T]])
+    seg = (jnp.arange(T)[None, :] >= jnp.array([[100], [170]])).astype(jnp.int32)
+    auto = make_attention_fn(AttentionConfig(block_size=BLK))
+    assert _runs_block_kernel(auto, q, k, v)
+    assert_oracle_values_and_grads(auto, q, k, v, kv_valid=kv_valid, q_segment_ids=seg, kv_segment_ids=seg)
+    assert not _runs_block_kernel(auto, q, k, v, return_weights=True)
+    assert not _runs_block_kernel(auto, q[:, :64], k[:, :64], v[:, :64])
+    out, weights = auto(q, k, v, kv_valid=kv_valid, return_weights=True)
+    np.testing.assert_allclose(weights, causal_attention(q, k, v, kv_valid=kv_valid, return_weights=True)[1], **TOL)
+    step = auto(q[:, 200:201], k[:, :201], v[:, :201], q_offset=200)[0]
+    np.testing.assert_allclose(step, causal_attention(q[:, 200:201], k[:, :201], v[:, :201], q_offset=200)[0], **TOL)
 
 
 def test_dense_through_the_block_kernel_equals_the_oracle(inputs):

@@ -179,3 +179,39 @@ def test_device_check_refuses_without_a_gpu_and_dry_runs_on_cpu(tmp_path):
     payload = json.loads((tmp_path / "device_check_dry_run.json").read_text())
     assert all(r["ok"] for r in payload["parts"]["kernels"]["rows"]) and len(payload["parts"]["kernels"]["rows"]) == 6
     assert {r["kernel"] for r in payload["parts"]["kernel_speed"]["rows"]} == {"pallas_window_global", "cudnn_causal"}
+
+
+def test_kernel_ab_loads_the_kernel_of_a_revision():
+    """The A/B's base side is the kernel as committed at a revision, a module of its own; a bad
+    revision is a clear error."""
+    import jax
+    import numpy as np
+
+    from benchmarks.kernel_ab import load_base
+    from memgpt_jax.attention import layout as L
+    from memgpt_jax.attention import xla
+
+    base = load_base("HEAD")
+    assert base is not xla and base.__name__ == "_kernel_base"
+    lay = L.causal(64, block=16)
+    q = jax.random.normal(jax.random.PRNGKey(0), (1, 64, 2, 8))
+    np.testing.assert_allclose(base.xla_attention(q, q, q, lay), xla.xla_attention(q, q, q, lay), atol=1e-6)
+    with pytest.raises(SystemExit, match="cannot read memgpt_jax/attention/xla.py at 'no-such-rev'"):
+        load_base("no-such-rev")
+
+
+def test_allocator_ab_summary_settles_after_the_early_steps():
+    import argparse
+
+    from benchmarks.allocator_ab import summarize
+
+    def proc(ms, faults):
+        return {"steps": [{"ms": m, "faults": f, "sys_ms": f / 1000, "rss_gib": 1.0 + i}
+                          for i, (m, f) in enumerate(zip(ms, faults))]}
+
+    args = argparse.Namespace(attention="dense_blocked", dtype="bfloat16")
+    runs = [proc([900, 800, 500, 520, 510], [9000, 100, 0, 0, 0]), proc([950, 700, 600, 580, 590], [8000, 0, 0, 0, 5])]
+    row = summarize(1024, "tuned", runs, 2, args)
+    assert row["settled_ms"] == 550  # per process 510 and 590, then their median
+    assert row["spread_ms"] == "510-590" and row["early_ms"] == 850  # median of 900, 800, 950, 700
+    assert row["faults_last_step"] == 2.5 and row["rss_gib"] == 5.0 and row["processes"] == 2
