@@ -164,7 +164,9 @@ def step_parts(seq_len: int, batch: int, dtype: str, repeats: int, heads: int) -
     from memgpt_jax.training.state import TrainState
     from memgpt_jax.training.steps import make_loss_fn, make_train_step
 
-    block = 128 if seq_len >= 1024 else 64
+    from benchmarks.train_step import dense_block
+
+    block = dense_block(seq_len)
     cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype, n_heads=heads).replace(
         attention=dict(pattern="dense", impl="xla", block_size=block))  # the train_step "dense(blocked)" row
     D, L, V, F, H, d = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.mlp_dim, cfg.n_heads, cfg.head_dim
@@ -314,7 +316,9 @@ def main(argv=None) -> int:
     for dtype in args.dtypes:
         rows += step_parts(args.seq_len, args.batch, dtype, args.repeats, args.heads)
     cfg = config_lib.small_10m(n_heads=args.heads)
-    block = 128 if args.seq_len >= 1024 else 64
+    from benchmarks.train_step import dense_block
+
+    block = dense_block(args.seq_len)
     gemms = gemm_shapes(args.batch * args.seq_len, cfg.d_model, cfg.mlp_dim, cfg.vocab_size, cfg.n_layers,
                         cfg.n_heads, cfg.head_dim, block, args.seq_len)
     from memgpt_jax.flops import measured_peak_flops  # lazy: imports JAX, as above

@@ -41,6 +41,18 @@ def sparse_attention(seq_len: int) -> dict:
     return dict(pattern="window_global", block_size=block, window=3, n_global=1)
 
 
+def dense_block(seq_len: int) -> int:
+    """The causal block kernel's tile of the ``dense_blocked`` rows: on CPU what ``impl="auto"``
+    runs (``memgpt_jax.attention.dense_cpu_tile``), on accelerators the Pallas kernels' 128."""
+    import jax
+
+    from memgpt_jax.attention import dense_cpu_tile
+
+    if jax.default_backend() == "cpu":
+        return dense_cpu_tile(seq_len) or 64
+    return 128 if seq_len >= 1024 else 64
+
+
 def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: int = 4) -> SimpleNamespace:
     """The benchmark's jitted LM training step on a fixed random batch, ready to call.
 
@@ -62,7 +74,7 @@ def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: 
     elif attention == "dense_fused":  # jax.nn.dot_product_attention: cuDNN flash attention on NVIDIA GPUs
         attn = dict(pattern="dense", impl="fused")
     elif attention == "dense_blocked":  # the same result through the block kernel on the causal layout
-        attn = dict(pattern="dense", impl="xla", block_size=128 if seq_len >= 1024 else 64)
+        attn = dict(pattern="dense", impl="xla", block_size=dense_block(seq_len))
     else:
         attn = sparse_attention(seq_len)
     cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype, n_heads=heads).replace(attention=attn)
