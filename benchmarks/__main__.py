@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
                     "--torch", "eager"]),
     "step_parts": ([], ["--quick"]),
     "kernel_variants": ([], ["--quick"]),
+    "allocator_ab": ([], ["--quick"]),
     "attention_products": ([], ["--quick"]),
     "forward": ([], ["--preset", "tiny", "--seq-len", "64", "--batch", "2", "--repeats", "1"]),
     "generate": (["--sparse"], ["--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--sparse"]),
