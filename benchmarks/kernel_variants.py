@@ -196,7 +196,7 @@ def main(argv=None) -> int:
         rows += weight_gradient_variants(shapes, args.rounds, args.repeats)
     print(markdown_table(rows, COLUMNS))
     if not args.quick:
-        write_results(name, rows, COLUMNS, {**vars(args), "shapes": shapes})
+        write_results(name, rows, COLUMNS, {**vars(args), **({} if args.study == "dense_tile" else {"shapes": shapes})})
         rebuild_results_md()
     return 0
 
