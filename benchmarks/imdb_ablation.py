@@ -1,7 +1,18 @@
 """IMDb: what each lever of issue 19 gives, measured on the validation split.
 
-    python -m benchmarks.imdb_ablation --runs runs/imdb                     # every row
-    python -m benchmarks.imdb_ablation --runs runs/imdb --rows teacher whole_reviews
+    python -m benchmarks.imdb_ablation --runs runs/imdb --lm-step 500     # the teacher levers
+    python -m benchmarks.imdb_ablation --runs runs/imdb                   # the recipe's models, student levers
+    python -m benchmarks.imdb_ablation --runs runs/imdb --rows teacher student_no_kd
+
+The teacher levers (whole reviews, layer-wise rates, label smoothing, mean + max pooling,
+longer fine-tuning, weight averaging, a second seed and the ensemble) are measured from the
+LM checkpoint of ``--lm-step N``, each against the plain teacher (first 512 tokens) fine-tuned
+from it (all in ``RUNS/ablation/lmN/``): a base that a fresh machine rebuilds in under an hour
+(``memgpt-jax pretrain ... --stop-at N``). Without ``--lm-step``, the rows are the recipe's
+finished models: its teacher (whole reviews) against the plain teacher from the same LM
+(the IMDb curve's last point), the two as an ensemble, and the student levers (no
+distillation; distillation on the unlabelled reviews too). The table keeps the rows of every
+LM step measured.
 
 Each row is one command (printed in the table): a ``memgpt-jax finetune`` / ``distill``
 run in ``RUNS/ablation/<row>`` (rerun to resume), or an existing run of the recipe
@@ -12,12 +23,9 @@ evaluated on validation only (models are chosen there; the test sample is report
 its run directory and not evaluated again. Writes ``benchmarks/results/imdb_ablation.{json,md}``
 and its RESULTS.md section; rows not run yet are listed as such.
 
-``--lm-step N`` measures the teacher levers from the LM checkpoint of step N instead of
-the finished LM (the base row is then a fine-tune from it too, in ``RUNS/ablation/lmN/``):
-a base that a fresh machine rebuilds in under an hour (``memgpt-jax pretrain ... --stop-at N``),
-so the table can be filled in slices. A row whose run is gone but which the committed
-``imdb_ablation.json`` holds for the same LM step is kept from there (``source``: its commit);
-the base row, if not there, from the committed IMDb curve's point at that step (the same run).
+A row whose run is gone but which the committed ``imdb_ablation.json`` holds for the same
+LM step is kept from there (``source``: its commit); a plain teacher row, if not there, from
+the committed IMDb curve's point at that step (the same run).
 """
 
 from __future__ import annotations
@@ -40,19 +48,28 @@ CONFIG = "configs/imdb.py"
 def rows_spec(runs: str, lm_step: int = 0) -> dict[str, dict]:
     """name -> {lever, base (the row it is compared with), workdir, argv (None: an existing run) or members}.
 
-    ``lm_step``: the teacher rows fine-tune from that LM checkpoint (0: the finished LM), the
-    base teacher among them; the student rows stay the recipe's."""
+    ``lm_step``: the teacher levers, each a fine-tune from that LM checkpoint (the base teacher
+    among them). 0: the recipe's finished models: its teacher (whole reviews), the same
+    fine-tuning on the first 512 tokens (the curve's point at the LM's last step), their
+    ensemble, and the student levers."""
     if lm_step:
-        ab = os.path.join(runs, "ablation", f"lm{lm_step}")
-        specs = {n: s for n, s in _rows(runs, ab, (f"train.init_step={lm_step}",)).items() if "student" not in n}
-        specs["teacher"] = {"lever": f"the recipe's teacher, fine-tuned from LM step {lm_step}", "base": None,
-                            **_command(ab, "finetune", "teacher", "teacher", f"train.init_step={lm_step}")}
-        specs["weight_average"]["argv"][3] = specs["teacher"]["workdir"]
+        specs = _teacher_rows(os.path.join(runs, "ablation", f"lm{lm_step}"), lm_step)
     else:
-        specs = _rows(runs, os.path.join(runs, "ablation"), ())
+        specs = _final_rows(runs, os.path.join(runs, "ablation"))
     for name, spec in specs.items():
         spec["name"] = name
     return specs
+
+
+def lm_steps() -> int:
+    """The recipe LM's last step (``configs/imdb.py:pretrain``'s ``train.steps``)."""
+    from memgpt_jax import run_config
+
+    return run_config.load(f"{_config_path()}:pretrain").train.steps
+
+
+def _config_path() -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), CONFIG)
 
 
 def _command(ab: str, verb: str, variant: str, name: str, *overrides: str) -> dict:
@@ -61,41 +78,54 @@ def _command(ab: str, verb: str, variant: str, name: str, *overrides: str) -> di
                                          workdir, *(f"--config.{o}" for o in overrides)]}
 
 
-def _rows(runs: str, ab: str, teacher_overrides: tuple[str, ...]) -> dict[str, dict]:
+def _teacher_rows(ab: str, lm_step: int) -> dict[str, dict]:
+    """The teacher levers, each against the plain teacher (first 512 tokens) from LM step ``lm_step``."""
 
-    def cmd(verb: str, variant: str, name: str, *overrides: str) -> dict:
-        extra = teacher_overrides if variant.startswith("teacher") else ()
-        return _command(ab, verb, variant, name, *extra, *overrides)
+    def cmd(variant: str, name: str, *extra: str) -> dict:
+        return _command(ab, "finetune", variant, name, f"train.init_step={lm_step}", *extra)
 
     return {
-        # teachers (the recipe's teacher is the base: LM 3,000 steps, first 512 tokens)
-        "teacher": {"lever": "the recipe's teacher (LM 3,000 steps, 512 tokens)", "base": None,
-                    "workdir": os.path.join(runs, "teacher"), "argv": None},
+        "teacher": {"lever": f"the teacher (first 512 tokens), fine-tuned from LM step {lm_step}", "base": None,
+                    **cmd("teacher", "teacher")},
         "whole_reviews": {"lever": "whole reviews: 1,024 tokens, head+tail", "base": "teacher",
-                          **cmd("finetune", "teacher_long", "whole_reviews")},
+                          **cmd("teacher_long", "whole_reviews")},
         "layer_decay": {"lever": "layer-wise rates (optim.layer_decay=0.8)", "base": "teacher",
-                        **cmd("finetune", "teacher", "layer_decay", "optim.layer_decay=0.8")},
+                        **cmd("teacher", "layer_decay", "optim.layer_decay=0.8")},
         "label_smoothing": {"lever": "label smoothing 0.1 (train.label_smoothing)", "base": "teacher",
-                            **cmd("finetune", "teacher", "label_smoothing", "train.label_smoothing=0.1")},
+                            **cmd("teacher", "label_smoothing", "train.label_smoothing=0.1")},
         "meanmax_pooling": {"lever": "mean + max pooling (model.pooling=meanmax)", "base": "teacher",
-                            **cmd("finetune", "teacher", "meanmax_pooling", "model.pooling=meanmax")},
+                            **cmd("teacher", "meanmax_pooling", "model.pooling=meanmax")},
         "finetune_2x": {"lever": "twice the fine-tuning steps (1,000)", "base": "teacher",
-                        **cmd("finetune", "teacher", "finetune_2x", "train.steps=1000")},
+                        **cmd("teacher", "finetune_2x", "train.steps=1000")},
         "weight_average": {"lever": "the mean of the teacher's last 3 checkpoints (memgpt-jax average)",
                            "base": "teacher", "workdir": os.path.join(ab, "weight_average"),
-                           "argv": ["memgpt-jax", "average", "--checkpoint", os.path.join(runs, "teacher"), "--last",
+                           "argv": ["memgpt-jax", "average", "--checkpoint", os.path.join(ab, "teacher"), "--last",
                                     "3", "--out", os.path.join(ab, "weight_average")]},
         "teacher_seed1": {"lever": "the teacher again, seed 1 (an ensemble member)", "base": "teacher",
-                          **cmd("finetune", "teacher", "teacher_seed1", "train.seed=1")},
+                          **cmd("teacher", "teacher_seed1", "train.seed=1")},
         "ensemble": {"lever": "ensemble: teacher + teacher_seed1 (probabilities averaged)", "base": "teacher",
                      "workdir": None, "members": ["teacher", "teacher_seed1"]},
+    }
+
+
+def _final_rows(runs: str, ab: str) -> dict[str, dict]:
+    """The recipe's finished models (``train/imdb_recipe.sh``) and the student levers."""
+    final = lm_steps()
+    return {
+        "teacher_512": {"lever": f"teacher on the first 512 tokens (LM {final:,} steps; the curve's last point)",
+                        "base": None, "workdir": os.path.join(runs, "curve", f"lm{final}"), "argv": None,
+                        "command": f"python -m benchmarks.imdb_curve --runs {runs} --lm-steps {final}"},
+        "teacher": {"lever": f"the recipe's teacher: whole reviews (LM {final:,} steps, configs/imdb.py:teacher_long)",
+                    "base": "teacher_512", "workdir": os.path.join(runs, "teacher"), "argv": None},
+        "ensemble": {"lever": "ensemble: teacher + teacher_512 (probabilities averaged)", "base": "teacher",
+                     "workdir": None, "members": ["teacher", "teacher_512"]},
         # students (the recipe's student is the base: KD from the teacher on the 22,500 labelled reviews)
         "student": {"lever": "the recipe's student (KD on labelled reviews)", "base": None,
                     "workdir": os.path.join(runs, "student"), "argv": None},
         "student_no_kd": {"lever": "no distillation (labels only)", "base": "student",
-                          **cmd("finetune", "student", "student_no_kd", "distill.teacher=")},
+                          **_command(ab, "finetune", "student", "student_no_kd", "distill.teacher=")},
         "student_unsup": {"lever": "KD on labelled + 50,000 unlabelled reviews", "base": "student",
-                          **cmd("distill", "student", "student_unsup", "data.train_split=train+unsupervised")},
+                          **_command(ab, "distill", "student", "student_unsup", "data.train_split=train+unsupervised")},
     }
 
 
@@ -103,6 +133,8 @@ def command_text(spec: dict, specs: dict) -> str:
     if spec.get("members"):
         dirs = ",".join(specs[m]["workdir"] for m in spec["members"])
         return f"python -m benchmarks.imdb_ablation --rows {spec['name']}  (evaluates the ensemble {dirs})"
+    if spec.get("command"):
+        return spec["command"]
     if spec["argv"] is None:
         return "train/imdb_recipe.sh"
     return shlex.join(spec["argv"])
@@ -157,6 +189,16 @@ def committed_rows(lm_step: int, max_examples: int) -> dict[str, dict]:
     return committed_rows_of(RESULTS_DIR / "imdb_ablation.json", "row", keep)
 
 
+def other_steps_rows(lm_step: int) -> list[dict]:
+    """The committed table's rows of every other LM step (measured or not), in their order."""
+
+    def keep(row: dict, meta: dict) -> bool:
+        return (row.get("lm_step") or 0) != lm_step
+
+    return list(committed_rows_of(RESULTS_DIR / "imdb_ablation.json", lambda r: (r["row"], r.get("lm_step")),
+                                  keep).values())
+
+
 def curve_base_row(lm_step: int, max_examples: int) -> dict | None:
     """The base teacher row at ``lm_step`` from the committed IMDb curve, or None.
 
@@ -195,15 +237,18 @@ def main(argv=None) -> int:
     p.add_argument("--rows", nargs="+", help="rows to run (default: all); finished rows are reused")
     p.add_argument("--max-examples", type=int, default=0, help="evaluate only this many validation examples")
     p.add_argument("--lm-step", type=int, default=0,
-                   help="teacher rows fine-tune from this LM checkpoint (default: the finished LM)")
+                   help="measure the teacher levers, each fine-tuned from this LM checkpoint (default 0: the "
+                        "recipe's finished models and the student levers)")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
     specs = rows_spec(args.runs, args.lm_step)
     earlier = committed_rows(args.lm_step, args.max_examples)
-    if args.lm_step and "teacher" not in earlier:
-        base = curve_base_row(args.lm_step, args.max_examples)
+    # a plain teacher (first 512 tokens) is the curve's point of the same LM step: the same run
+    plain = ("teacher", args.lm_step) if args.lm_step else ("teacher_512", lm_steps() if "teacher_512" in specs else 0)
+    if plain[1] and plain[0] not in earlier:
+        base = curve_base_row(plain[1], args.max_examples)
         if base is not None:
-            earlier["teacher"] = base
+            earlier[plain[0]] = base
     unknown = sorted(set(args.rows or ()) - set(specs))
     if unknown:
         p.error(f"unknown rows {unknown}; choose from {sorted(specs)}")
@@ -236,8 +281,10 @@ def main(argv=None) -> int:
         if base and base.get("val_accuracy") is not None and row.get("val_accuracy") is not None:
             row["delta_vs_base"] = row["val_accuracy"] - base["val_accuracy"]
     print(markdown_table(rows, COLUMNS))
-    write_results("imdb_ablation", rows, COLUMNS, {"runs": args.runs, "max_examples": args.max_examples,
-                                                   "lm_step": args.lm_step})
+    # the table holds every LM step measured: the rows of the other steps stay as committed
+    table = sorted(other_steps_rows(args.lm_step) + rows, key=lambda r: r.get("lm_step") or float("inf"))
+    write_results("imdb_ablation", table, COLUMNS, {"runs": args.runs, "max_examples": args.max_examples,
+                                                    "lm_steps": sorted({r.get("lm_step") or 0 for r in table})})
     if not args.no_results_md:
         rebuild_results_md()
     return 0

@@ -4,8 +4,7 @@
 
 For each kept checkpoint of the LM (``configs/imdb.py:pretrain`` keeps every 500th step),
 the teacher (``configs/imdb.py:teacher``, ``--variant`` for another) is fine-tuned from it
-(``train.init_step``; step 0 = no pretraining) into ``RUNS/curve/lm<step>`` (the finished
-LM's point is the recipe's teacher, ``RUNS/teacher``, trained once for both) and evaluated
+(``train.init_step``; step 0 = no pretraining) into ``RUNS/curve/lm<step>`` and evaluated
 on validation and on the 2,000-review test sample. Each row: the LM step, its tokens, its
 CPU hours (the wall time the LM checkpoint records, across restarts), its validation
 perplexity (the LM's eval at that step, when it ran), its CPU core-hours (process CPU time,
@@ -56,18 +55,6 @@ def committed_rows(variant: str, overrides: list[str], max_examples: int) -> dic
 
 def lm_has_step(lm: str, step: int) -> bool:
     return os.path.isdir(os.path.join(lm, "checkpoints", str(step)))
-
-
-def lm_final_step(lm: str) -> int | None:
-    """The LM run's ``train.steps`` (its final step), from its newest checkpoint; None without one."""
-    from memgpt_jax import run_config
-    from memgpt_jax.training.checkpoint import load_params
-
-    try:
-        _, meta = load_params(lm)
-    except (FileNotFoundError, ValueError):
-        return None
-    return run_config.RunConfig.from_saved(meta["config"]).train.steps
 
 
 TARGETS = (("the issue's target", 0.913), ("Dai & Le", 0.928))
@@ -173,15 +160,10 @@ def main(argv=None) -> int:
     lm = os.path.join(args.runs, "lm")
     config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "imdb.py")
     rows = []
-    final = lm_final_step(lm)
     earlier = committed_rows(args.variant, args.override, args.max_examples)
     for step in args.lm_steps:
         workdir = os.path.join(args.runs, "curve", f"lm{step}")
-        init_step = step
-        if step and step == final and args.variant == "teacher" and not args.override:
-            # the finished LM's point is the recipe's own teacher (train/imdb_recipe.sh): trained once
-            workdir, init_step = os.path.join(args.runs, "teacher"), 0
-        overrides = [f"--config.train.init_from={lm if step else ''}", f"--config.train.init_step={init_step}",
+        overrides = [f"--config.train.init_from={lm if step else ''}", f"--config.train.init_step={step}",
                      *(f"--config.{o}" for o in args.override)]
         config = run_config.load(f"{config_path}:{args.variant}", overrides)
         cached = os.path.join(workdir, "curve_row.json")  # a finished point is not evaluated again

@@ -36,7 +36,7 @@ def section(payload: dict) -> str:
         "## The IMDb recipe", "",
         f"`train/imdb_recipe.sh`, then `{payload.get('command', 'python -m benchmarks.imdb_recipe')}` — "
         f"{machine_line(payload['machine'])}. Configs: `configs/imdb.py` (`pretrain`, `pretrain_student`, "
-        "`teacher`, `student`); the budgets are in the README section \"The IMDb recipe\". Validation: 2,500 "
+        "`teacher_long` (whole reviews), `student`); the budgets are in the README section \"The IMDb recipe\". Validation: 2,500 "
         "reviews carved from train (seed 0); test: the 2,000-review test sample. Disk: a parameters-only "
         "checkpoint; examples/s: batch 64 on this CPU, model time after compilation.", "",
         markdown_table(rows, payload.get("columns") or COLUMNS), "",

@@ -7,13 +7,15 @@ classifier -> block-sparse student distilled from it (<= 40% of the parameters).
         --vocab-size 8192 --output runs/imdb/spm8k.model
     memgpt-jax pretrain --config configs/imdb.py:pretrain --workdir runs/imdb/lm
     memgpt-jax pretrain --config configs/imdb.py:pretrain_student --workdir runs/imdb/lm_student
-    memgpt-jax finetune --config configs/imdb.py:teacher  --workdir runs/imdb/teacher
-    memgpt-jax distill  --config configs/imdb.py:student  --workdir runs/imdb/student
+    memgpt-jax finetune --config configs/imdb.py:teacher_long --workdir runs/imdb/teacher
+    memgpt-jax distill  --config configs/imdb.py:student --workdir runs/imdb/student
 
 Variants: `pretrain` and `pretrain_student` (the two backbones as LMs on train+unsup),
-`teacher` (first 512 tokens), `teacher_long` (whole reviews up to 1,024 tokens, head+tail
-beyond, length-bucketed batches), `student` (CPU hours together), `tiny` (seconds),
-and `teacher_tpu` (the teacher at accelerator scale: bf16, larger batch, fsdp mesh).
+`teacher_long` (the recipe's teacher: whole reviews up to 1,024 tokens, head+tail beyond,
+length-bucketed batches), `teacher` (the same on the first 512 tokens: the base of the IMDb
+curve and of the teacher levers in the ablation), `student` (whole reviews too, distilled
+from runs/imdb/teacher), `tiny` (seconds), and `teacher_tpu` (the teacher at accelerator
+scale: bf16, larger batch, fsdp mesh).
 """
 
 from memgpt_jax import run_config
@@ -53,7 +55,7 @@ def get_config(arg: str = "teacher"):
         config.data.update(seq_len=1024, truncate="head+tail", length_buckets=(256, 512, 768))
         config.train.init_from = "runs/imdb/lm"
     elif arg == "student":  # its backbone pretrained as an LM too (pretrain_student), then distilled
-        config.data.length_buckets = (128, 256, 384)
+        config.data.update(seq_len=1024, truncate="head+tail", length_buckets=(256, 512, 768))  # as its teacher
         config.distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
         config.optim.lr = 1e-3
         config.train.update(steps=600, init_from="runs/imdb/lm_student")

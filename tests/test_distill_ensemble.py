@@ -97,7 +97,7 @@ def test_ablation_table_evaluates_runs_and_ensembles_and_caches_them(teachers, m
              "teacher_seed1": {"lever": "seed 1", "base": "teacher", "workdir": paths[1], "argv": None},
              "ensemble": {"lever": "both", "base": "teacher", "workdir": None, "members": ["teacher", "teacher_seed1"]},
              "missing": {"lever": "not run", "base": "teacher", "workdir": str(tmp_path / "none"), "argv": None}}
-    monkeypatch.setattr(imdb_ablation, "_rows", lambda *args: specs)
+    monkeypatch.setattr(imdb_ablation, "_final_rows", lambda *args: specs)
     monkeypatch.setattr(imdb_ablation, "RESULTS_DIR", tmp_path)  # no committed rows
     written = {}
     monkeypatch.setattr(imdb_ablation, "write_results", lambda name, rows, cols, meta: written.update(rows=rows))

@@ -50,8 +50,11 @@ def test_ablation_from_an_lm_step_fine_tunes_every_teacher_row_from_it(tmp_path)
             assert spec["workdir"].startswith(ab), name
     assert specs["weight_average"]["argv"][3] == os.path.join(ab, "teacher")
     assert specs["whole_reviews"]["argv"][3] == "configs/imdb.py:teacher_long"
-    default = imdb_ablation.rows_spec(str(tmp_path))
-    assert default["teacher"]["argv"] is None and "student_unsup" in default  # the recipe's runs
+    final = imdb_ablation.rows_spec(str(tmp_path))  # the recipe's finished runs and the student levers
+    assert final["teacher"]["argv"] is None and final["teacher"]["base"] == "teacher_512" and "student_unsup" in final
+    assert final["teacher_512"]["workdir"] == os.path.join(str(tmp_path), "curve", "lm3000")  # the curve's last point
+    assert "--lm-steps 3000" in imdb_ablation.command_text(final["teacher_512"], final)
+    assert final["ensemble"]["members"] == ["teacher", "teacher_512"] and "layer_decay" not in final
 
 
 def test_ablation_keeps_committed_rows_of_the_same_lm_step(tmp_path, monkeypatch):
@@ -66,6 +69,27 @@ def test_ablation_keeps_committed_rows_of_the_same_lm_step(tmp_path, monkeypatch
     assert list(at500) == ["teacher"] and at500["teacher"]["source"] == "commit abc1234"  # unmeasured: not kept
     assert imdb_ablation.committed_rows(0, 0)["teacher"]["val_accuracy"] == 0.88
     assert imdb_ablation.committed_rows(500, 64) == {}
+
+
+def test_ablation_table_keeps_the_rows_of_other_lm_steps(tmp_path, monkeypatch):
+    from benchmarks import imdb_ablation
+
+    monkeypatch.setattr(imdb_ablation, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(imdb_curve, "RESULTS_DIR", tmp_path)
+    rows = [{"row": "teacher", "lm_step": 500, "val_accuracy": 0.86, "max_examples": 0},
+            {"row": "layer_decay", "lm_step": 500, "val_accuracy": None, "max_examples": 0},
+            {"row": "teacher", "lm_step": None, "val_accuracy": 0.88, "max_examples": 0}]
+    (tmp_path / "imdb_ablation.json").write_text(json.dumps({"machine": {"commit": "abc1234"}, "rows": rows}))
+    assert [(r["row"], r["lm_step"]) for r in imdb_ablation.other_steps_rows(0)] == [("teacher", 500), ("layer_decay", 500)]
+    assert [r["row"] for r in imdb_ablation.other_steps_rows(500)] == ["teacher"]
+    written = {}
+    monkeypatch.setattr(imdb_ablation, "write_results", lambda name, rows, cols, meta: written.update(rows=rows))
+    specs = {"teacher": {"lever": "base", "base": None, "workdir": str(tmp_path / "t"), "argv": None}}
+    monkeypatch.setattr(imdb_ablation, "_final_rows", lambda *args: specs)
+    assert imdb_ablation.main(["--runs", str(tmp_path), "--no-results-md"]) == 0  # the finished LM's rows
+    got = [(r["row"], r["lm_step"], r["val_accuracy"], r["source"]) for r in written["rows"]]
+    assert got == [("teacher", 500, 0.86, "commit abc1234"), ("layer_decay", 500, None, "commit abc1234"),
+                   ("teacher", None, 0.88, "commit abc1234")]  # step 500 kept first; the final row from its commit
 
 
 def test_ablation_base_row_comes_from_the_curve_point_of_its_lm_step(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ CLI=${MEMGPT_CLI:-memgpt-jax}
 mkdir -p "$RUNS"
 
 "$(dirname "$0")/english_lm.sh"  # data, tokenizer, the two LMs (shared with the other text recipes)
-$CLI finetune --config configs/imdb.py:teacher --workdir "$RUNS/teacher"
+$CLI finetune --config configs/imdb.py:teacher_long --workdir "$RUNS/teacher"  # whole reviews
 $CLI distill --config configs/imdb.py:student --workdir "$RUNS/student"
 [ -d "$RUNS/student_int8" ] || $CLI quantize --checkpoint "$RUNS/student" --out "$RUNS/student_int8" --bits 8
 ${PYTHON:-python} -m benchmarks.imdb_recipe --runs "$RUNS"
