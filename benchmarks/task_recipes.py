@@ -74,7 +74,7 @@ TASKS = {
         ("Rajpurkar et al. (2016), dev: sliding-window baseline 13.2 EM / 20.2 F1; logistic regression "
          "40.0 EM / 51.0 F1, trained on the full 87,599-question train set (here: 30 articles, ~6,800 questions).",
          "Target: teacher above the sliding window's 20.2 F1 on the held-out articles; aim for 40."),
-        decodes=False),
+        decodes=False, variants=(("teacher, LM step 500", "teacher_lm500"),)),
 }
 MODELS = (("teacher", "teacher"), ("student", "student"), ("student int8", "student_int8"))
 
