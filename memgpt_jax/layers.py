@@ -153,11 +153,42 @@ class Norm(nn.Module):
         return y.astype(self.dtype)
 
 
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+_GELU_A = 0.044715
+
+
+@jax.custom_vjp
+def gelu_tanh(x: Array) -> Array:
+    """GPT-2's tanh-approximated GELU, computed in float32, returned in ``x``'s dtype.
+
+    Its own VJP keeps only the input and recomputes the tanh: autodiff of the formula keeps
+    several float32 intermediates of the MLP's widest activation and runs about 1.5x slower
+    on CPU (forward + backward, bf16 8192 x 1024)."""
+    v = x.astype(jnp.float32)
+    return (0.5 * v * (1.0 + jnp.tanh(_GELU_C * v * (1.0 + _GELU_A * v * v)))).astype(x.dtype)
+
+
+def _gelu_tanh_fwd(x: Array) -> tuple[Array, Array]:
+    return gelu_tanh(x), x
+
+
+def _gelu_tanh_bwd(x: Array, dy: Array) -> tuple[Array]:
+    v = x.astype(jnp.float32)
+    v2 = v * v
+    t = jnp.tanh(_GELU_C * v * (1.0 + _GELU_A * v2))
+    dydx = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * v2)
+    return ((dy.astype(jnp.float32) * dydx).astype(x.dtype),)
+
+
+gelu_tanh.defvjp(_gelu_tanh_fwd, _gelu_tanh_bwd)
+
+
 def activation(name: str, x: Array) -> Array:
     """The MLP nonlinearity, computed in float32 and returned in ``x``'s dtype (bf16
     elementwise math is several times slower than f32 on CPU, and no more exact)."""
-    fns = {"gelu_tanh": lambda v: jax.nn.gelu(v, approximate=True),
-           "gelu": lambda v: jax.nn.gelu(v, approximate=False), "relu": jax.nn.relu, "silu": jax.nn.silu}
+    if name == "gelu_tanh":
+        return gelu_tanh(x)
+    fns = {"gelu": lambda v: jax.nn.gelu(v, approximate=False), "relu": jax.nn.relu, "silu": jax.nn.silu}
     if name not in fns:
         raise ValueError(f"unknown activation {name!r}")
     return fns[name](x.astype(jnp.float32)).astype(x.dtype)

@@ -11,7 +11,7 @@ from memgpt_jax import model as M
 from memgpt_jax.attention import layout as L
 from memgpt_jax.config import gpt2_small, small_10m, tiny
 from memgpt_jax.flops import keys_per_query
-from memgpt_jax.layers import materialized_transpose, matmul
+from memgpt_jax.layers import activation, gelu_tanh, materialized_transpose, matmul
 
 B, T = 2, 16
 VARIANTS = {
@@ -219,6 +219,29 @@ def test_matmul_backward_equals_autodiff_of_dot():
         assert got.dtype == want.dtype == jnp.bfloat16
         scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=0.02 * scale)
+
+
+def test_gelu_tanh_and_its_own_vjp_equal_the_formula():
+    """layers.gelu_tanh recomputes its tanh in the backward: values and gradients equal
+    jax.nn.gelu(approximate=True) in float32; in bf16 it returns bf16 (computed in f32)."""
+    x = jnp.linspace(-8.0, 8.0, 1001)
+    ref = lambda v: jax.nn.gelu(v, approximate=True)  # noqa: E731
+    np.testing.assert_allclose(gelu_tanh(x), ref(x), rtol=1e-6, atol=1e-6)
+    weights = jnp.cos(x)  # a cotangent that is not all ones
+    got = jax.grad(lambda v: jnp.sum(gelu_tanh(v) * weights))(x)
+    want = jax.grad(lambda v: jnp.sum(ref(v) * weights))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # gradients are O(1)
+    assert activation("gelu_tanh", x) is not None and jnp.array_equal(activation("gelu_tanh", x), gelu_tanh(x))
+    xb = x.astype(jnp.bfloat16)
+    yb = gelu_tanh(xb)
+    assert yb.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(yb, np.float32), ref(xb.astype(jnp.float32)), rtol=8e-3, atol=1e-2)
+    gb = jax.grad(lambda v: jnp.sum(gelu_tanh(v).astype(jnp.float32)))(xb)
+    assert gb.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(gb, np.float32), jax.grad(lambda v: jnp.sum(ref(v)))(xb.astype(jnp.float32)),
+                               rtol=8e-3, atol=1e-2)
+    with pytest.raises(ValueError, match="unknown activation"):
+        activation("swish9", x)
 
 
 def test_measured_peak_keeps_the_best_figure():
