@@ -85,6 +85,14 @@ def _train_step_extra(payload: dict[str, Any], key: str = "train_step") -> list[
         dense_peer = step("torch compile", "dense")
         if dense and dense_peer:
             parts.append(f"dense {dense['tokens_per_s'] / dense_peer['tokens_per_s']:.2f}x PyTorch compile's dense step")
+        floor, floor_peer = step("jax", "none"), step("torch compile", "none")
+        if dense and dense_peer and floor and floor_peer:  # the attention-free diagnostic on both sides
+            theirs = dense_peer["step_ms"] - floor_peer["step_ms"]
+            parts.append(f"without attention {floor['step_ms']:,.0f} vs {floor_peer['step_ms']:,.0f} ms "
+                         f"({floor_peer['step_ms'] / floor['step_ms']:.2f}x torch.compile); attention costs us "
+                         f"{dense['step_ms'] - floor['step_ms']:,.0f} ms, torch.compile {theirs:,.0f} ms; with "
+                         f"attention as fast as torch.compile's the dense step would be "
+                         f"{dense_peer['step_ms'] / (floor['step_ms'] + theirs):.2f}x")
         ours_fwd = next((r for r in jax_rows if r.get("pass") == "forward"), None)
         flex = next((r for r in sel if r.get("pass") == "forward" and "FlexAttention" in r["attention"]), None)
         if ours_fwd and flex:

@@ -20,6 +20,7 @@ import json
 import resource
 import statistics
 import time
+from types import SimpleNamespace
 
 from memgpt_jax.hostmem import tune_host_allocator
 
@@ -27,7 +28,8 @@ tune_host_allocator()  # before torch starts a thread; the parent sets MEMGPT_AL
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from memgpt_jax.export.torch_model import TorchGPT
+from memgpt_jax.export import torch_model  # noqa: E402
+from memgpt_jax.export.torch_model import TorchGPT  # noqa: E402
 
 
 def main() -> None:
@@ -38,9 +40,10 @@ def main() -> None:
     p.add_argument("--mode", choices=("eager", "compile"), default="eager")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--attention-impl", choices=("sdpa", "flex"), default="sdpa",
+    p.add_argument("--attention-impl", choices=("sdpa", "flex", "none"), default="sdpa",
                    help="sdpa: the fused kernel (is_causal, or the layout's token mask); flex: FlexAttention with the "
-                        "layout's BlockMask (forward only on CPU: torch has no CPU backward for it)")
+                        "layout's BlockMask (forward only on CPU: torch has no CPU backward for it); none: a "
+                        "diagnostic, the attention's output is V itself (the step's floor without attention)")
     p.add_argument("--forward-only", action="store_true", help="time the forward and the loss, without gradients")
     args = p.parse_args()
     if args.attention_impl == "flex" and not (args.forward_only and args.mode == "eager"):
@@ -48,7 +51,11 @@ def main() -> None:
                 "FlexAttention is compiled (--mode eager)")
 
     torch.manual_seed(0)
-    model = TorchGPT.from_pretrained(args.export, attention_impl=args.attention_impl).train()
+    if args.attention_impl == "none":  # SDPA's call site returns V: projections, MLP, norms, head stay
+        torch_model.F = SimpleNamespace(**{**{n: getattr(F, n) for n in dir(F) if not n.startswith("__")},
+                                           "scaled_dot_product_attention": lambda q, k, v, **_: v})
+    model = TorchGPT.from_pretrained(args.export, attention_impl="sdpa" if args.attention_impl == "none"
+                                     else args.attention_impl).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     V = model.config.vocab_size
     ids = torch.randint(0, V, (args.batch, args.seq_len + 1))

@@ -15,7 +15,9 @@ eager and/or ``torch.compile``, same batch, sequence length and dtype.
 
 Both sides run with the host allocator the ``memgpt-jax`` entry point uses
 (``memgpt_jax/hostmem.py``; ``--allocator capped`` for its earlier setting, ``default`` for glibc's,
-both sides alike). JAX rows count the page faults of one step (``faults_per_step``: fresh memory
+both sides alike). ``--attention none`` is a diagnostic on both sides: the attention's output
+is V itself, everything else of the step unchanged (the floor no attention kernel goes under;
+MFU counts the matmuls alone). JAX rows count the page faults of one step (``faults_per_step``: fresh memory
 the kernel zero-fills), PyTorch rows those of its timed steps.
 
 MFU = model FLOPs per token (memgpt_jax.flops: 6N + attention over computed blocks)
@@ -53,6 +55,14 @@ def dense_block(seq_len: int) -> int:
     return 128 if seq_len >= 1024 else 64
 
 
+def no_attention(q, k, v, **_):
+    """The ``none`` rows' attention: its output is V (heads repeated for grouped KV), no weights.
+    The step without attention's cost: the floor that no attention kernel can go under."""
+    import jax.numpy as jnp
+
+    return jnp.repeat(v, q.shape[2] // v.shape[2], axis=2), None
+
+
 def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: int = 4) -> SimpleNamespace:
     """The benchmark's jitted LM training step on a fixed random batch, ready to call.
 
@@ -75,10 +85,12 @@ def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: 
         attn = dict(pattern="dense", impl="fused")
     elif attention == "dense_blocked":  # the same result through the block kernel on the causal layout
         attn = dict(pattern="dense", impl="xla", block_size=dense_block(seq_len))
+    elif attention == "none":  # diagnostic: the attention's output is V (everything else of the step stays)
+        attn = dict(pattern="dense", impl="reference")
     else:
         attn = sparse_attention(seq_len)
     cfg = config_lib.small_10m(max_len=seq_len, compute_dtype=dtype, n_heads=heads).replace(attention=attn)
-    model = model_lib.build(cfg)
+    model = model_lib.build(cfg, attention_fn=no_attention if attention == "none" else None)
     params, _ = model_lib.init(model, jax.random.key(0))
     host_params = jax.tree.map(np.asarray, params)  # the step donates its state
     tx, schedule = make_optimizer(OptimConfig(lr=1e-4, warmup_steps=0), 100)
@@ -103,7 +115,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     import jax
 
     from memgpt_jax.attention.reference import fused_uses_cudnn
-    from memgpt_jax.flops import count_params, flops_per_token, measured_peak_flops
+    from memgpt_jax.flops import count_params, flops_per_token, keys_per_query, measured_peak_flops
     from memgpt_jax.training.steps import make_loss_fn
 
     lm = lm_train_step(attention, seq_len, tokens, dtype, heads)
@@ -116,18 +128,20 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     peak = measured_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
     name = {"dense": "dense", "dense_fused": "dense(fused)", "dense_blocked": f"dense(blocked b{attn.get('block_size')})",
-            "sparse": f"window_global(b{attn.get('block_size')})"}[attention]
+            "sparse": f"window_global(b{attn.get('block_size')})", "none": "none (output = V)"}[attention]
     fpt = flops_per_token(cfg, seq_len)  # MFU accounting: dense attention counts the whole score matrix
+    if attention == "none":  # no attention FLOPs: the matmuls alone
+        fpt = flops_per_token(cfg, seq_len) - 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * keys_per_query(cfg, seq_len)
     # What each implementation computes: the causal block kernels (and cuDNN) skip the upper triangle.
     skips_upper = attention == "dense_blocked" or (attention == "dense_fused" and fused_uses_cudnn(dtype))
-    computed = flops_per_token(cfg.replace(attention=dict(pattern="dense", impl="xla",
-                                                             block_size=attn.get("block_size", 128)))
-                               if skips_upper else cfg, seq_len, computed=True)
+    computed = fpt if attention == "none" else flops_per_token(
+        cfg.replace(attention=dict(pattern="dense", impl="xla", block_size=attn.get("block_size", 128)))
+        if skips_upper else cfg, seq_len, computed=True)
 
     def row(framework: str, step_s: float, compile_s: float, forward: bool = False,
             faults: float | None = None) -> dict:
         tps = batch_size * seq_len / step_s
-        label = name if framework == "jax" else (
+        label = name if framework == "jax" or attention == "none" else (
             "dense(SDPA causal)" if attention.startswith("dense") else
             f"{name}(compiled FlexAttention, BlockMask)" if forward else f"{name}(SDPA token mask)")
         # A forward is a third of a step's model FLOPs (MFU accounting: 2N + attention of 6N + attention).
@@ -161,7 +175,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
             export_torch(host_params, cfg, "lm", os.path.join(tmp, "model"))
             for mode in torch_modes:
                 step_s, compile_s, peer_faults = _torch_peer(os.path.join(tmp, "model"), mode, seq_len, batch_size,
-                                                             dtype, repeats)
+                                                             dtype, repeats, none=attention == "none")
                 rows.append(row(f"torch {mode}", step_s, compile_s, faults=peer_faults))
             if flex:
                 step_s, compile_s, _ = _torch_peer(os.path.join(tmp, "model"), "eager", seq_len, batch_size, dtype,
@@ -171,7 +185,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
 
 
 def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str, repeats: int,
-                flex: bool = False) -> tuple[float, float, float | None]:
+                flex: bool = False, none: bool = False) -> tuple[float, float, float | None]:
     import json
     import os
     import subprocess
@@ -183,7 +197,8 @@ def _torch_peer(export_dir: str, mode: str, seq_len: int, batch: int, dtype: str
     env = {**os.environ, ENV: allocator_setting()}  # the same as ours
     out = subprocess.run([sys.executable, script, "--export", export_dir, "--seq-len", str(seq_len), "--batch",
                           str(batch), "--mode", mode, "--dtype", dtype, "--repeats", str(repeats),
-                          *(("--attention-impl", "flex", "--forward-only") if flex else ())],
+                          *(("--attention-impl", "flex", "--forward-only") if flex else ()),
+                          *(("--attention-impl", "none") if none else ())],
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"torch peer failed:\n{out.stderr[-2000:]}")
@@ -195,10 +210,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--attention", nargs="+", default=["dense", "dense_blocked", "sparse"],
-                   choices=["dense", "dense_fused", "dense_blocked", "sparse"],
+                   choices=["dense", "dense_fused", "dense_blocked", "sparse", "none"],
                    help="dense = the oracle; dense_fused = jax.nn.dot_product_attention (cuDNN on NVIDIA GPUs); "
                         "dense_blocked = dense attention through the causal-layout block kernel; sparse = "
-                        "window_global through the block kernels (Pallas on GPU/TPU)")
+                        "window_global through the block kernels (Pallas on GPU/TPU); none = a diagnostic on "
+                        "both sides, the attention's output is V: the step's floor without attention")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--tokens-per-step", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=5)

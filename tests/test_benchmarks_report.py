@@ -62,6 +62,18 @@ def test_train_step_summary_ratios():
     assert "block-sparse 2.00x its tokens/s, 100% of the 2.00x the ratio of computed FLOPs" in line
     assert "67% of 3.00x counting dense as the whole score matrix" in line
     assert "block-sparse 2.50x PyTorch eager" in line
+    assert "without attention" not in line  # no attention-free rows
+
+    def step(framework, attention, ms):
+        return {**row(framework, attention, 4096e3 / ms, 0.0, 0.1), "step_ms": ms}
+
+    rows = [step("jax", "dense(blocked b512)", 4000.0), step("torch compile", "dense(SDPA causal)", 3000.0),
+            step("jax", "none (output = V)", 2600.0), step("torch compile", "none (output = V)", 2400.0)]
+    (line,) = _train_step_extra({"rows": rows}, "no_plot_single_length")
+    assert "dense 0.75x PyTorch compile's dense step" in line  # the none rows are not dense rows
+    assert "without attention 2,600 vs 2,400 ms (0.92x torch.compile)" in line
+    assert "attention costs us 1,400 ms, torch.compile 600 ms" in line
+    assert "the dense step would be 0.94x" in line  # 3000 / (2600 + 600)
 
 
 def test_step_parts_gemms_are_the_step_shapes_in_their_layouts():

@@ -372,3 +372,6 @@ def test_torch_benchmark_peer_times_a_forward_and_refuses_flex_training(exported
     assert result["step_s"] > 0 and result["threads"] >= 1 and result["faults_per_step"] >= 0
     bad = subprocess.run(base + ["--attention-impl", "flex"], capture_output=True, text=True)
     assert bad.returncode == 2 and "forward only on CPU" in bad.stderr
+    floor = subprocess.run(base + ["--attention-impl", "none"], capture_output=True, text=True)  # a full step
+    assert floor.returncode == 0, floor.stderr[-2000:]
+    assert json.loads(floor.stdout.strip().splitlines()[-1])["step_s"] > 0
