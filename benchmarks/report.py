@@ -208,6 +208,9 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("train_step_tiles", "Training step, bfloat16: dense through the block kernel with the auto tile, vs torch.compile",
      "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked --dtypes bfloat16 --torch compile "
      "--tokens-per-step 8192 --repeats 3 --name train_step_tiles", None),
+    ("train_step_floor", "Training step, bfloat16: the floor without attention, JAX and torch.compile",
+     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked none --dtypes bfloat16 "
+     "--torch compile --tokens-per-step 8192 --repeats 3 --name train_step_floor", None),
     ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
      "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
      "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
