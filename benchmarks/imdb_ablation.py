@@ -195,8 +195,8 @@ def other_steps_rows(lm_step: int) -> list[dict]:
     def keep(row: dict, meta: dict) -> bool:
         return (row.get("lm_step") or 0) != lm_step
 
-    return list(committed_rows_of(RESULTS_DIR / "imdb_ablation.json", lambda r: (r["row"], r.get("lm_step")),
-                                  keep).values())
+    rows = committed_rows_of(RESULTS_DIR / "imdb_ablation.json", lambda r: (r["row"], r.get("lm_step")), keep)
+    return [r if r.get("val_accuracy") is not None else {**r, "source": None} for r in rows.values()]  # unmeasured
 
 
 def curve_base_row(lm_step: int, max_examples: int) -> dict | None:

@@ -88,7 +88,7 @@ def test_ablation_table_keeps_the_rows_of_other_lm_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(imdb_ablation, "_final_rows", lambda *args: specs)
     assert imdb_ablation.main(["--runs", str(tmp_path), "--no-results-md"]) == 0  # the finished LM's rows
     got = [(r["row"], r["lm_step"], r["val_accuracy"], r["source"]) for r in written["rows"]]
-    assert got == [("teacher", 500, 0.86, "commit abc1234"), ("layer_decay", 500, None, "commit abc1234"),
+    assert got == [("teacher", 500, 0.86, "commit abc1234"), ("layer_decay", 500, None, None),
                    ("teacher", None, 0.88, "commit abc1234")]  # step 500 kept first; the final row from its commit
 
 
