@@ -115,7 +115,7 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     import jax
 
     from memgpt_jax.attention.reference import fused_uses_cudnn
-    from memgpt_jax.flops import count_params, flops_per_token, keys_per_query, measured_peak_flops
+    from memgpt_jax.flops import count_params, flops_per_token, matmul_params, measured_peak_flops
     from memgpt_jax.training.steps import make_loss_fn
 
     lm = lm_train_step(attention, seq_len, tokens, dtype, heads)
@@ -130,8 +130,8 @@ def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,
     name = {"dense": "dense", "dense_fused": "dense(fused)", "dense_blocked": f"dense(blocked b{attn.get('block_size')})",
             "sparse": f"window_global(b{attn.get('block_size')})", "none": "none (output = V)"}[attention]
     fpt = flops_per_token(cfg, seq_len)  # MFU accounting: dense attention counts the whole score matrix
-    if attention == "none":  # no attention FLOPs: the matmuls alone
-        fpt = flops_per_token(cfg, seq_len) - 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * keys_per_query(cfg, seq_len)
+    if attention == "none":  # no attention FLOPs: the matmuls alone (forward 2N, step 6N)
+        fpt = 6 * matmul_params(cfg)
     # What each implementation computes: the causal block kernels (and cuDNN) skip the upper triangle.
     skips_upper = attention == "dense_blocked" or (attention == "dense_fused" and fused_uses_cudnn(dtype))
     computed = fpt if attention == "none" else flops_per_token(
