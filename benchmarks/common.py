@@ -69,14 +69,36 @@ def machine() -> dict[str, Any]:
             info[mod] = __import__(mod).__version__
         except ImportError:
             pass
-    try:
-        info["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["commit"] = "unknown"
+    info["commit"] = head_commit()
     return info
+
+
+def head_commit() -> str:
+    """The repository's short HEAD commit, or "unknown"."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save_cached_row(path: str, row: dict[str, Any]) -> None:
+    """Writes a measured row to its run's cache file with the commit it was measured at
+    (``measured_at``), so that a later invocation reusing it can say so (`load_cached_row`)."""
+    with open(path, "w") as f:
+        json.dump({**row, "measured_at": head_commit()}, f)
+
+
+def load_cached_row(path: str) -> dict[str, Any]:
+    """A row cached by `save_cached_row`. Its ``source`` is "this run" only when it was measured
+    at the current commit; otherwise the commit that measured it ("an earlier run" for caches
+    written before commits were recorded)."""
+    with open(path) as f:
+        row = json.load(f)
+    measured_at = row.get("measured_at")
+    if measured_at != head_commit():
+        row["source"] = f"commit {measured_at}" if measured_at else "an earlier run (commit not recorded)"
+    return row
 
 
 def machine_line(m: dict[str, Any]) -> str:

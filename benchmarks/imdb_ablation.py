@@ -38,7 +38,7 @@ import subprocess
 import sys
 
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
-from benchmarks.common import committed_rows as committed_rows_of
+from benchmarks.common import committed_rows as committed_rows_of, load_cached_row, save_cached_row
 
 COLUMNS = ["row", "lever", "model", "lm_step", "val_accuracy", "val_macro_f1", "delta_vs_base", "train_min",
            "source", "command"]
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
         cache = os.path.join(spec["workdir"] or os.path.join(args.runs, "ablation", name), "ablation_row.json")
         result = None
         if os.path.isfile(cache):
-            result = json.load(open(cache))
+            result = load_cached_row(cache)
             if result.get("max_examples") != args.max_examples:
                 result = None
         if result is None and name in earlier and not _trained(spec, specs):
@@ -268,8 +268,7 @@ def main(argv=None) -> int:
             if result is not None:
                 result["source"] = "this run"
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
-                with open(cache, "w") as f:
-                    json.dump(result, f)
+                save_cached_row(cache, result)
         row = {"row": name, "lever": spec["lever"], "model": "student" if "student" in name else "teacher",
                "lm_step": None if "student" in name else (args.lm_step or None), "command": command_text(spec, specs)}
         row.update(result or {"val_accuracy": None})

@@ -25,7 +25,7 @@ import os
 import sys
 
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table, rebuild_results_md, write_results
-from benchmarks.common import committed_rows as committed_rows_of
+from benchmarks.common import committed_rows as committed_rows_of, load_cached_row, save_cached_row
 
 COLUMNS = ["lm_step", "lm_tokens_M", "lm_cpu_hours", "lm_core_hours", "lm_val_perplexity", "val_accuracy",
            "test_accuracy", "test_macro_f1", "finetune_min", "source"]
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
             lm_config = run_config.RunConfig.from_saved(meta["config"])
             tokens = step * lm_config.data.batch_size * lm_config.data.seq_len
         if os.path.isfile(cached):
-            row = json.load(open(cached))
+            row = load_cached_row(cached)
             if row.get("train_steps") == config.train.steps and row.get("max_examples") == args.max_examples:
                 print(f"LM step {step}: done (val {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f})",
                       file=sys.stderr)
@@ -200,8 +200,7 @@ def main(argv=None) -> int:
             if prefix == "test":
                 row["test_macro_f1"] = rep["macro_f1"]
         print(f"LM step {step}: val {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f}", file=sys.stderr)
-        with open(cached, "w") as f:
-            json.dump(row, f)
+        save_cached_row(cached, row)
         rows.append(row)
     print(markdown_table(rows, COLUMNS))
     write_results("imdb_curve", rows, COLUMNS, {"variant": args.variant, "overrides": args.override})

@@ -28,6 +28,22 @@ def test_committed_points_are_kept_with_their_commit(tmp_path, monkeypatch):
     assert imdb_curve.committed_rows("teacher", [], 64)[250]["test_accuracy"] == 0.8
 
 
+def test_a_cached_row_says_this_run_only_at_the_commit_that_measured_it(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "head_commit", lambda: "bbbbbbb")
+    path = str(tmp_path / "curve_row.json")
+    common.save_cached_row(path, {"lm_step": 500, "val_accuracy": 0.87, "source": "this run"})
+    assert json.loads(open(path).read())["measured_at"] == "bbbbbbb"
+    assert common.load_cached_row(path)["source"] == "this run"  # same commit: measured by this run
+    monkeypatch.setattr(common, "head_commit", lambda: "ccccccc")
+    row = common.load_cached_row(path)
+    assert row["source"] == "commit bbbbbbb" and row["val_accuracy"] == 0.87  # reused later: its own commit
+    with open(path, "w") as f:  # a cache from before commits were recorded
+        json.dump({"lm_step": 500, "source": "this run"}, f)
+    assert common.load_cached_row(path)["source"] == "an earlier run (commit not recorded)"
+
+
 def test_points_of_another_config_are_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(imdb_curve, "RESULTS_DIR", tmp_path)
     assert imdb_curve.committed_rows("teacher", [], 0) == {}  # nothing committed
