@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "kernel_variants": ([], ["--quick"]),
     "allocator_ab": ([], ["--quick"]),
     "attention_products": ([], ["--quick"]),
+    "step_gemms": ([], ["--quick"]),
     "forward": ([], ["--preset", "tiny", "--seq-len", "64", "--batch", "2", "--repeats", "1"]),
     "generate": (["--sparse"], ["--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--sparse"]),
     "attention": (["--dtype", "bfloat16"], ["--quick", "--no-torch", "--lengths", "256", "--layouts", "window_global"]),
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "demo": ([], ["--teacher-steps", "2", "--student-steps", "2"]),
     "compression": (["--checkpoint", "runs/shakespeare_small"], None),
     "imdb_recipe": (["--runs", "runs/imdb"], None),
+    "imdb_baselines": (["--ngrams", "1", "2", "3"], None),
     "multi30k_recipe": (["--runs", "runs/multi30k"], None),
 }
 

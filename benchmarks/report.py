@@ -17,8 +17,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import (aeslc_recipe, allocator_ab, attention_products, attention_report, data, demo, device_check, generate, imdb_ablation, imdb_curve,
-                        imdb_recipe, kernel_variants, kvret_recipe, lra, multi30k_recipe, squad_recipe, step_parts)
+from benchmarks import (aeslc_recipe, allocator_ab, attention_products, attention_report, data, demo, device_check,
+                        generate, imdb_ablation, imdb_baselines, imdb_curve, imdb_recipe, kernel_variants, kvret_recipe,
+                        lra, multi30k_recipe, squad_recipe, step_gemms, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -225,6 +226,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      "python -m benchmarks.kernel_variants --study dense_tile", kernel_variants.section),
     ("attention_products", "Attention products alone: the ceiling of a kernel built from XLA:CPU's dots",
      "python -m benchmarks.attention_products", attention_products.section),
+    ("step_gemms", "The training step's GEMMs alone: XLA:CPU against PyTorch on the same shapes",
+     "python -m benchmarks.step_gemms", step_gemms.section),
     ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
     ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
      generate.section),
@@ -259,6 +262,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
     ("imdb_curve", "IMDb: accuracy against LM pretraining", "python -m benchmarks.imdb_curve", imdb_curve.section),
     ("imdb_ablation", "IMDb: ablation of the levers (validation)", "python -m benchmarks.imdb_ablation",
      imdb_ablation.section),
+    ("imdb_baselines", "IMDb: linear baselines on the recipe's splits", "python -m benchmarks.imdb_baselines",
+     imdb_baselines.section),
     ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe",
      multi30k_recipe.section),
     ("aeslc_recipe", "AESLC email subject lines: summarization", "python -m benchmarks.aeslc_recipe",

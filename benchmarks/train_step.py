@@ -67,7 +67,7 @@ def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: 
     """The benchmark's jitted LM training step on a fixed random batch, ready to call.
 
     ``run()`` takes one step (the state is donated and kept in ``holder``) and returns the loss;
-    also returned: ``cfg``, ``attn``, ``model``, ``host_params`` (the initial parameters on the
+    also returned: ``step`` (the jitted step itself), ``cfg``, ``attn``, ``model``, ``host_params`` (the initial parameters on the
     host), ``batch``, ``batch_size``, ``key``. ``benchmarks/allocator_ab.py`` times the same step."""
     import jax
     import numpy as np
@@ -106,8 +106,8 @@ def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: 
         holder["state"], metrics = step(holder["state"], batch, key)
         return metrics["loss"]
 
-    return SimpleNamespace(run=run, holder=holder, cfg=cfg, attn=attn, model=model, host_params=host_params,
-                           batch=batch, batch_size=batch_size, key=key)
+    return SimpleNamespace(run=run, step=step, holder=holder, cfg=cfg, attn=attn, model=model,
+                           host_params=host_params, batch=batch, batch_size=batch_size, key=key)
 
 
 def bench(attention: str, seq_len: int, tokens: int, dtype: str, repeats: int,

@@ -138,3 +138,20 @@ def test_curve_trend_fits_log_tokens_and_extrapolates_the_crossings():
     assert abs(first["lm_cpu_hours"] - 0.15 * first["lm_tokens_M"]) < 1e-9
     assert "+0.50 points" in imdb_curve.trend_text(t)
     assert imdb_curve.trend(rows[:3]) is None  # two pretrained points: no line
+
+
+def test_the_curve_draws_the_measured_baseline_when_committed(tmp_path, monkeypatch):
+    monkeypatch.setattr(imdb_curve, "RESULTS_DIR", tmp_path)
+    assert imdb_curve.measured_baseline() is None and imdb_curve.baseline_text(None) == []
+    rows = [{"model": "MNB", "features": "1-2-grams", "test_accuracy": 0.86, "val_accuracy": 0.86},
+            {"model": "NBSVM (C=1, beta=0.25)", "features": "unigrams", "test_accuracy": 0.87, "val_accuracy": 0.87},
+            {"model": "NBSVM (C=1, beta=0.25)", "features": "1-2-grams", "test_accuracy": 0.894, "val_accuracy": 0.888}]
+    (tmp_path / "imdb_baselines.json").write_text(json.dumps({"meta": {"train_examples": 22500}, "rows": rows}))
+    row = imdb_curve.measured_baseline()
+    assert row["test_accuracy"] == 0.894 and row["train_examples"] == 22500
+    assert "test sample 89.40%, validation 88.80%" in imdb_curve.baseline_text(row)[0]
+    assert "22,500 training reviews" in imdb_curve.baseline_text(row)[0]
+    points = [{"lm_step": 0, "lm_cpu_hours": 0.0, "test_accuracy": 0.85}, {"lm_step": 500, "lm_cpu_hours": 1.0,
+                                                                            "test_accuracy": 0.88}]
+    imdb_curve.plot(points, str(tmp_path / "curve.png"), row)
+    assert (tmp_path / "curve.png").stat().st_size > 0
