@@ -93,7 +93,14 @@ def train_l2svm(x, y: np.ndarray, c: float = 1.0, max_iter: int = 3000) -> tuple
         return loss, np.concatenate([w + xt @ g, [g.sum()]])
 
     theta0 = np.zeros(x.shape[1] + 1)
-    res = minimize(objective, theta0, jac=True, method="L-BFGS-B",
+    iteration = [0]
+
+    def progress(intermediate_result):
+        iteration[0] += 1
+        if iteration[0] % 100 == 0:
+            print(f"  SVM: iteration {iteration[0]}, objective {intermediate_result.fun:.6g}", file=sys.stderr)
+
+    res = minimize(objective, theta0, jac=True, method="L-BFGS-B", callback=progress,
                    options={"maxiter": max_iter, "gtol": 1e-6, "ftol": 1e-12})
     if not np.isfinite(res.fun):
         raise RuntimeError(f"the SVM's objective is not finite: {res.message}")
@@ -169,9 +176,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if any(n < 1 for n in args.ngrams):
         p.error("--ngrams: orders are 1 or more")
+    from memgpt_jax.data import DataError
+
     t0 = time.perf_counter()
-    train = load(args.dataset, "train", args.data_dir)
-    splits = {"val": load(args.dataset, "validation", args.data_dir), "test": load(args.dataset, "test", args.data_dir)}
+    try:
+        train = load(args.dataset, "train", args.data_dir)
+        splits = {"val": load(args.dataset, "validation", args.data_dir),
+                  "test": load(args.dataset, "test", args.data_dir)}
+    except DataError as e:
+        print(f"imdb_baselines: {e}", file=sys.stderr)
+        return 2
     print(f"read and tokenized {len(train[0]):,} + {len(splits['val'][0]):,} + {len(splits['test'][0]):,} reviews "
           f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rows = []
