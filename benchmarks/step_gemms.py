@@ -30,6 +30,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from benchmarks.attention_products import _best_of
 from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
 
 COLUMNS = ["seq_len", "op", "lhs", "rhs", "out", "count", "gflop", "jax_ms", "jax_gflops_per_s", "torch_ms",
@@ -107,17 +108,6 @@ def dot_flops(lhs_shape, rhs_shape, dims) -> int:
 
     (_, rc), (_, rb) = dims
     return 2 * math.prod(lhs_shape) * math.prod(n for j, n in enumerate(rhs_shape) if j not in rc and j not in rb)
-
-
-def _best_of(fn, repeats: int) -> float:
-    import time
-
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def measure(seq_len: int, tokens: int, dtype: str, heads: int, attention: str, rounds: int, repeats: int,
