@@ -10,7 +10,8 @@ LM checkpoint of ``--lm-step N``, each against the plain teacher (first 512 toke
 from it (all in ``RUNS/ablation/lmN/``): a base that a fresh machine rebuilds in under an hour
 (``memgpt-jax pretrain ... --stop-at N``). Without ``--lm-step``, the rows are the recipe's
 finished models: its teacher (whole reviews) against the plain teacher from the same LM
-(the IMDb curve's last point), the two as an ensemble, and the student levers (no
+(the IMDb curve's last point), the two as an ensemble, the teacher's last three
+checkpoints averaged, and the student levers (no
 distillation; distillation on the unlabelled reviews too). The table keeps the rows of every
 LM step measured.
 
@@ -78,6 +79,13 @@ def _command(ab: str, verb: str, variant: str, name: str, *overrides: str) -> di
                                          workdir, *(f"--config.{o}" for o in overrides)]}
 
 
+def _average(runs: str, ab: str) -> dict:
+    """The row averaging the last 3 checkpoints of ``runs/teacher`` into ``ab/weight_average``."""
+    out = os.path.join(ab, "weight_average")
+    return {"workdir": out, "argv": ["memgpt-jax", "average", "--checkpoint", os.path.join(runs, "teacher"),
+                                     "--last", "3", "--out", out]}
+
+
 def _teacher_rows(ab: str, lm_step: int) -> dict[str, dict]:
     """The teacher levers, each against the plain teacher (first 512 tokens) from LM step ``lm_step``."""
 
@@ -98,9 +106,7 @@ def _teacher_rows(ab: str, lm_step: int) -> dict[str, dict]:
         "finetune_2x": {"lever": "twice the fine-tuning steps (1,000)", "base": "teacher",
                         **cmd("teacher", "finetune_2x", "train.steps=1000")},
         "weight_average": {"lever": "the mean of the teacher's last 3 checkpoints (memgpt-jax average)",
-                           "base": "teacher", "workdir": os.path.join(ab, "weight_average"),
-                           "argv": ["memgpt-jax", "average", "--checkpoint", os.path.join(ab, "teacher"), "--last",
-                                    "3", "--out", os.path.join(ab, "weight_average")]},
+                           "base": "teacher", **_average(ab, ab)},
         "teacher_seed1": {"lever": "the teacher again, seed 1 (an ensemble member)", "base": "teacher",
                           **cmd("teacher", "teacher_seed1", "train.seed=1")},
         "ensemble": {"lever": "ensemble: teacher + teacher_seed1 (probabilities averaged)", "base": "teacher",
@@ -119,6 +125,8 @@ def _final_rows(runs: str, ab: str) -> dict[str, dict]:
                     "base": "teacher_512", "workdir": os.path.join(runs, "teacher"), "argv": None},
         "ensemble": {"lever": "ensemble: teacher + teacher_512 (probabilities averaged)", "base": "teacher",
                      "workdir": None, "members": ["teacher", "teacher_512"]},
+        "weight_average": {"lever": "the mean of the teacher's last 3 checkpoints (memgpt-jax average)",
+                           "base": "teacher", **_average(runs, ab)},
         # students (the recipe's student is the base: KD from the teacher on the 22,500 labelled reviews)
         "student": {"lever": "the recipe's student (KD on labelled reviews)", "base": None,
                     "workdir": os.path.join(runs, "student"), "argv": None},

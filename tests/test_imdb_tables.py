@@ -71,6 +71,9 @@ def test_ablation_from_an_lm_step_fine_tunes_every_teacher_row_from_it(tmp_path)
     assert final["teacher_512"]["workdir"] == os.path.join(str(tmp_path), "curve", "lm3000")  # the curve's last point
     assert "--lm-steps 3000" in imdb_ablation.command_text(final["teacher_512"], final)
     assert final["ensemble"]["members"] == ["teacher", "teacher_512"] and "layer_decay" not in final
+    average = final["weight_average"]  # the recipe's own teacher, averaged into the ablation directory
+    assert average["argv"][3] == os.path.join(str(tmp_path), "teacher") and average["base"] == "teacher"
+    assert average["workdir"] == os.path.join(str(tmp_path), "ablation", "weight_average")
 
 
 def test_ablation_keeps_committed_rows_of_the_same_lm_step(tmp_path, monkeypatch):
