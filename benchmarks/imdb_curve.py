@@ -103,13 +103,14 @@ def trend_text(t: dict | None) -> str:
 
 def measured_baseline() -> dict | None:
     """The NBSVM-bigram row of the committed ``imdb_baselines.json`` (the published baseline
-    measured on our splits), or None."""
+    measured on our splits; its threshold fit on validation where that row exists), or None."""
     path = RESULTS_DIR / "imdb_baselines.json"
     if not path.is_file():
         return None
     payload = json.loads(path.read_text())
-    row = next((r for r in payload.get("rows", []) if r["model"].startswith("NBSVM") and r["features"] == "1-2-grams"),
-               None)
+    rows = [r for r in payload.get("rows", []) if r["model"].startswith("NBSVM") and r["features"] == "1-2-grams"]
+    # the threshold fit on validation where measured (the stronger baseline), else the paper's rule
+    row = next((r for r in rows if (r.get("threshold") or "").startswith("fit on validation")), rows[0] if rows else None)
     return None if row is None else {**row, "train_examples": payload.get("meta", {}).get("train_examples")}
 
 
@@ -118,7 +119,9 @@ def baseline_text(row: dict | None) -> list[str]:
         return []
     n = row.get("train_examples")
     return [f"NBSVM-bigram measured on the same splits (`python -m benchmarks.imdb_baselines`, trained on the "
-            f"recipe's {f'{n:,}' if n else '?'} training reviews): test sample {100 * row['test_accuracy']:.2f}%, "
+            f"recipe's {f'{n:,}' if n else '?'} training reviews"
+            f"{', decision threshold fit on validation' if (row.get('threshold') or '').startswith('fit') else ''}): "
+            f"test sample {100 * row['test_accuracy']:.2f}%, "
             f"validation {100 * row['val_accuracy']:.2f}% (the red line); the published 91.2% is on the official "
             "25,000-review test set.", ""]
 

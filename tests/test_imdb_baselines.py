@@ -57,3 +57,23 @@ def test_scores_accuracy_and_macro_f1_by_hand():
     accuracy, macro_f1 = nb.scores(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))
     # class 1: P 1/2 R 1 F1 2/3; class 0: P 1 R 2/3 F1 4/5
     assert accuracy == 0.75 and macro_f1 == pytest.approx((2 / 3 + 4 / 5) / 2)
+
+
+def test_platt_recovers_a_shifted_threshold_and_fit_and_score_reports_both_rules():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(3.0 * v - 1.5)))).astype(int)  # P(y=1) = sigmoid(3 v - 1.5)
+    a, b = nb.platt(v, y)
+    assert a == pytest.approx(3.0, rel=0.15) and -b / a == pytest.approx(0.5, abs=0.08)
+    # a tiny corpus whose validation split needs a threshold away from 0
+    train = ([["good"], ["good", "fun"], ["bad"], ["bad", "dull"]], np.array([1, 1, 0, 0]))
+    val = ([["good"], ["fun"], ["bad"], ["dull"], ["good", "bad"]], np.array([1, 1, 0, 0, 0]))
+    values = {}
+    rows = nb.fit_and_score(train, {"val": val, "test": val}, 1, values=values)
+    assert [(r["model"].split(" ")[0], r["threshold"]) for r in rows] == [
+        ("MNB", nb.PAPER), ("MNB", nb.ON_VAL), ("NBSVM", nb.PAPER), ("NBSVM", nb.ON_VAL)]
+    assert set(values) == {"val", "test", "platt", "val_labels", "test_labels"}
+    assert values["val"].shape == (5,) and list(values["val_labels"]) == [1, 1, 0, 0, 0]
+    threshold = -values["platt"][1] / values["platt"][0]
+    expected = np.mean((values["val"] > threshold) == val[1])
+    assert rows[3]["val_accuracy"] == pytest.approx(expected) and rows[3]["test_accuracy"] == rows[3]["val_accuracy"]

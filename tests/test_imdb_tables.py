@@ -158,3 +158,8 @@ def test_the_curve_draws_the_measured_baseline_when_committed(tmp_path, monkeypa
                                                                             "test_accuracy": 0.88}]
     imdb_curve.plot(points, str(tmp_path / "curve.png"), row)
     assert (tmp_path / "curve.png").stat().st_size > 0
+    rows.append({"model": "NBSVM (C=1, beta=0.25)", "features": "1-2-grams", "threshold": "fit on validation (Platt)",
+                 "test_accuracy": 0.911, "val_accuracy": 0.91})
+    (tmp_path / "imdb_baselines.json").write_text(json.dumps({"meta": {"train_examples": 22500}, "rows": rows}))
+    row = imdb_curve.measured_baseline()  # the threshold fit on validation: the stronger baseline
+    assert row["test_accuracy"] == 0.911 and "threshold fit on validation" in imdb_curve.baseline_text(row)[0]
