@@ -42,7 +42,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "demo": ([], ["--teacher-steps", "2", "--student-steps", "2"]),
     "compression": (["--checkpoint", "runs/shakespeare_small"], None),
     "imdb_recipe": (["--runs", "runs/imdb"], None),
-    "imdb_baselines": (["--ngrams", "1", "2", "3"], None),
+    "imdb_baselines": (["--ngrams", "1", "2", "3", "--save-values", "runs/imdb/nbsvm"], None),
+    "imdb_hybrid": (["--runs", "runs/imdb"], None),
     "multi30k_recipe": (["--runs", "runs/multi30k"], None),
 }
 

@@ -127,20 +127,28 @@ def scores(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(np.mean(pred == y)), float(np.mean(f1s))
 
 
+def logistic_fit(features: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weights ``theta`` of ``P(y=1) = sigmoid(features @ theta)`` by log-loss (L-BFGS, no
+    penalty; give ``features`` a column of ones for a bias)."""
+    from scipy.optimize import minimize
+
+    x, y = np.asarray(features, np.float64), np.asarray(y, np.float64)
+
+    def nll(theta):
+        z = x @ theta
+        g = 1.0 / (1.0 + np.exp(-z)) - y
+        return np.mean(np.logaddexp(0.0, z) - y * z), x.T @ g / len(y)
+
+    scale = np.where(x.std(axis=0) > 0, 1.0 / np.maximum(x.std(axis=0), 1e-12), 0.0)  # a start near unit logits
+    return minimize(nll, scale / x.shape[1], jac=True, method="L-BFGS-B").x
+
+
 def platt(values: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """``(a, b)`` of the logistic calibration ``P(y=1) = sigmoid(a v + b)`` of decision values
     ``v`` (Platt, 1999), by log-loss; its decision threshold is ``v > -b / a``."""
-    from scipy.optimize import minimize
-
-    v, y = np.asarray(values, np.float64), np.asarray(y, np.float64)
-
-    def nll(ab):
-        z = ab[0] * v + ab[1]
-        g = 1.0 / (1.0 + np.exp(-z)) - y
-        return np.mean(np.logaddexp(0.0, z) - y * z), np.array([np.mean(g * v), np.mean(g)])
-
-    res = minimize(nll, [1.0 / max(float(np.std(v)), 1e-12), 0.0], jac=True, method="L-BFGS-B")
-    return float(res.x[0]), float(res.x[1])
+    v = np.asarray(values, np.float64)
+    a, b = logistic_fit(np.stack([v, np.ones_like(v)], axis=1), y)
+    return float(a), float(b)
 
 
 def fit_and_score(train: tuple[list, np.ndarray], splits: dict[str, tuple[list, np.ndarray]], n: int,

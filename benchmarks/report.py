@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import (aeslc_recipe, allocator_ab, attention_products, attention_report, data, demo, device_check,
-                        generate, imdb_ablation, imdb_baselines, imdb_curve, imdb_recipe, kernel_variants, kvret_recipe,
-                        lra, multi30k_recipe, squad_recipe, step_gemms, step_parts)
+                        generate, imdb_ablation, imdb_baselines, imdb_curve, imdb_hybrid, imdb_recipe, kernel_variants,
+                        kvret_recipe, lra, multi30k_recipe, squad_recipe, step_gemms, step_parts)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -264,6 +264,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
      imdb_ablation.section),
     ("imdb_baselines", "IMDb: linear baselines on the recipe's splits", "python -m benchmarks.imdb_baselines",
      imdb_baselines.section),
+    ("imdb_hybrid", "IMDb: the Transformer and NBSVM stacked (a hybrid teacher)", "python -m benchmarks.imdb_hybrid",
+     imdb_hybrid.section),
     ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe",
      multi30k_recipe.section),
     ("aeslc_recipe", "AESLC email subject lines: summarization", "python -m benchmarks.aeslc_recipe",

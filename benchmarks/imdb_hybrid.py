@@ -1,0 +1,151 @@
+"""IMDb: the recipe's Transformer and NBSVM-bigram stacked, a hybrid teacher.
+
+    python -m benchmarks.imdb_baselines --ngrams 2 --save-values runs/imdb/nbsvm   # NBSVM's decision values
+    python -m benchmarks.imdb_hybrid --runs runs/imdb                               # stacks them with the teacher
+    python -m benchmarks.imdb_hybrid --runs runs/imdb --members teacher curve/lm3000
+
+The two models see reviews differently (the Transformer reads up to 1,024 sentencepiece
+tokens in order; NBSVM every word and word pair of the whole review, unordered), so their
+errors differ. The hybrid is a logistic regression on [NBSVM's decision value, each member's
+log-odds, 1], fit on the validation split by log-loss (a handful of weights, chosen on
+validation as everything else is); the test sample is only reported. Rows: NBSVM with its
+threshold fit on validation, each member alone, the members' probabilities averaged (when
+more than one), and the hybrid.
+
+Each member's class probabilities on validation and the test sample are computed once
+(`memgpt_jax.apps.classify.Classifier`, the run's own truncation) and cached in
+``RUNS/hybrid/<member>.npz`` with the checkpoint step they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks.imdb_baselines import logistic_fit, scores
+
+COLUMNS = ["model", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "weights"]
+SPLITS = (("val", "validation"), ("test", "test"))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def member_probabilities(run_dir: str, cache: str, dataset: str | None = None) -> dict[str, np.ndarray]:
+    """``{"val": P(positive), "test": ..., "val_labels": ..., "test_labels": ..., "step": ...}`` of
+    one classifier run, from ``cache`` when it holds the run's current checkpoint."""
+    from memgpt_jax.apps.classify import Classifier
+    from memgpt_jax.data import load_split
+    from memgpt_jax.data.cls_pipeline import KEEP
+    from memgpt_jax.training.teacher import open_teacher
+
+    run = open_teacher(run_dir)
+    step = int(getattr(run, "step", -1) or -1)
+    if os.path.isfile(cache):
+        with np.load(cache) as f:
+            if int(f["step"]) == step:
+                return {k: f[k] for k in f.files}
+    dc = run.config.data
+    classifier = Classifier(run, batch_size=64, truncate=KEEP[dc.kept()])
+    out: dict[str, np.ndarray] = {"step": np.array(step)}
+    for key, split in SPLITS:
+        source = load_split(dataset or dc.name, split, None)
+        texts, labels = [], []
+        for i in range(len(source)):
+            text = source[i][dc.text_key]
+            texts.append(text.decode("utf-8") if isinstance(text, bytes) else text)
+            labels.append(int(source[i]["label"]))
+        print(f"  {run_dir}: {split}, {len(texts):,} reviews...", file=sys.stderr, flush=True)
+        out[key] = classifier.predict(texts)[:, 1]
+        out[f"{key}_labels"] = np.asarray(labels)
+    os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def stack(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]]) -> list[dict]:
+    """The table's rows from NBSVM's decision values and each member's probabilities (all on
+    the same ``val`` / ``test`` examples, in the same order)."""
+    for name, m in members.items():
+        for key, _ in SPLITS:
+            if not np.array_equal(m[f"{key}_labels"], nbsvm[f"{key}_labels"]):
+                raise SystemExit(f"error: {name} and NBSVM were scored on different {key} examples")
+    y = {key: nbsvm[f"{key}_labels"] for key, _ in SPLITS}
+
+    def row(model: str, decide, weights: str = "") -> dict:
+        out = {"model": model, "weights": weights}
+        for key, _ in SPLITS:
+            out[f"{key}_accuracy"], out[f"{key}_macro_f1"] = scores(decide(key).astype(int), y[key])
+        return out
+
+    a, b = nbsvm["platt"]
+    rows = [row("NBSVM-bigram, threshold fit on validation", lambda k: a * nbsvm[k] + b > 0,
+                f"{a:.3g} v + {b:.3g}")]
+    for name, m in members.items():
+        rows.append(row(name, lambda k, m=m: m[k] > 0.5))
+    if len(members) > 1:
+        rows.append(row(" + ".join(members) + " (probabilities averaged)",
+                        lambda k: np.mean([m[k] for m in members.values()], axis=0) > 0.5))
+
+    def features(key: str) -> np.ndarray:
+        return np.stack([nbsvm[key], *(logit(m[key]) for m in members.values()), np.ones_like(nbsvm[key])], axis=1)
+
+    theta = logistic_fit(features("val"), y["val"])
+    names = ["NBSVM value", *(f"{n} log-odds" for n in members), "1"]
+    rows.append(row("hybrid: NBSVM-bigram + " + " + ".join(members) + " (stacked on validation)",
+                    lambda k: features(k) @ theta > 0, ", ".join(f"{t:.3g} x {n}" for t, n in zip(theta, names))))
+    return rows
+
+
+def section(payload: dict) -> str:
+    meta = payload.get("meta") or {}
+    return "\n".join([
+        "## IMDb: the Transformer and NBSVM stacked (a hybrid teacher)", "",
+        f"`{payload.get('command', 'python -m benchmarks.imdb_hybrid')}` — {machine_line(payload['machine'])}. "
+        f"NBSVM's decision values from `{meta.get('nbsvm', '?')}` (`python -m benchmarks.imdb_baselines --ngrams 2 "
+        "--save-values ...`); members' probabilities from their runs (checkpoint steps "
+        f"{meta.get('steps', '?')}). Weights fit on validation; the test sample is only reported.", "",
+        markdown_table(payload["rows"], payload.get("columns") or COLUMNS),
+    ])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/imdb", help="the IMDb recipe's runs")
+    p.add_argument("--members", nargs="+", default=["teacher"],
+                   help="classifier runs under --runs to stack with NBSVM (default: the recipe's teacher)")
+    p.add_argument("--nbsvm", help="NBSVM's decision values (default: RUNS/nbsvm/nbsvm_2gram.npz, written by "
+                                   "`python -m benchmarks.imdb_baselines --ngrams 2 --save-values RUNS/nbsvm`)")
+    p.add_argument("--no-results-md", action="store_true")
+    args = p.parse_args(argv)
+    nbsvm_path = args.nbsvm or os.path.join(args.runs, "nbsvm", "nbsvm_2gram.npz")
+    if not os.path.isfile(nbsvm_path):
+        p.error(f"no NBSVM decision values at {nbsvm_path}: run `python -m benchmarks.imdb_baselines --ngrams 2 "
+                f"--save-values {os.path.dirname(nbsvm_path)}` first")
+    missing = [m for m in args.members if not os.path.isdir(os.path.join(args.runs, m, "checkpoints"))]
+    if missing:
+        p.error(f"no trained run at {', '.join(os.path.join(args.runs, m) for m in missing)}")
+    with np.load(nbsvm_path) as f:
+        nbsvm = {k: f[k] for k in f.files}
+    members = {m: member_probabilities(os.path.join(args.runs, m),
+                                       os.path.join(args.runs, "hybrid", m.replace("/", "_") + ".npz"))
+               for m in args.members}
+    rows = stack(nbsvm, members)
+    for r in rows:
+        print(f"{r['model']}: val {r['val_accuracy']:.4f}, test {r['test_accuracy']:.4f}", file=sys.stderr)
+    print(markdown_table(rows, COLUMNS))
+    write_results("imdb_hybrid", rows, COLUMNS, {"runs": args.runs, "members": args.members, "nbsvm": nbsvm_path,
+                                                 "steps": {m: int(v["step"]) for m, v in members.items()}})
+    if not args.no_results_md:
+        rebuild_results_md()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
