@@ -9,8 +9,8 @@ tokens in order; NBSVM every word and word pair of the whole review, unordered),
 errors differ. The hybrid is a logistic regression on [NBSVM's decision value, each member's
 log-odds, 1], fit on the validation split by log-loss (a handful of weights, chosen on
 validation as everything else is); the test sample is only reported. Rows: NBSVM with its
-threshold fit on validation, each member alone, the members' probabilities averaged (when
-more than one), and the hybrid.
+threshold fit on validation, each member alone (as trained, and with its own threshold fit
+on validation), the members' probabilities averaged (when more than one), and the hybrid.
 
 Each member's class probabilities on validation and the test sample are computed once
 (`memgpt_jax.apps.classify.Classifier`, the run's own truncation) and cached in
@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
-from benchmarks.imdb_baselines import logistic_fit, scores
+from benchmarks.imdb_baselines import logistic_fit, platt, scores
 
 COLUMNS = ["model", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "weights"]
 SPLITS = (("val", "validation"), ("test", "test"))
@@ -89,6 +89,9 @@ def stack(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]
                 f"{a:.3g} v + {b:.3g}")]
     for name, m in members.items():
         rows.append(row(name, lambda k, m=m: m[k] > 0.5))
+        ma, mb = platt(logit(m["val"]), y["val"])
+        rows.append(row(f"{name}, threshold fit on validation", lambda k, m=m, ma=ma, mb=mb: ma * logit(m[k]) + mb > 0,
+                        f"{ma:.3g} x log-odds + {mb:.3g}"))
     if len(members) > 1:
         rows.append(row(" + ".join(members) + " (probabilities averaged)",
                         lambda k: np.mean([m[k] for m in members.values()], axis=0) > 0.5))

@@ -32,9 +32,10 @@ def test_stacking_beats_each_view_and_reports_every_row():
     member = {"val": p_val, "test": p_test, "val_labels": y_val, "test_labels": y_test}
     rows = imdb_hybrid.stack(nbsvm, {"teacher": member, "other": member})
     names = [r["model"] for r in rows]
-    assert names[0].startswith("NBSVM") and names[1:3] == ["teacher", "other"]
-    assert "averaged" in names[3] and names[4].startswith("hybrid")
-    nb_acc, member_acc, hybrid = rows[0]["test_accuracy"], rows[1]["test_accuracy"], rows[4]
+    assert names[0].startswith("NBSVM") and names[1:5:2] == ["teacher", "other"]
+    assert names[2] == "teacher, threshold fit on validation"
+    assert "averaged" in names[5] and names[6].startswith("hybrid")
+    nb_acc, member_acc, hybrid = rows[0]["test_accuracy"], rows[1]["test_accuracy"], rows[6]
     assert abs(nb_acc - np.mean((v_test > -b / a) == y_test)) < 1e-12  # the validation threshold, on test
     assert hybrid["test_accuracy"] > max(nb_acc, member_acc) + 0.02  # independent errors: stacking helps
     assert "NBSVM value" in hybrid["weights"] and "teacher log-odds" in hybrid["weights"]
