@@ -151,6 +151,23 @@ def platt(values: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
+def fit_nbsvm(x, r: np.ndarray, y: np.ndarray, beta: float = 0.25, c: float = 1.0) -> tuple[np.ndarray, float, dict]:
+    """NBSVM's weights (interpolated toward their mean by ``beta``), bias and solver record,
+    from binary features ``x`` and their log-count ratio ``r``."""
+    w, b, solver = train_l2svm(x.multiply(r).tocsr(), y, c=c)
+    return (1 - beta) * w.mean() + beta * w, b, solver
+
+
+def nbsvm_values(train_docs: Sequence[list[str]], train_y: np.ndarray, docs: Sequence[list[str]], n: int = 2,
+                 beta: float = 0.25, c: float = 1.0) -> np.ndarray:
+    """NBSVM's decision values on ``docs`` (token lists), trained on ``train_docs`` / ``train_y``."""
+    x, vocab = featurize(train_docs, n)
+    r = log_count_ratio(x, train_y)
+    w, b, _ = fit_nbsvm(x, r, train_y, beta=beta, c=c)
+    xs, _ = featurize(docs, n, vocab)
+    return np.asarray(xs.multiply(r) @ w + b)
+
+
 def fit_and_score(train: tuple[list, np.ndarray], splits: dict[str, tuple[list, np.ndarray]], n: int,
                   beta: float = 0.25, c: float = 1.0, values: dict | None = None) -> list[dict]:
     """The MNB and NBSVM rows with ``n``-grams: trained on ``train``, scored on each split,
@@ -163,8 +180,7 @@ def fit_and_score(train: tuple[list, np.ndarray], splits: dict[str, tuple[list, 
     prior = float(np.log(np.mean(train[1] == 1) / np.mean(train[1] == 0)))
     featurize_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    w, b, solver = train_l2svm(x.multiply(r).tocsr(), train[1], c=c)
-    w = (1 - beta) * w.mean() + beta * w
+    w, b, solver = fit_nbsvm(x, r, train[1], beta=beta, c=c)
     svm_s = time.perf_counter() - t0
     features = "unigrams" if n == 1 else f"1-{n}-grams"
     mnb = {"model": "MNB", "features": features, "n_features": len(vocab), "train_s": featurize_s}

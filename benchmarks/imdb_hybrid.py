@@ -3,6 +3,7 @@
     python -m benchmarks.imdb_baselines --ngrams 2 --save-values runs/imdb/nbsvm   # NBSVM's decision values
     python -m benchmarks.imdb_hybrid --runs runs/imdb                               # stacks them with the teacher
     python -m benchmarks.imdb_hybrid --runs runs/imdb --members teacher curve/lm3000
+    python -m benchmarks.imdb_hybrid --runs runs/imdb --write-offsets train+unsupervised  # for a student
 
 The two models see reviews differently (the Transformer reads up to 1,024 sentencepiece
 tokens in order; NBSVM every word and word pair of the whole review, unordered), so their
@@ -15,6 +16,10 @@ on validation), the members' probabilities averaged (when more than one), and th
 Each member's class probabilities on validation and the test sample are computed once
 (`memgpt_jax.apps.classify.Classifier`, the run's own truncation) and cached in
 ``RUNS/hybrid/<member>.npz`` with the checkpoint step they came from.
+
+``--write-offsets SPLIT`` turns the hybrid into a distillation teacher
+(``distill.teacher_offsets``, `write_offsets`): the student's step runs the Transformer
+teacher and adds NBSVM's part per training review, scored out of fold.
 """
 
 from __future__ import annotations
@@ -69,6 +74,52 @@ def member_probabilities(run_dir: str, cache: str, dataset: str | None = None) -
     return out
 
 
+def _features(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]], key: str) -> np.ndarray:
+    """[NBSVM's value, each member's log-odds, 1] of split ``key``."""
+    return np.stack([nbsvm[key], *(logit(m[key]) for m in members.values()), np.ones_like(nbsvm[key])], axis=1)
+
+
+def stack_weights(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """The hybrid's weights on `_features`, fit on validation by log-loss."""
+    return logistic_fit(_features(nbsvm, members, "val"), nbsvm["val_labels"])
+
+
+def write_offsets(path: str, dataset: str, split: str, theta: np.ndarray, *, folds: int = 5, seed: int = 0,
+                  n: int = 2, data_dir: str | None = None) -> dict:
+    """``distill.teacher_offsets`` for a student distilled from the hybrid (one member): for each
+    record of ``split``, ``offsets = [0, theta_nbsvm * v + theta_1]`` and ``teacher_scale =
+    theta_member``, so the step's ``scale * teacher logits + offset`` is the hybrid's log-odds.
+
+    ``v`` is NBSVM's decision value, out of fold for the labelled records (``folds`` seeded
+    folds: each record scored by an NBSVM that never saw it, as the teacher's own value on a
+    training review would otherwise be overfit) and from an NBSVM on every labelled record
+    for the unlabelled ones."""
+    from benchmarks.imdb_baselines import load, nbsvm_values
+
+    if len(theta) != 3:
+        raise SystemExit("error: --write-offsets stacks one member with NBSVM (give one --members run)")
+    docs, y = load(dataset, split, data_dir)
+    values = np.zeros(len(docs), np.float64)
+    labelled = np.flatnonzero(y >= 0)
+    parts = np.array_split(np.random.default_rng(seed).permutation(labelled), folds)
+    for k, held in enumerate(parts):
+        fit = np.setdiff1d(labelled, held)
+        print(f"  NBSVM fold {k + 1}/{folds}: {len(fit):,} reviews -> {len(held):,}", file=sys.stderr, flush=True)
+        values[held] = nbsvm_values([docs[i] for i in fit], y[fit], [docs[i] for i in held], n)
+    unlabelled = np.flatnonzero(y < 0)
+    if len(unlabelled):
+        print(f"  NBSVM on all {len(labelled):,} labelled reviews -> {len(unlabelled):,} unlabelled", file=sys.stderr,
+              flush=True)
+        values[unlabelled] = nbsvm_values([docs[i] for i in labelled], y[labelled], [docs[i] for i in unlabelled], n)
+    offsets = np.zeros((len(docs), 2), np.float32)
+    offsets[:, 1] = theta[0] * values + theta[2]
+    fold_accuracy = float(np.mean((values[labelled] > 0) == (y[labelled] == 1)))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    np.savez(path, offsets=offsets, teacher_scale=np.float32(theta[1]), split=split, values=values, theta=theta,
+             folds=folds, seed=seed)
+    return {"records": len(docs), "labelled": len(labelled), "out_of_fold_accuracy": fold_accuracy}
+
+
 def stack(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]]) -> list[dict]:
     """The table's rows from NBSVM's decision values and each member's probabilities (all on
     the same ``val`` / ``test`` examples, in the same order)."""
@@ -97,9 +148,9 @@ def stack(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]
                         lambda k: np.mean([m[k] for m in members.values()], axis=0) > 0.5))
 
     def features(key: str) -> np.ndarray:
-        return np.stack([nbsvm[key], *(logit(m[key]) for m in members.values()), np.ones_like(nbsvm[key])], axis=1)
+        return _features(nbsvm, members, key)
 
-    theta = logistic_fit(features("val"), y["val"])
+    theta = stack_weights(nbsvm, members)
     names = ["NBSVM value", *(f"{n} log-odds" for n in members), "1"]
     rows.append(row("hybrid: NBSVM-bigram + " + " + ".join(members) + " (stacked on validation)",
                     lambda k: features(k) @ theta > 0, ", ".join(f"{t:.3g} x {n}" for t, n in zip(theta, names))))
@@ -125,8 +176,17 @@ def main(argv=None) -> int:
                    help="classifier runs under --runs to stack with NBSVM (default: the recipe's teacher)")
     p.add_argument("--nbsvm", help="NBSVM's decision values (default: RUNS/nbsvm/nbsvm_2gram.npz, written by "
                                    "`python -m benchmarks.imdb_baselines --ngrams 2 --save-values RUNS/nbsvm`)")
+    p.add_argument("--write-offsets", metavar="SPLIT",
+                   help="also write distill.teacher_offsets for a student distilled from the hybrid on this training "
+                        "split (e.g. train+unsupervised) to RUNS/hybrid/offsets_SPLIT.npz (NBSVM out of fold: "
+                        "minutes per fold)")
+    p.add_argument("--folds", type=int, default=5, help="--write-offsets: NBSVM folds over the labelled reviews")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
+    if args.write_offsets and len(args.members) != 1:
+        p.error("--write-offsets stacks one member with NBSVM: give one --members run")
+    if args.folds < 2:
+        p.error("--folds: at least 2")
     nbsvm_path = args.nbsvm or os.path.join(args.runs, "nbsvm", "nbsvm_2gram.npz")
     if not os.path.isfile(nbsvm_path):
         p.error(f"no NBSVM decision values at {nbsvm_path}: run `python -m benchmarks.imdb_baselines --ngrams 2 "
@@ -147,6 +207,15 @@ def main(argv=None) -> int:
                                                  "steps": {m: int(v["step"]) for m, v in members.items()}})
     if not args.no_results_md:
         rebuild_results_md()
+    if args.write_offsets:
+        run_dir = os.path.join(args.runs, args.members[0])
+        from memgpt_jax.training.teacher import open_teacher
+
+        dataset = open_teacher(run_dir).config.data.name
+        out = os.path.join(args.runs, "hybrid", f"offsets_{args.write_offsets}.npz")
+        done = write_offsets(out, dataset, args.write_offsets, stack_weights(nbsvm, members), folds=args.folds)
+        print(f"wrote {out}: {done['records']:,} records ({done['labelled']:,} labelled; NBSVM out of fold "
+              f"{100 * done['out_of_fold_accuracy']:.2f}% right on them)", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,9 @@ Variants: `pretrain` and `pretrain_student` (the two backbones as LMs on train+u
 `teacher_long` (the recipe's teacher: whole reviews up to 1,024 tokens, head+tail beyond,
 length-bucketed batches), `teacher` (the same on the first 512 tokens: the base of the IMDb
 curve and of the teacher levers in the ablation), `student` (whole reviews too, distilled
-from runs/imdb/teacher), `tiny` (seconds), and `teacher_tpu` (the teacher at accelerator
+from runs/imdb/teacher), `student_hybrid` (the same student distilled on train + unsup from
+the teacher stacked with NBSVM-bigram: `python -m benchmarks.imdb_hybrid --write-offsets
+train+unsupervised` first), `tiny` (seconds), and `teacher_tpu` (the teacher at accelerator
 scale: bf16, larger batch, fsdp mesh).
 """
 
@@ -32,12 +34,13 @@ STUDENT = dict(vocab_size=8192, d_model=128, n_layers=4, n_heads=4, max_len=1024
 
 
 def get_config(arg: str = "teacher"):
-    variants = ("pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu")
+    variants = ("pretrain", "pretrain_student", "teacher", "teacher_long", "student", "student_hybrid", "tiny",
+                "teacher_tpu")
     if arg not in variants:
         raise ValueError(f"configs/imdb.py: variant {arg!r} not in {variants}")
     pretrain = arg in ("pretrain", "pretrain_student")
     config = run_config.defaults("lm" if pretrain else "classification")
-    config.model.update(STUDENT if arg in ("student", "pretrain_student") else TEACHER, num_labels=2, pooling="mean",
+    config.model.update(STUDENT if arg in ("student", "student_hybrid", "pretrain_student") else TEACHER, num_labels=2, pooling="mean",
                         compute_dtype="bfloat16")
     config.data.update(dataset="imdb", name=DATASET, tokenizer=TOKENIZER, seq_len=512, batch_size=32,
                        eval_batch_size=64, eval_split="validation")
@@ -54,11 +57,14 @@ def get_config(arg: str = "teacher"):
     elif arg == "teacher_long":  # whole reviews: 1,024 tokens (head + tail beyond), padded per length bucket
         config.data.update(seq_len=1024, truncate="head+tail", length_buckets=(256, 512, 768))
         config.train.init_from = "runs/imdb/lm"
-    elif arg == "student":  # its backbone pretrained as an LM too (pretrain_student), then distilled
+    elif arg in ("student", "student_hybrid"):  # its backbone pretrained as an LM too (pretrain_student), then distilled
         config.data.update(seq_len=1024, truncate="head+tail", length_buckets=(256, 512, 768))  # as its teacher
         config.distill.update(teacher="runs/imdb/teacher", temperature=2.0, alpha=0.5)
         config.optim.lr = 1e-3
         config.train.update(steps=600, init_from="runs/imdb/lm_student")
+        if arg == "student_hybrid":  # the teacher stacked with NBSVM-bigram (benchmarks.imdb_hybrid), on unsup too
+            config.data.train_split = "train+unsupervised"
+            config.distill.teacher_offsets = "runs/imdb/hybrid/offsets_train+unsupervised.npz"
     elif arg == "tiny":  # bytes: runs without the recipe's tokenizer
         config.model.update(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=128)
         config.data.update(tokenizer="bytes", seq_len=128, batch_size=8, eval_batch_size=8, eval_batches=2)

@@ -196,6 +196,10 @@ class DistillConfig:
     attention_weight: float = 0.0  # attention-map transfer (0 = off)
     init_from_teacher: bool = False  # start from every other teacher layer (DistilBERT)
     topk: int = 0  # lm: distill from cached teacher top-k logits (0 = run the teacher)
+    # classification: an .npz whose `offsets` [N, num_labels] are added to the teacher's logits
+    # (first multiplied by its `teacher_scale`) for each of the N training examples, in the
+    # training split's order: a teacher stacked with another model (benchmarks.imdb_hybrid)
+    teacher_offsets: str = ""
 
     def __post_init__(self) -> None:
         _choice("distill.kind", self.kind, KD_KINDS)
@@ -235,6 +239,9 @@ class RunConfig:
                or "unsupervised" not in self.data.train_split.split("+"), "data.train_split",
                f"{self.data.train_split!r} holds unlabelled reviews, which only a distilled student learns "
                "from: set distill.teacher, or train on 'train'")
+        _check(not self.distill.teacher_offsets or (self.task == "classification" and self.distill.enabled),
+               "distill.teacher_offsets", "per-example teacher offsets are for distilling a classifier (set "
+               "distill.teacher and task classification)")
         _check(self.data.seq_len <= self.model.max_len, "data.seq_len",
                f"{self.data.seq_len} exceeds model.max_len={self.model.max_len}")
 

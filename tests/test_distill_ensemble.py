@@ -141,3 +141,68 @@ def test_average_writes_the_mean_of_the_last_checkpoints(teachers, tmp_path, cap
     assert 0 < trained["cpu_s"] and 0 < trained["wall_s"]
     assert cli.main(["average", "--checkpoint", paths[0], "--steps", "2", "6", "--out", str(tmp_path / "x")]) == 2
     assert "averaging needs at least two" in capsys.readouterr().err
+
+
+def test_teacher_offsets_shift_the_teachers_logits_per_example(teachers, tmp_path):
+    """distill.teacher_offsets: the step distils from ``scale * teacher logits + offset`` (a
+    teacher stacked with another model), each training record with its own row; a file that
+    does not line up with the training split is a clear error."""
+    from memgpt_jax.run_config import DistillConfig
+    from memgpt_jax.training import losses
+
+    data_dir, paths = teachers
+    run = open_run(paths[0])
+    rng = np.random.default_rng(2)
+    ids = jnp.asarray(rng.integers(3, 200, (3, 16)), jnp.int32)
+    offset = jnp.asarray([[0.0, 4.0], [0.0, -4.0], [0.0, 0.5]], jnp.float32)
+    batch = {"inputs": ids, "kv_valid": jnp.ones((3, 16), bool), "label": jnp.array([1, 0, -1]),
+             "example_valid": jnp.ones((3,), bool), "teacher_offset": offset,
+             "teacher_scale": jnp.full((3,), 0.5, jnp.float32)}
+    distill = DistillConfig(teacher=paths[0], temperature=1.0, alpha=1.0)
+    loss_fn = steps.make_loss_fn("classification", run.model, distill, run.model)
+    trainable = {"params": open_run(paths[1]).params}
+    kd = loss_fn(trainable, batch, jax.random.PRNGKey(0), run.params)[1][0]["kd"]
+    student = run.model.apply({"params": trainable["params"]}, ids, kv_valid=batch["kv_valid"], deterministic=False,
+                              rngs={"dropout": jax.random.PRNGKey(0)}).logits  # as the step runs it
+    teacher = run.model.apply({"params": run.params}, ids, kv_valid=batch["kv_valid"]).logits
+    ref = losses.distillation_loss(student, 0.5 * teacher.astype(jnp.float32) + offset, jnp.float32(0.0),
+                                   batch["example_valid"], temperature=1.0, alpha=1.0)[1]["kd"]
+    plain = losses.distillation_loss(student, teacher, jnp.float32(0.0), batch["example_valid"], temperature=1.0,
+                                     alpha=1.0)[1]["kd"]
+    np.testing.assert_allclose(kd, ref, rtol=1e-5)
+    assert abs(float(kd) - float(plain)) > 1e-3  # the offsets moved the target
+
+    # end to end: one row per record of the training split, in its order
+    config = tiny(data_dir, f"--config.distill.teacher={paths[0]}", "--config.data.train_split=train+unsupervised",
+                  f"--config.distill.teacher_offsets={tmp_path / 'offsets.npz'}")
+    records = len(data_lib.load_split(config.data.name, "train+unsupervised", data_dir))
+    np.savez(tmp_path / "offsets.npz", offsets=np.zeros((records + 1, 2), np.float32), teacher_scale=1.0)
+    with pytest.raises(data_lib.DataError, match=r"needs \(%d, 2\)" % records):
+        train(config, str(tmp_path / "bad"), progress=False)
+    np.savez(tmp_path / "offsets.npz", offsets=np.zeros((records, 2), np.float32), teacher_scale=1.0, split="train")
+    with pytest.raises(data_lib.DataError, match="written for split 'train'"):
+        train(config, str(tmp_path / "bad2"), progress=False)
+    offsets = np.stack([np.zeros(records), rng.normal(size=records)], 1).astype(np.float32)
+    np.savez(tmp_path / "offsets.npz", offsets=offsets, teacher_scale=0.7, split="train+unsupervised")
+    summary = train(config, str(tmp_path / "student"), progress=False)
+    assert summary["step"] == config.train.steps and np.isfinite(summary["train"]["kd"])
+    with pytest.raises(ConfigError, match="teacher_offsets"):  # offsets without a teacher
+        tiny(data_dir, f"--config.distill.teacher_offsets={tmp_path / 'offsets.npz'}")
+
+
+def test_classification_batches_carry_each_records_offsets():
+    source = [{"text": "a" * (i + 1), "label": i % 2} for i in range(12)]
+    offsets = np.stack([np.zeros(12), np.arange(12)], 1).astype(np.float32)
+    tok = data_lib.ByteTokenizer()
+    for buckets in ((), (4, 8)):
+        it = data_lib.ClassificationIterator(source, tok, batch_size=4, max_len=16, shuffle=True, num_epochs=1,
+                                             length_buckets=buckets, teacher_offsets=(offsets, 0.25))
+        seen = 0
+        for batch in it:
+            lengths = batch["length"] - 1  # BOS; record i has i + 1 bytes
+            np.testing.assert_array_equal(batch["teacher_offset"][:, 1], lengths - 1)
+            np.testing.assert_array_equal(batch["teacher_scale"], 0.25)
+            seen += int(batch["example_valid"].sum())
+        assert seen == 12
+    with pytest.raises(ValueError, match="one row per record"):
+        data_lib.ClassificationIterator(source, tok, batch_size=4, max_len=16, teacher_offsets=(offsets[:5], 1.0))

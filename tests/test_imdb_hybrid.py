@@ -58,3 +58,36 @@ def test_hybrid_cli_says_what_to_run_first(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         imdb_hybrid.main(["--runs", str(tmp_path), "--no-results-md"])
     assert e.value.code == 2 and "no trained run" in capsys.readouterr().err
+
+
+def test_write_offsets_scores_labelled_reviews_out_of_fold(tmp_path, monkeypatch):
+    from benchmarks import imdb_baselines
+
+    rng = np.random.default_rng(0)
+    words = {1: ["great", "fun", "moving"], 0: ["dull", "bad", "boring"]}
+    docs, labels = [], []
+    for i in range(40):
+        label = i % 2 if i < 30 else -1  # ten unlabelled reviews at the end
+        pool = words[label if label >= 0 else i % 2] + ["film", "plot"]
+        docs.append(list(rng.choice(pool, 6)))
+        labels.append(label)
+    monkeypatch.setattr(imdb_baselines, "load", lambda *a: (docs, np.asarray(labels)))
+    theta = np.array([2.0, 0.5, -0.25])
+    out = tmp_path / "offsets.npz"
+    done = imdb_hybrid.write_offsets(str(out), "any", "train+unsupervised", theta, folds=3, n=1)
+    assert done["records"] == 40 and done["labelled"] == 30 and done["out_of_fold_accuracy"] > 0.8
+    with np.load(out) as f:
+        offsets, scale, values = f["offsets"], float(f["teacher_scale"]), f["values"]
+        assert str(f["split"]) == "train+unsupervised"
+    assert offsets.shape == (40, 2) and scale == 0.5 and np.all(offsets[:, 0] == 0)
+    np.testing.assert_allclose(offsets[:, 1], 2.0 * values - 0.25, rtol=1e-6)
+    y = np.asarray(labels)
+    full = imdb_baselines.nbsvm_values(docs[:30], y[:30], docs[30:], 1)  # the unlabelled: every labelled review
+    np.testing.assert_allclose(values[30:], full, rtol=1e-6)
+    parts = np.array_split(np.random.default_rng(0).permutation(np.arange(30)), 3)
+    held = parts[0]
+    fit = np.setdiff1d(np.arange(30), held)
+    oof = imdb_baselines.nbsvm_values([docs[i] for i in fit], y[fit], [docs[i] for i in held], 1)
+    np.testing.assert_allclose(values[held], oof, rtol=1e-6)  # never scored by a model that saw it
+    with pytest.raises(SystemExit, match="one member"):
+        imdb_hybrid.write_offsets(str(out), "any", "train", np.ones(4))

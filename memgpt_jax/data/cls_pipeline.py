@@ -13,6 +13,11 @@ Batch (``B`` = global batch / process count, ``T`` = ``max_len``)::
     label          int32 [B]     class id (-1: unlabelled, only with ``unlabelled=True``)
     example_valid  bool  [B]     False on padding examples (weight them 0)
 
+With ``teacher_offsets=(offsets [N, L], scale)`` (one row per source record) batches also carry::
+
+    teacher_offset float32 [B, L]  the record's offsets (0 on padding examples)
+    teacher_scale  float32 [B]     ``scale``: the distillation step uses ``scale * teacher logits + offset``
+
 Padding examples appear only with ``drop_remainder=False`` (the last batch of
 a finite pass, and shard padding so every process yields as many batches);
 they hold ``[PAD]`` with ``kv_valid`` True at position 0 and ``length`` 1, so
@@ -79,7 +84,8 @@ class ClassificationIterator(CursorIterator):
                  text_key: str = "text", label_key: str = "label", add_bos: bool = True,
                  add_eos: bool = False, truncate: str = "right", drop_remainder: bool = True,
                  process_index: int | None = None, process_count: int | None = None,
-                 length_buckets: Sequence[int] = (), pool_batches: int = 16, unlabelled: bool = False) -> None:
+                 length_buckets: Sequence[int] = (), pool_batches: int = 16, unlabelled: bool = False,
+                 teacher_offsets: tuple[np.ndarray, float] | None = None) -> None:
         if truncate not in TRUNCATIONS:
             raise ValueError(f"truncate must be one of {TRUNCATIONS}, got {truncate!r}")
         if max_len < 1 + int(add_bos) + int(add_eos):
@@ -97,9 +103,17 @@ class ClassificationIterator(CursorIterator):
         self.max_len, self.text_key, self.label_key = max_len, text_key, label_key
         self.add_bos, self.add_eos, self.truncate = add_bos, add_eos, truncate
         self.drop_remainder, self.unlabelled = drop_remainder, unlabelled
+        self.offsets, self.offset_scale = None, 1.0
+        if teacher_offsets is not None:
+            offsets, scale = teacher_offsets
+            offsets = np.asarray(offsets, np.float32)
+            if offsets.ndim != 2 or len(offsets) != len(source):
+                raise ValueError(f"teacher offsets: {offsets.shape[:1]} rows for a source of {len(source)} records "
+                                 "(one row per record, in the source's order)")
+            self.offsets, self.offset_scale = offsets, float(scale)
         self.buckets = buckets if length_buckets else ()
         self.pool_batches, self.seed = int(pool_batches), seed
-        self._pool: list[list[tuple[np.ndarray, int]]] = []  # the batches (rows) of the current pool
+        self._pool: list[list[tuple[np.ndarray, int, int]]] = []  # the batches (tokens, label, index) of the pool
         self._pool_start: dict[str, Any] | None = None  # the cursor where it was drawn
         self._pool_taken = 0  # its batches returned so far
         self._pools = 0
@@ -135,6 +149,16 @@ class ClassificationIterator(CursorIterator):
         tail = [specials.EOS_ID] if self.add_eos else []
         return np.concatenate([head, tokens, tail]).astype(np.int32)
 
+    def _offset_fields(self, rows: int) -> dict[str, np.ndarray]:
+        if self.offsets is None:
+            return {}
+        return {"teacher_offset": np.zeros((rows, self.offsets.shape[1]), np.float32),
+                "teacher_scale": np.full((rows,), self.offset_scale, np.float32)}
+
+    def _set_offset(self, batch: dict[str, np.ndarray], row: int, index: int) -> None:
+        if self.offsets is not None:
+            batch["teacher_offset"][row] = self.offsets[index]
+
     def _label(self, record: Mapping[str, Any], index: int) -> int:
         label = int(record[self.label_key])
         if label < 0 and not self.unlabelled:
@@ -167,15 +191,16 @@ class ClassificationIterator(CursorIterator):
                 return None
         rows = self._pool[self._pool_taken]
         self._pool_taken += 1
-        longest = max(len(tokens) for tokens, _ in rows)
+        longest = max(len(tokens) for tokens, _, _ in rows)
         t = next(n for n in self.buckets if n >= longest)
         batch = {"inputs": np.full((len(rows), t), specials.PAD_ID, np.int32), "kv_valid": np.zeros((len(rows), t), bool),
                  "length": np.zeros((len(rows),), np.int32), "label": np.zeros((len(rows),), np.int32),
-                 "example_valid": np.ones((len(rows),), bool)}
-        for r, (tokens, label) in enumerate(rows):
+                 "example_valid": np.ones((len(rows),), bool), **self._offset_fields(len(rows))}
+        for r, (tokens, label, index) in enumerate(rows):
             batch["inputs"][r, :len(tokens)] = tokens
             batch["kv_valid"][r, :len(tokens)] = True
             batch["length"][r], batch["label"][r] = len(tokens), label
+            self._set_offset(batch, r, index)
         self.stats["examples"] += len(rows)
         self.stats[f"bucket_{t}"] += 1
         return batch
@@ -183,7 +208,7 @@ class ClassificationIterator(CursorIterator):
     def _draw_pool(self) -> None:
         """The next ``pool_batches`` batches of texts, sorted by length, in a seeded order."""
         self._pool_start = dict(self._cursor.state())
-        rows: list[tuple[np.ndarray, int]] = []
+        rows: list[tuple[np.ndarray, int, int]] = []
         want = self.batch_size * self.pool_batches
         while len(rows) < want:
             indices = [i for i in self._next_indices(want - len(rows)) if i >= 0]
@@ -194,7 +219,7 @@ class ClassificationIterator(CursorIterator):
                 if tokens is None:
                     self.stats["empty_examples_skipped"] += 1
                     continue
-                rows.append((tokens, self._label(record, index)))
+                rows.append((tokens, self._label(record, index), index))
         full = len(rows) - len(rows) % self.batch_size  # drop_remainder: whole batches only
         self.stats["final_examples_dropped"] += len(rows) - full
         rows = sorted(rows[:full], key=lambda r: len(r[0]))
@@ -210,6 +235,7 @@ class ClassificationIterator(CursorIterator):
             "length": np.ones((b,), np.int32),
             "label": np.zeros((b,), np.int32),
             "example_valid": np.zeros((b,), bool),
+            **self._offset_fields(b),
         }
         batch["kv_valid"][:, 0] = True  # padding rows: one valid key (see module docstring)
         rows = 0
@@ -234,6 +260,7 @@ class ClassificationIterator(CursorIterator):
                 batch["length"][rows] = len(tokens)
                 batch["label"][rows] = self._label(record, index)
                 batch["example_valid"][rows] = True
+                self._set_offset(batch, rows, index)
                 self.stats["examples"] += 1
                 rows += 1
         if rows == 0:

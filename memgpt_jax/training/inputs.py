@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
 
 from memgpt_jax import data as data_lib
 from memgpt_jax.data.cls_pipeline import KEEP as CLS_KEEP
@@ -86,10 +89,37 @@ def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool,
         return data_lib.PackedLMIterator(source, tokenizer, seq_len=dc.seq_len, text_key=dc.text_key, **common)
     if task == "qa":
         return data_lib.QAIterator(source, tokenizer, max_len=dc.seq_len, doc_stride=dc.doc_stride, **common)
+    offsets = None
+    if train and config.distill.teacher_offsets:
+        offsets = load_teacher_offsets(config.distill.teacher_offsets, len(source), config.model.num_labels, split)
     return data_lib.ClassificationIterator(source, tokenizer, max_len=dc.seq_len, text_key=dc.text_key,
                                            truncate=CLS_KEEP[dc.kept()],
                                            length_buckets=dc.length_buckets if train else (),
-                                           unlabelled=train and config.distill.enabled, **common)
+                                           unlabelled=train and config.distill.enabled, teacher_offsets=offsets,
+                                           **common)
+
+
+def load_teacher_offsets(path: str, records: int, num_labels: int, split: str) -> tuple[np.ndarray, float]:
+    """``(offsets [records, num_labels], teacher_scale)`` of ``distill.teacher_offsets``, checked
+    against the training split it must line up with (one row per record, in its order)."""
+    if not os.path.isfile(path):
+        raise data_lib.DataError(f"distill.teacher_offsets: no file {path} (benchmarks.imdb_hybrid --write-offsets "
+                                 "writes one)")
+    with np.load(path) as f:
+        missing = {"offsets", "teacher_scale"} - set(f.files)
+        if missing:
+            raise data_lib.DataError(f"distill.teacher_offsets: {path} lacks {sorted(missing)}")
+        offsets, scale = np.asarray(f["offsets"], np.float32), float(f["teacher_scale"])
+        written_for = str(f["split"]) if "split" in f.files else None
+    if written_for is not None and written_for != split:
+        raise data_lib.DataError(f"distill.teacher_offsets: {path} was written for split {written_for!r}, "
+                                 f"the run trains on {split!r}")
+    if offsets.shape != (records, num_labels):
+        raise data_lib.DataError(f"distill.teacher_offsets: {path} holds offsets of shape {offsets.shape}; the "
+                                 f"training split {split!r} needs ({records}, {num_labels})")
+    if not np.all(np.isfinite(offsets)) or not np.isfinite(scale):
+        raise data_lib.DataError(f"distill.teacher_offsets: {path} holds non-finite values")
+    return offsets, scale
 
 
 def eval_batches(config: RunConfig, tokenizer: Any) -> Iterator[dict]:

@@ -117,8 +117,11 @@ def make_loss_fn(
             loss = distill.alpha * kd + (1 - distill.alpha) * hard
             metrics = {**metrics, "kd": kd, "hard": hard}
         else:
+            t_logits = t_out.logits
+            if "teacher_offset" in batch:  # a stacked teacher: scale * its logits + a per-example offset
+                t_logits = t_logits.astype(jnp.float32) * batch["teacher_scale"][:, None] + batch["teacher_offset"]
             loss, dm = losses.distillation_loss(
-                out.logits, t_out.logits, hard, mask, kind=distill.kind,
+                out.logits, t_logits, hard, mask, kind=distill.kind,
                 temperature=distill.temperature, alpha=distill.alpha, beta=distill.beta,
             )
             metrics = {**metrics, "kd": dm["kd"], "hard": dm["hard"]}
