@@ -163,8 +163,9 @@ def section(payload: dict) -> str:
         "## IMDb: the Transformer and NBSVM stacked (a hybrid teacher)", "",
         f"`{payload.get('command', 'python -m benchmarks.imdb_hybrid')}` — {machine_line(payload['machine'])}. "
         f"NBSVM's decision values from `{meta.get('nbsvm', '?')}` (`python -m benchmarks.imdb_baselines --ngrams 2 "
-        "--save-values ...`); members' probabilities from their runs (checkpoint steps "
-        f"{meta.get('steps', '?')}). Weights fit on validation; the test sample is only reported.", "",
+        "--save-values ...`); members' probabilities from their runs (checkpoint steps: "
+        f"{', '.join(f'{m} {s}' for m, s in (meta.get('steps') or {}).items()) or '?'}). Weights fit on validation; "
+        "the test sample is only reported.", "",
         markdown_table(payload["rows"], payload.get("columns") or COLUMNS),
     ])
 
