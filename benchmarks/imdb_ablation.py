@@ -134,6 +134,8 @@ def _final_rows(runs: str, ab: str) -> dict[str, dict]:
                           **_command(ab, "finetune", "student", "student_no_kd", "distill.teacher=")},
         "student_unsup": {"lever": "KD on labelled + 50,000 unlabelled reviews", "base": "student",
                           **_command(ab, "distill", "student", "student_unsup", "data.train_split=train+unsupervised")},
+        "student_hybrid": {"lever": "KD from the teacher stacked with NBSVM-bigram (the hybrid), labelled + unlabelled",
+                           "base": "student", **_command(ab, "distill", "student_hybrid", "student_hybrid")},
     }
 
 
