@@ -274,7 +274,7 @@ def main(argv=None) -> int:
             rows.append({**row, "source": "this run"})
         if args.save_values:
             os.makedirs(args.save_values, exist_ok=True)
-            np.savez(os.path.join(args.save_values, f"nbsvm_{n}gram.npz"), **values)
+            np.savez(os.path.join(args.save_values, f"nbsvm_{n}gram.npz"), ngrams=n, **values)
     # the orders not measured now stay as committed (same data, beta and C)
     kept = committed_rows(RESULTS_DIR / "imdb_baselines.json", lambda r: (r["model"], r["features"], r.get("threshold")),
                           lambda r, meta: (meta.get("dataset"), meta.get("beta"), meta.get("c")) ==

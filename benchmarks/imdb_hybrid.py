@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import numpy as np
@@ -120,6 +121,12 @@ def write_offsets(path: str, dataset: str, split: str, theta: np.ndarray, *, fol
     return {"records": len(docs), "labelled": len(labelled), "out_of_fold_accuracy": fold_accuracy}
 
 
+def nbsvm_label(nbsvm: dict) -> str:
+    """"NBSVM-bigram" and the like, from the n-gram order the values were saved with."""
+    n = int(nbsvm.get("ngrams", 2))
+    return "NBSVM-" + {1: "unigram", 2: "bigram", 3: "trigram"}.get(n, f"{n}-gram")
+
+
 def stack(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]]) -> list[dict]:
     """The table's rows from NBSVM's decision values and each member's probabilities (all on
     the same ``val`` / ``test`` examples, in the same order)."""
@@ -136,7 +143,8 @@ def stack(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]
         return out
 
     a, b = nbsvm["platt"]
-    rows = [row("NBSVM-bigram, threshold fit on validation", lambda k: a * nbsvm[k] + b > 0,
+    label = nbsvm_label(nbsvm)
+    rows = [row(f"{label}, threshold fit on validation", lambda k: a * nbsvm[k] + b > 0,
                 f"{a:.3g} v + {b:.3g}")]
     for name, m in members.items():
         rows.append(row(name, lambda k, m=m: m[k] > 0.5))
@@ -152,7 +160,7 @@ def stack(nbsvm: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]
 
     theta = stack_weights(nbsvm, members)
     names = ["NBSVM value", *(f"{n} log-odds" for n in members), "1"]
-    rows.append(row("hybrid: NBSVM-bigram + " + " + ".join(members) + " (stacked on validation)",
+    rows.append(row(f"hybrid: {label} + " + " + ".join(members) + " (stacked on validation)",
                     lambda k: features(k) @ theta > 0, ", ".join(f"{t:.3g} x {n}" for t, n in zip(theta, names))))
     return rows
 
@@ -197,6 +205,8 @@ def main(argv=None) -> int:
         p.error(f"no trained run at {', '.join(os.path.join(args.runs, m) for m in missing)}")
     with np.load(nbsvm_path) as f:
         nbsvm = {k: f[k] for k in f.files}
+    match = re.search(r"nbsvm_(\d+)gram", os.path.basename(nbsvm_path))
+    nbsvm.setdefault("ngrams", np.array(int(match.group(1)) if match else 2))  # files written before the key
     members = {m: member_probabilities(os.path.join(args.runs, m),
                                        os.path.join(args.runs, "hybrid", m.replace("/", "_") + ".npz"))
                for m in args.members}

@@ -39,6 +39,8 @@ def test_stacking_beats_each_view_and_reports_every_row():
     assert abs(nb_acc - np.mean((v_test > -b / a) == y_test)) < 1e-12  # the validation threshold, on test
     assert hybrid["test_accuracy"] > max(nb_acc, member_acc) + 0.02  # independent errors: stacking helps
     assert "NBSVM value" in hybrid["weights"] and "teacher log-odds" in hybrid["weights"]
+    assert names[0].startswith("NBSVM-bigram")  # the default order; the file's own when it says
+    assert imdb_hybrid.stack({**nbsvm, "ngrams": np.array(1)}, {"teacher": member})[0]["model"].startswith("NBSVM-unigram")
 
 
 def test_stacking_refuses_members_scored_on_other_examples():
