@@ -43,33 +43,28 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def member_probabilities(run_dir: str, cache: str, dataset: str | None = None) -> dict[str, np.ndarray]:
+def member_probabilities(run_dir: str, cache: str) -> dict[str, np.ndarray]:
     """``{"val": P(positive), "test": ..., "val_labels": ..., "test_labels": ..., "step": ...}`` of
-    one classifier run, from ``cache`` when it holds the run's current checkpoint."""
+    one classifier run on its own data, from ``cache`` when it holds the run's current checkpoint."""
     from memgpt_jax.apps.classify import Classifier
-    from memgpt_jax.data import load_split
     from memgpt_jax.data.cls_pipeline import KEEP
+    from memgpt_jax.data.prepared import as_text
+    from memgpt_jax.training.inputs import load_source
     from memgpt_jax.training.teacher import open_teacher
 
     run = open_teacher(run_dir)
-    step = int(getattr(run, "step", -1) or -1)
     if os.path.isfile(cache):
         with np.load(cache) as f:
-            if int(f["step"]) == step:
+            if int(f["step"]) == run.step:
                 return {k: f[k] for k in f.files}
     dc = run.config.data
     classifier = Classifier(run, batch_size=64, truncate=KEEP[dc.kept()])
-    out: dict[str, np.ndarray] = {"step": np.array(step)}
+    out: dict[str, np.ndarray] = {"step": np.array(run.step)}
     for key, split in SPLITS:
-        source = load_split(dataset or dc.name, split, None)
-        texts, labels = [], []
-        for i in range(len(source)):
-            text = source[i][dc.text_key]
-            texts.append(text.decode("utf-8") if isinstance(text, bytes) else text)
-            labels.append(int(source[i]["label"]))
-        print(f"  {run_dir}: {split}, {len(texts):,} reviews...", file=sys.stderr, flush=True)
-        out[key] = classifier.predict(texts)[:, 1]
-        out[f"{key}_labels"] = np.asarray(labels)
+        records = [r for r in load_source(dc, split)]
+        print(f"  {run_dir}: {split}, {len(records):,} reviews...", file=sys.stderr, flush=True)
+        out[key] = classifier.predict([as_text(r[dc.text_key]) for r in records])[:, 1]
+        out[f"{key}_labels"] = np.asarray([int(r["label"]) for r in records])
     os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
     np.savez(cache, **out)
     return out

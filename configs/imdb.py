@@ -40,8 +40,8 @@ def get_config(arg: str = "teacher"):
         raise ValueError(f"configs/imdb.py: variant {arg!r} not in {variants}")
     pretrain = arg in ("pretrain", "pretrain_student")
     config = run_config.defaults("lm" if pretrain else "classification")
-    config.model.update(STUDENT if arg in ("student", "student_hybrid", "pretrain_student") else TEACHER, num_labels=2, pooling="mean",
-                        compute_dtype="bfloat16")
+    student = arg in ("student", "student_hybrid", "pretrain_student")
+    config.model.update(STUDENT if student else TEACHER, num_labels=2, pooling="mean", compute_dtype="bfloat16")
     config.data.update(dataset="imdb", name=DATASET, tokenizer=TOKENIZER, seq_len=512, batch_size=32,
                        eval_batch_size=64, eval_split="validation")
     config.optim.update(lr=3e-4, warmup_steps=50, weight_decay=0.05)
