@@ -13,7 +13,11 @@ tokens (the weather knowledge base is the longest), hence 768-token rows.
     memgpt-jax chat --checkpoint runs/kvret/student --kb kb.json
 
 (`train/kvret_recipe.sh` runs all of it.) Variants: `teacher` (dense), `student`
-(block-sparse, word-level distillation), `tiny` (tests).
+(block-sparse, word-level distillation), `teacher_scratch` / `student_scratch` (the same
+models from random weights, no English LM: the recipe on a machine without the LMs, in about
+an hour of CPU; `KVRET_FROM_SCRATCH=1 train/kvret_recipe.sh`), `teacher_more` (the lever of
+more epochs: the finished teacher trained 1,200 steps more, a warm restart at half its peak
+rate; `--workdir runs/kvret/teacher_more`), `tiny` (tests).
 """
 
 import os
@@ -24,7 +28,7 @@ IMDB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imdb.py")  # th
 
 
 def get_config(arg: str = "teacher"):
-    variants = ("teacher", "student", "tiny")
+    variants = ("teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "tiny")
     if arg not in variants:
         raise ValueError(f"configs/kvret.py: variant {arg!r} not in {variants}")
     config = run_config.defaults("lm")
@@ -33,14 +37,22 @@ def get_config(arg: str = "teacher"):
                        pack=True)
     config.optim.update(lr=5e-4, warmup_steps=100, weight_decay=0.1)
     config.train.update(steps=1200, log_every=25, eval_every=400, checkpoint_every=100)
-    if arg == "teacher":
+    if arg.startswith("teacher"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain"), dropout=0.1)
         config.train.init_from = "runs/imdb/lm"
-    elif arg == "student":
+        if arg == "teacher_scratch":
+            config.train.init_from = ""
+            config.optim.lr = 1e-3
+        elif arg == "teacher_more":  # ~3.4 epochs more of the 6,288 training turns
+            config.train.init_from = "runs/kvret/teacher"
+            config.optim.update(lr=5e-4, warmup_steps=50)
+    elif arg.startswith("student"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain_student"), dropout=0.1)
         config.optim.lr = 1e-3
         config.train.update(init_from="runs/imdb/lm_student", steps=1000)
         config.distill.update(teacher="runs/kvret/teacher", temperature=1.0, alpha=0.5)
+        if arg == "student_scratch":
+            config.train.init_from = ""
     else:
         config.model.update(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=256, dropout=0.0,
                             attention=dict(pattern="dense", block_size=16))

@@ -18,7 +18,7 @@ VARIANTS = {
     "imdb.py": ["pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu"],
     "multi30k.py": ["teacher", "student", "tiny"],
     "aeslc.py": ["teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm"],
-    "kvret.py": ["teacher", "student", "tiny"],
+    "kvret.py": ["teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "tiny"],
     "squad.py": ["teacher", "student", "tiny"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],
     "lra_listops.py": ["dense", "sparse", "tiny"],
