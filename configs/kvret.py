@@ -16,7 +16,7 @@ tokens (the weather knowledge base is the longest), hence 768-token rows.
 (block-sparse, word-level distillation), `teacher_scratch` / `student_scratch` (the same
 models from random weights, no English LM: the recipe on a machine without the LMs, in about
 an hour of CPU; `KVRET_FROM_SCRATCH=1 train/kvret_recipe.sh`), `teacher_more` (the lever of
-more epochs: the finished teacher trained 1,200 steps more, a warm restart at half its peak
+more epochs: the finished teacher trained 600 steps more, a warm restart at half its peak
 rate; `--workdir runs/kvret/teacher_more`), `tiny` (tests).
 """
 
@@ -43,8 +43,8 @@ def get_config(arg: str = "teacher"):
         if arg == "teacher_scratch":
             config.train.init_from = ""
             config.optim.lr = 1e-3
-        elif arg == "teacher_more":  # ~3.4 epochs more of the 6,288 training turns
-            config.train.init_from = "runs/kvret/teacher"
+        elif arg == "teacher_more":  # ~1.7 epochs more of the 6,288 training turns
+            config.train.update(init_from="runs/kvret/teacher", steps=600, eval_every=300)
             config.optim.update(lr=5e-4, warmup_steps=50)
     elif arg.startswith("student"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain_student"), dropout=0.1)
