@@ -40,6 +40,11 @@ def _wall_min(run: str) -> float:
         return json.load(f)["wall_s"] / 60.0
 
 
+def _wall_min_or(run: str, default: float) -> float:
+    """A run's training wall minutes, or ``default`` (its committed figure) when the run is not here."""
+    return _wall_min(run) if os.path.isfile(os.path.join(run, "summary.json")) else default
+
+
 def hybrid_row(teacher: dict) -> dict | None:
     """The hybrid teacher's row from the committed stacking and baseline results (None when
     ``benchmarks.imdb_hybrid`` has not run): its parameters are the Transformer teacher's, NBSVM's
@@ -130,26 +135,21 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"no run of {', '.join(missing)} under {args.runs} (and no committed row"
                          f"{' kept: --fresh' if args.fresh else ''}): run train/imdb_recipe.sh first")
-    lm = os.path.join(args.runs, "lm", "summary.json")
-    lm_min = _wall_min(os.path.dirname(lm)) if os.path.isfile(lm) else old_meta.get("lm_pretrain_wall_min", 0.0)
-    student_lm = os.path.join(args.runs, "lm_student")
-    student_lm_min = (_wall_min(student_lm) if os.path.isfile(os.path.join(student_lm, "summary.json"))
-                      else old_meta.get("student_lm_wall_min", 0.0))
+    lm_min = _wall_min_or(os.path.join(args.runs, "lm"), old_meta.get("lm_pretrain_wall_min", 0.0))
+    student_lm_min = _wall_min_or(os.path.join(args.runs, "lm_student"), old_meta.get("student_lm_wall_min", 0.0))
     rows, reports = [], {}
-    teacher_params = None
     for name, sub in MODELS:
         if not present[sub]:
             print(f"{name}: {os.path.join(args.runs, sub)} is not here; its committed row is kept "
                   f"({old[name]['source']})", file=sys.stderr)
             rows.append(old[name])
-            teacher_params = teacher_params or old[name]["params"]
             reports.update({k: v for k, v in old_meta.get("reports", {}).items() if k.startswith(f"{name}/")})
             continue
         row, model_reports = measure(args, name, sub, lm_min, student_lm_min)
-        teacher_params = teacher_params or row["params"]
-        row["params_vs_teacher"] = row["params"] / teacher_params
         rows.append(row)
         reports.update(model_reports)
+    for row in rows:  # kept and measured rows alike, against the teacher in this table
+        row["params_vs_teacher"] = row["params"] / rows[0]["params"]
     hybrid = hybrid_row(rows[0])
     if hybrid:
         rows.insert(0, hybrid)
