@@ -67,7 +67,9 @@ TASKS = {
         ("Eric et al. (2017), test split: KV Retrieval Net BLEU 13.2, entity F1 48.0; Mem2Seq (Madotto et al., "
          "2018): BLEU 12.6, entity F1 33.4.",
          "Target: BLEU >= 10 and entity F1 >= 33 on validation; aim past the KV Retrieval Net."),
-        max_new_tokens=64, variants=(("teacher, 600 steps more", "teacher_more"),)),
+        max_new_tokens=64, variants=(("teacher, 600 steps more", "teacher_more"),
+                                     ("teacher, whole dialogues", "teacher_dialogues"),
+                                     ("student, whole dialogues", "student_dialogues"))),
     "squad": Task(
         "squad", "SQuAD v1.1 extractive question answering", "validation",
         (("exact_match", "EM"), ("f1", "F1")),

@@ -96,6 +96,9 @@ class DataConfig:
     pack: bool = True  # pairs: several pairs per row
     prompt_loss: bool = False  # pairs: the loss counts the prompt's tokens too (in-domain LM training
     #   on the prompts, e.g. emails, before a target-only fine-tune); False: target tokens only
+    multi_turn: bool = False  # pairs whose prompts are rendered chats: earlier replies read as
+    #   [SEP] reply [EOS] and trained on too, each conversation once, from its last turn
+    #   (data/pairs_pipeline.py); decoding and chat read the run's prompts the same way
     doc_stride: int = 128  # qa: overlap of the windows over a long context
     length_buckets: tuple[int, ...] = ()  # classification training: row lengths a batch pads to (its
     #   longest text decides; texts sorted by length in pools of 16 batches); () = always seq_len
@@ -111,6 +114,8 @@ class DataConfig:
                f"each must be in (0, seq_len={self.seq_len}], got {self.length_buckets}")
         _positive("data", self, "seq_len", "batch_size", "eval_batch_size", "doc_stride")
         _non_negative("data", self, "eval_batches")
+        _check(not (self.multi_turn and self.prompt_loss), "data.multi_turn",
+               "trains on the replies only; it cannot be combined with data.prompt_loss")
         object.__setattr__(self, "listops", dict(self.listops))
         object.__setattr__(self, "label_names", tuple(self.label_names))
 

@@ -200,13 +200,18 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
                      str(runs / "teacher"), "--no-progress", "--config.train.steps=2"]) == 0
     os.symlink(runs / "teacher", runs / "student")  # the chain, without a second training run
+    # the whole-dialogues lever (data.multi_turn): trained from last turns, decoded as it was trained
+    assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
+                     str(runs / "teacher_dialogues"), "--no-progress", "--config.train.steps=2",
+                     "--config.data.multi_turn=True"]) == 0
     assert cli_main(["quantize", "--checkpoint", str(runs / "student"), "--out", str(runs / "student_int8"),
                      "--eval-batches", "1"]) == 0
     assert task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "3",
                                        "--no-results-md"]) == 0
     payload = json.loads((tmp_path / "results" / "kvret_recipe.json").read_text())
     assert [(r["model"], r["decoding"]) for r in payload["rows"]] == [
-        (m, d) for m in ("teacher", "student", "student int8") for d in ("greedy", "beam 2 (lp 1.0)")]
+        (m, d) for m in ("teacher", "teacher, whole dialogues", "student", "student int8")
+        for d in ("greedy", "beam 2 (lp 1.0)")]
     assert all({"BLEU", "entity F1", "train_wall_min", "examples_per_s"} <= set(r) for r in payload["rows"])
     assert {r["init"] for r in payload["rows"]} == {"random"}  # no LM under the tiny config
     assert {r["source"] for r in payload["rows"]} == {"this run"}

@@ -19,20 +19,23 @@ import sys
 from typing import Any, Callable, TextIO
 
 from memgpt_jax.apps.generate import Generator, Sampling, stop_cut
+from memgpt_jax.data.pairs_pipeline import encode_prompt
 
 
 class ChatSession:
     """``pair_prompt``: for a model fine-tuned on prompt -> target pairs (chats, KVRET), a
     function rendering ``[(role, text)]`` (roles ``user`` / ``assistant``) as the training
     prompt; the model then reads ``[BOS] prompt [SEP]`` and its reply ends at EOS, and the
-    oldest turns are dropped until that fits. Without it the model continues the
-    conversation as plain text."""
+    oldest turns are dropped until that fits (``multi_turn``: a run trained with
+    ``data.multi_turn`` reads earlier replies as ``[SEP] reply [EOS]``). Without it the
+    model continues the conversation as plain text."""
 
     def __init__(self, generator: Generator, tokenizer: Any, *, max_new_tokens: int = 128,
                  sampling: Sampling = Sampling(), seed: int = 0, system: str = "",
                  user_prefix: str = "User: ", bot_prefix: str = "Assistant: ",
-                 pair_prompt: Callable[[list[tuple[str, str]]], str] | None = None) -> None:
-        self.pair_prompt = pair_prompt
+                 pair_prompt: Callable[[list[tuple[str, str]]], str] | None = None,
+                 multi_turn: bool = False) -> None:
+        self.pair_prompt, self.multi_turn = pair_prompt, multi_turn
         self.generator, self.tokenizer = generator, tokenizer
         self.max_new_tokens, self.sampling, self.seed = max_new_tokens, sampling, seed
         self.system, self.user_prefix, self.bot_prefix = system, user_prefix, bot_prefix
@@ -74,7 +77,7 @@ class ChatSession:
         tok = self.tokenizer
         turns = [("user" if role == "user" else "assistant", text) for role, text in self.history]
         for dropped in range(len(turns)):
-            ids = [tok.bos_id, *tok.encode(self.pair_prompt(turns[dropped:])).tolist(), tok.sep_id]
+            ids = encode_prompt(tok, self.pair_prompt(turns[dropped:]), self.multi_turn)
             if len(ids) <= self.budget:
                 return ids, dropped
         return [ids[0], *ids[len(ids) - self.budget + 1:]], len(turns) - 1  # the newest alone: its end

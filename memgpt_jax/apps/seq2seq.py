@@ -44,8 +44,9 @@ def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: f
     if limit < 3:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {run.model_config.max_len}")
     keep = run.config.data.kept()  # as the run was trained: the end or the beginning of a long prompt
-    encoded = [[ids[0], *keep_prompt(ids[1:-1], limit - 2, keep), ids[-1]] for ids in (encode_prompt(tok, p)
-                                                                                      for p in prompts)]
+    multi_turn = run.config.data.multi_turn  # earlier replies read as [SEP] reply [EOS], as trained
+    encoded = [[ids[0], *keep_prompt(ids[1:-1], limit - 2, keep), ids[-1]]
+               for ids in (encode_prompt(tok, p, multi_turn) for p in prompts)]
     # similar lengths together: less padding per batch
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(encoded)

@@ -309,7 +309,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
               "placed before the conversation as plain text", file=sys.stderr)
     try:
         session = ChatSession(_generator(run, args.chunk), run.tokenizer, max_new_tokens=args.max_new_tokens,
-                              sampling=_sampling(args), seed=args.seed, system=system, pair_prompt=pair_prompt)
+                              sampling=_sampling(args), seed=args.seed, system=system, pair_prompt=pair_prompt,
+                              multi_turn=run.config.data.multi_turn)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     return run_repl(session)

@@ -84,7 +84,8 @@ def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool,
                   drop_remainder=train)
     if task == "lm" and dc.dataset == "pairs":
         return data_lib.PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack,
-                                            prompt_keep=dc.kept(), prompt_loss=dc.prompt_loss, **common)
+                                            prompt_keep=dc.kept(), prompt_loss=dc.prompt_loss,
+                                            multi_turn=dc.multi_turn, **common)
     if task == "lm":
         return data_lib.PackedLMIterator(source, tokenizer, seq_len=dc.seq_len, text_key=dc.text_key, **common)
     if task == "qa":
