@@ -69,7 +69,8 @@ TASKS = {
          "Target: BLEU >= 10 and entity F1 >= 33 on validation; aim past the KV Retrieval Net."),
         max_new_tokens=64, variants=(("teacher, 600 steps more", "teacher_more"),
                                      ("teacher, whole dialogues", "teacher_dialogues"),
-                                     ("student, whole dialogues", "student_dialogues"))),
+                                     ("student, whole dialogues", "student_dialogues"),
+                                     ("student int8, whole dialogues", "student_dialogues_int8"))),
     "squad": Task(
         "squad", "SQuAD v1.1 extractive question answering", "validation",
         (("exact_match", "EM"), ("f1", "F1")),
@@ -149,8 +150,8 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
     rows, reports = [], {}
     for name, sub in (*MODELS[:1], *task.variants, *MODELS[1:]):
         path = os.path.join(runs, sub)
-        # the int8 run has no training record of its own: the student's is its
-        record = os.path.join(runs, "student" if sub == "student_int8" else sub, "summary.json")
+        # an int8 run (<run>_int8) has no training record of its own: its float run's is its
+        record = os.path.join(runs, sub.removesuffix("_int8"), "summary.json")
         if not (os.path.isdir(path) and os.path.isfile(record)):
             kept = [r for r in old if r["model"] == name]
             print(f"{name}: {record if os.path.isdir(path) else path} does not exist; "
