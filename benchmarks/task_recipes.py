@@ -70,7 +70,8 @@ TASKS = {
         max_new_tokens=64, variants=(("teacher, 600 steps more", "teacher_more"),
                                      ("teacher, whole dialogues", "teacher_dialogues"),
                                      ("student, whole dialogues", "student_dialogues"),
-                                     ("student int8, whole dialogues", "student_dialogues_int8"))),
+                                     ("student int8, whole dialogues", "student_dialogues_int8"),
+                                     ("student, whole dialogues, 6 global blocks", "student_dialogues_kb"))),
     "squad": Task(
         "squad", "SQuAD v1.1 extractive question answering", "validation",
         (("exact_match", "EM"), ("f1", "F1")),

@@ -21,7 +21,8 @@ rate; `--workdir runs/kvret/teacher_more`), `teacher_dialogues` / `student_dialo
 of whole dialogues, `data.multi_turn`: `teacher_scratch` / `student_scratch` trained on each
 dialogue once, from its last turn, with the loss on all of its replies: the same replies in
 2.6x fewer tokens, so the same 1,200 steps see ~9 epochs instead of ~3.4; the student distils
-from `runs/kvret/teacher_dialogues`), `tiny` (tests).
+from `runs/kvret/teacher_dialogues`; `student_dialogues_kb`: the same with 6 global blocks instead
+of 1, so every token sees the first 384, most of a knowledge base), `tiny` (tests).
 """
 
 import os
@@ -33,7 +34,7 @@ IMDB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imdb.py")  # th
 
 def get_config(arg: str = "teacher"):
     variants = ("teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "teacher_dialogues",
-                "student_dialogues", "tiny")
+                "student_dialogues", "student_dialogues_kb", "tiny")
     if arg not in variants:
         raise ValueError(f"configs/kvret.py: variant {arg!r} not in {variants}")
     config = run_config.defaults("lm")
@@ -59,9 +60,11 @@ def get_config(arg: str = "teacher"):
         config.distill.update(teacher="runs/kvret/teacher", temperature=1.0, alpha=0.5)
         if arg in ("student_scratch", "student_dialogues"):
             config.train.init_from = ""
-        if arg == "student_dialogues":
+        if arg in ("student_dialogues", "student_dialogues_kb"):
             config.data.multi_turn = True
             config.distill.teacher = "runs/kvret/teacher_dialogues"
+        if arg == "student_dialogues_kb":  # 6 global blocks: the first 384 tokens, most knowledge bases
+            config.model.update(attention=dict(pattern="window_global", block_size=64, window=2, n_global=6))
     else:
         config.model.update(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=256, dropout=0.0,
                             attention=dict(pattern="dense", block_size=16))
