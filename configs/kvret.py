@@ -58,7 +58,7 @@ def get_config(arg: str = "teacher"):
         config.optim.lr = 1e-3
         config.train.update(init_from="runs/imdb/lm_student", steps=1000)
         config.distill.update(teacher="runs/kvret/teacher", temperature=1.0, alpha=0.5)
-        if arg in ("student_scratch", "student_dialogues"):
+        if arg in ("student_scratch", "student_dialogues", "student_dialogues_kb"):
             config.train.init_from = ""
         if arg in ("student_dialogues", "student_dialogues_kb"):
             config.data.multi_turn = True
