@@ -141,14 +141,25 @@ def committed(task: Task) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def committed_reports(task: Task) -> dict[str, Any]:
+    """The per-model reports (scores, example outputs) of the committed ``<task>_recipe.json``."""
+    path = common.RESULTS_DIR / f"{task.name}_recipe.json"
+    return (json.loads(path.read_text()).get("meta") or {}).get("reports") or {} if path.is_file() else {}
+
+
 def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
         max_examples: int = 0, fresh: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from memgpt_jax.flops import count_params  # lazy (JAX)
     from memgpt_jax.training.run import open_run
 
     old = [] if fresh else committed(task)
+    old_reports = {} if fresh else committed_reports(task)
     by_identity = {_identity(r): r for r in old}
     rows, reports = [], {}
+
+    def keep_reports(name: str) -> None:  # a kept row keeps its report (nothing measured is dropped)
+        reports.update({k: v for k, v in old_reports.items() if k.startswith(f"{name}/")})
+
     for name, sub in (*MODELS[:1], *task.variants, *MODELS[1:]):
         path = os.path.join(runs, sub)
         # an int8 run (<run>_int8) has no training record of its own: its float run's is its
@@ -158,6 +169,7 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
             print(f"{name}: {record if os.path.isdir(path) else path} does not exist; "
                   + (f"{len(kept)} committed row(s) kept" if kept else "skipped"), file=sys.stderr)
             rows += kept
+            keep_reports(name)
         else:
             opened = open_run(path)
             with open(record) as f:
@@ -173,6 +185,9 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
                     row["decoding"] = "greedy" if b == 1 else f"beam {b} (lp {length_penalty})"
                 if _identity(row) in by_identity:
                     rows.append({**by_identity[_identity(row)], "model": name})
+                    key = f"{name}/{task.split}/beam{b}"
+                    if key in old_reports:
+                        reports[key] = old_reports[key]
                     print(f"{name} {row.get('decoding', '')}: measured before ({rows[-1]['source']})", file=sys.stderr)
                     continue
                 report = _evaluate(task, opened, b, length_penalty, max_examples)

@@ -230,6 +230,7 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     assert [(r["model"], r["decoding"], r["BLEU"]) for r in again["rows"]] == [
         (r["model"], r["decoding"], r["BLEU"]) for r in payload["rows"]]
     assert all(r["source"].startswith("commit ") for r in again["rows"])
+    assert again["meta"]["reports"].keys() == payload["meta"]["reports"].keys()  # kept rows keep their reports
     with pytest.raises(AssertionError, match="measured twice"):  # other settings: measured
         task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "2", "--no-results-md"])
     with pytest.raises(AssertionError, match="measured twice"):
