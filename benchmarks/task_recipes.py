@@ -183,9 +183,9 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
                 row = dict(base)
                 if task.decodes:
                     row["decoding"] = "greedy" if b == 1 else f"beam {b} (lp {length_penalty})"
+                key = f"{name}/{task.split}/beam{b}"
                 if _identity(row) in by_identity:
                     rows.append({**by_identity[_identity(row)], "model": name})
-                    key = f"{name}/{task.split}/beam{b}"
                     if key in old_reports:
                         reports[key] = old_reports[key]
                     print(f"{name} {row.get('decoding', '')}: measured before ({rows[-1]['source']})", file=sys.stderr)
@@ -194,7 +194,7 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
                 row.update({column: report[key] for key, column in task.metrics if key in report},
                            examples_per_s=report["examples_per_s"], source="this run")
                 rows.append(row)
-                reports[f"{name}/{task.split}/beam{b}"] = report
+                reports[key] = report
                 print(f"{name} beam {b}: " + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row),
                       file=sys.stderr)
             if task.lead_baseline and name == "teacher":

@@ -19,8 +19,8 @@ an hour of CPU; `KVRET_FROM_SCRATCH=1 train/kvret_recipe.sh`), `teacher_more` (t
 more epochs: the finished teacher trained 600 steps more, a warm restart at half its peak
 rate; `--workdir runs/kvret/teacher_more`), `teacher_dialogues` / `student_dialogues` (the lever
 of whole dialogues, `data.multi_turn`: `teacher_scratch` / `student_scratch` trained on each
-dialogue once, from its last turn, with the loss on all of its replies: the same replies in
-2.6x fewer tokens, so the same 1,200 steps see ~9 epochs instead of ~3.4; the student distils
+dialogue once, from its last turn, with the loss on all of its replies: the same replies for
+fewer tokens (the KB and history read once per dialogue), so the same 1,200 steps see more epochs; the student distils
 from `runs/kvret/teacher_dialogues`; `student_dialogues_kb`: the same with 6 global blocks instead
 of 1, so every token sees the first 384, most of a knowledge base), `tiny` (tests).
 """

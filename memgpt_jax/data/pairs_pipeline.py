@@ -123,11 +123,12 @@ def last_turns(source: Sequence[Mapping[str, Any]], prompt_key: str = "prompt",
                target_key: str = "target") -> list[int]:
     """Indices of the pairs that do not begin a longer pair's prompt (``prompt + " " +
     target``): each conversation's last turn, which holds all of its replies."""
-    prompts = [as_text(source[i][prompt_key]) for i in range(len(source))]
+    records = [source[i] for i in range(len(source))]
+    prompts = [as_text(r[prompt_key]) for r in records]
     ordered = sorted(prompts)
     kept = []
-    for i, prompt in enumerate(prompts):
-        head = f"{prompt} {as_text(source[i][target_key]).strip()}"
+    for i, (prompt, r) in enumerate(zip(prompts, records)):
+        head = f"{prompt} {as_text(r[target_key]).strip()}"
         at = bisect.bisect_left(ordered, head)
         if not (at < len(ordered) and ordered[at].startswith(head)):
             kept.append(i)
