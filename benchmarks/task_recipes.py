@@ -71,7 +71,10 @@ TASKS = {
                                      ("teacher, whole dialogues", "teacher_dialogues"),
                                      ("student, whole dialogues", "student_dialogues"),
                                      ("student int8, whole dialogues", "student_dialogues_int8"),
-                                     ("student, whole dialogues, 6 global blocks", "student_dialogues_kb"))),
+                                     ("student, whole dialogues, 6 global blocks", "student_dialogues_kb"),
+                                     ("teacher, copy head", "teacher_copy"),
+                                     ("student, copy head", "student_copy"),
+                                     ("student int8, copy head", "student_copy_int8"))),
     "squad": Task(
         "squad", "SQuAD v1.1 extractive question answering", "validation",
         (("exact_match", "EM"), ("f1", "F1")),

@@ -22,7 +22,11 @@ of whole dialogues, `data.multi_turn`: `teacher_scratch` / `student_scratch` tra
 dialogue once, from its last turn, with the loss on all of its replies: the same replies for
 fewer tokens (the KB and history read once per dialogue), so the same 1,200 steps see more epochs; the student distils
 from `runs/kvret/teacher_dialogues`; `student_dialogues_kb`: the same with 6 global blocks instead
-of 1, so every token sees the first 384, most of a knowledge base), `tiny` (tests).
+of 1, so every token sees the first 384, most of a knowledge base), `teacher_copy` /
+`student_copy` (the lever of a copy head, `model.copy_dim`: `teacher_dialogues` /
+`student_dialogues` with a pointer-generator head, 64 / 32 wide, that can name a knowledge-base
+value by pointing at it in the prompt; the student distils from `runs/kvret/teacher_copy`),
+`tiny` (tests).
 """
 
 import os
@@ -34,7 +38,7 @@ IMDB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imdb.py")  # th
 
 def get_config(arg: str = "teacher"):
     variants = ("teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "teacher_dialogues",
-                "student_dialogues", "student_dialogues_kb", "tiny")
+                "student_dialogues", "student_dialogues_kb", "teacher_copy", "student_copy", "tiny")
     if arg not in variants:
         raise ValueError(f"configs/kvret.py: variant {arg!r} not in {variants}")
     config = run_config.defaults("lm")
@@ -46,10 +50,12 @@ def get_config(arg: str = "teacher"):
     if arg.startswith("teacher"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain"), dropout=0.1)
         config.train.init_from = "runs/imdb/lm"
-        if arg in ("teacher_scratch", "teacher_dialogues"):
+        if arg in ("teacher_scratch", "teacher_dialogues", "teacher_copy"):
             config.train.init_from = ""
             config.optim.lr = 1e-3
-            config.data.multi_turn = arg == "teacher_dialogues"
+            config.data.multi_turn = arg in ("teacher_dialogues", "teacher_copy")
+            if arg == "teacher_copy":
+                config.model.copy_dim = 64
         elif arg == "teacher_more":  # ~1.7 epochs more of the 6,288 training turns
             config.train.update(init_from="runs/kvret/teacher", steps=600, eval_every=300)
             config.optim.update(lr=5e-4, warmup_steps=50)
@@ -58,11 +64,14 @@ def get_config(arg: str = "teacher"):
         config.optim.lr = 1e-3
         config.train.update(init_from="runs/imdb/lm_student", steps=1000)
         config.distill.update(teacher="runs/kvret/teacher", temperature=1.0, alpha=0.5)
-        if arg in ("student_scratch", "student_dialogues", "student_dialogues_kb"):
+        if arg in ("student_scratch", "student_dialogues", "student_dialogues_kb", "student_copy"):
             config.train.init_from = ""
-        if arg in ("student_dialogues", "student_dialogues_kb"):
+        if arg in ("student_dialogues", "student_dialogues_kb", "student_copy"):
             config.data.multi_turn = True
             config.distill.teacher = "runs/kvret/teacher_dialogues"
+        if arg == "student_copy":
+            config.model.copy_dim = 32
+            config.distill.teacher = "runs/kvret/teacher_copy"
         if arg == "student_dialogues_kb":  # 6 global blocks: the first 384 tokens, most knowledge bases
             config.model.update(attention=dict(pattern="window_global", block_size=64, window=2, n_global=6))
     else:

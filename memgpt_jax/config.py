@@ -149,6 +149,9 @@ class ModelConfig:
     # the element-wise max over valid tokens, concatenated: the head reads 2 x d_model)
     pooling: str = "last"
     pad_id: int = 0
+    # Language models: width of a pointer-generator copy head (``model.CopyHead``: the next
+    # token may be copied from the tokens read so far); 0 = none.
+    copy_dim: int = 0
     attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
 
     def __post_init__(self) -> None:
@@ -164,6 +167,8 @@ class ModelConfig:
         if self.n_kv_heads is not None:
             if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
                 _fail("n_kv_heads", f"must be >= 1 and divide n_heads={self.n_heads}, got {self.n_kv_heads}")
+        if not isinstance(self.copy_dim, int) or self.copy_dim < 0:
+            _fail("copy_dim", f"must be a non-negative integer (0: no copy head), got {self.copy_dim!r}")
         if self.d_ff is not None and self.d_ff < 1:
             _fail("d_ff", f"must be a positive integer, got {self.d_ff}")
         if not 0.0 <= self.dropout < 1.0:

@@ -278,8 +278,75 @@ def _head_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     return dict(param_dtype=cfg.jnp_param_dtype, dtype=cfg.jnp_compute_dtype, init_std=cfg.init_std)
 
 
+class CopyHead(nn.Module):
+    """A pointer-generator copy head (See et al., 2017) for a decoder-only model.
+
+    From the final hidden states it forms one attention of width ``config.copy_dim`` over the
+    tokens read so far (causal, inside the packed document, valid keys only) and a gate
+    ``g = sigmoid(w . h + b)``; the next-token distribution is
+    ``(1 - g) * softmax(logits) + g * copy``, ``copy[v]`` the attention mass on earlier tokens
+    whose id is ``v``. A knowledge-grounded reply can then name a value by pointing at it in
+    its prompt instead of generating it from the vocabulary. Returns the mixture's float32
+    log-probabilities (``-inf`` where both parts are 0), which every consumer of ``logits``
+    (losses, distillation, sampling, beam search) reads as logits: ``log_softmax`` leaves
+    them unchanged.
+
+    Decoding keeps its own cache (keys, token ids, and a ``CacheState`` for positions and
+    validity), so a KV-cached decode equals the full forward.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, h_BTD: Array, logits_BTV: Array, input_ids: Array, *, kv_valid: Array | None,
+                 segment_ids: Array | None, decode: bool) -> Array:
+        cfg = self.config
+        B, T, _ = h_BTD.shape
+        kw = dict(use_bias=cfg.use_bias, init_std=cfg.init_std, param_dtype=cfg.jnp_param_dtype,
+                  dtype=cfg.jnp_compute_dtype, int8_activations=cfg.int8_activations)
+        q_BTC = Linear((cfg.copy_dim,), ("embed", "head_dim"), name="query", **kw)(h_BTD).astype(jnp.float32)
+        k_BTC = Linear((cfg.copy_dim,), ("embed", "head_dim"), name="key", **kw)(h_BTD).astype(jnp.float32)
+        gate_BT = Linear((1,), ("embed", "labels"), name="gate", **kw)(h_BTD)[..., 0].astype(jnp.float32)
+        ids_BS = input_ids
+        if decode:
+            q_offset, valid_BS = CacheState(name="cache_state")(B, T, kv_valid)
+            k_BTC, ids_BS = self._update_cache(k_BTC, input_ids, q_offset)
+        else:
+            q_offset, valid_BS = 0, kv_valid
+        S = k_BTC.shape[1]
+        keep_BTS = (jnp.arange(S)[None, :] <= jnp.arange(T)[:, None] + q_offset)[None]
+        if valid_BS is not None:
+            keep_BTS = keep_BTS & valid_BS.astype(bool)[:, None, :]
+        if segment_ids is not None and not decode:
+            keep_BTS = keep_BTS & (segment_ids[:, :, None] == segment_ids[:, None, :])
+        scores_BTS = jnp.einsum("btc,bsc->bts", q_BTC, k_BTC) / cfg.copy_dim ** 0.5
+        attn_BTS = jax.nn.softmax(jnp.where(keep_BTS, scores_BTS, -1e30), axis=-1)
+        attn_BTS = jnp.where(keep_BTS, attn_BTS, 0.0)
+        V = logits_BTV.shape[-1]
+        copy_BTV = jax.vmap(lambda a_TS, ids_S: jnp.zeros((T, V), jnp.float32).at[:, ids_S].add(a_TS))(
+            attn_BTS, ids_BS)
+        has_BTV = copy_BTV > 0
+        log_copy_BTV = jnp.where(has_BTV, jnp.log(jnp.where(has_BTV, copy_BTV, 1.0)), -jnp.inf)
+        log_vocab_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
+        any_key_BT = keep_BTS.any(axis=-1)  # no key to copy from (a padding query): the vocabulary alone
+        log_keep_BT = jnp.where(any_key_BT, jax.nn.log_sigmoid(-gate_BT), 0.0)
+        log_copy_gate_BT = jnp.where(any_key_BT, jax.nn.log_sigmoid(gate_BT), -jnp.inf)
+        return jnp.logaddexp(log_keep_BT[..., None] + log_vocab_BTV, log_copy_gate_BT[..., None] + log_copy_BTV)
+
+    def _update_cache(self, k_BTC: Array, ids_BT: Array, index: Array | int) -> tuple[Array, Array]:
+        is_initialized = self.has_variable("cache", "cached_key")
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, k_BTC.shape, jnp.float32)
+        cached_ids = self.variable("cache", "cached_ids", jnp.zeros, ids_BT.shape, jnp.int32)
+        if not is_initialized:  # model.init: the cache is as long as the init input
+            return k_BTC, ids_BT
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BTC, (0, index, 0))
+        cached_ids.value = jax.lax.dynamic_update_slice(cached_ids.value, ids_BT.astype(jnp.int32), (0, index))
+        return cached_k.value, cached_ids.value
+
+
 class LMHeadModel(nn.Module):
-    """Language model: ``logits [B, T, vocab]`` (float32)."""
+    """Language model: ``logits [B, T, vocab]`` (float32). With ``config.copy_dim > 0`` the
+    logits are a ``CopyHead``'s log-probabilities."""
 
     config: ModelConfig
     attention_fn: AttentionFn | None = None
@@ -296,6 +363,10 @@ class LMHeadModel(nn.Module):
             logits = Linear(
                 (cfg.vocab_size,), ("embed", "vocab"), use_bias=False, name="lm_head", **_head_kwargs(cfg)
             )(h).astype(jnp.float32)
+        if cfg.copy_dim:
+            logits = CopyHead(cfg, name="copy")(
+                h, logits, input_ids, kv_valid=kwargs.get("kv_valid"), segment_ids=kwargs.get("segment_ids"),
+                decode=kwargs.get("decode", False))
         return out.replace(logits=logits)
 
 

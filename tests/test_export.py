@@ -42,6 +42,8 @@ CONFIGS = {
                      "classification"),
     "cls_meanmax": (tiny(pooling="meanmax"), "classification"),
     "qa_rope": (tiny(position="rope"), "qa"),
+    # a copy head (pointer-generator) over a block-sparse backbone: its logits are log-probabilities
+    "copy_window": (tiny(copy_dim=8, attention=dict(pattern="window_global", block_size=16, window=1)), "lm"),
 }
 
 
@@ -219,7 +221,7 @@ def test_sdpa_attention_matches_the_reference(name, exported):
     torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms"])
+@pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms", "copy_window"])
 def test_greedy_generation_matches_token_for_token(name, exported):
     config, _, params, directory = exported[name]
     prompt = inputs(config, seed=5, length=30)[0][:1]  # 30 + 40 tokens: across 5 blocks of 16
@@ -228,7 +230,7 @@ def test_greedy_generation_matches_token_for_token(name, exported):
     np.testing.assert_array_equal(theirs, ours)
 
 
-@pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms"])
+@pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms", "copy_window"])
 def test_cached_decoding_logits_match_jax(name, exported):
     """Random tokens fed one at a time through both KV caches (greedy runs of random
     models repeat themselves; this covers diverse content at every position)."""

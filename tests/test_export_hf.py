@@ -160,6 +160,7 @@ def test_hf_teacher_for_distillation(tmp_path):
     ({"norm": "rmsnorm"}, "norm='rmsnorm'"),
     ({"n_kv_heads": 2}, "n_kv_heads=2"),
     ({"use_bias": False}, "use_bias=False"),
+    ({"copy_dim": 8}, "copy_dim=8"),
 ])
 def test_hf_refuses_what_gpt2_cannot_express(tmp_path, change, option):
     config = tiny(**change)

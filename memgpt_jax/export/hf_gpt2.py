@@ -69,6 +69,8 @@ def gpt2_incompatibilities(config: ModelConfig, head: str = "lm") -> list[str]:
         problems.append(f"n_kv_heads={config.n_kv_heads} (grouped-query attention; GPT-2 fuses equal q, k, v)")
     if not config.use_bias:
         problems.append("use_bias=False (GPT-2's projections have biases)")
+    if head == "lm" and config.copy_dim:
+        problems.append(f"copy_dim={config.copy_dim} (a copy head; GPT2LMHeadModel has only the vocabulary head)")
     if head == "classification" and config.pooling != "last":
         problems.append(f"pooling={config.pooling!r} (GPT2ForSequenceClassification pools the last token)")
     return problems

@@ -133,6 +133,13 @@ ROWS: tuple[Row, ...] = (
     Row("score/bias", "score.bias", COPY, None, None),  # GPT2ForSequenceClassification has no bias
     Row("qa_outputs/kernel", "qa_outputs.weight", LINEAR(), "qa_outputs.weight", LINEAR()),
     Row("qa_outputs/bias", "qa_outputs.bias", COPY, "qa_outputs.bias", COPY),
+    # the copy head (model.CopyHead): no place in a GPT-2 checkpoint
+    Row("copy/query/kernel", "copy.query.weight", LINEAR(), None, None),
+    Row("copy/query/bias", "copy.query.bias", COPY, None, None),
+    Row("copy/key/kernel", "copy.key.weight", LINEAR(), None, None),
+    Row("copy/key/bias", "copy.key.bias", COPY, None, None),
+    Row("copy/gate/kernel", "copy.gate.weight", LINEAR(), None, None),
+    Row("copy/gate/bias", "copy.gate.bias", COPY, None, None),
 )
 
 FORMATS = ("torch", "hf")

@@ -80,6 +80,7 @@ class TorchConfig:
     num_labels: int = 2
     pooling: str = "last"
     pad_id: int = 0
+    copy_dim: int = 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TorchConfig":
@@ -115,6 +116,7 @@ class KVCache:
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     valid: torch.Tensor  # [B, S] bool
+    copy: tuple[torch.Tensor, torch.Tensor] | None = None  # the copy head's keys [B, S, C] and ids [B, S]
 
     @property
     def length(self) -> int:
@@ -233,6 +235,34 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), kv
 
 
+class CopyHead(nn.Module):
+    """``memgpt_jax.model.CopyHead``: the pointer-generator mixture of the vocabulary
+    distribution and a copy attention over the tokens read so far, as log-probabilities."""
+
+    def __init__(self, cfg: TorchConfig) -> None:
+        super().__init__()
+        self.query = nn.Linear(cfg.d_model, cfg.copy_dim, bias=cfg.use_bias)
+        self.key = nn.Linear(cfg.d_model, cfg.copy_dim, bias=cfg.use_bias)
+        self.gate = nn.Linear(cfg.d_model, 1, bias=cfg.use_bias)
+
+    def forward(self, h_BTD, logits_BTV, ids_BT, keep_BTS, past=None):
+        q_BTC, k_BTC = self.query(h_BTD).float(), self.key(h_BTD).float()
+        gate_BT = self.gate(h_BTD).float()[..., 0]
+        if past is not None:
+            k_BTC, ids_BT = torch.cat([past[0], k_BTC], dim=1), torch.cat([past[1], ids_BT], dim=1)
+        B, T, S, V = q_BTC.shape[0], q_BTC.shape[1], k_BTC.shape[1], logits_BTV.shape[-1]
+        scores = torch.einsum("btc,bsc->bts", q_BTC, k_BTC) * q_BTC.shape[-1] ** -0.5
+        attn = torch.softmax(scores.masked_fill(~keep_BTS, _NEG_INF), dim=-1).masked_fill(~keep_BTS, 0.0)
+        copy = torch.zeros(B, T, V, dtype=torch.float32).scatter_add_(2, ids_BT[:, None, :].expand(B, T, S), attn)
+        log_copy = torch.where(copy > 0, torch.log(torch.where(copy > 0, copy, 1.0)), -torch.inf)
+        any_key = keep_BTS.any(-1)  # no key to copy from (a padding query): the vocabulary alone
+        log_keep = torch.where(any_key, F.logsigmoid(-gate_BT), 0.0)
+        log_copy_gate = torch.where(any_key, F.logsigmoid(gate_BT), -torch.inf)
+        mixed = torch.logaddexp(log_keep[..., None] + torch.log_softmax(logits_BTV.float(), -1),
+                                log_copy_gate[..., None] + log_copy)
+        return mixed, (k_BTC, ids_BT)
+
+
 class Transformer(nn.Module):
     """Embeddings, blocks, final norm (state-dict names as in ``mapping.ROWS``)."""
 
@@ -280,6 +310,8 @@ class TorchGPT(nn.Module):
         self._block_masks: dict[int, Any] = {}  # T -> BlockMask of an unpadded, unpacked forward
         if head == "lm" and not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if head == "lm" and cfg.copy_dim:
+            self.copy = CopyHead(cfg)
         elif head == "classification":
             self.score = nn.Linear(cfg.d_model * (2 if cfg.pooling == "meanmax" else 1), cfg.num_labels)
         elif head == "qa":
@@ -418,13 +450,21 @@ class TorchGPT(nn.Module):
             layers.append(kv)
         h = tr.ln_f(x)
         out = TorchOutput(last_hidden_state=h)
-        if cache is not None or use_cache:
-            out.cache = KVCache(layers, kv_valid)
+        copy_kv = None
         if self.head == "lm":
             if cfg.tie_embeddings:
                 out.logits = torch.einsum("btd,vd->btv", h.float(), tr.wte.weight.float())
             else:
                 out.logits = self.lm_head(h).float()
+            if cfg.copy_dim:  # dense causal over the tokens so far, inside the document, valid keys
+                S = offset + T
+                keep = (torch.arange(S)[None, :] <= torch.arange(T)[:, None] + offset)[None]
+                if kv_valid is not None:
+                    keep = keep & kv_valid[:, None, :]
+                if segment_ids is not None:
+                    keep = keep & (segment_ids[:, :, None] == segment_ids[:, None, :])
+                out.logits, copy_kv = self.copy(h, out.logits, input_ids, keep.expand(B, T, S),
+                                                None if cache is None else cache.copy)
         elif self.head == "classification":
             out.logits = self.score(pool(h, valid, cfg.pooling)).float()
         else:
@@ -432,6 +472,8 @@ class TorchGPT(nn.Module):
             if valid is not None:
                 logits = logits.masked_fill(~valid[..., None], -1e9)
             out.start_logits, out.end_logits = logits[..., 0], logits[..., 1]
+        if cache is not None or use_cache:
+            out.cache = KVCache(layers, kv_valid, copy_kv)
         return out
 
     @torch.no_grad()
