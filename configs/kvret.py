@@ -12,10 +12,12 @@ tokens (the weather knowledge base is the longest), hence 768-token rows.
     memgpt-jax eval --checkpoint runs/kvret/teacher --split validation --beam 4
     memgpt-jax chat --checkpoint runs/kvret/student --kb kb.json
 
-(`train/kvret_recipe.sh` runs all of it.) Variants: `teacher` (dense), `student`
-(block-sparse, word-level distillation), `teacher_scratch` / `student_scratch` (the same
-models from random weights, no English LM: the recipe on a machine without the LMs, in about
-an hour of CPU; `KVRET_FROM_SCRATCH=1 train/kvret_recipe.sh`), `teacher_more` (the lever of
+(`train/kvret_recipe.sh` runs all of it; `KVRET_FROM_SCRATCH=1` runs `teacher_copy` and
+`student_copy` instead, from random weights, no English LM: about 1.3 hours of CPU.) Variants:
+`teacher` (dense), `student` (block-sparse, word-level distillation), both on whole dialogues
+with a copy head (the levers measured from random weights; from the English LMs not yet
+measured), `teacher_scratch` / `student_scratch` (the first from-scratch recipe: per turn, no
+copy head), `teacher_more` (the lever of
 more epochs: the finished teacher trained 600 steps more, a warm restart at half its peak
 rate; `--workdir runs/kvret/teacher_more`), `teacher_dialogues` / `student_dialogues` (the lever
 of whole dialogues, `data.multi_turn`: `teacher_scratch` / `student_scratch` trained on each
@@ -50,6 +52,9 @@ def get_config(arg: str = "teacher"):
     if arg.startswith("teacher"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain"), dropout=0.1)
         config.train.init_from = "runs/imdb/lm"
+        if arg == "teacher":  # the levers measured from random weights: whole dialogues, a copy head
+            config.data.multi_turn = True
+            config.model.copy_dim = 64
         if arg in ("teacher_scratch", "teacher_dialogues", "teacher_copy"):
             config.train.init_from = ""
             config.optim.lr = 1e-3
@@ -64,6 +69,9 @@ def get_config(arg: str = "teacher"):
         config.optim.lr = 1e-3
         config.train.update(init_from="runs/imdb/lm_student", steps=1000)
         config.distill.update(teacher="runs/kvret/teacher", temperature=1.0, alpha=0.5)
+        if arg == "student":
+            config.data.multi_turn = True
+            config.model.copy_dim = 32
         if arg in ("student_scratch", "student_dialogues", "student_dialogues_kb", "student_copy"):
             config.train.init_from = ""
         if arg in ("student_dialogues", "student_dialogues_kb", "student_copy"):

@@ -204,13 +204,17 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
                      str(runs / "teacher_dialogues"), "--no-progress", "--config.train.steps=2",
                      "--config.data.multi_turn=True"]) == 0
+    # the copy-head lever (model.copy_dim): its log-probabilities decode greedy and with beams
+    assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
+                     str(runs / "teacher_copy"), "--no-progress", "--config.train.steps=2",
+                     "--config.data.multi_turn=True", "--config.model.copy_dim=8"]) == 0
     assert cli_main(["quantize", "--checkpoint", str(runs / "student"), "--out", str(runs / "student_int8"),
                      "--eval-batches", "1"]) == 0
     assert task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "3",
                                        "--no-results-md"]) == 0
     payload = json.loads((tmp_path / "results" / "kvret_recipe.json").read_text())
     assert [(r["model"], r["decoding"]) for r in payload["rows"]] == [
-        (m, d) for m in ("teacher", "teacher, whole dialogues", "student", "student int8")
+        (m, d) for m in ("teacher", "teacher, whole dialogues", "teacher, copy head", "student", "student int8")
         for d in ("greedy", "beam 2 (lp 1.0)")]
     assert all({"BLEU", "entity F1", "train_wall_min", "examples_per_s"} <= set(r) for r in payload["rows"])
     assert {r["init"] for r in payload["rows"]} == {"random"}  # no LM under the tiny config
