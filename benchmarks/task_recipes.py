@@ -74,7 +74,8 @@ TASKS = {
                                      ("student, whole dialogues, 6 global blocks", "student_dialogues_kb"),
                                      ("teacher, copy head", "teacher_copy"),
                                      ("student, copy head", "student_copy"),
-                                     ("student int8, copy head", "student_copy_int8"))),
+                                     ("student int8, copy head", "student_copy_int8"),
+                                     ("student, copy head, 600 steps more", "student_copy_more"))),
     "squad": Task(
         "squad", "SQuAD v1.1 extractive question answering", "validation",
         (("exact_match", "EM"), ("f1", "F1")),

@@ -27,7 +27,8 @@ from `runs/kvret/teacher_dialogues`; `student_dialogues_kb`: the same with 6 glo
 of 1, so every token sees the first 384, most of a knowledge base), `teacher_copy` /
 `student_copy` (the lever of a copy head, `model.copy_dim`: `teacher_dialogues` /
 `student_dialogues` with a pointer-generator head, 64 / 32 wide, that can name a knowledge-base
-value by pointing at it in the prompt; the student distils from `runs/kvret/teacher_copy`),
+value by pointing at it in the prompt; the student distils from `runs/kvret/teacher_copy`;
+`student_copy_more`: that student trained 600 steps more, a warm restart at half its peak rate),
 `tiny` (tests).
 """
 
@@ -40,7 +41,7 @@ IMDB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imdb.py")  # th
 
 def get_config(arg: str = "teacher"):
     variants = ("teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "teacher_dialogues",
-                "student_dialogues", "student_dialogues_kb", "teacher_copy", "student_copy", "tiny")
+                "student_dialogues", "student_dialogues_kb", "teacher_copy", "student_copy", "student_copy_more", "tiny")
     if arg not in variants:
         raise ValueError(f"configs/kvret.py: variant {arg!r} not in {variants}")
     config = run_config.defaults("lm")
@@ -72,14 +73,17 @@ def get_config(arg: str = "teacher"):
         if arg == "student":
             config.data.multi_turn = True
             config.model.copy_dim = 32
-        if arg in ("student_scratch", "student_dialogues", "student_dialogues_kb", "student_copy"):
+        if arg in ("student_scratch", "student_dialogues", "student_dialogues_kb", "student_copy", "student_copy_more"):
             config.train.init_from = ""
-        if arg in ("student_dialogues", "student_dialogues_kb", "student_copy"):
+        if arg in ("student_dialogues", "student_dialogues_kb", "student_copy", "student_copy_more"):
             config.data.multi_turn = True
             config.distill.teacher = "runs/kvret/teacher_dialogues"
-        if arg == "student_copy":
+        if arg in ("student_copy", "student_copy_more"):
             config.model.copy_dim = 32
             config.distill.teacher = "runs/kvret/teacher_copy"
+        if arg == "student_copy_more":  # the finished copy-head student, 600 steps more (a warm restart)
+            config.train.update(init_from="runs/kvret/student_copy", steps=600, eval_every=300)
+            config.optim.update(lr=5e-4, warmup_steps=50)
         if arg == "student_dialogues_kb":  # 6 global blocks: the first 384 tokens, most knowledge bases
             config.model.update(attention=dict(pattern="window_global", block_size=64, window=2, n_global=6))
     else:

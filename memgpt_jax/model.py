@@ -109,15 +109,19 @@ class Attention(nn.Module):
 
     def _update_cache(self, k_BTKH: Array, v_BTKH: Array, index: Array | int) -> tuple[Array, Array]:
         """Writes this step's keys/values at ``index``; returns the whole cache."""
-        is_initialized = self.has_variable("cache", "cached_key")
-        cached_k = self.variable("cache", "cached_key", jnp.zeros, k_BTKH.shape, k_BTKH.dtype)
-        cached_v = self.variable("cache", "cached_value", jnp.zeros, v_BTKH.shape, v_BTKH.dtype)
-        if not is_initialized:  # model.init: the cache is as long as the init input
-            return k_BTKH, v_BTKH
-        start = (0, index, 0, 0)
-        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BTKH.astype(cached_k.value.dtype), start)
-        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BTKH.astype(cached_v.value.dtype), start)
-        return cached_k.value, cached_v.value
+        return append_to_cache(self, "cached_key", k_BTKH, index), append_to_cache(self, "cached_value", v_BTKH, index)
+
+
+def append_to_cache(module: nn.Module, name: str, x: Array, index: Array | int) -> Array:
+    """Writes ``x [B, T, ...]`` at position ``index`` of ``module``'s cache variable ``name``
+    and returns the whole cache (``model.init`` creates it as long as the init input)."""
+    is_initialized = module.has_variable("cache", name)
+    cached = module.variable("cache", name, jnp.zeros, x.shape, x.dtype)
+    if not is_initialized:
+        return x
+    start = (0, index) + (0,) * (x.ndim - 2)
+    cached.value = jax.lax.dynamic_update_slice(cached.value, x.astype(cached.value.dtype), start)
+    return cached.value
 
 
 class MLP(nn.Module):
@@ -291,8 +295,11 @@ class CopyHead(nn.Module):
     (losses, distillation, sampling, beam search) reads as logits: ``log_softmax`` leaves
     them unchanged.
 
-    Decoding keeps its own cache (keys, token ids, and a ``CacheState`` for positions and
-    validity), so a KV-cached decode equals the full forward.
+    The copy attention is dense (every earlier token of the document), also under a
+    block-sparse backbone: one narrow head, ``T x T x copy_dim`` multiply-adds, small beside
+    the ``T x vocab`` logits it is mixed into. Decoding keeps its own cache (keys, token ids,
+    and a ``CacheState`` for positions and validity), so a KV-cached decode equals the full
+    forward.
     """
 
     config: ModelConfig
@@ -310,7 +317,8 @@ class CopyHead(nn.Module):
         ids_BS = input_ids
         if decode:
             q_offset, valid_BS = CacheState(name="cache_state")(B, T, kv_valid)
-            k_BTC, ids_BS = self._update_cache(k_BTC, input_ids, q_offset)
+            k_BTC = append_to_cache(self, "cached_key", k_BTC, q_offset)
+            ids_BS = append_to_cache(self, "cached_ids", input_ids.astype(jnp.int32), q_offset)
         else:
             q_offset, valid_BS = 0, kv_valid
         S = k_BTC.shape[1]
@@ -332,16 +340,6 @@ class CopyHead(nn.Module):
         log_keep_BT = jnp.where(any_key_BT, jax.nn.log_sigmoid(-gate_BT), 0.0)
         log_copy_gate_BT = jnp.where(any_key_BT, jax.nn.log_sigmoid(gate_BT), -jnp.inf)
         return jnp.logaddexp(log_keep_BT[..., None] + log_vocab_BTV, log_copy_gate_BT[..., None] + log_copy_BTV)
-
-    def _update_cache(self, k_BTC: Array, ids_BT: Array, index: Array | int) -> tuple[Array, Array]:
-        is_initialized = self.has_variable("cache", "cached_key")
-        cached_k = self.variable("cache", "cached_key", jnp.zeros, k_BTC.shape, jnp.float32)
-        cached_ids = self.variable("cache", "cached_ids", jnp.zeros, ids_BT.shape, jnp.int32)
-        if not is_initialized:  # model.init: the cache is as long as the init input
-            return k_BTC, ids_BT
-        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BTC, (0, index, 0))
-        cached_ids.value = jax.lax.dynamic_update_slice(cached_ids.value, ids_BT.astype(jnp.int32), (0, index))
-        return cached_k.value, cached_ids.value
 
 
 class LMHeadModel(nn.Module):

@@ -19,7 +19,7 @@ VARIANTS = {
     "multi30k.py": ["teacher", "student", "tiny"],
     "aeslc.py": ["teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm"],
     "kvret.py": ["teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "teacher_dialogues",
-                 "student_dialogues", "student_dialogues_kb", "teacher_copy", "student_copy", "tiny"],
+                 "student_dialogues", "student_dialogues_kb", "teacher_copy", "student_copy", "student_copy_more", "tiny"],
     "squad.py": ["teacher", "student", "tiny"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],
     "lra_listops.py": ["dense", "sparse", "tiny"],
