@@ -59,7 +59,8 @@ TASKS = {
          "PEGASUS-large (pretrained on huge corpora): 37.68 / 21.25 / 36.51.",
          "Target: teacher ROUGE-1 >= 20 on dev against the original subject; aim past 23.67."),
         max_new_tokens=32, lead_baseline=True,
-        variants=(("teacher, English LM only", "teacher_english_lm"),)),
+        variants=(("teacher, English LM only", "teacher_english_lm"), ("teacher, copy head", "teacher_copy"),
+                  ("student, copy head", "student_copy"), ("student int8, copy head", "student_copy_int8"))),
     "kvret": Task(
         "kvret", "KVRET in-car assistant: knowledge-grounded dialogue", "validation",
         (("bleu", "BLEU"), ("entity_f1", "entity F1"), ("entity_precision", "entity P"),

@@ -19,7 +19,10 @@ are not emails.
 missing.) Variants: `lm`, `lm_student` (the in-domain LMs), `teacher` (dense, from `lm`),
 `student` (block-sparse, from `lm_student`, word-level distillation from the teacher),
 `teacher_english_lm` (the lever's control: the teacher fine-tuned from the English LM
-alone), `tiny` (tests: seconds, bytes).
+alone), `teacher_copy` (the lever of a copy head, `model.copy_dim`: `teacher_english_lm` with
+a pointer-generator head 64 wide that can write a word of the body by pointing at it),
+`student_copy` (block-sparse, 32-wide copy head, from the English student LM
+`runs/imdb/lm_student`, word-level distillation from `runs/aeslc/teacher_copy`), `tiny` (tests: seconds, bytes).
 """
 
 import os
@@ -30,7 +33,7 @@ IMDB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imdb.py")  # th
 
 
 def get_config(arg: str = "teacher"):
-    variants = ("teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm")
+    variants = ("teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm", "teacher_copy", "student_copy")
     if arg not in variants:
         raise ValueError(f"configs/aeslc.py: variant {arg!r} not in {variants}")
     config = run_config.defaults("lm")
@@ -39,9 +42,11 @@ def get_config(arg: str = "teacher"):
                        truncate="head")  # a long email keeps its opening
     config.optim.update(lr=5e-4, warmup_steps=100, weight_decay=0.1)
     config.train.update(steps=900, log_every=25, eval_every=300, checkpoint_every=100)
-    if arg in ("teacher", "teacher_english_lm"):
+    if arg in ("teacher", "teacher_english_lm", "teacher_copy"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain"), dropout=0.1)
         config.train.init_from = "runs/aeslc/lm" if arg == "teacher" else "runs/imdb/lm"
+        if arg == "teacher_copy":
+            config.model.copy_dim = 64
     elif arg in ("lm", "lm_student"):  # in-domain LMs: the English LMs continued on the emails (every token predicted)
         config.model.update(run_config.model_of(f"{IMDB}:pretrain" if arg == "lm" else f"{IMDB}:pretrain_student"),
                             dropout=0.0)
@@ -54,6 +59,11 @@ def get_config(arg: str = "teacher"):
         config.optim.lr = 1e-3
         config.train.init_from = "runs/aeslc/lm_student"
         config.distill.update(teacher="runs/aeslc/teacher", temperature=1.0, alpha=0.5)
+    elif arg == "student_copy":
+        config.model.update(run_config.model_of(f"{IMDB}:pretrain_student"), dropout=0.1, copy_dim=32)
+        config.optim.lr = 1e-3
+        config.train.update(steps=1000, init_from="runs/imdb/lm_student")
+        config.distill.update(teacher="runs/aeslc/teacher_copy", temperature=1.0, alpha=0.5)
     else:
         config.model.update(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=128, dropout=0.0,
                             attention=dict(pattern="dense", block_size=16))
