@@ -146,6 +146,13 @@ def committed(task: Task) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def committed_lead(task: Task) -> list[dict[str, Any]]:
+    """The committed lead-baseline row, if any (kept when no run is here to read the data with)."""
+    rows = committed_rows(common.RESULTS_DIR / f"{task.name}_recipe.json", "model",
+                          lambda row, meta: row.get("params", 0) == 0 and str(row["model"]).startswith("lead-"))
+    return list(rows.values())
+
+
 def committed_reports(task: Task) -> dict[str, Any]:
     """The per-model reports (scores, example outputs) of the committed ``<task>_recipe.json``."""
     path = common.RESULTS_DIR / f"{task.name}_recipe.json"
@@ -161,6 +168,7 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
     old_reports = {} if fresh else committed_reports(task)
     by_identity = {_identity(r): r for r in old}
     rows, reports = [], {}
+    data_run = None  # any run opened here: the lead baseline reads the data through its config
 
     def keep_reports(name: str) -> None:  # a kept row keeps its report (nothing measured is dropped)
         reports.update({k: v for k, v in old_reports.items() if k.startswith(f"{name}/")})
@@ -176,7 +184,7 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
             rows += kept
             keep_reports(name)
         else:
-            opened = open_run(path)
+            opened = data_run = open_run(path)
             with open(record) as f:
                 summary = json.load(f)
             init = summary.get("init")
@@ -202,9 +210,15 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
                 reports[key] = report
                 print(f"{name} beam {b}: " + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row),
                       file=sys.stderr)
-            if task.lead_baseline and name == "teacher":
-                row, reports["lead_baseline"] = lead_row(task, opened, max_examples)
-                rows.append(row)
+    if task.lead_baseline:  # after the teacher's rows, whichever run read the data
+        at = sum(1 for r in rows if r["model"] == "teacher")
+        if data_run is not None:
+            row, reports["lead_baseline"] = lead_row(task, data_run, max_examples)
+            rows.insert(at, row)
+        else:
+            rows[at:at] = [] if fresh else committed_lead(task)
+            if "lead_baseline" in old_reports:
+                reports["lead_baseline"] = old_reports["lead_baseline"]
     return rows, reports
 
 

@@ -255,3 +255,22 @@ def test_lead_baseline_row_takes_k_from_train_and_scores_like_the_models(monkeyp
     assert row["model"] == "lead-3 baseline" and row["decoding"] == "the first 3 words"
     assert row["R-1"] == pytest.approx(80.0)  # "budget meeting moved" vs "budget meeting": P 2/3, R 1
     assert row["R-1 all refs"] == pytest.approx(100.0)  # its best reference matches exactly
+
+
+def test_lead_baseline_row_is_kept_when_no_run_is_here(tmp_path, monkeypatch):
+    """A fresh machine (no runs) keeps the committed lead row, after the teacher's rows."""
+    import benchmarks.common
+    from benchmarks import task_recipes
+
+    monkeypatch.setattr(benchmarks.common, "RESULTS_DIR", tmp_path)
+    teacher = {"model": "teacher", "params": 5, "decoding": "greedy", "R-1": 4.0, "source": "commit abc"}
+    lead = {"model": "lead-3 baseline", "params": 0, "decoding": "the first 3 words", "R-1": 5.0}
+    other = {"model": "teacher, copy head", "params": 6, "decoding": "greedy", "R-1": 18.0, "source": "commit abc"}
+    (tmp_path / "aeslc_recipe.json").write_text(json.dumps(
+        {"machine": {"commit": "def"}, "rows": [teacher, lead, other],
+         "meta": {"reports": {"lead_baseline": {"rouge1": 5.0}}}}))
+    rows, reports = task_recipes.run(task_recipes.TASKS["aeslc"], str(tmp_path / "no_runs"))
+    assert [r["model"] for r in rows] == ["teacher", "lead-3 baseline", "teacher, copy head"]
+    assert rows[1]["source"] == "commit def" and reports["lead_baseline"] == {"rouge1": 5.0}
+    rows, _ = task_recipes.run(task_recipes.TASKS["aeslc"], str(tmp_path / "no_runs"), fresh=True)
+    assert rows == []
