@@ -60,7 +60,8 @@ TASKS = {
          "Target: teacher ROUGE-1 >= 20 on dev against the original subject; aim past 23.67."),
         max_new_tokens=32, lead_baseline=True,
         variants=(("teacher, English LM only", "teacher_english_lm"), ("teacher, copy head", "teacher_copy"),
-                  ("student, copy head", "student_copy"), ("student int8, copy head", "student_copy_int8"))),
+                  ("student, copy head", "student_copy"), ("student int8, copy head", "student_copy_int8"),
+                  ("teacher, copy head, 600 steps more", "teacher_copy_more"))),
     "kvret": Task(
         "kvret", "KVRET in-car assistant: knowledge-grounded dialogue", "validation",
         (("bleu", "BLEU"), ("entity_f1", "entity F1"), ("entity_precision", "entity P"),
