@@ -140,17 +140,11 @@ def _identity(row: dict[str, Any]) -> tuple:
             row.get("decoding"), row.get("max_examples", 0))
 
 
-def committed(task: Task) -> list[dict[str, Any]]:
-    """The measured rows of the committed ``<task>_recipe.json`` (lead baseline aside), each with ``source``."""
+def committed(task: Task, lead: bool = False) -> list[dict[str, Any]]:
+    """The measured rows of the committed ``<task>_recipe.json``, each with ``source``: the
+    models' (``lead=False``) or the lead baseline's (``lead=True``, the row without parameters)."""
     rows = committed_rows(common.RESULTS_DIR / f"{task.name}_recipe.json", lambda r: (r["model"], r.get("decoding")),
-                          lambda row, meta: row.get("params", 0) > 0)
-    return list(rows.values())
-
-
-def committed_lead(task: Task) -> list[dict[str, Any]]:
-    """The committed lead-baseline row, if any (kept when no run is here to read the data with)."""
-    rows = committed_rows(common.RESULTS_DIR / f"{task.name}_recipe.json", "model",
-                          lambda row, meta: row.get("params", 0) == 0 and str(row["model"]).startswith("lead-"))
+                          lambda row, meta: (row.get("params", 0) == 0) == lead)
     return list(rows.values())
 
 
@@ -217,7 +211,7 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
             row, reports["lead_baseline"] = lead_row(task, data_run, max_examples)
             rows.insert(at, row)
         else:
-            rows[at:at] = [] if fresh else committed_lead(task)
+            rows[at:at] = [] if fresh else committed(task, lead=True)
             if "lead_baseline" in old_reports:
                 reports["lead_baseline"] = old_reports["lead_baseline"]
     return rows, reports

@@ -16,7 +16,8 @@ are not emails.
     memgpt-jax eval --checkpoint runs/aeslc/teacher --split dev --beam 4
 
 (`AESLC_IN_DOMAIN_LM=1 train/aeslc_recipe.sh` runs all of it, the IMDb language models first if
-they are missing; by default the recipe runs `teacher_copy` and `student_copy` instead.) Variants: `lm`, `lm_student` (the in-domain LMs), `teacher` (dense, from `lm`),
+they are missing; by default the recipe runs `teacher_copy` and `student_copy` instead.)
+Variants: `lm`, `lm_student` (the in-domain LMs), `teacher` (dense, from `lm`),
 `student` (block-sparse, from `lm_student`, word-level distillation from the teacher),
 `teacher_english_lm` (the lever's control: the teacher fine-tuned from the English LM
 alone), `teacher_copy` (the lever of a copy head, `model.copy_dim`: `teacher_english_lm` with
