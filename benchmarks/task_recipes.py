@@ -61,7 +61,8 @@ TASKS = {
         max_new_tokens=32, lead_baseline=True,
         variants=(("teacher, English LM only", "teacher_english_lm"), ("teacher, copy head", "teacher_copy"),
                   ("student, copy head", "student_copy"), ("student int8, copy head", "student_copy_int8"),
-                  ("teacher, copy head, 600 steps more", "teacher_copy_more"))),
+                  ("teacher, copy head, 600 steps more", "teacher_copy_more"),
+                  ("teacher, copy head, from the in-domain LM", "teacher_copy_lm"))),
     "kvret": Task(
         "kvret", "KVRET in-car assistant: knowledge-grounded dialogue", "validation",
         (("bleu", "BLEU"), ("entity_f1", "entity F1"), ("entity_precision", "entity P"),

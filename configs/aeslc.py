@@ -24,7 +24,9 @@ alone), `teacher_copy` (the lever of a copy head, `model.copy_dim`: `teacher_eng
 a pointer-generator head 64 wide that can write a word of the body by pointing at it),
 `student_copy` (block-sparse, 32-wide copy head, from the English student LM
 `runs/imdb/lm_student`, word-level distillation from `runs/aeslc/teacher_copy`),
-`teacher_copy_more` (`teacher_copy` trained 600 steps more), `tiny` (tests: seconds, bytes).
+`teacher_copy_more` (`teacher_copy` trained 600 steps more), `teacher_copy_lm` (`teacher_copy`
+from the in-domain LM `runs/aeslc/lm`), `student_copy_lm` (`student_copy` from the in-domain
+student LM `runs/aeslc/lm_student`, distilled from `teacher_copy_lm`), `tiny` (tests: seconds, bytes).
 """
 
 import os
@@ -36,7 +38,7 @@ IMDB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imdb.py")  # th
 
 def get_config(arg: str = "teacher"):
     variants = ("teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm", "teacher_copy", "student_copy",
-                "teacher_copy_more")
+                "teacher_copy_more", "teacher_copy_lm", "student_copy_lm")
     if arg not in variants:
         raise ValueError(f"configs/aeslc.py: variant {arg!r} not in {variants}")
     config = run_config.defaults("lm")
@@ -45,10 +47,10 @@ def get_config(arg: str = "teacher"):
                        truncate="head")  # a long email keeps its opening
     config.optim.update(lr=5e-4, warmup_steps=100, weight_decay=0.1)
     config.train.update(steps=900, log_every=25, eval_every=300, checkpoint_every=100)
-    if arg in ("teacher", "teacher_english_lm", "teacher_copy", "teacher_copy_more"):
+    if arg in ("teacher", "teacher_english_lm", "teacher_copy", "teacher_copy_more", "teacher_copy_lm"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain"), dropout=0.1)
-        config.train.init_from = "runs/aeslc/lm" if arg == "teacher" else "runs/imdb/lm"
-        if arg in ("teacher_copy", "teacher_copy_more"):
+        config.train.init_from = "runs/aeslc/lm" if arg in ("teacher", "teacher_copy_lm") else "runs/imdb/lm"
+        if arg in ("teacher_copy", "teacher_copy_more", "teacher_copy_lm"):
             config.model.copy_dim = 64
         if arg == "teacher_copy_more":  # 600 steps more, a warm restart at its peak rate
             config.train.update(init_from="runs/aeslc/teacher_copy", steps=600)
@@ -65,11 +67,14 @@ def get_config(arg: str = "teacher"):
         config.optim.lr = 1e-3
         config.train.init_from = "runs/aeslc/lm_student"
         config.distill.update(teacher="runs/aeslc/teacher", temperature=1.0, alpha=0.5)
-    elif arg == "student_copy":
+    elif arg in ("student_copy", "student_copy_lm"):
         config.model.update(run_config.model_of(f"{IMDB}:pretrain_student"), dropout=0.1, copy_dim=32)
         config.optim.lr = 1e-3
         config.train.update(steps=1000, init_from="runs/imdb/lm_student")
         config.distill.update(teacher="runs/aeslc/teacher_copy", temperature=1.0, alpha=0.5)
+        if arg == "student_copy_lm":  # both from the in-domain LMs
+            config.train.init_from = "runs/aeslc/lm_student"
+            config.distill.teacher = "runs/aeslc/teacher_copy_lm"
     else:
         config.model.update(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=128, dropout=0.0,
                             attention=dict(pattern="dense", block_size=16))

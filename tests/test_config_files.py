@@ -18,7 +18,7 @@ VARIANTS = {
     "imdb.py": ["pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu"],
     "multi30k.py": ["teacher", "student", "tiny"],
     "aeslc.py": ["teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm", "teacher_copy",
-                 "student_copy", "teacher_copy_more"],
+                 "student_copy", "teacher_copy_more", "teacher_copy_lm", "student_copy_lm"],
     "kvret.py": ["teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "teacher_dialogues",
                  "student_dialogues", "student_dialogues_kb", "teacher_copy", "student_copy", "student_copy_more", "tiny"],
     "squad.py": ["teacher", "student", "tiny"],
