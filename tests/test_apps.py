@@ -16,7 +16,7 @@ from memgpt_jax import data as data_lib
 from memgpt_jax import model as model_lib
 from memgpt_jax.apps import qa as qa_lib
 from memgpt_jax.apps.chat import ChatSession, run_repl
-from memgpt_jax.apps.generate import Generator, Sampling, filter_logits, stop_cut
+from memgpt_jax.apps.generate import Generator, Sampling, banned_tokens, filter_logits, stop_cut
 from memgpt_jax.cli import main as cli_main
 from memgpt_jax.data.qa_pipeline import QAIterator, make_features, token_spans
 from memgpt_jax.data.tokenizers import ByteTokenizer
@@ -67,6 +67,58 @@ def test_kv_cache_greedy_equals_recomputing_the_full_forward(lm):
         short, _ = gen.generate_ids([prompts[0][:4], prompts[1]], max_new_tokens=12)
         alone, _ = gen.generate_ids([prompts[0][:4]], max_new_tokens=12)
         assert short[0] == alone[0]
+
+
+def test_banned_tokens_rule():
+    assert banned_tokens([5, 6, 5], 2) == {6}  # "5 6" seen: after 5, 6 would repeat it
+    assert banned_tokens([5, 6, 7], 2) == set()
+    assert banned_tokens([1, 2, 3], 1) == {1, 2, 3}  # n = 1: no token twice
+    assert banned_tokens([1, 2, 1, 2], 3) == {1}  # "1 2 1" seen
+    assert banned_tokens([], 2) == banned_tokens([4], 3) == banned_tokens([1, 1], 0) == set()
+
+
+def _recompute_constrained(model, params, prompt, n, eos, no_repeat, min_new, width=40):
+    """Greedy decoding by the full forward pass, the constraints applied on the host."""
+    fwd = jax.jit(lambda p, x, t: model.apply({"params": p}, x).logits[0, t])
+    seq, out = list(prompt), []
+    for k in range(n):
+        buf = np.zeros((1, width), np.int32)
+        buf[0, :len(seq)] = seq
+        logits = np.array(fwd(params, buf, len(seq) - 1), np.float32)
+        if k < min_new:
+            logits[eos] = -np.inf
+        logits[sorted(banned_tokens(out, no_repeat))] = -np.inf
+        t = int(np.argmax(logits))
+        if t == eos:
+            break
+        out.append(t)
+        seq.append(t)
+    return out
+
+
+def test_no_repeat_ngram_and_min_new_tokens_equal_the_host_rule(lm):
+    """The on-device constraints (carried across chunks of 8) pick what the host rule picks."""
+    kind, model, params, gen = lm
+    # prompts of the bucket's length: a sparse layout then sees the positions the full forward does
+    prompts = [[1, *range(40, 55)], [1, *range(60, 75)]]
+    free, _ = gen.generate_ids(prompts, max_new_tokens=20)
+    assert any(len(set(zip(o, o[1:]))) < len(o) - 1 for o in free)  # a random model repeats itself
+    ids, _ = gen.generate_ids(prompts, max_new_tokens=20, sampling=Sampling(no_repeat_ngram=2))
+    for p, out in zip(prompts, ids):
+        assert len(set(zip(out, out[1:]))) == len(out) - 1, kind
+        assert out == _recompute_constrained(model, params, p, 20, -1, 2, 0), kind
+    eos = free[0][1]  # a token the free output reaches early: it ends there unless held off
+    eos_gen = Generator(model, params, eos_id=eos, chunk=8)
+    plain, reasons = eos_gen.generate_ids(prompts[:1], max_new_tokens=20)
+    assert reasons == ["eos"] and plain[0] == free[0][:free[0].index(eos)] and len(plain[0]) <= 1
+    held, _ = eos_gen.generate_ids(prompts[:1], max_new_tokens=20,
+                                   sampling=Sampling(no_repeat_ngram=3, min_new_tokens=10))
+    assert len(held[0]) >= 10
+    assert held[0] == _recompute_constrained(model, params, prompts[0], 20, eos, 3, 10), kind
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        Sampling(no_repeat_ngram=-1)
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        gen.beam_search(prompts, beam=2, max_new_tokens=4, min_new_tokens=-2)
 
 
 def test_sampling_filters_and_seeds(lm):

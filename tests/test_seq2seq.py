@@ -15,7 +15,7 @@ from memgpt_jax import config as config_lib
 from memgpt_jax import data as data_lib
 from memgpt_jax import model as model_lib
 from memgpt_jax.apps import text_metrics
-from memgpt_jax.apps.generate import Generator
+from memgpt_jax.apps.generate import Generator, Sampling
 from memgpt_jax.cli import main as cli_main
 from memgpt_jax.data import specials
 from memgpt_jax.data.prepared import DataError
@@ -163,6 +163,15 @@ def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys,
                      "--max-new-tokens", "12"]) == 0
     rows = [json.loads(line) for line in open(kd)]
     assert len(rows) == 40 and sum(r["target"] == r["prompt"][::-1] for r in rows) >= 32
+    # the output constraints from the command line: no digit twice
+    assert cli_main(["eval", "--checkpoint", run, "--split", "val", "--no-progress", "--json", out,
+                     "--max-new-tokens", "12", "--no-repeat-ngram", "1", "--max-examples", "8"]) == 0
+    report = json.load(open(out))
+    assert report["no_repeat_ngram"] == 1 and report["min_new_tokens"] == 0
+    assert all(len(set(e["output"])) == len(e["output"]) for e in report["examples"])
+    capsys.readouterr()
+    assert cli_main(["decode", "--checkpoint", run, "--prompt", "123", "--min-new-tokens", "-1"]) != 0
+    assert "min_new_tokens must be >= 0" in capsys.readouterr().err
     # one test, one worker: the trained reverser is built once per worker (module fixture)
     _decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch)
 
@@ -190,6 +199,14 @@ def test_beam_search_properties(reverser):
     for p, g, b, s in zip(prompts, greedy, b4, s4):
         assert s == pytest.approx(score(p, b), abs=1e-3)  # the reported score is the model's
         assert s >= score(p, g) - 1e-4  # never worse than greedy in model score
+    # constraints: beam 1 is constrained greedy; every beam hypothesis obeys them
+    g2, _ = gen.generate_ids(prompts, max_new_tokens=14, sampling=Sampling(no_repeat_ngram=1, min_new_tokens=3))
+    assert gen.beam_search(prompts, beam=1, max_new_tokens=14, length_penalty=0.0, no_repeat_ngram=1,
+                           min_new_tokens=3)[0] == g2
+    assert g2 != greedy  # reversals of digit strings repeat digits: the constraint changes outputs
+    b4c, _ = gen.beam_search(prompts, beam=4, max_new_tokens=14, no_repeat_ngram=1, min_new_tokens=3)
+    for out in (*g2, *b4c):
+        assert len(out) >= 3 and len(set(out)) == len(out)
 
 
 def test_pairs_iterator_resumes_exactly():

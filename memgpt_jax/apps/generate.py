@@ -1,4 +1,5 @@
-"""Text generation with a KV cache: greedy, temperature, top-k, top-p, stop strings.
+"""Text generation with a KV cache: greedy, temperature, top-k, top-p, stop strings, and two
+constraints on the output (no repeated n-gram, a minimum length).
 
 The whole decode runs jitted: one compiled *prefill* writes the (left-padded)
 prompts into the cache, then a compiled *chunk* of ``n`` steps (a ``lax.scan``)
@@ -35,11 +36,18 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class Sampling:
     """How the next token is chosen. ``temperature == 0`` is greedy (argmax);
-    ``top_k == 0`` and ``top_p == 1`` switch those filters off."""
+    ``top_k == 0`` and ``top_p == 1`` switch those filters off.
+
+    Two constraints apply before either: ``no_repeat_ngram = n`` forbids a token that
+    would repeat an n-gram (of tokens) already in the output, the prompt not counted
+    (a model that copies from its prompt may still copy); ``min_new_tokens = m`` forbids
+    end-of-sequence before the m-th new token. 0 switches each off."""
 
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
+    no_repeat_ngram: int = 0
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -48,6 +56,10 @@ class Sampling:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be >= 0 (0: off), got {self.no_repeat_ngram}")
+        if self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be >= 0 (0: off), got {self.min_new_tokens}")
 
     @property
     def greedy(self) -> bool:
@@ -68,6 +80,35 @@ def filter_logits(logits_BV: Array, sampling: Sampling) -> Array:
         threshold = jnp.min(jnp.where(kept, sorted_desc, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, -jnp.inf, logits)
     return logits
+
+
+def banned_tokens(ids: Sequence[int], n: int) -> set[int]:
+    """The tokens that would repeat an ``n``-gram of ``ids`` if appended (host-side, for beam search;
+    :func:`constrain_logits` is the same rule on device)."""
+    if n < 1 or len(ids) < n - 1:
+        return set()
+    suffix = list(ids[len(ids) - n + 1:]) if n > 1 else []
+    return {ids[i + n - 1] for i in range(len(ids) - n + 1) if list(ids[i:i + n - 1]) == suffix}
+
+
+def constrain_logits(logits_BV: Array, hist_BL: Array, k: Array, sampling: Sampling, eos_id: int) -> Array:
+    """``logits_BV`` with the tokens :class:`Sampling`'s constraints forbid for new token ``k``
+    set to -inf; ``hist_BL[:, :k]`` holds the tokens generated so far."""
+    B, L = hist_BL.shape
+    neg = jnp.asarray(-jnp.inf, logits_BV.dtype)
+    if sampling.min_new_tokens:
+        logits_BV = logits_BV.at[:, eos_id].set(jnp.where(k < sampling.min_new_tokens, neg, logits_BV[:, eos_id]))
+    n = sampling.no_repeat_ngram
+    if n:
+        i = jnp.arange(L)
+        match_BL = jnp.broadcast_to(i + n - 1 < k, (B, L))  # the n-gram starting at i is complete
+        for j in range(n - 1):  # and its first n-1 tokens equal the last n-1 generated
+            last_B = jnp.take(hist_BL, jnp.clip(k - n + 1 + j, 0, L - 1), axis=1)
+            match_BL = match_BL & (jnp.roll(hist_BL, -j, axis=1) == last_B[:, None])
+        next_BL = jnp.roll(hist_BL, -(n - 1), axis=1)  # the token that completed it
+        ban_BL = jnp.where(match_BL, neg, jnp.asarray(jnp.inf, logits_BV.dtype))
+        logits_BV = logits_BV.at[jnp.arange(B)[:, None], next_BL].min(ban_BL)
+    return logits_BV
 
 
 def sample_logits(logits_BV: Array, rng: Array, sampling: Sampling) -> Array:
@@ -119,22 +160,28 @@ class Generator:
                                            positions=positions)
         return out.logits[:, -1], cache
 
-    def _decode_impl(self, params: Any, cache: Any, logits_BV: Array, pos_B: Array, done_B: Array, rng: Array,
-                     offset: Array, *, n: int, sampling: Sampling) -> tuple[tuple[Any, Array, Array, Array], Array]:
+    def _decode_impl(self, params: Any, cache: Any, logits_BV: Array, pos_B: Array, done_B: Array, hist_BL: Array,
+                     rng: Array, offset: Array, *, n: int,
+                     sampling: Sampling) -> tuple[tuple[Any, Array, Array, Array, Array], Array]:
         """``n`` tokens; the key of new token ``k`` is ``fold_in(rng, k)``, so a seed gives the
-        same text whatever the chunk size (streaming included)."""
+        same text whatever the chunk size (streaming included). ``hist_BL`` holds every token
+        generated so far (for the constraints), one column per new token."""
         params = inference_params(params)
+        constrained = sampling.no_repeat_ngram or sampling.min_new_tokens
 
         def body(carry, k):
-            cache, logits, pos, done = carry
+            cache, logits, pos, done, hist = carry
+            if constrained:
+                logits = constrain_logits(logits, hist, k, sampling, self.eos_id)
             tok = jnp.where(done, self.pad_id, sample_logits(logits, jax.random.fold_in(rng, k), sampling))
+            hist = jax.lax.dynamic_update_slice_in_dim(hist, tok[:, None], k, axis=1)
             out, cache = model_lib.decode_step(self.model, params, cache, tok[:, None], positions=pos[:, None])
             done = done | (tok == self.eos_id)
-            return (cache, out.logits[:, -1], pos + 1, done), tok
+            return (cache, out.logits[:, -1], pos + 1, done, hist), tok
 
-        (cache, logits, pos, done), toks_nB = jax.lax.scan(body, (cache, logits_BV, pos_B, done_B),
-                                                           offset + jnp.arange(n, dtype=jnp.int32))
-        return (cache, logits, pos, done), toks_nB.T
+        carry, toks_nB = jax.lax.scan(body, (cache, logits_BV, pos_B, done_B, hist_BL),
+                                      offset + jnp.arange(n, dtype=jnp.int32))
+        return carry, toks_nB.T
 
     def _step_impl(self, params: Any, cache: Any, tok_B: Array, pos_B: Array) -> tuple[Array, Any]:
         params = inference_params(params)
@@ -161,14 +208,15 @@ class Generator:
         logits, cache, _ = self._start(prompts, max_new_tokens)
         pos = jnp.asarray([len(p) for p in prompts], jnp.int32)
         done = jnp.zeros((B,), bool)
+        hist = jnp.full((B, max_new_tokens), -1, jnp.int32)
         rng = jax.random.key(seed)
         out: list[list[int]] = [[] for _ in range(B)]
         reasons: list[str | None] = [None] * B
         produced = 0
         while produced < max_new_tokens and any(r is None for r in reasons):
             n = min(self.chunk, max_new_tokens - produced)  # the last chunk may be shorter
-            (cache, logits, pos, done), toks = self._decode(self.params, cache, logits, pos, done, rng,
-                                                            jnp.int32(produced), n=n, sampling=sampling)
+            (cache, logits, pos, done, hist), toks = self._decode(self.params, cache, logits, pos, done, hist, rng,
+                                                                  jnp.int32(produced), n=n, sampling=sampling)
             toks = np.asarray(toks)
             produced += toks.shape[1]
             for i in range(B):
@@ -221,15 +269,19 @@ class Generator:
         beam: int = 4,
         max_new_tokens: int,
         length_penalty: float = 1.0,
+        no_repeat_ngram: int = 0,
+        min_new_tokens: int = 0,
     ) -> tuple[list[list[int]], list[float]]:
         """Beam search per prompt: ``(best ids, their log-probability)`` (EOS excluded).
 
         Hypotheses are ranked by ``log p / length ** length_penalty`` (length counts the
         EOS); a prompt is done once ``beam`` hypotheses have ended (EOS) or at
         ``max_new_tokens``. ``beam=1`` is greedy decoding. All beams of all prompts
-        decode together in one KV cache of ``len(prompts) * beam`` rows."""
+        decode together in one KV cache of ``len(prompts) * beam`` rows. ``no_repeat_ngram``
+        and ``min_new_tokens`` constrain every hypothesis as :class:`Sampling`'s do."""
         if beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
+        Sampling(no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)  # validates them
         B, K = len(prompts), beam
         logits, cache, _ = self._start(prompts, max_new_tokens)
         cache = self._reorder(cache, jnp.repeat(jnp.arange(B), K))
@@ -249,6 +301,10 @@ class Generator:
                     continue
                 n_live = len(live[b])
                 scores = np.asarray([s for s, _ in live[b]])[:, None] + lp_rows[b, :n_live]  # [n_live, V]
+                if t < min_new_tokens:
+                    scores[:, self.eos_id] = -np.inf
+                for k, (_, ids) in enumerate(live[b] if no_repeat_ngram else ()):
+                    scores[k, list(banned_tokens(ids, no_repeat_ngram))] = -np.inf
                 flat = scores.reshape(-1)
                 top = np.argpartition(-flat, min(2 * K, flat.size) - 1)[: 2 * K]
                 top = top[np.argsort(-flat[top], kind="stable")]

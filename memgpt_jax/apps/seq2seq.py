@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
-from memgpt_jax.apps.generate import Generator
+from memgpt_jax.apps.generate import Generator, Sampling
 from memgpt_jax.apps.text_metrics import all_metrics, entity_f1, rouge
 from memgpt_jax.data.dialogue import EntityMatcher
 from memgpt_jax.data.prepared import as_text, dataset_metadata
@@ -34,8 +34,9 @@ def _generator(run: Run, chunk: int = 32) -> Generator:
 
 def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: float = 1.0,
            max_new_tokens: int = 64, batch_size: int = 32, progress: bool = False,
-           generator: Generator | None = None) -> list[str]:
-    """Target text for each prompt."""
+           generator: Generator | None = None, no_repeat_ngram: int = 0, min_new_tokens: int = 0) -> list[str]:
+    """Target text for each prompt (``no_repeat_ngram``, ``min_new_tokens``: see :class:`Sampling`)."""
+    constraints = Sampling(no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)  # validated up front
     if run.task != "lm":
         raise ValueError(f"{run.path} is a {run.task!r} model; decoding needs a language model")
     gen = generator or _generator(run)
@@ -57,9 +58,10 @@ def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: f
         idx = order[start:start + batch_size]
         chunk = [encoded[i] for i in idx]
         if beam == 1:
-            ids, _ = gen.generate_ids(chunk, max_new_tokens=max_new_tokens)
+            ids, _ = gen.generate_ids(chunk, max_new_tokens=max_new_tokens, sampling=constraints)
         else:
-            ids, _ = gen.beam_search(chunk, beam=beam, max_new_tokens=max_new_tokens, length_penalty=length_penalty)
+            ids, _ = gen.beam_search(chunk, beam=beam, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+                                     no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)
         for i, row in zip(idx, ids):
             out[i] = tok.decode(row).strip()
     return out
@@ -100,20 +102,21 @@ def score_outputs(hyps: Sequence[str], records: Sequence[Mapping[str, Any]],
 
 def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int = 1,
                    length_penalty: float = 1.0, max_new_tokens: int = 64, batch_size: int = 32,
-                   progress: bool = True, entities: Sequence[str] | None = None) -> dict[str, Any]:
+                   progress: bool = True, entities: Sequence[str] | None = None, no_repeat_ngram: int = 0,
+                   min_new_tokens: int = 0) -> dict[str, Any]:
     """Decodes the prompts, times it, and scores the outputs (:func:`score_outputs`)."""
     prompts = [as_text(r["prompt"]) for r in records]
     refs = [as_text(r["target"]) for r in records]
     gen = _generator(run)
-    decode(run, prompts[:1], beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
-           batch_size=batch_size, generator=gen)  # compile outside the timing (the first batch shape)
+    kwargs = dict(beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  generator=gen, no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)
+    decode(run, prompts[:1], **kwargs)  # compile outside the timing (the first batch shape)
     t0 = time.perf_counter()
-    hyps = decode(run, prompts, beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
-                  batch_size=batch_size, progress=progress, generator=gen)
+    hyps = decode(run, prompts, progress=progress, **kwargs)
     seconds = time.perf_counter() - t0
     report = score_outputs(hyps, records, entities)
     report.update(sentences=len(hyps), sentences_per_s=len(hyps) / max(seconds, 1e-9), beam=beam,
-                  length_penalty=length_penalty)
+                  length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)
     report["examples"] = [{"prompt": p, "reference": r, "output": h} for p, r, h in zip(prompts[:5], refs, hyps)]
     return report
 

@@ -49,7 +49,8 @@ def _sampling(args: argparse.Namespace):
     from memgpt_jax.apps.generate import Sampling  # lazy: keeps --help fast
 
     try:
-        return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+        return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        no_repeat_ngram=args.no_repeat_ngram, min_new_tokens=args.min_new_tokens)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
 
@@ -207,9 +208,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from memgpt_jax.apps.seq2seq import entity_vocabulary, evaluate_pairs, load_pairs  # lazy: fast --help
 
         records = load_pairs(run, args.split, max_examples=args.max_examples)
-        report = evaluate_pairs(run, records, beam=args.beam, length_penalty=args.length_penalty,
-                                max_new_tokens=args.max_new_tokens, batch_size=batch_size,
-                                progress=not args.no_progress, entities=entity_vocabulary(run))
+        try:
+            report = evaluate_pairs(run, records, beam=args.beam, length_penalty=args.length_penalty,
+                                    max_new_tokens=args.max_new_tokens, batch_size=batch_size,
+                                    progress=not args.no_progress, entities=entity_vocabulary(run),
+                                    no_repeat_ngram=args.no_repeat_ngram, min_new_tokens=args.min_new_tokens)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
         report["split"] = args.split
         extra = ""
         if "rouge1_multi" in report:
@@ -245,7 +250,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     run = _with_data(_load(args, "lm"), args)
     kwargs = dict(beam=args.beam, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens,
-                  batch_size=args.batch_size, progress=not args.no_progress)
+                  batch_size=args.batch_size, progress=not args.no_progress, no_repeat_ngram=args.no_repeat_ngram,
+                  min_new_tokens=args.min_new_tokens)
     try:
         if args.split:
             records = load_pairs(run, args.split, max_examples=args.max_examples)
@@ -388,6 +394,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint is used)")
         p.add_argument("--step", type=int, default=None, help="use this checkpoint step instead of the newest")
 
+    def constraint_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                       help="never repeat an N-gram of tokens within the output (the prompt not counted; 0: off)")
+        p.add_argument("--min-new-tokens", type=int, default=0, metavar="M",
+                       help="no end of sequence before M new tokens (0: off)")
+
     def sampling_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-new-tokens", type=int, default=None,
                        help="tokens to generate at most (default: 128, at most half the model's context)")
@@ -397,6 +409,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--chunk", type=int, default=32, help="tokens decoded per compiled call")
+        constraint_args(p)
 
     p = sub.add_parser("generate", help="generate text with a language model (KV cache)",
                        description=__doc__, **common)
@@ -440,6 +453,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the run's own)")
     p.add_argument("--perplexity", action="store_true", help="prompt->target runs: report target perplexity "
                    "instead of decoding")
+    constraint_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("decode", help="prompt -> target decoding (greedy/beam); writes sequence-level KD data",
@@ -464,6 +478,7 @@ Sequence-level distillation (Kim & Rush, 2016):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    constraint_args(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("qa", help="answer a question from a context (extractive QA run)", description=__doc__,
