@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -95,7 +96,33 @@ def columns(task: Task) -> list[str]:
     return lead + [column for _, column in task.metrics] + ["train_wall_min", "examples_per_s", "source"]
 
 
-def _evaluate(task: Task, opened: Any, beam: int, length_penalty: float, max_examples: int) -> dict[str, Any]:
+def decoding_label(beam: int, length_penalty: float, no_repeat_ngram: int = 0, min_new_tokens: int = 0) -> str:
+    """A row's ``decoding``: greedy or beam, and the output constraints when set."""
+    label = "greedy" if beam == 1 else f"beam {beam} (lp {length_penalty})"
+    if no_repeat_ngram:
+        label += f", no repeated {no_repeat_ngram}-gram"
+    if min_new_tokens:
+        label += f", >= {min_new_tokens} tokens"
+    return label
+
+
+def _report_key(name: str, split: str, decoding: str) -> str:
+    """Where a row's full report lives in ``meta.reports`` (``<model>/<split>/beam<k>[/nr<n>][/min<m>]``)."""
+    m = re.match(r"(?:greedy|beam (\d+) \(lp [^)]*\))(?:, no repeated (\d+)-gram)?(?:, >= (\d+) tokens)?$", decoding)
+    if not m:
+        return f"{name}/{split}/{decoding}"
+    beam, nr, mn = m.groups()
+    return f"{name}/{split}/beam{beam or 1}" + (f"/nr{nr}" if nr else "") + (f"/min{mn}" if mn else "")
+
+
+def _decoding_order(row: dict[str, Any]) -> tuple:
+    """Rows of one model: unconstrained greedy, beam, then constrained greedy, beam."""
+    decoding = row.get("decoding") or ""
+    return ("," in decoding, not decoding.startswith("greedy"))
+
+
+def _evaluate(task: Task, opened: Any, beam: int, length_penalty: float, max_examples: int,
+              no_repeat_ngram: int = 0, min_new_tokens: int = 0) -> dict[str, Any]:
     if not task.decodes:
         from memgpt_jax.apps.qa import evaluate_qa  # lazy (JAX): section() needs none of it
         from memgpt_jax.training.inputs import load_source
@@ -111,7 +138,8 @@ def _evaluate(task: Task, opened: Any, beam: int, length_penalty: float, max_exa
 
     records = load_pairs(opened, task.split, max_examples=max_examples)
     report = evaluate_pairs(opened, records, beam=beam, length_penalty=length_penalty,
-                            max_new_tokens=task.max_new_tokens, progress=False, entities=entity_vocabulary(opened))
+                            max_new_tokens=task.max_new_tokens, progress=False, entities=entity_vocabulary(opened),
+                            no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)
     report["examples_per_s"] = report["sentences_per_s"]
     return report
 
@@ -155,8 +183,9 @@ def committed_reports(task: Task) -> dict[str, Any]:
     return (json.loads(path.read_text()).get("meta") or {}).get("reports") or {} if path.is_file() else {}
 
 
-def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
-        max_examples: int = 0, fresh: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0, max_examples: int = 0,
+        fresh: bool = False, no_repeat_ngram: int = 0,
+        min_new_tokens: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from memgpt_jax.flops import count_params  # lazy (JAX)
     from memgpt_jax.training.run import open_run
 
@@ -188,24 +217,37 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0,
                     "params": count_params(opened.model_config, opened.task), "train_wall_min": summary["wall_s"] / 60,
                     "init": f"{init['from']} step {init['step']}" if init else "random",
                     "quantized": bool(opened.quantized), "max_examples": max_examples}
+            measured = []
             for b in ((1, beam) if task.decodes else (1,)):
                 row = dict(base)
-                if task.decodes:
-                    row["decoding"] = "greedy" if b == 1 else f"beam {b} (lp {length_penalty})"
                 key = f"{name}/{task.split}/beam{b}"
+                if task.decodes:
+                    row["decoding"] = decoding_label(b, length_penalty, no_repeat_ngram, min_new_tokens)
+                    key = _report_key(name, task.split, row["decoding"])
+                    measured.append(row["decoding"])
                 if _identity(row) in by_identity:
                     rows.append({**by_identity[_identity(row)], "model": name})
                     if key in old_reports:
                         reports[key] = old_reports[key]
                     print(f"{name} {row.get('decoding', '')}: measured before ({rows[-1]['source']})", file=sys.stderr)
                     continue
-                report = _evaluate(task, opened, b, length_penalty, max_examples)
-                row.update({column: report[key] for key, column in task.metrics if key in report},
+                report = _evaluate(task, opened, b, length_penalty, max_examples, no_repeat_ngram, min_new_tokens)
+                row.update({k: report[m] for m, k in task.metrics if m in report},
                            examples_per_s=report["examples_per_s"], source="this run")
                 rows.append(row)
                 reports[key] = report
-                print(f"{name} beam {b}: " + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row),
-                      file=sys.stderr)
+                print(f"{name} {row.get('decoding', '')}: "
+                      + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row), file=sys.stderr)
+            # this run's committed rows of other decodings (e.g. without the constraints) stay
+            same_run = _identity(base)[:3]
+            others = [r for r in old if r["model"] == name and r.get("decoding") not in measured
+                      and _identity(r)[:3] == same_run]
+            for r in others:
+                k = _report_key(name, task.split, r.get("decoding") or "")
+                if k in old_reports:
+                    reports[k] = old_reports[k]
+            mine = [r for r in rows if r["model"] == name] + others
+            rows[len(rows) - len(mine) + len(others):] = sorted(mine, key=_decoding_order)
     if task.lead_baseline:  # after the teacher's rows, whichever run read the data
         at = sum(1 for r in rows if r["model"] == "teacher")
         if data_run is not None:
@@ -244,10 +286,15 @@ def main(name: str, argv: list[str] | None = None) -> int:
     p.add_argument("--max-examples", type=int, default=0, help="score only the first N examples (0: all)")
     p.add_argument("--fresh", action="store_true", help="measure every row again (default: keep the committed "
                    "rows of the same runs, and those of runs not on this machine)")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                   help="decode without repeating an N-gram of tokens within an output (rows of their own; 0: off)")
+    p.add_argument("--min-new-tokens", type=int, default=0, metavar="M",
+                   help="no end of sequence before M new tokens (rows of their own; 0: off)")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
     rows, reports = run(task, args.runs, beam=args.beam, length_penalty=args.length_penalty,
-                        max_examples=args.max_examples, fresh=args.fresh)
+                        max_examples=args.max_examples, fresh=args.fresh, no_repeat_ngram=args.no_repeat_ngram,
+                        min_new_tokens=args.min_new_tokens)
     if not rows:
         raise SystemExit(f"no runs under {args.runs}: run train/{name}_recipe.sh first")
     cols = columns(task)

@@ -220,6 +220,18 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     assert {r["init"] for r in payload["rows"]} == {"random"}  # no LM under the tiny config
     assert {r["source"] for r in payload["rows"]} == {"this run"}
     assert "## KVRET" in task_recipes.section_for("kvret")(payload)
+    # Decoding constraints: rows of their own next to the committed ones of the same runs
+    assert task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "3",
+                                       "--no-results-md", "--no-repeat-ngram", "1"]) == 0
+    first, payload = payload, json.loads((tmp_path / "results" / "kvret_recipe.json").read_text())
+    labels = ("greedy", "beam 2 (lp 1.0)", "greedy, no repeated 1-gram", "beam 2 (lp 1.0), no repeated 1-gram")
+    assert [(r["model"], r["decoding"]) for r in payload["rows"]] == [
+        (m, d) for m in ("teacher", "teacher, whole dialogues", "teacher, copy head", "student", "student int8")
+        for d in labels]
+    assert [r["BLEU"] for r in payload["rows"] if "," not in r["decoding"]] == [r["BLEU"] for r in first["rows"]]
+    assert {r["source"] for r in payload["rows"] if "," in r["decoding"]} == {"this run"}
+    assert {"teacher/validation/beam1", "teacher/validation/beam2/nr1"} <= set(payload["meta"]["reports"])
+    assert payload["meta"]["reports"]["teacher/validation/beam2/nr1"]["no_repeat_ngram"] == 1
 
     # Rerun: the committed rows of the same runs are kept, not measured again; a run that is
     # gone (a fresh machine) keeps its rows; --fresh measures again.
