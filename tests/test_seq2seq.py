@@ -141,6 +141,17 @@ def reverser(tmp_path_factory):
     return run, d, tmp
 
 
+def test_mbr_select_picks_the_consensus():
+    # "a b c" and "a b d" share 2 of 3 words (F 2/3 each way), "x y z" shares none: a tie, the earliest wins
+    assert text_metrics.mbr_select([["a b c", "a b d", "x y z"]]) == [0]
+    assert text_metrics.mbr_select([["x", "a b", "a b c", "a b"], ["only"]]) == [1, 0]
+    assert text_metrics.mbr_select([["running late", "run late", "late"]]) == [0]  # stemming: run == running
+    with pytest.raises(ValueError, match="utility"):
+        text_metrics.mbr_select([["a"]], utility="bleu")
+    with pytest.raises(ValueError, match="candidate"):
+        text_metrics.mbr_select([[]])
+
+
 def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys, tmp_path, monkeypatch):
     run, d, tmp = reverser
     out = str(tmp / "eval.json")
@@ -172,6 +183,13 @@ def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys,
     capsys.readouterr()
     assert cli_main(["decode", "--checkpoint", run, "--prompt", "123", "--min-new-tokens", "-1"]) != 0
     assert "min_new_tokens must be >= 0" in capsys.readouterr().err
+    # minimum Bayes risk over the greedy output and 3 samples: a trained reverser still reverses
+    assert cli_main(["eval", "--checkpoint", run, "--split", "val", "--no-progress", "--json", out,
+                     "--max-new-tokens", "12", "--mbr", "3", "--max-examples", "8"]) == 0
+    report = json.load(open(out))
+    assert report["mbr"] == 3 and report["exact_match"] >= 75.0, report
+    assert cli_main(["decode", "--checkpoint", run, "--prompt", "123", "--mbr", "2", "--beam", "2"]) != 0
+    assert "beam 1" in capsys.readouterr().err
     # one test, one worker: the trained reverser is built once per worker (module fixture)
     _decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch)
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from tqdm import tqdm
 
 from memgpt_jax.apps.generate import Generator, Sampling
-from memgpt_jax.apps.text_metrics import all_metrics, entity_f1, rouge
+from memgpt_jax.apps.text_metrics import all_metrics, entity_f1, mbr_select, rouge
 from memgpt_jax.data.dialogue import EntityMatcher
 from memgpt_jax.data.prepared import as_text, dataset_metadata
 from memgpt_jax.data.pairs_pipeline import encode_prompt, keep_prompt
@@ -34,9 +34,22 @@ def _generator(run: Run, chunk: int = 32) -> Generator:
 
 def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: float = 1.0,
            max_new_tokens: int = 64, batch_size: int = 32, progress: bool = False,
-           generator: Generator | None = None, no_repeat_ngram: int = 0, min_new_tokens: int = 0) -> list[str]:
-    """Target text for each prompt (``no_repeat_ngram``, ``min_new_tokens``: see :class:`Sampling`)."""
+           generator: Generator | None = None, no_repeat_ngram: int = 0, min_new_tokens: int = 0,
+           mbr: int = 0, mbr_temperature: float = 0.7, seed: int = 0) -> list[str]:
+    """Target text for each prompt (``no_repeat_ngram``, ``min_new_tokens``: see :class:`Sampling`).
+
+    ``mbr = n`` decodes by minimum Bayes risk: the greedy output and ``n`` outputs sampled at
+    ``mbr_temperature`` (seeds ``seed .. seed + n - 1``) are the candidates, and the one that
+    agrees best with the others (ROUGE-1, :func:`mbr_select`) is the output."""
     constraints = Sampling(no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)  # validated up front
+    if mbr < 0:
+        raise ValueError(f"mbr must be >= 0 (0: off), got {mbr}")
+    if mbr and beam != 1:
+        raise ValueError("minimum Bayes risk decoding (mbr) samples its candidates: use it with beam 1")
+    sampled = Sampling(temperature=mbr_temperature, no_repeat_ngram=no_repeat_ngram,
+                       min_new_tokens=min_new_tokens) if mbr else None
+    if sampled is not None and sampled.greedy:
+        raise ValueError("mbr_temperature must be > 0")
     if run.task != "lm":
         raise ValueError(f"{run.path} is a {run.task!r} model; decoding needs a language model")
     gen = generator or _generator(run)
@@ -62,8 +75,16 @@ def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: f
         else:
             ids, _ = gen.beam_search(chunk, beam=beam, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
                                      no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)
-        for i, row in zip(idx, ids):
-            out[i] = tok.decode(row).strip()
+        texts = [tok.decode(row).strip() for row in ids]
+        if mbr:
+            candidates = [[t] for t in texts]
+            for s in range(mbr):
+                ids, _ = gen.generate_ids(chunk, max_new_tokens=max_new_tokens, sampling=sampled, seed=seed + s)
+                for c, row in zip(candidates, ids):
+                    c.append(tok.decode(row).strip())
+            texts = [c[k] for c, k in zip(candidates, mbr_select(candidates))]
+        for i, text in zip(idx, texts):
+            out[i] = text
     return out
 
 
@@ -103,13 +124,14 @@ def score_outputs(hyps: Sequence[str], records: Sequence[Mapping[str, Any]],
 def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int = 1,
                    length_penalty: float = 1.0, max_new_tokens: int = 64, batch_size: int = 32,
                    progress: bool = True, entities: Sequence[str] | None = None, no_repeat_ngram: int = 0,
-                   min_new_tokens: int = 0) -> dict[str, Any]:
-    """Decodes the prompts, times it, and scores the outputs (:func:`score_outputs`)."""
+                   min_new_tokens: int = 0, mbr: int = 0, mbr_temperature: float = 0.7) -> dict[str, Any]:
+    """Decodes the prompts (:func:`decode`), times it, and scores the outputs (:func:`score_outputs`)."""
     prompts = [as_text(r["prompt"]) for r in records]
     refs = [as_text(r["target"]) for r in records]
     gen = _generator(run)
     kwargs = dict(beam=beam, length_penalty=length_penalty, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                  generator=gen, no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)
+                  generator=gen, no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens, mbr=mbr,
+                  mbr_temperature=mbr_temperature)
     decode(run, prompts[:1], **kwargs)  # compile outside the timing (the first batch shape)
     t0 = time.perf_counter()
     hyps = decode(run, prompts, progress=progress, **kwargs)
@@ -117,6 +139,8 @@ def evaluate_pairs(run: Run, records: Sequence[Mapping[str, Any]], *, beam: int 
     report = score_outputs(hyps, records, entities)
     report.update(sentences=len(hyps), sentences_per_s=len(hyps) / max(seconds, 1e-9), beam=beam,
                   length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram, min_new_tokens=min_new_tokens)
+    if mbr:
+        report.update(mbr=mbr, mbr_temperature=mbr_temperature)
     report["examples"] = [{"prompt": p, "reference": r, "output": h} for p, r, h in zip(prompts[:5], refs, hyps)]
     return report
 

@@ -56,6 +56,24 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]]) 
     return {t: 100.0 * v / len(hypotheses) for t, v in totals.items()}
 
 
+def mbr_select(candidates: Sequence[Sequence[str]], utility: str = "rouge1") -> list[int]:
+    """Minimum Bayes risk selection (Kumar & Byrne, 2004): per list of candidate outputs for one
+    input, the index of the candidate with the highest mean ROUGE F-measure (``utility``,
+    ``rouge-score``, stemming) against the other candidates, which stand in for samples of the
+    model's distribution. Ties go to the earliest candidate."""
+    if utility not in ROUGE_TYPES:
+        raise ValueError(f"utility must be one of {ROUGE_TYPES}, got {utility!r}")
+    scorer = rouge_scorer.RougeScorer([utility], use_stemmer=True)
+    best = []
+    for cands in candidates:
+        if not cands:
+            raise ValueError("mbr_select needs at least one candidate per input")
+        gains = [sum(scorer.score(other, c)[utility].fmeasure for j, other in enumerate(cands) if j != i)
+                 for i, c in enumerate(cands)]
+        best.append(max(range(len(cands)), key=lambda i: (gains[i], -i)))
+    return best
+
+
 def rouge_l(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]]) -> float:
     """Mean sentence ROUGE-L F-measure, in percent (``rouge-score``, stemming on)."""
     return rouge(hypotheses, references)["rougeL"]

@@ -212,7 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             report = evaluate_pairs(run, records, beam=args.beam, length_penalty=args.length_penalty,
                                     max_new_tokens=args.max_new_tokens, batch_size=batch_size,
                                     progress=not args.no_progress, entities=entity_vocabulary(run),
-                                    no_repeat_ngram=args.no_repeat_ngram, min_new_tokens=args.min_new_tokens)
+                                    no_repeat_ngram=args.no_repeat_ngram, min_new_tokens=args.min_new_tokens,
+                                    mbr=args.mbr, mbr_temperature=args.mbr_temperature)
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
         report["split"] = args.split
@@ -251,7 +252,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     run = _with_data(_load(args, "lm"), args)
     kwargs = dict(beam=args.beam, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens,
                   batch_size=args.batch_size, progress=not args.no_progress, no_repeat_ngram=args.no_repeat_ngram,
-                  min_new_tokens=args.min_new_tokens)
+                  min_new_tokens=args.min_new_tokens, mbr=args.mbr, mbr_temperature=args.mbr_temperature)
     try:
         if args.split:
             records = load_pairs(run, args.split, max_examples=args.max_examples)
@@ -400,6 +401,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--min-new-tokens", type=int, default=0, metavar="M",
                        help="no end of sequence before M new tokens (0: off)")
 
+    def mbr_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--mbr", type=int, default=0, metavar="N",
+                       help="minimum Bayes risk decoding: of the greedy output and N sampled ones, the one that "
+                            "agrees best with the others (ROUGE-1); N + 1 decodes per prompt (0: off)")
+        p.add_argument("--mbr-temperature", type=float, default=0.7, help="sampling temperature of --mbr")
+
     def sampling_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-new-tokens", type=int, default=None,
                        help="tokens to generate at most (default: 128, at most half the model's context)")
@@ -454,6 +461,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--perplexity", action="store_true", help="prompt->target runs: report target perplexity "
                    "instead of decoding")
     constraint_args(p)
+    mbr_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("decode", help="prompt -> target decoding (greedy/beam); writes sequence-level KD data",
@@ -479,6 +487,7 @@ Sequence-level distillation (Kim & Rush, 2016):
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     constraint_args(p)
+    mbr_args(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("qa", help="answer a question from a context (extractive QA run)", description=__doc__,
