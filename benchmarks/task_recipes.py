@@ -21,7 +21,9 @@ training wall time and quantization), with the same decoding and ``--max-example
 ``--fresh`` measures everything again. A model whose run is gone from this machine keeps
 its committed rows, so a fresh machine can add the student without retraining the teacher.
 A task's ``variants`` are extra rows for the levers tried on the way (e.g. AESLC's teacher
-fine-tuned from the English LM alone, without the in-domain LM).
+fine-tuned from the English LM alone, without the in-domain LM). ``--no-repeat-ngram`` and
+``--min-new-tokens`` decode with those constraints (``memgpt_jax.apps.generate.Sampling``) into
+rows of their own; the committed rows of the same runs under other decodings are kept.
 """
 
 from __future__ import annotations

@@ -24,3 +24,5 @@ else  # AESLC_IN_DOMAIN_LM=1: the first recipe, no copy head, the English LMs co
     [ -d runs/aeslc/student_int8 ] || $CLI quantize --checkpoint runs/aeslc/student --out runs/aeslc/student_int8 --bits 8
 fi
 ${PYTHON:-python} -m benchmarks.aeslc_recipe --runs runs/aeslc
+# the same runs decoded without repeating a token within a subject: rows of their own
+${PYTHON:-python} -m benchmarks.aeslc_recipe --runs runs/aeslc --no-repeat-ngram 1

@@ -405,7 +405,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--mbr", type=int, default=0, metavar="N",
                        help="minimum Bayes risk decoding: of the greedy output and N sampled ones, the one that "
                             "agrees best with the others (ROUGE-1); N + 1 decodes per prompt (0: off)")
-        p.add_argument("--mbr-temperature", type=float, default=0.7, help="sampling temperature of --mbr")
+        p.add_argument("--mbr-temperature", type=float, default=0.7, metavar="T",
+                       help="sampling temperature of --mbr (default: %(default)s)")
 
     def sampling_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-new-tokens", type=int, default=None,
