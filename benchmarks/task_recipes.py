@@ -164,6 +164,32 @@ def lead_row(task: Task, opened: Any, max_examples: int) -> tuple[dict[str, Any]
     return row, report
 
 
+def human_row(task: Task, opened: Any, max_examples: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The human anchor, for a split whose ``references`` are the original target and then
+    annotators' ones (AESLC dev): each annotator's text as the output, scored against the
+    original (the plain columns) and against the other references (the best one: the "all
+    refs" columns), averaged over the annotators. ``None`` without annotators."""
+    from memgpt_jax.apps.seq2seq import load_pairs, score_outputs
+    from memgpt_jax.data.prepared import as_text
+
+    records = load_pairs(opened, task.split, max_examples=max_examples)
+    refs = [[as_text(x) for x in r.get("references") or ()] for r in records]
+    n = min((len(x) for x in refs), default=0) - 1  # references[0] is the original
+    if n < 1:
+        return None
+    per = []
+    for a in range(1, n + 1):
+        hyps = [x[a] for x in refs]
+        others = [{"target": as_text(r["target"]), "references": [y for j, y in enumerate(x) if j != a]}
+                  for r, x in zip(records, refs)]
+        per.append(score_outputs(hyps, others))
+    report = {k: sum(p[k] for p in per) / n for k in per[0] if isinstance(per[0][k], float)}
+    row = {"model": f"human (each of {n} annotators)", "attention": "-", "params": 0, "init": "-",
+           "decoding": "an annotator's text", "train_wall_min": 0.0, "examples_per_s": None, "source": "this run"}
+    row.update({column: report[key] for key, column in task.metrics if key in report})
+    return row, report
+
+
 def _identity(row: dict[str, Any]) -> tuple:
     """Which measurement a row is: the run (its init, training wall time, int8 or not), the
     decoding and the number of examples scored."""
@@ -254,11 +280,13 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0, ma
         at = sum(1 for r in rows if r["model"] == "teacher")
         if data_run is not None:
             row, reports["lead_baseline"] = lead_row(task, data_run, max_examples)
-            rows.insert(at, row)
+            human = human_row(task, data_run, max_examples)
+            if human is not None:
+                reports["human_baseline"] = human[1]
+            rows[at:at] = [row] + ([human[0]] if human else [])
         else:
             rows[at:at] = [] if fresh else committed(task, lead=True)
-            if "lead_baseline" in old_reports:
-                reports["lead_baseline"] = old_reports["lead_baseline"]
+            reports.update({k: old_reports[k] for k in ("lead_baseline", "human_baseline") if k in old_reports})
     return rows, reports
 
 

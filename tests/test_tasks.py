@@ -267,6 +267,16 @@ def test_lead_baseline_row_takes_k_from_train_and_scores_like_the_models(monkeyp
     assert row["model"] == "lead-3 baseline" and row["decoding"] == "the first 3 words"
     assert row["R-1"] == pytest.approx(80.0)  # "budget meeting moved" vs "budget meeting": P 2/3, R 1
     assert row["R-1 all refs"] == pytest.approx(100.0)  # its best reference matches exactly
+    # the human anchor: each annotator (references[1:]) against the original and the others
+    splits["dev"][0]["references"] = ["budget meeting", "budget meeting moved", "friday meeting"]
+    row, report = task_recipes.human_row(task_recipes.TASKS["aeslc"], None, 0)
+    assert row["model"] == "human (each of 2 annotators)" and row["params"] == 0
+    # vs "budget meeting": "budget meeting moved" F 4/5, "friday meeting" F 1/2
+    assert row["R-1"] == pytest.approx((80.0 + 50.0) / 2)
+    # vs the best other: "budget meeting moved" -> "budget meeting" (4/5); "friday meeting" -> either (1/2)
+    assert row["R-1 all refs"] == pytest.approx((80.0 + 50.0) / 2)
+    splits["dev"][0]["references"] = ["budget meeting"]
+    assert task_recipes.human_row(task_recipes.TASKS["aeslc"], None, 0) is None
 
 
 def test_lead_baseline_row_is_kept_when_no_run_is_here(tmp_path, monkeypatch):
