@@ -23,7 +23,8 @@ its committed rows, so a fresh machine can add the student without retraining th
 A task's ``variants`` are extra rows for the levers tried on the way (e.g. AESLC's teacher
 fine-tuned from the English LM alone, without the in-domain LM). ``--no-repeat-ngram`` and
 ``--min-new-tokens`` decode with those constraints (``memgpt_jax.apps.generate.Sampling``) into
-rows of their own; the committed rows of the same runs under other decodings are kept.
+rows of their own; the committed rows of the same runs under other decodings are kept. Where
+the split has annotators' references (AESLC dev), a human row scores each annotator's text.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ def _identity(row: dict[str, Any]) -> tuple:
 
 def committed(task: Task, lead: bool = False) -> list[dict[str, Any]]:
     """The measured rows of the committed ``<task>_recipe.json``, each with ``source``: the
-    models' (``lead=False``) or the lead baseline's (``lead=True``, the row without parameters)."""
+    models' (``lead=False``) or the anchors' (``lead=True``: the lead and human rows, which have
+    no parameters)."""
     rows = committed_rows(common.RESULTS_DIR / f"{task.name}_recipe.json", lambda r: (r["model"], r.get("decoding")),
                           lambda row, meta: (row.get("params", 0) == 0) == lead)
     return list(rows.values())
@@ -245,37 +247,36 @@ def run(task: Task, runs: str, *, beam: int = 4, length_penalty: float = 1.0, ma
                     "params": count_params(opened.model_config, opened.task), "train_wall_min": summary["wall_s"] / 60,
                     "init": f"{init['from']} step {init['step']}" if init else "random",
                     "quantized": bool(opened.quantized), "max_examples": max_examples}
-            measured = []
+            mine = []  # this run's rows
             for b in ((1, beam) if task.decodes else (1,)):
                 row = dict(base)
                 key = f"{name}/{task.split}/beam{b}"
                 if task.decodes:
                     row["decoding"] = decoding_label(b, length_penalty, no_repeat_ngram, min_new_tokens)
                     key = _report_key(name, task.split, row["decoding"])
-                    measured.append(row["decoding"])
                 if _identity(row) in by_identity:
-                    rows.append({**by_identity[_identity(row)], "model": name})
+                    mine.append({**by_identity[_identity(row)], "model": name})
                     if key in old_reports:
                         reports[key] = old_reports[key]
-                    print(f"{name} {row.get('decoding', '')}: measured before ({rows[-1]['source']})", file=sys.stderr)
+                    print(f"{name} {row.get('decoding', '')}: measured before ({mine[-1]['source']})", file=sys.stderr)
                     continue
                 report = _evaluate(task, opened, b, length_penalty, max_examples, no_repeat_ngram, min_new_tokens)
                 row.update({k: report[m] for m, k in task.metrics if m in report},
                            examples_per_s=report["examples_per_s"], source="this run")
-                rows.append(row)
+                mine.append(row)
                 reports[key] = report
                 print(f"{name} {row.get('decoding', '')}: "
                       + ", ".join(f"{c} {row[c]:.2f}" for _, c in task.metrics if c in row), file=sys.stderr)
             # this run's committed rows of other decodings (e.g. without the constraints) stay
             same_run = _identity(base)[:3]
+            measured = {r.get("decoding") for r in mine}
             others = [r for r in old if r["model"] == name and r.get("decoding") not in measured
                       and _identity(r)[:3] == same_run]
             for r in others:
                 k = _report_key(name, task.split, r.get("decoding") or "")
                 if k in old_reports:
                     reports[k] = old_reports[k]
-            mine = [r for r in rows if r["model"] == name] + others
-            rows[len(rows) - len(mine) + len(others):] = sorted(mine, key=_decoding_order)
+            rows += sorted(mine + others, key=_decoding_order)
     if task.lead_baseline:  # after the teacher's rows, whichever run read the data
         at = sum(1 for r in rows if r["model"] == "teacher")
         if data_run is not None:
