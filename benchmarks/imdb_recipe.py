@@ -28,6 +28,7 @@ import sys
 
 from benchmarks import common
 from benchmarks.common import committed_rows, machine_line, markdown_table, rebuild_results_md, write_results
+from memgpt_jax import run_config
 
 COLUMNS = ["model", "attention", "params", "params_vs_teacher", "disk_MB", "val_accuracy", "val_macro_f1",
            "test_accuracy", "test_macro_f1", "train_wall_min", "test_examples_per_s", "source"]
@@ -117,7 +118,7 @@ def section(payload: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default="runs/imdb", help="directory holding lm/, teacher/, student/, student_int8/")
+    p.add_argument("--runs", default=run_config.runs_path("imdb"), help="directory holding lm/, teacher/, student/, student_int8/")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-examples", type=int, default=0, help="evaluate only this many examples per split (0: all)")
     p.add_argument("--fresh", action="store_true",

@@ -18,6 +18,7 @@ import os
 import sys
 
 from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from memgpt_jax import run_config
 
 COLUMNS = ["model", "attention", "params", "decoding", "val_bleu", "val_chrf", "test_bleu", "test_chrf",
            "train_wall_min", "test_sentences_per_s"]
@@ -43,7 +44,7 @@ def section(payload: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default="runs/multi30k")
+    p.add_argument("--runs", default=run_config.runs_path("multi30k"))
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--max-examples", type=int, default=0, help="score only the first N sentences (0: all)")

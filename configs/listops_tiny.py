@@ -5,12 +5,13 @@
 
 from memgpt_jax import run_config
 
+BASE = dict(
+    task="classification",
+    model=dict(vocab_size=32, d_model=32, n_layers=2, n_heads=2, max_len=64, num_labels=10, pooling="last",
+               dropout=0.0, attention=dict(pattern="dense", block_size=16, window=1, n_global=1)),
+    data=dict(name="memgpt_listops/tiny", seq_len=64, batch_size=8, eval_batch_size=8, eval_batches=2),
+    optim=dict(lr=1e-3, warmup_steps=2, weight_decay=0.01),
+    train=dict(steps=4, log_every=2, eval_every=4, checkpoint_every=2),
+)
 
-def get_config():
-    config = run_config.defaults("classification")
-    config.model.update(vocab_size=32, d_model=32, n_layers=2, n_heads=2, max_len=64, num_labels=10, pooling="last",
-                        dropout=0.0, attention=dict(pattern="dense", block_size=16, window=1, n_global=1))
-    config.data.update(name="memgpt_listops/tiny", seq_len=64, batch_size=8, eval_batch_size=8, eval_batches=2)
-    config.optim.update(lr=1e-3, warmup_steps=2, weight_decay=0.01)
-    config.train.update(steps=4, log_every=2, eval_every=4, checkpoint_every=2)
-    return config
+get_config = run_config.variant_table(BASE)  # no variants

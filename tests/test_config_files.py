@@ -2,6 +2,7 @@
 go through ml_collections, bad values fail with one line naming the field, and the
 saved configs of older runs still load."""
 
+import ast
 import dataclasses
 import glob
 import os
@@ -18,15 +19,16 @@ VARIANTS = {
     "imdb.py": ["pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu"],
     "multi30k.py": ["teacher", "student", "tiny"],
     "aeslc.py": ["teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm", "teacher_copy",
-                 "student_copy", "teacher_copy_more", "teacher_copy_lm", "student_copy_lm"],
-    "kvret.py": ["teacher", "student", "teacher_scratch", "student_scratch", "teacher_more", "teacher_dialogues",
-                 "student_dialogues", "student_dialogues_kb", "teacher_copy", "student_copy", "student_copy_more", "tiny"],
+                 "student_copy", "teacher_copy_more", "teacher_copy_lm"],
+    "kvret.py": ["teacher", "student", "teacher_more", "teacher_dialogues", "student_dialogues", "student_dialogues_kb",
+                 "teacher_copy", "student_copy", "student_copy_more", "tiny"],
     "squad.py": ["teacher", "student", "tiny"],
     "lra_imdb_bytes.py": ["dense", "sparse", "tiny"],
     "lra_listops.py": ["dense", "sparse", "tiny"],
     "shakespeare.py": ["base", "sparse", "small", "tiny"],
     "listops_tiny.py": [None],
 }
+SPECS = [f"{f}:{v}" if v else f for f, vs in VARIANTS.items() for v in vs]
 
 
 def test_every_config_file_is_listed():
@@ -34,11 +36,71 @@ def test_every_config_file_is_listed():
     assert files == set(VARIANTS)
 
 
-@pytest.mark.parametrize("path", [f"{f}:{v}" if v else f for f, vs in VARIANTS.items() for v in vs])
+@pytest.mark.parametrize("path", SPECS)
 def test_config_loads_and_round_trips(path):
     config = run_config.load(os.path.join(ROOT, "configs", path))
     assert isinstance(config, RunConfig) and config.train.steps > 0
     assert RunConfig.from_dict(config.to_dict()) == config  # what a run saves is what it loads
+
+
+def test_every_variant_is_listed():
+    """The table above is each file's whole table (a variant added to a file is tested here)."""
+    for name, variants in VARIANTS.items():
+        with pytest.raises(ConfigError, match=r"unknown variant 'nope'; choose one of (\(.*\))$") as info:
+            run_config.load(os.path.join(ROOT, "configs", f"{name}:nope"))
+        listed = ast.literal_eval(info.value.args[0].rsplit("choose one of ", 1)[1])
+        assert set(listed) == {v for v in variants if v}, name
+
+
+def test_variant_table_inherits_and_names_what_is_wrong():
+    base = dict(task="classification", model=dict(d_model=64, n_heads=4, attention=dict(pattern="local", window=2)),
+                data=dict(listops=dict(preset="tiny", max_length=96)), train=dict(steps=10))
+    get_config = run_config.variant_table(base, {
+        "small": dict(model=dict(d_model=32, attention=dict(window=1))),
+        "small_long": dict(based_on="small", train=dict(steps=20), data=dict(listops=dict(preset="lra"))),
+    }, default="small")
+    long = RunConfig.from_dict(get_config("small_long").to_dict())
+    assert (long.task, long.model.d_model, long.model.n_heads, long.train.steps) == ("classification", 32, 4, 20)
+    assert (long.model.attention.pattern, long.model.attention.window) == ("local", 1)  # nested sections merge
+    assert long.data.listops == {"preset": "lra"}  # generator settings are replaced whole
+    assert get_config().model.d_model == 32 and get_config("small").train.steps == 10
+    assert run_config.variant_table(base)().model.d_model == 64  # no variants: the base
+    with pytest.raises(ValueError, match=r"^unknown variant 'smal'; choose one of \('small', 'small_long'\)$"):
+        get_config("smal")
+    with pytest.raises(ValueError, match="^variant 'a': based_on unknown variant 'c'$"):
+        run_config.variant_table(base, {"a": dict(based_on="c")}, default="a")
+    with pytest.raises(ValueError, match="^variant 'a': based_on cycle a -> b -> a$"):
+        run_config.variant_table(base, {"a": dict(based_on="b"), "b": dict(based_on="a")}, default="a")
+    with pytest.raises(ValueError, match="^default variant 'b' not in \\('a',\\)$"):
+        run_config.variant_table(base, {"a": {}}, default="b")
+
+
+def _paths(spec: str) -> dict[str, str]:
+    """The string fields of a loaded config, by dotted name."""
+    def walk(tree, prefix):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            elif isinstance(value, str):
+                yield f"{prefix}{key}", value
+    return dict(walk(run_config.load(os.path.join(ROOT, "configs", spec)).to_dict(), ""))
+
+
+def test_memgpt_runs_moves_every_run_path(monkeypatch):
+    """Configs name the runs they read (backbones, teachers, tokenizers) under one root."""
+    monkeypatch.delenv("MEMGPT_RUNS", raising=False)
+    default = {spec: _paths(spec) for spec in SPECS}
+    assert default["imdb.py:student"]["distill.teacher"] == "runs/imdb/teacher"
+    monkeypatch.setenv("MEMGPT_RUNS", "/x")
+    moved = {spec: _paths(spec) for spec in SPECS}
+    count = 0
+    for spec, fields in default.items():
+        for field, value in fields.items():
+            expected = "/x/" + value[len("runs/"):] if value.startswith("runs/") else value
+            assert moved[spec][field] == expected, (spec, field)
+            count += value.startswith("runs/")
+    assert count > 50 and moved["kvret.py:student_copy"]["distill.teacher"] == "/x/kvret/teacher_copy"
+    assert run_config.runs_path("imdb", "lm") == "/x/imdb/lm"
 
 
 def test_each_default_is_defined_once():

@@ -12,14 +12,15 @@
 # from the newest LM checkpoint, and the recipe tables say which (the init column).
 # TOKENIZER_ONLY=1 stops after the tokenizer (recipes whose models start from random weights).
 set -euo pipefail
+RUNS=${MEMGPT_RUNS:-runs}/imdb  # the root the configs read (memgpt_jax.run_config.runs_path)
 CLI=${MEMGPT_CLI:-memgpt-jax}
 : "${IMDB_SOURCE:?set IMDB_SOURCE to an aclImdb .tar.gz or directory}"
-mkdir -p runs/imdb
+mkdir -p "$RUNS"
 
 $CLI data prepare imdb --source "$IMDB_SOURCE"
-[ -f runs/imdb/spm8k.model ] || $CLI data tokenizer train --dataset memgpt_imdb/val10_seed0 \
-    --splits train,unsupervised --vocab-size 8192 --output runs/imdb/spm8k.model
+[ -f "$RUNS/spm8k.model" ] || $CLI data tokenizer train --dataset memgpt_imdb/val10_seed0 \
+    --splits train,unsupervised --vocab-size 8192 --output "$RUNS/spm8k.model"
 [ -z "${TOKENIZER_ONLY:-}" ] || exit 0  # TOKENIZER_ONLY=1: the data and the tokenizer, no LMs
 STOP=(${LM_STOP_AT:+--stop-at "$LM_STOP_AT"})
-$CLI pretrain --config configs/imdb.py:pretrain --workdir runs/imdb/lm "${STOP[@]}"
-$CLI pretrain --config configs/imdb.py:pretrain_student --workdir runs/imdb/lm_student "${STOP[@]}"
+$CLI pretrain --config configs/imdb.py:pretrain --workdir "$RUNS/lm" "${STOP[@]}"
+$CLI pretrain --config configs/imdb.py:pretrain_student --workdir "$RUNS/lm_student" "${STOP[@]}"

@@ -7,7 +7,7 @@
 #
 #   MEMGPT_DATA_DIR=~/memgpt_data IMDB_SOURCE=../shared/data/aclImdb_dev.tar.gz train/imdb_recipe.sh
 set -euo pipefail
-RUNS=runs/imdb  # the configs name these paths
+RUNS=${MEMGPT_RUNS:-runs}/imdb  # the root the configs read (memgpt_jax.run_config.runs_path)
 CLI=${MEMGPT_CLI:-memgpt-jax}
 : "${IMDB_SOURCE:?set IMDB_SOURCE to an aclImdb .tar.gz or directory}"
 mkdir -p "$RUNS"

@@ -5,6 +5,7 @@
 #
 #   MEMGPT_DATA_DIR=~/memgpt_data MEMGPT_SHARED_DATA=../shared/data train/kvret_recipe.sh
 set -euo pipefail
+RUNS=${MEMGPT_RUNS:-runs}/kvret  # the root the configs read (memgpt_jax.run_config.runs_path)
 CLI=${MEMGPT_CLI:-memgpt-jax}
 : "${MEMGPT_SHARED_DATA:?set MEMGPT_SHARED_DATA to the folder holding the shared data}"
 # Both models read whole dialogues (data.multi_turn) and have a copy head (model.copy_dim).
@@ -15,13 +16,13 @@ TOKENIZER_ONLY=${KVRET_FROM_SCRATCH:-} IMDB_SOURCE=${IMDB_SOURCE:-$MEMGPT_SHARED
 
 $CLI data prepare dialogue --source "$MEMGPT_SHARED_DATA/kvret/kvret_train_validation.json.gz" --name kvret
 if [ -n "${KVRET_FROM_SCRATCH:-}" ]; then
-    $CLI finetune --config configs/kvret.py:teacher_copy --workdir runs/kvret/teacher_copy
-    $CLI distill --config configs/kvret.py:student_copy --workdir runs/kvret/student_copy
-    [ -d runs/kvret/student_copy_int8 ] ||
-        $CLI quantize --checkpoint runs/kvret/student_copy --out runs/kvret/student_copy_int8 --bits 8
+    $CLI finetune --config configs/kvret.py:teacher_copy --workdir "$RUNS/teacher_copy"
+    $CLI distill --config configs/kvret.py:student_copy --workdir "$RUNS/student_copy"
+    [ -d "$RUNS/student_copy_int8" ] ||
+        $CLI quantize --checkpoint "$RUNS/student_copy" --out "$RUNS/student_copy_int8" --bits 8
 else
-    $CLI finetune --config configs/kvret.py:teacher --workdir runs/kvret/teacher
-    $CLI distill --config configs/kvret.py:student --workdir runs/kvret/student
-    [ -d runs/kvret/student_int8 ] || $CLI quantize --checkpoint runs/kvret/student --out runs/kvret/student_int8 --bits 8
+    $CLI finetune --config configs/kvret.py:teacher --workdir "$RUNS/teacher"
+    $CLI distill --config configs/kvret.py:student --workdir "$RUNS/student"
+    [ -d "$RUNS/student_int8" ] || $CLI quantize --checkpoint "$RUNS/student" --out "$RUNS/student_int8" --bits 8
 fi
-${PYTHON:-python} -m benchmarks.kvret_recipe --runs runs/kvret
+${PYTHON:-python} -m benchmarks.kvret_recipe --runs "$RUNS"

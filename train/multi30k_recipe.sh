@@ -6,7 +6,7 @@
 #
 #   MEMGPT_DATA_DIR=~/memgpt_data MULTI30K=../shared/data/multi30k train/multi30k_recipe.sh
 set -euo pipefail
-RUNS=${RUNS:-runs/multi30k}
+RUNS=${MEMGPT_RUNS:-runs}/multi30k  # the root the configs read (memgpt_jax.run_config.runs_path)
 CLI=${MEMGPT_CLI:-memgpt-jax}
 : "${MULTI30K:?set MULTI30K to the directory holding {train,val,test_2016_flickr}.{en,de}.gz}"
 D=$MULTI30K
