@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import glob
 import json
 import os
 import re
@@ -367,13 +368,36 @@ def _config_tree(obj: Any) -> dict[str, Any]:
     return tree
 
 
+def _shipped_configs() -> str:
+    """The ``configs/`` folder that came with this installation: ``memgpt_jax/configs`` in a
+    wheel (setup.cfg maps the repository's ``configs/`` there), the checkout's own ``configs/``
+    in an editable install (the package folder is then the checkout's ``memgpt_jax/``)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    inside = os.path.join(package, "configs")
+    return inside if os.path.isdir(inside) else os.path.join(os.path.dirname(package), "configs")
+
+
+def _config_file(path: str) -> str:
+    """``path`` itself when it exists; else, for ``configs/NAME.py``, the installed copy, so
+    the documented commands work from any directory; else a :class:`ConfigError` that lists
+    the available configs."""
+    if os.path.isfile(path):
+        return path
+    shipped = _shipped_configs()
+    folder, name = os.path.split(os.path.normpath(path))
+    if folder == "configs" and os.path.isfile(os.path.join(shipped, name)):
+        return os.path.join(shipped, name)
+    available = ", ".join(f"configs/{f}" for f in sorted(glob.glob("[!_]*.py", root_dir=shipped))) or "none"
+    raise ConfigError(f"config file {path!r} not found; available: {available}")
+
+
 def load(spec: str, overrides: Sequence[str] = ()) -> RunConfig:
     """Loads ``configs/x.py`` or ``configs/x.py:variant``, applies ``--config.a.b=value``
     overrides (ml_collections ``config_flags``: typed parsing, "did you mean"), and
-    returns the validated :class:`RunConfig`. Every failure is a :class:`ConfigError`."""
-    path = spec.partition(":")[0]
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} not found (see configs/ for the available ones)")
+    returns the validated :class:`RunConfig`. Every failure is a :class:`ConfigError`.
+    ``configs/x.py`` is the current directory's when it has one, else the installed copy."""
+    path, sep, variant = spec.partition(":")
+    spec = _config_file(path) + sep + variant
     for item in overrides:
         if not item.startswith("--config.") or "=" not in item:
             raise ConfigError(f"override {item!r} must look like --config.section.field=value")

@@ -8,11 +8,11 @@
    accuracy, macro F1 and examples/s, beside the majority-class baseline.
 
 Config: ``configs/listops.py`` (variants ``demo_teacher`` and ``demo_student``:
-expressions of up to 32 tokens with one level of nesting), read from the current
-directory (the repository root) unless ``--config`` names it. Data goes to
+expressions of up to 32 tokens with one level of nesting): the current directory's
+when it has one (a checkout), else the copy installed with the package. Data goes to
 ``$MEMGPT_DATA_DIR``, else to ``WORKDIR/data``. The runs land in
 ``WORKDIR/teacher`` and ``WORKDIR/student``; the demo ends with commands to try
-on them (classify, eval, attention-map, export).
+on them (classify, eval, attention-map, export), ready to paste into a new shell.
 """
 
 from __future__ import annotations
@@ -60,10 +60,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     workdir = os.path.abspath(args.workdir)
-    if not os.path.isfile(args.config):
-        print(f"error: config {args.config} not found; run from the repository root or pass "
-              "--config PATH/TO/configs/listops.py", file=sys.stderr)
-        return 2
     data_dir = os.environ.get("MEMGPT_DATA_DIR") or os.path.join(workdir, "data")
     common = [f"--config.train.seed={args.seed}", f"--config.data.data_dir={data_dir}"]
     dirs = {name: os.path.join(workdir, name) for name in ("teacher", "student")}
@@ -83,6 +79,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"== {i + 1}/3 {name}: {title}", file=sys.stderr)
         summary = train(configs[name], dirs[name], teacher=teacher_or_exit(configs[name]), progress=progress)
         walls[name] = summary["wall_s"]  # across restarts; a rerun reports the training it reuses
+        if args.teacher_only:
+            print(f"teacher: {dirs['teacher']}; the same command without --teacher-only distills the student "
+                  "from it", file=sys.stderr)
+            return 0
 
     print("== 3/3 evaluation on the test split", file=sys.stderr)
     rows = []
@@ -122,15 +122,25 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def executable() -> str:
+    """This installation's ``memgpt-jax`` by its full path (a venv's ``bin/`` is not on a new
+    shell's PATH), or this Python with ``-m`` when the command did not start from the script."""
+    script = os.path.abspath(sys.argv[0])
+    if os.path.basename(script) == "memgpt-jax" and os.path.isfile(script):
+        return shlex.quote(script)
+    return f"{shlex.quote(sys.executable)} -m memgpt_jax.cli"
+
+
 def next_commands(dirs: dict[str, str], workdir: str) -> list[str]:
-    """Commands to try on the demo's runs (paths quoted for the shell)."""
+    """Commands to try on the demo's runs, each runnable as is in a new shell."""
+    cli = executable()
     student, teacher = shlex.quote(dirs["student"]), shlex.quote(dirs["teacher"])
     return [
-        f"memgpt-jax classify --checkpoint {student} {shlex.quote(EXAMPLE)}",
-        f"memgpt-jax eval --checkpoint {teacher} --split test",
-        (f"memgpt-jax attention-map --checkpoint {student} --text {shlex.quote(EXAMPLE)} "
+        f"{cli} classify --checkpoint {student} {shlex.quote(EXAMPLE)}",
+        f"{cli} eval --checkpoint {teacher} --split test",
+        (f"{cli} attention-map --checkpoint {student} --text {shlex.quote(EXAMPLE)} "
          f"--out {shlex.quote(os.path.join(workdir, 'maps'))}"),
-        f"memgpt-jax export --checkpoint {student} --out {shlex.quote(os.path.join(workdir, 'student-torch'))} "
+        f"{cli} export --checkpoint {student} --out {shlex.quote(os.path.join(workdir, 'student-torch'))} "
         "--overwrite",
     ]
 
@@ -142,10 +152,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workdir", default="runs/demo", help="where runs, data and demo.json go (default runs/demo)")
     p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help="config file with demo_teacher/demo_student variants "
-                        "(default: %(default)s, from the current directory)")
+                   help="config file with demo_teacher/demo_student variants (default: %(default)s, the "
+                        "current directory's if it has one, else the installed copy)")
     p.add_argument("--teacher-steps", type=int, default=None, help="default: the config's train.steps")
     p.add_argument("--student-steps", type=int, default=None, help="default: the config's train.steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher-only", action="store_true",
+                   help="stop after training the teacher (a later run without it reuses that teacher)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_demo)
