@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from benchmarks import common
 from benchmarks.common import committed_rows, machine_line, markdown_table, rebuild_results_md, write_results
+from memgpt_jax import run_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +312,7 @@ def main(name: str, argv: list[str] | None = None) -> int:
     task = TASKS[name]
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}_recipe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default=f"runs/{name}", help="the recipe's runs (teacher, student, student_int8)")
+    p.add_argument("--runs", default=run_config.runs_path(name), help="the recipe's runs (teacher, student, student_int8)")
     p.add_argument("--beam", type=int, default=4, help="beam width of the beam rows (default: %(default)s)")
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--max-examples", type=int, default=0, help="score only the first N examples (0: all)")

@@ -20,13 +20,14 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import importlib.util
 import glob
 import json
 import os
 import re
 import types
 import typing
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 from absl import flags
@@ -414,10 +415,65 @@ def load(spec: str, overrides: Sequence[str] = ()) -> RunConfig:
     return RunConfig.from_dict(as_dict)
 
 
+def runs_path(*parts: str) -> str:
+    """A path under the runs root, ``$MEMGPT_RUNS`` (unset or empty: ``runs``, relative to the
+    working directory): config files name the runs they start from (a backbone, a teacher, a
+    tokenizer) with it, so one variable moves a recipe's runs, and the recipe scripts use the
+    same root (``${MEMGPT_RUNS:-runs}``)."""
+    return os.path.join(os.environ.get("MEMGPT_RUNS") or "runs", *parts)
+
+
+def variant_table(base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]] | None = None,
+                  default: str | None = None) -> Callable[..., ml_collections.ConfigDict]:
+    """A config file's ``get_config`` from a table, so its variants read as what differs::
+
+        BASE = dict(task="classification", model=dict(d_model=256), train=dict(steps=500))
+        VARIANTS = {"student": dict(model=dict(d_model=128)),
+                    "student_more": dict(based_on="student", train=dict(steps=1000))}
+        get_config = run_config.variant_table(BASE, VARIANTS, default="student")
+
+    ``base`` overrides :func:`defaults` (``task`` included); a variant overrides ``base``, or
+    with ``based_on`` another variant (nested sections merge, other values replace; a
+    ``data.listops`` is replaced whole). ``default`` is what a spec without ``:VARIANT``
+    loads (the base itself when the table is empty). A ``based_on`` naming no variant, or
+    a cycle of them, fails when the file loads, whichever variant is asked for."""
+    variants = dict(variants or {})
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        if name in chain:
+            raise ValueError(f"variant {chain[0]!r}: based_on cycle {' -> '.join((*chain, name))}")
+        own = dict(variants[name])
+        parent = own.pop("based_on", None)
+        if parent is not None and parent not in variants:
+            raise ValueError(f"variant {name!r}: based_on unknown variant {parent!r}")
+        return _merge(dict(base) if parent is None else resolve(parent, (*chain, name)), own)
+
+    tables = {name: resolve(name, ()) for name in variants}
+    if tables and default not in tables:
+        raise ValueError(f"default variant {default!r} not in {tuple(tables)}")
+
+    def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+        variant = default if variant is None else variant
+        if variant is not None and variant not in tables:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {tuple(tables)}")
+        config = defaults()
+        config.update(base if variant is None else tables[variant])
+        return config
+
+    return get_config
+
+
 def model_of(spec: str) -> dict[str, Any]:
     """The model section of another config (``FILE:VARIANT``), as a dict: a recipe whose
-    backbone is another recipe's keeps one source of truth for its shape."""
-    return load(spec).model.to_dict()
+    backbone is another recipe's keeps one source of truth for its shape. The file runs in a
+    module of its own: config_flags loads every config file under one module name, so a
+    config calling this while it loads would see its globals replaced by the other file's."""
+    path, sep, variant = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("memgpt_jax_model_of", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(variant) if sep else module.get_config()
+    return RunConfig.from_dict(config.to_dict()).model.to_dict()
 
 
 def _last_line(message: str) -> str:
@@ -439,5 +495,5 @@ def _unknown_field(overrides: Sequence[str], error: Exception) -> str:
 
 __all__ = [
     "AttentionConfig", "ConfigError", "DataConfig", "DistillConfig", "ModelConfig", "OptimConfig", "RunConfig",
-    "TrainConfig", "defaults", "load", "model_of",
+    "TrainConfig", "defaults", "load", "model_of", "runs_path", "variant_table",
 ]
