@@ -20,8 +20,8 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
-import importlib.util
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -469,7 +469,7 @@ def model_of(spec: str) -> dict[str, Any]:
     module of its own: config_flags loads every config file under one module name, so a
     config calling this while it loads would see its globals replaced by the other file's."""
     path, sep, variant = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("memgpt_jax_model_of", path)
+    module_spec = importlib.util.spec_from_file_location("memgpt_jax_model_of", _config_file(path))
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     config = module.get_config(variant) if sep else module.get_config()
