@@ -6,6 +6,8 @@
     python -m benchmarks report               # only rebuild RESULTS.md from benchmarks/results/*.json
     python -m benchmarks --list
 
+These are the canonical benchmarks; the diagnostics of the speed work live apart, in
+``benchmarks/studies`` (``python -m benchmarks.studies.<name>``), outside this list and run.
 Each benchmark runs in its own process (``python -m benchmarks.<name> ...``) and writes
 ``benchmarks/results/<name>.json``; RESULTS.md is then rebuilt from all the JSON files
 (tables, PNG plots, the machine, library versions and the commit of each run). The same
@@ -28,11 +30,6 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
                     "1024", "--tokens-per-step", "8192", "--repeats", "3", "--torch", "eager", "compile"],
                    ["--seq-lens", "128", "256", "--tokens-per-step", "256", "--dtypes", "float32", "--repeats", "1",
                     "--torch", "eager"]),
-    "step_parts": ([], ["--quick"]),
-    "kernel_variants": ([], ["--quick"]),
-    "allocator_ab": ([], ["--quick"]),
-    "attention_products": ([], ["--quick"]),
-    "step_gemms": ([], ["--quick"]),
     "forward": ([], ["--preset", "tiny", "--seq-len", "64", "--batch", "2", "--repeats", "1"]),
     "generate": (["--sparse"], ["--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--sparse"]),
     "attention": (["--dtype", "bfloat16"], ["--quick", "--no-torch", "--lengths", "256", "--layouts", "window_global"]),
@@ -41,10 +38,14 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "data": ([], None),
     "demo": ([], ["--teacher-steps", "2", "--student-steps", "2"]),
     "compression": (["--checkpoint", "runs/shakespeare_small"], None),
-    "imdb_recipe": (["--runs", "runs/imdb"], None),
+    # the recipes' tables, after train/<name>.sh (each reads its runs from its own default --runs)
+    "imdb_recipe": ([], None),
     "imdb_baselines": (["--ngrams", "1", "2", "3", "--save-values", "runs/imdb/nbsvm"], None),
-    "imdb_hybrid": (["--runs", "runs/imdb"], None),
-    "multi30k_recipe": (["--runs", "runs/multi30k"], None),
+    "imdb_hybrid": ([], None),
+    "multi30k_recipe": ([], None),
+    "aeslc_recipe": ([], None),
+    "kvret_recipe": ([], None),
+    "squad_recipe": ([], None),
 }
 
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.list:
         for name, (full, quick) in BENCHMARKS.items():
-            print(f"{name:16} python -m benchmarks.{name} {' '.join(full)}")
+            print(f"{name:16} python -m benchmarks.{name} {' '.join(full)}".rstrip())
         return 0
     if args.names == ["report"]:
         from benchmarks.report import RESULTS_MD, build

@@ -19,6 +19,8 @@ from typing import Any, Callable
 # Where results JSON (and, one level up, RESULTS.md) go; MEMGPT_BENCH_RESULTS redirects them
 # (quick runs and tests write elsewhere, leaving the committed figures alone).
 RESULTS_DIR = Path(os.environ.get("MEMGPT_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+# Where the diagnostics of ``benchmarks/studies`` write: next to the results, never rendered in RESULTS.md.
+STUDIES_DIR = RESULTS_DIR / "studies"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,8 +43,9 @@ def time_fn(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> dict
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, memory, library versions and the commit."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
+    """CPU model, cores, memory, library versions, the commit and the date (UTC) of the run."""
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "date": time.strftime("%Y-%m-%dT%H:%M", time.gmtime())}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -82,25 +85,6 @@ def head_commit() -> str:
         return "unknown"
 
 
-def save_cached_row(path: str, row: dict[str, Any]) -> None:
-    """Writes a measured row to its run's cache file with the commit it was measured at
-    (``measured_at``), so that a later invocation reusing it can say so (`load_cached_row`)."""
-    with open(path, "w") as f:
-        json.dump({**row, "measured_at": head_commit()}, f)
-
-
-def load_cached_row(path: str) -> dict[str, Any]:
-    """A row cached by `save_cached_row`. Its ``source`` is "this run" only when it was measured
-    at the current commit; otherwise the commit that measured it ("an earlier run" for caches
-    written before commits were recorded)."""
-    with open(path) as f:
-        row = json.load(f)
-    measured_at = row.get("measured_at")
-    if measured_at != head_commit():
-        row["source"] = f"commit {measured_at}" if measured_at else "an earlier run (commit not recorded)"
-    return row
-
-
 def machine_line(m: dict[str, Any]) -> str:
     """One line describing the machine block of a results JSON (for RESULTS.md)."""
     libs = ", ".join(f"{k} {m[k]}" for k in ("jax", "flax", "optax", "torch") if m.get(k))
@@ -132,7 +116,8 @@ def invocation() -> str:
     """The command line that is running, as ``python -m benchmarks.<module> ...``."""
     argv = list(sys.argv)
     script = Path(argv[0]) if argv else Path("?")
-    module = f"benchmarks.{script.stem}" if script.parent.name == "benchmarks" else script.stem
+    package = {"benchmarks": "benchmarks.", "studies": "benchmarks.studies."}.get(script.parent.name, "")
+    module = package + script.stem
     return " ".join(["python -m " + module, *argv[1:]]).strip()
 
 
@@ -156,15 +141,17 @@ def committed_rows(path: Path, key: str | Callable[[dict[str, Any]], Any],
     return out
 
 
-def write_results(name: str, rows: list[dict[str, Any]], columns: list[str], meta: dict[str, Any] | None = None) -> Path:
-    """Writes ``results/<name>.json`` and ``results/<name>.md``; returns the JSON path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, rows: list[dict[str, Any]], columns: list[str], meta: dict[str, Any] | None = None,
+                  directory: Path | None = None) -> Path:
+    """Writes ``<directory>/<name>.json`` and ``.md`` (default ``RESULTS_DIR``); returns the JSON path."""
+    directory = directory or RESULTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {"name": name, "command": invocation(), "machine": machine(), "meta": meta or {},
                "columns": columns, "rows": rows}
-    json_path = RESULTS_DIR / f"{name}.json"
+    json_path = directory / f"{name}.json"
     json_path.write_text(json.dumps(payload, indent=2))
     m = payload["machine"]
     header = (f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB; "
               f"jax {m.get('jax')} ({m.get('backend')}); commit {m.get('commit')}")
-    (RESULTS_DIR / f"{name}.md").write_text(f"{header}\n\n{markdown_table(rows, columns)}\n")
+    (directory / f"{name}.md").write_text(f"{header}\n\n{markdown_table(rows, columns)}\n")
     return json_path

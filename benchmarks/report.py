@@ -1,25 +1,34 @@
 """Builds ``benchmarks/RESULTS.md`` from ``benchmarks/results/*.json``.
 
-Every table and number in RESULTS.md is rendered here from a JSON file a
-benchmark wrote; nothing is typed in by hand. A benchmark with its own layout
-renders its section itself (``section(payload)`` in its module, imported here);
-the benchmark modules never import this one (they rebuild RESULTS.md through
-``common.rebuild_results_md``, a child process), so the imports run one way. Interpretation that does not
-change with the figures lives in ``benchmarks/notes/<key>.md`` and is placed
-under its section. Sections whose JSON is missing say which command makes it.
+RESULTS.md opens with the headline table (each figure beside its peer or published anchor,
+the ratio, the CPU and date of the run, a link to its section), then has one section per
+canonical benchmark (those of ``python -m benchmarks --list``). Every table and number is
+rendered here from a JSON file a benchmark wrote; nothing is typed in by hand. A benchmark with
+its own layout renders its run itself (``section(payload)`` in its module, imported here); the
+benchmark modules never import this one (they rebuild RESULTS.md through
+``common.rebuild_results_md``, a child process), so the imports run one way. Interpretation that
+does not change with the figures lives in ``benchmarks/notes/<key>.md`` and is placed under its
+run. A benchmark whose JSON is missing says which command makes it.
+
+A section shows the current runs of its benchmark, newest first: the canonical command's
+(``results/<benchmark>.json``) and the named partial runs listed here that are newer than it.
+When a rerun supersedes a run, move that run's files to ``results/history/`` and drop it here;
+earlier runs and finished studies are recorded in ``benchmarks/HISTORY.md``, which this module
+never writes.
 
     python -m benchmarks report           # rebuild RESULTS.md (no benchmark is run)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import (aeslc_recipe, allocator_ab, attention_products, attention_report, data, demo, device_check,
-                        generate, imdb_ablation, imdb_baselines, imdb_curve, imdb_hybrid, imdb_recipe, kernel_variants,
-                        kvret_recipe, lra, multi30k_recipe, squad_recipe, step_gemms, step_parts)
+from benchmarks import (aeslc_recipe, attention_report, data, demo, device_check, generate, imdb_baselines,
+                        imdb_hybrid, imdb_recipe, kvret_recipe, lra, multi30k_recipe, squad_recipe, task_recipes)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -134,178 +143,340 @@ def plot_train_step(payload: dict[str, Any], key: str = "train_step") -> Path | 
     return path
 
 
-def _allocator_ab(base: str = "train_step_tuned", base_label: str = "tuned",
-                  this_label: str = "default") -> Callable[[dict[str, Any]], str]:
-    """The host-allocator A/B: each row of this run beside the same row of ``base`` (a run
-    with the entry point's setting of its day), in tokens/s."""
-
+def _attention(key: str, title: str) -> Callable[[dict[str, Any]], str]:
     def render(payload: dict[str, Any]) -> str:
-        command = _command(payload, f"python -m benchmarks.train_step --allocator {this_label}")
-        lines = [f"## Training step: the host allocator A/B ({base_label} / {this_label})", "",
-                 f"`{command}` against the same rows of `{base}` — {machine_line(payload['machine'])}.", ""]
-        other = load(base)
-        if other is None:
-            return "\n".join(lines + [f"(`{base}` is not run yet: no A/B.)"])
-        key = lambda r: (r.get("framework", "jax"), r.get("pass", "step"), r["attention"], r["seq_len"],  # noqa: E731
-                         r["compute_dtype"])
-        by_key = {key(r): r for r in other["rows"]}
-        rows = []
-        for r in payload["rows"]:
-            t = by_key.get(key(r))
-            if t is None:
-                continue
-            rows.append({"framework": r.get("framework", "jax"), "pass": r.get("pass", "step"),
-                         "attention": r["attention"], "seq_len": r["seq_len"], "compute_dtype": r["compute_dtype"],
-                         f"tokens_per_s {base_label}": t["tokens_per_s"],
-                         f"tokens_per_s {this_label}": r["tokens_per_s"],
-                         f"{base_label} / {this_label}": t["tokens_per_s"] / r["tokens_per_s"],
-                         f"faults {base_label}": t.get("faults_per_step"),
-                         f"faults {this_label}": r.get("faults_per_step")})
-        cols = ["framework", "pass", "attention", "seq_len", "compute_dtype", f"tokens_per_s {base_label}",
-                f"tokens_per_s {this_label}", f"{base_label} / {this_label}", f"faults {base_label}",
-                f"faults {this_label}"]
-        return "\n".join(lines + [markdown_table(rows, cols)])
+        return attention_report.section(payload, key, title)
 
     return render
 
 
-def _attention(tag: str, title: str | None = None) -> Callable[[dict[str, Any]], str]:
-    def render(payload: dict[str, Any]) -> str:
-        return attention_report.section(payload, f"attention_{tag}", title)
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One results JSON of a benchmark: ``results/<key>.json``, the command that writes it."""
+    key: str
+    title: str
+    command: str
+    render: Callable[[dict[str, Any]], str] | None = None  # None: the rows table (train_step: with its ratios)
 
-    return render
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    name: str  # as in ``python -m benchmarks --list``
+    title: str
+    runs: tuple[Run, ...]  # the canonical command's run first, then the named partial runs still current
 
 
-WINDOW_GLOBAL_TITLE = "Attention: window+global at 8k and 16k (bfloat16), against FlexAttention"
+WG = "--dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory"
+TRAIN_STEP_8K = "--dtypes bfloat16 --torch compile --tokens-per-step 8192"
 
-# (key = results/<key>.json, title, the command that makes it, renderer), in RESULTS.md order.
-SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], str]]] = [
-    ("train_step", "Training step: tokens/s and MFU, JAX and PyTorch",
-     "python -m benchmarks.train_step", None),
-    ("train_step_bf16", "Training step, bfloat16, every GEMM in bf16: JAX vs PyTorch (SDPA)",
-     "python -m benchmarks.train_step --seq-lens 1024 4096 8192 --attention dense_blocked sparse --dtypes bfloat16 "
-     "--torch compile --tokens-per-step 8192 --repeats 2 --name train_step_bf16", None),
-    ("train_step_bf16_rerun", "Training step, bfloat16, every GEMM in bf16: the 4k block-sparse rows again",
-     "python -m benchmarks.train_step --seq-lens 4096 --attention sparse --dtypes bfloat16 --torch compile "
-     "--tokens-per-step 8192 --repeats 2 --name train_step_bf16_rerun", None),
-    ("train_step_tuned", "Training step, bfloat16: JAX vs PyTorch (SDPA, compiled FlexAttention), allocator tuned "
-     "(before the backward's GEMMs ran in bf16)",
-     "python -m benchmarks.train_step --seq-lens 1024 4096 8192 --attention dense_blocked sparse --dtypes bfloat16 "
-     "--torch eager compile --flex --tokens-per-step 8192 --repeats 2 --name train_step_tuned", None),
-    ("train_step_default_alloc", "Training step: the host allocator A/B",
-     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked sparse --dtypes bfloat16 "
-     "--torch eager --tokens-per-step 8192 --repeats 2 --allocator default --name train_step_default_alloc",
-     _allocator_ab()),
-    ("train_step_heap", "Training step, bfloat16: JAX vs torch.compile, every buffer from the heap "
-     "(allocator tuned)",
-     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked sparse --dtypes bfloat16 "
-     "--torch compile --tokens-per-step 8192 --repeats 2 --name train_step_heap", None),
-    ("train_step_capped", "Training step: the host allocator A/B (tuned / capped)",
-     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked --dtypes bfloat16 --torch compile "
-     "--tokens-per-step 8192 --repeats 2 --allocator capped --name train_step_capped",
-     _allocator_ab("train_step_heap", "tuned", "capped")),
-    ("allocator_ab", "Host allocator A/B: the training step in alternated processes",
-     "python -m benchmarks.allocator_ab", allocator_ab.section),
-    ("train_step_tiles", "Training step, bfloat16: dense through the block kernel with the auto tile, vs torch.compile",
-     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked --dtypes bfloat16 --torch compile "
-     "--tokens-per-step 8192 --repeats 3 --name train_step_tiles", None),
-    ("train_step_floor", "Training step, bfloat16: the floor without attention, JAX and torch.compile",
-     "python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked none --dtypes bfloat16 "
-     "--torch compile --tokens-per-step 8192 --repeats 3 --name train_step_floor", None),
-    ("train_step_gpu", "Training step on a GPU: Pallas block-sparse vs cuDNN dense",
-     "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
-     "--attention dense_fused dense_blocked sparse --name train_step_gpu", None),
-    ("device_check", "One-shot GPU check", "python -m benchmarks.device_check", device_check.section),
-    ("step_parts", "Where the dense step's time goes", "python -m benchmarks.step_parts", step_parts.section),
-    ("step_parts_default_alloc", "Where the dense step's time goes: glibc's default allocator",
-     "python -m benchmarks.step_parts --dtypes bfloat16 --repeats 3 --allocator default --name step_parts_default_alloc",
-     step_parts.section),
-    ("kernel_variants", "Kernel variants: chunk size and weight-gradient layouts", "python -m benchmarks.kernel_variants",
-     kernel_variants.section),
-    ("kernel_variants_dense_tile", "Dense causal attention: the block kernel's tile (impl auto on CPU)",
-     "python -m benchmarks.kernel_variants --study dense_tile", kernel_variants.section),
-    ("attention_products", "Attention products alone: the ceiling of a kernel built from XLA:CPU's dots",
-     "python -m benchmarks.attention_products", attention_products.section),
-    ("step_gemms", "The training step's GEMMs alone: XLA:CPU against PyTorch on the same shapes",
-     "python -m benchmarks.step_gemms", step_gemms.section),
-    ("forward", "Forward throughput (model only)", "python -m benchmarks.forward", None),
-    ("generate", "Generation: KV cache vs recompute vs Hugging Face", "python -m benchmarks.generate --sparse",
-     generate.section),
-    ("attention_float32", "Attention: block-sparse vs dense (float32)",
-     "python -m benchmarks.attention --dtype float32", _attention("float32")),
-    ("attention_bfloat16", "Attention: block-sparse vs dense (bfloat16)",
-     "python -m benchmarks.attention --dtype bfloat16", _attention("bfloat16")),
-    ("attention_bfloat16_wg", WINDOW_GLOBAL_TITLE,
-     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg", WINDOW_GLOBAL_TITLE)),
-    ("attention_bfloat16_wg_rerun", WINDOW_GLOBAL_TITLE + ": rerun after the dq fix (a slower machine)",
-     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg_rerun", WINDOW_GLOBAL_TITLE + ": rerun after the dq fix (a slower machine)")),
-    ("attention_bfloat16_wg_bits", WINDOW_GLOBAL_TITLE + ": the kernel moving bf16 as bits",
-     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg_bits", WINDOW_GLOBAL_TITLE + ": the kernel moving bf16 as bits")),
-    ("attention_bfloat16_wg_delta", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop",
-     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg_delta", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop")),
-    ("attention_bfloat16_wg_delta_rerun", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop, rerun",
-     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg_delta_rerun", WINDOW_GLOBAL_TITLE + ": the backward's delta before the loop, rerun")),
-    ("attention_bfloat16_wg_qt", WINDOW_GLOBAL_TITLE + ": the backward's K Q^T and V dO^T on transposed copies",
-     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg_qt", WINDOW_GLOBAL_TITLE + ": the backward's K Q^T and V dO^T on transposed copies")),
-    ("attention_bfloat16_wg_qt_rerun", WINDOW_GLOBAL_TITLE + ": the backward's transposed copies, rerun (a quiet hour)",
-     "python -m benchmarks.attention --dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory",
-     _attention("bfloat16_wg_qt_rerun", WINDOW_GLOBAL_TITLE + ": the backward's transposed copies, rerun (a quiet hour)")),
-    ("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra", lra.section),
-    ("demo", "The demo", "python -m benchmarks.demo", demo.section),
-    ("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),
-    ("imdb_curve", "IMDb: accuracy against LM pretraining", "python -m benchmarks.imdb_curve", imdb_curve.section),
-    ("imdb_ablation", "IMDb: ablation of the levers (validation)", "python -m benchmarks.imdb_ablation",
-     imdb_ablation.section),
-    ("imdb_baselines", "IMDb: linear baselines on the recipe's splits", "python -m benchmarks.imdb_baselines",
-     imdb_baselines.section),
-    ("imdb_hybrid", "IMDb: the Transformer and NBSVM stacked (a hybrid teacher)", "python -m benchmarks.imdb_hybrid",
-     imdb_hybrid.section),
-    ("multi30k_recipe", "Multi30k en->de", "python -m benchmarks.multi30k_recipe",
-     multi30k_recipe.section),
-    ("aeslc_recipe", "AESLC email subject lines: summarization", "python -m benchmarks.aeslc_recipe",
-     aeslc_recipe.section),
-    ("kvret_recipe", "KVRET in-car assistant: knowledge-grounded dialogue", "python -m benchmarks.kvret_recipe",
-     kvret_recipe.section),
-    ("squad_recipe", "SQuAD v1.1 extractive question answering", "python -m benchmarks.squad_recipe",
-     squad_recipe.section),
-    ("compression", "Compression", "python -m benchmarks.compression", None),
-    ("interop", "Interoperability", "python -m benchmarks.interop", None),
-    ("data", "Data", "python -m benchmarks.data", data.section),
+# In RESULTS.md order.
+BENCHMARKS: list[Benchmark] = [
+    Benchmark("train_step", "Training step: tokens/s and MFU, JAX and PyTorch", (
+        Run("train_step", "The full sweep", "python -m benchmarks.train_step"),
+        Run("train_step_floor", "Dense step and its floor without attention, bfloat16, vs torch.compile",
+            f"python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked none {TRAIN_STEP_8K} "
+            "--repeats 3 --name train_step_floor"),
+        Run("train_step_heap", "Dense and block-sparse steps, bfloat16, vs torch.compile",
+            f"python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked sparse {TRAIN_STEP_8K} "
+            "--repeats 2 --name train_step_heap"),
+        Run("train_step_gpu", "On a GPU: Pallas block-sparse vs cuDNN dense",
+            "python -m benchmarks.train_step --seq-lens 1024 2048 4096 8192 --dtypes bfloat16 --tokens-per-step 8192 "
+            "--attention dense_fused dense_blocked sparse --name train_step_gpu"))),
+    Benchmark("forward", "Forward throughput (model only)", (
+        Run("forward", "Forward throughput (model only)", "python -m benchmarks.forward"),)),
+    Benchmark("generate", "Generation: KV cache vs recompute vs Hugging Face", (
+        Run("generate", "Generation", "python -m benchmarks.generate --sparse", generate.section),)),
+    Benchmark("attention", "Attention: block-sparse vs dense, FlexAttention and SDPA", (
+        Run("attention_bfloat16", "Every layout and length (bfloat16)", "python -m benchmarks.attention --dtype bfloat16",
+            _attention("attention_bfloat16", "Every layout and length (bfloat16)")),
+        Run("attention_bfloat16_wg_qt_rerun", "Window+global at 8k and 16k (bfloat16), against FlexAttention",
+            f"python -m benchmarks.attention {WG}",
+            _attention("attention_bfloat16_wg_qt_rerun", "Window+global at 8k and 16k (bfloat16), against FlexAttention")))),
+    Benchmark("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", (
+        Run("lra", "LRA", "python -m benchmarks.lra", lra.section),)),
+    Benchmark("demo", "The demo", (Run("demo", "The demo", "python -m benchmarks.demo", demo.section),)),
+    Benchmark("imdb_recipe", "The IMDb recipe", (
+        Run("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),)),
+    Benchmark("imdb_baselines", "IMDb: linear baselines on the recipe's splits", (
+        Run("imdb_baselines", "IMDb baselines", "python -m benchmarks.imdb_baselines", imdb_baselines.section),)),
+    Benchmark("imdb_hybrid", "IMDb: the Transformer and NBSVM stacked (a hybrid teacher)", (
+        Run("imdb_hybrid", "IMDb hybrid", "python -m benchmarks.imdb_hybrid", imdb_hybrid.section),)),
+    Benchmark("multi30k_recipe", "Multi30k en->de: prompt->target fine-tuning and sequence-level distillation", (
+        Run("multi30k_recipe", "Multi30k", "python -m benchmarks.multi30k_recipe", multi30k_recipe.section),)),
+    Benchmark("aeslc_recipe", "AESLC email subject lines: summarization", (
+        Run("aeslc_recipe", "AESLC", "python -m benchmarks.aeslc_recipe", aeslc_recipe.section),)),
+    Benchmark("kvret_recipe", "KVRET in-car assistant: knowledge-grounded dialogue", (
+        Run("kvret_recipe", "KVRET", "python -m benchmarks.kvret_recipe", kvret_recipe.section),)),
+    Benchmark("squad_recipe", "SQuAD v1.1 extractive question answering", (
+        Run("squad_recipe", "SQuAD", "python -m benchmarks.squad_recipe", squad_recipe.section),)),
+    Benchmark("compression", "Compression", (Run("compression", "Compression", "python -m benchmarks.compression"),)),
+    Benchmark("interop", "Interoperability", (Run("interop", "Interoperability", "python -m benchmarks.interop"),)),
+    Benchmark("data", "Data", (Run("data", "Data", "python -m benchmarks.data", data.section),)),
+    Benchmark("device_check", "One-shot GPU check", (
+        Run("device_check", "One-shot GPU check", "python -m benchmarks.device_check", device_check.section),)),
 ]
 
 
-def _renderer(key: str, title: str, command: str, fn) -> Callable[[dict[str, Any]], str]:
-    if fn is not None:
-        return fn
-    extra = (lambda payload: _train_step_extra(payload, key)) if key.startswith("train_step") else None
-    return _rows_section(title, command, extra=extra)
+def _date(payload: dict[str, Any]) -> str:
+    return str(payload.get("machine", {}).get("date", ""))
+
+
+def current_runs(bench: Benchmark) -> list[tuple[Run, dict[str, Any]]]:
+    """The benchmark's runs that have JSON, newest first; a partial run older than the canonical
+    command's is superseded by it and left out."""
+    found = [(run, payload) for run in bench.runs if (payload := load(run.key)) is not None]
+    canonical = next((p for run, p in found if run.key == bench.runs[0].key), None)
+    if canonical is not None:
+        found = [(run, p) for run, p in found if run.key == bench.runs[0].key or _date(p) > _date(canonical)]
+    return sorted(found, key=lambda rp: _date(rp[1]), reverse=True)
+
+
+def anchor(title: str) -> str:
+    """GitHub's anchor of a ``## title`` heading."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def heading(bench: Benchmark) -> str:
+    return f"{bench.title} ({bench.name})"
+
+
+def _body(text: str) -> str:
+    """A rendered run without the ``## ...`` heading its renderer starts with."""
+    lines = text.strip().splitlines()
+    if lines and lines[0].startswith("## "):
+        lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
+def _run_text(run: Run, payload: dict[str, Any]) -> str:
+    render = run.render or _rows_section(run.title, run.command, extra=(
+        (lambda p: _train_step_extra(p, run.key)) if run.key.startswith("train_step") else None))
+    text = _body(render(payload))
+    note = NOTES_DIR / f"{run.key}.md"
+    if note.exists():
+        text += "\n\n" + note.read_text().strip()
+    return text
+
+
+def section(bench: Benchmark) -> str | None:
+    runs = current_runs(bench)
+    if not runs:
+        return None
+    parts = [f"## {heading(bench)}"]
+    note = NOTES_DIR / f"{bench.name}.md"
+    if len(bench.runs) > 1 and note.exists():  # a benchmark of several runs: its note first, once
+        parts.append(note.read_text().strip())
+    for run, payload in runs:
+        if len(bench.runs) > 1:
+            parts.append(f"### {run.title}")
+        parts.append(_run_text(run, payload))
+    return "\n\n".join(parts)
+
+
+# ---- the headline table: each figure from the newest current run that has it ----------------------
+
+def _x(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _train_step_figure(seq_len: int, kind: str):
+    """Our best JAX step of ``kind`` (dense, window) against torch.compile's, bf16, one run."""
+    def figure(payload: dict[str, Any]):
+        sel = [r for r in payload["rows"] if r["seq_len"] == seq_len and r["compute_dtype"] == "bfloat16"
+               and r.get("pass", "step") == "step" and r["attention"].startswith(kind)]
+        ours = max((r for r in sel if r.get("framework", "jax") == "jax"), key=lambda r: r["tokens_per_s"], default=None)
+        peer = next((r for r in sel if r.get("framework") == "torch compile"), None)
+        if ours and peer:
+            what = "block-sparse (window+global)" if kind == "window" else f"dense ({ours['attention']})"
+            return (f"Training step, {what}, {seq_len // 1024}k tokens, bf16",
+                    f"{ours['tokens_per_s']:,.0f} tokens/s",
+                    f"torch.compile, same model ({peer['attention']}): {peer['tokens_per_s']:,.0f} tokens/s",
+                    _x(ours["tokens_per_s"], peer["tokens_per_s"]))
+    return figure
+
+
+def _attention_figure(length: int):
+    def figure(payload: dict[str, Any]):
+        def get(impl):
+            return next((r for r in payload.get("records", []) if r["impl"] == impl and r["mode"] == "fwd"
+                         and r["length"] == length and r["layout"] == "window_global" and r.get("median_s")), None)
+        ours, flex = get("xla"), get("flex")
+        if ours and flex:
+            return (f"Attention forward, window+global, {length // 1024}k tokens, {ours['dtype']}",
+                    f"{1e3 * ours['median_s']:.1f} ms", f"compiled FlexAttention: {1e3 * flex['median_s']:.1f} ms",
+                    _x(flex["median_s"], ours["median_s"]))
+    return figure
+
+
+def _lra_figure(task: str):
+    def figure(payload: dict[str, Any]):
+        rows = {r["attention"]: r for r in payload["rows"] if r["task"] == task}
+        dense, sparse = rows.get("dense"), rows.get("bigbird")
+        if not (dense and sparse):
+            return None
+        name = f"LRA {task} ({sparse['seq_len'] // 1024}k)"
+        if task == "listops":
+            published = lra.LRA_REFERENCE["BigBird"][0]
+            return (f"{name}: block-sparse test accuracy (dense, same budget: {_pct(dense['test_accuracy'])})",
+                    _pct(sparse["test_accuracy"]), f"LRA's published BigBird: {published}%",
+                    _x(100 * sparse["test_accuracy"], published))
+        return (f"{name}: block-sparse training tokens/s (test accuracy {_pct(sparse['test_accuracy'])}, "
+                f"dense {_pct(dense['test_accuracy'])})", f"{sparse['train_tokens_per_s']:,.0f} tokens/s",
+                f"dense, same model: {dense['train_tokens_per_s']:,.0f} tokens/s",
+                _x(sparse["train_tokens_per_s"], dense["train_tokens_per_s"]))
+    return figure
+
+
+def _demo_figure(payload: dict[str, Any]):
+    rows = {r["model"]: r for r in payload["rows"]}
+    t, s = rows.get("teacher"), rows.get("student")
+    if t and s:
+        return (f"Demo (ListOps): block-sparse student test accuracy, {s['params'] / t['params']:.1%} of the "
+                "teacher's parameters", _pct(s["accuracy"]), f"its dense teacher: {_pct(t['accuracy'])}",
+                _x(s["accuracy"], t["accuracy"]))
+
+
+def _imdb_figure(against: str):
+    def figure(payload: dict[str, Any]):
+        rows = {r["model"]: r for r in payload["rows"]}
+        s, t = rows.get("student"), rows.get("teacher")
+        hybrid = next((r for r in payload["rows"] if r["model"].startswith("hybrid")), None)
+        published = imdb_baselines.PUBLISHED_NBSVM_BIGRAM
+        nbsvm = f"published NBSVM-bigram: {published}% (official test set)"
+        if against == "teacher" and s and t:
+            return (f"IMDb: block-sparse student test-sample accuracy, {s['params'] / t['params']:.0%} of the "
+                    "teacher's parameters", _pct(s["test_accuracy"]), f"its dense teacher: {_pct(t['test_accuracy'])}",
+                    _x(s["test_accuracy"], t["test_accuracy"]))
+        if against == "nbsvm" and s:
+            return ("IMDb: block-sparse student test-sample accuracy", _pct(s["test_accuracy"]), nbsvm,
+                    _x(100 * s["test_accuracy"], published))
+        if against == "hybrid" and hybrid:
+            return ("IMDb: hybrid teacher (Transformer + NBSVM-bigram) test-sample accuracy",
+                    _pct(hybrid["test_accuracy"]), nbsvm, _x(100 * hybrid["test_accuracy"], published))
+    return figure
+
+
+def _multi30k_figure(payload: dict[str, Any]):
+    beam = [r for r in payload["rows"] if r["decoding"] != "greedy"]
+    t = next((r for r in beam if r["model"] == "teacher"), None)
+    s = next((r for r in beam if r["model"] == "student"), None)
+    if t and s:
+        return (f"Multi30k en->de: block-sparse student BLEU, test_2016_flickr, {s['decoding']} "
+                f"({s['params'] / t['params']:.0%} of the teacher's parameters; no published anchor recorded)",
+                f"{s['test_bleu']:.2f}", f"its dense teacher: {t['test_bleu']:.2f}", _x(s["test_bleu"], t["test_bleu"]))
+
+
+def _task_figure(name: str, column: str, published: float, whose: str):
+    task = task_recipes.TASKS[name]
+
+    def figure(payload: dict[str, Any]):
+        models = [r for r in payload["rows"] if r["model"].startswith(("teacher", "student"))
+                  and r.get(column) is not None]
+        best = max(models, key=lambda r: r[column], default=None)
+        if best:
+            how = f"{best['model']}" + (f", {best['decoding']}" if "decoding" in best else "")
+            return (f"{task.title.split()[0]}: {column} on {task.split}, the best model row ({how})", f"{best[column]:.2f}",
+                    f"{whose}: {published}", _x(best[column], published))
+    return figure
+
+
+def _int8_figure(payload: dict[str, Any]):
+    row = next((r for r in payload["rows"] if r["variant"] == "int8"), None)
+    if row:
+        return (f"int8 weights: validation {row['metric']} of a byte-level LM ({row['size_ratio']:.2f}x smaller on disk)",
+                f"{row['after']:.3f}", f"float32: {row['before']:.3f}", _x(row["after"], row["before"]))
+
+
+def _interop_figure(payload: dict[str, Any]):
+    rows = payload["rows"]
+    worst = max(rows, key=lambda r: r["max_abs_logit_diff"])
+    greedy = "; every greedy continuation identical" if all(
+        r["greedy_match"].split("/")[0] == r["greedy_match"].split("/")[1] for r in rows) else ""
+    return (f"PyTorch export parity: largest logit difference over {len(rows)} exports "
+            f"({worst['model']}, {worst['format']}){greedy}", f"{worst['max_abs_logit_diff']:.3g}",
+            f"the largest logit: {worst['max_abs_logit']:.3g}", f"{worst['max_abs_logit_diff'] / worst['max_abs_logit']:.1e}")
+
+
+def _generate_figure(peer: str):
+    def figure(payload: dict[str, Any]):
+        rows = payload["rows"]
+        kv = rows[0]
+        other = next((r for r in rows if r["method"].startswith(peer)), None)
+        if other:
+            name = "recomputing every token" if peer == "jax recompute" else "Hugging Face `generate` (exported weights)"
+            return (f"Generation with the KV cache, {kv['new_tokens']} tokens, batch 1", f"{kv['tokens_per_s']:,.0f} tokens/s",
+                    f"{name}: {other['tokens_per_s']:,.1f} tokens/s", _x(kv["tokens_per_s"], other["tokens_per_s"]))
+    return figure
+
+
+# (benchmark, figure(payload) -> (figure, ours, peer or anchor, ratio) or None), in table order
+HEADLINES: list[tuple[str, Callable[[dict[str, Any]], tuple[str, str, str, str] | None]]] = [
+    ("train_step", _train_step_figure(8192, "window")),
+    ("train_step", _train_step_figure(1024, "dense")),
+    ("train_step", _train_step_figure(8192, "dense")),
+    ("attention", _attention_figure(8192)),
+    ("attention", _attention_figure(16384)),
+    ("generate", _generate_figure("jax recompute")),
+    ("generate", _generate_figure("hf")),
+    ("lra", _lra_figure("listops")),
+    ("lra", _lra_figure("text")),
+    ("demo", _demo_figure),
+    ("imdb_recipe", _imdb_figure("teacher")),
+    ("imdb_recipe", _imdb_figure("nbsvm")),
+    ("imdb_recipe", _imdb_figure("hybrid")),
+    ("multi30k_recipe", _multi30k_figure),
+    *[(f"{name}_recipe", _task_figure(name, *spec)) for name in ("aeslc", "kvret", "squad")
+      for spec in task_recipes.TASKS[name].headlines],
+    ("compression", _int8_figure),
+    ("interop", _interop_figure),
+]
+HEADLINE_COLUMNS = ["figure", "ours", "peer or anchor", "ratio", "CPU", "measured", "section"]
+
+
+def headline_rows() -> list[dict[str, str]]:
+    """One row per headline figure, from the newest current run of its benchmark that has it."""
+    benches = {b.name: b for b in BENCHMARKS}
+    rows = []
+    for name, figure in HEADLINES:
+        bench = benches[name]
+        link = f"[{name}](#{anchor(heading(bench))})"
+        found = next(((p, f) for _, p in current_runs(bench) if (f := figure(p))), None)
+        if found is None:
+            rows.append({"figure": f"{bench.title}: not run yet", "ours": f"`{bench.runs[0].command}`",
+                         "section": link})
+            continue
+        payload, (what, ours, peer, ratio) = found
+        m = payload.get("machine", {})
+        rows.append({"figure": what, "ours": ours, "peer or anchor": peer, "ratio": ratio,
+                     "CPU": f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores",
+                     "measured": f"{_date(payload)[:10]} ({m.get('commit', '?')})", "section": link})
+    return rows
 
 
 def build(path: Path = RESULTS_MD) -> str:
     """Writes RESULTS.md from the JSON results; returns its text."""
     parts = ["# Results", "",
              "Generated by `python -m benchmarks report` (or `memgpt-jax bench`) from `benchmarks/results/*.json`; "
-             "each section names the command that produced its JSON and the machine it ran on. Machines are "
-             "shared and noisy: compare ratios measured side by side in one run.", ""]
-    index = []
+             "each section names the command that produced its JSON, the machine and the commit it ran on. "
+             "Machines are shared and noisy: compare ratios measured side by side in one run. Earlier runs and "
+             "finished studies: [HISTORY.md](HISTORY.md).", "",
+             "## Where the project stands", "",
+             "Each figure from the newest run that measured it; ratio = ours / the peer or anchor (for times: "
+             "theirs / ours), measured side by side in one run where the anchor is a peer.", "",
+             markdown_table(headline_rows(), HEADLINE_COLUMNS), ""]
     body = []
-    for key, title, command, fn in SECTIONS:
-        payload = load(key)
-        index.append(f"- {title}" + ("" if payload else f" (not run yet: `{command}`)"))
-        if payload is None:
+    for bench in BENCHMARKS:
+        text = section(bench)
+        if text is None:
+            parts.append(f"- {heading(bench)}: not run yet: `{bench.runs[0].command}`")
             continue
-        text = _renderer(key, title, command, fn)(payload).strip()
-        note = NOTES_DIR / f"{key}.md"
-        if note.exists():
-            text += "\n\n" + note.read_text().strip()
+        parts.append(f"- [{heading(bench)}](#{anchor(heading(bench))})")
         body.append(text)
-    parts += index + [""] + ["\n\n".join(body)]
+    parts += [""] + ["\n\n".join(body)]
     text = "\n".join(parts).rstrip() + "\n"
     path.write_text(text)
     return text

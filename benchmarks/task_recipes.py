@@ -53,6 +53,8 @@ class Task:
     decodes: bool = True  # prompt -> target (greedy and beam rows); False: extractive QA
     lead_baseline: bool = False  # a row for the first k words of the prompt (k: the median target length)
     variants: tuple[tuple[str, str], ...] = ()  # extra (model label, run subdirectory) rows: levers tried
+    # (column, published value, whose): the anchors RESULTS.md's headline table sets the best model row against
+    headlines: tuple[tuple[str, float, str], ...] = ()
 
 
 TASKS = {
@@ -67,7 +69,8 @@ TASKS = {
         variants=(("teacher, English LM only", "teacher_english_lm"), ("teacher, copy head", "teacher_copy"),
                   ("student, copy head", "student_copy"), ("student int8, copy head", "student_copy_int8"),
                   ("teacher, copy head, 600 steps more", "teacher_copy_more"),
-                  ("teacher, copy head, from the in-domain LM", "teacher_copy_lm"))),
+                  ("teacher, copy head, from the in-domain LM", "teacher_copy_lm")),
+        headlines=(("R-1", 23.67, "Zhang & Tetreault (2019), best system, test"),)),
     "kvret": Task(
         "kvret", "KVRET in-car assistant: knowledge-grounded dialogue", "validation",
         (("bleu", "BLEU"), ("entity_f1", "entity F1"), ("entity_precision", "entity P"),
@@ -83,14 +86,17 @@ TASKS = {
                                      ("teacher, copy head", "teacher_copy"),
                                      ("student, copy head", "student_copy"),
                                      ("student int8, copy head", "student_copy_int8"),
-                                     ("student, copy head, 600 steps more", "student_copy_more"))),
+                                     ("student, copy head, 600 steps more", "student_copy_more")),
+        headlines=(("entity F1", 48.0, "KV Retrieval Net (Eric et al. 2017), test"),
+                   ("BLEU", 13.2, "KV Retrieval Net (Eric et al. 2017), test"))),
     "squad": Task(
         "squad", "SQuAD v1.1 extractive question answering", "validation",
         (("exact_match", "EM"), ("f1", "F1")),
         ("Rajpurkar et al. (2016), dev: sliding-window baseline 13.2 EM / 20.2 F1; logistic regression "
          "40.0 EM / 51.0 F1, trained on the full 87,599-question train set (here: 30 articles, ~6,800 questions).",
          "Target: teacher above the sliding window's 20.2 F1 on the held-out articles; aim for 40."),
-        decodes=False, variants=(("teacher, LM step 500", "teacher_lm500"),)),
+        decodes=False, variants=(("teacher, LM step 500", "teacher_lm500"),),
+        headlines=(("F1", 20.2, "sliding-window baseline (Rajpurkar et al. 2016), dev"),)),
 }
 MODELS = (("teacher", "teacher"), ("student", "student"), ("student int8", "student_int8"))
 

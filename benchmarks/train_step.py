@@ -68,7 +68,7 @@ def lm_train_step(attention: str, seq_len: int, tokens: int, dtype: str, heads: 
 
     ``run()`` takes one step (the state is donated and kept in ``holder``) and returns the loss;
     also returned: ``step`` (the jitted step itself), ``cfg``, ``attn``, ``model``, ``host_params`` (the initial parameters on the
-    host), ``batch``, ``batch_size``, ``key``. ``benchmarks/allocator_ab.py`` times the same step."""
+    host), ``batch``, ``batch_size``, ``key``."""
     import jax
     import numpy as np
 

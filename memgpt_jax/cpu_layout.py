@@ -3,7 +3,7 @@
 XLA folds a plain transpose into the dot that reads it. On CPU, a product that reads a
 transposed operand (``A^T @ B``: every weight gradient, ``dx = g w^T``, the attention
 backward's ``dq = dS k``) runs several times slower than the same product on a transposed
-copy (``benchmarks.step_parts``), and in bf16 it is converted to float32 first (both
+copy (``benchmarks.studies.step_parts``), and in bf16 it is converted to float32 first (both
 operands, the optimised HLO shows it). ``materialized_transpose`` makes that copy.
 """
 

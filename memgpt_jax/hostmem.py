@@ -5,7 +5,7 @@ MB each) afresh on every step. With glibc's defaults, each such buffer over 32 M
 new ``mmap`` that the kernel zero-fills page by page, and every worker thread gets an
 arena of its own whose freed memory is returned to the system. On this project's
 2-core CPU that page-faulting costs as much as the arithmetic in the attention products
-(``benchmarks/notes/step_parts.md``).
+("Where the dense step's time goes" in ``benchmarks/HISTORY.md``).
 
 :func:`tune_host_allocator` makes glibc keep one arena, serve every buffer from its heap
 (no ``mmap`` per large buffer: ``M_MMAP_MAX`` 0) and never hand freed memory back to the
@@ -14,10 +14,10 @@ previous step touched. A 1 GiB ceiling is not enough: XLA:CPU takes a training s
 temporaries as one block (about 2.4 GB for a 10M-parameter LM at 8,192 tokens a step: f32
 logits over an 8k vocabulary alone are 256 MiB a copy), which with a ceiling below it
 stays a fresh ``mmap``, 620,000 page faults a step (``faults_per_step`` in
-``benchmarks/results/train_step_capped.md``).
+``benchmarks/results/history/train_step_capped.md``).
 It must run before any thread is started (before JAX's first computation): the
 ``memgpt-jax`` entry point calls it first thing, and the speed benchmarks (``train_step``,
-``step_parts``, ``attention``) call it in their JAX and PyTorch processes alike
+``attention``, the ``step_parts`` study) call it in their JAX and PyTorch processes alike
 (``MEMGPT_ALLOCATOR`` reaches their child processes). The cost is resident memory: the
 process keeps the high-water mark of its heap (plus fragmentation; the 2.4 GB step settles
 at 3-5.3 GB of heap after its first steps) until it exits.

@@ -37,7 +37,7 @@ def matmul(x: Array, w: Array) -> Array:
     ``dw = x^T @ g`` as bf16-in / f32-accumulate GEMMs, with ``w^T`` and ``x^T`` materialised
     on CPU. Autodiff of ``jnp.dot`` would instead run the weight gradient on a float32
     gradient against a transposed bf16 operand, which XLA:CPU runs at about a third of its
-    matmul peak (``benchmarks.step_parts``), and XLA:CPU runs ``g @ w^T`` with the
+    matmul peak (``benchmarks.studies.step_parts``), and XLA:CPU runs ``g @ w^T`` with the
     transpose folded into the dot in float32 (both operands converted).
     """
     return jnp.dot(x, w, preferred_element_type=jnp.float32)

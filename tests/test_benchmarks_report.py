@@ -11,25 +11,74 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_report_rebuilds_every_section_from_json(tmp_path):
+def _report(tmp_path, drop=()):
+    """RESULTS.md rebuilt from a copy of the committed JSON (less ``drop``) by ``python -m benchmarks report``."""
     results = tmp_path / "results"
     shutil.copytree(os.path.join(ROOT, "benchmarks", "results"), results,
-                    ignore=shutil.ignore_patterns("*.png", "*.md"))
+                    ignore=shutil.ignore_patterns("*.png", "*.md", "history", "studies"))
+    for key in drop:
+        (results / f"{key}.json").unlink()
     env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(results)}
     out = subprocess.run([sys.executable, "-m", "benchmarks", "report"], cwd=ROOT, env=env, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
-    text = (tmp_path / "RESULTS.md").read_text()
-    from benchmarks.report import SECTIONS
+    return results, (tmp_path / "RESULTS.md").read_text()
 
-    for key, title, command, _ in SECTIONS:
-        if (results / f"{key}.json").exists():
-            assert f"## {title}" in text, key
+
+def test_report_opens_with_the_headline_table_then_one_section_per_benchmark(tmp_path):
+    (tmp_path / "HISTORY.md").write_text("frozen\n")
+    results, text = _report(tmp_path)
+    assert (tmp_path / "HISTORY.md").read_text() == "frozen\n"  # the history is never rewritten
+    from benchmarks.__main__ import BENCHMARKS as LISTED
+    from benchmarks.report import BENCHMARKS, anchor, heading
+
+    first_section = text.index("\n## ", text.index("## Where the project stands") + 1)
+    headline = text[:first_section]
+    assert text.splitlines()[0] == "# Results" and "| figure | ours | peer or anchor | ratio | CPU |" in headline
+    for bench in BENCHMARKS:
+        assert bench.name in LISTED or bench.name == "device_check", bench.name  # canonical benchmarks only
+        runs = [r for r in bench.runs if (results / f"{r.key}.json").exists()]
+        if runs:
+            assert text.count(f"\n## {heading(bench)}\n") == 1 and f"(#{anchor(heading(bench))})" in headline
         else:
-            assert f"{title} (not run yet: `{command}`)" in text
-    # every number in a rows table comes from the JSON: the first row's values appear verbatim
-    payload = json.loads((results / "train_step.json").read_text())
-    assert f"| {payload['rows'][0]['seq_len']} |" in text
+            assert f"{heading(bench)}: not run yet: `{bench.runs[0].command}`" in text
+    # a headline figure is computed from its run's rows: block-sparse over torch.compile at 8k
+    rows = json.loads((results / "train_step_heap.json").read_text())["rows"]
+    ours, peer = (next(r["tokens_per_s"] for r in rows if r["seq_len"] == 8192 and r["attention"].startswith("window")
+                       and r.get("framework") == fw) for fw in ("jax", "torch compile"))
+    line = next(li for li in headline.splitlines() if li.startswith("| Training step, block-sparse"))
+    assert f"| {ours / peer:.2f}x | AMD EPYC, 2 cores | 2026-12-03 (70bcdae) |" in line
+    assert "| Zhang & Tetreault (2019), best system, test: 23.67 |" in headline  # a published anchor
+
+
+def test_headline_names_the_command_of_a_missing_run(tmp_path):
+    _, text = _report(tmp_path, drop=("train_step_floor", "train_step_heap", "lra"))
+    headline = text[:text.index("\n- ")]  # the table, before the list of sections
+    assert "| Training step: tokens/s and MFU, JAX and PyTorch: not run yet | `python -m benchmarks.train_step` |" in headline
+    assert "| Long-range accuracy (LRA-style): dense vs block-sparse: not run yet | `python -m benchmarks.lra` |" in headline
+    assert "Training step: tokens/s and MFU, JAX and PyTorch (train_step): not run yet" in text
+
+
+def test_a_partial_run_older_than_the_full_run_is_superseded(tmp_path, monkeypatch):
+    from benchmarks import report
+
+    payloads = {"train_step": {"machine": {"date": "2026-12-05T10:00"}, "rows": []},
+                "train_step_floor": {"machine": {"date": "2026-12-03"}, "rows": []},
+                "train_step_gpu": {"machine": {"date": "2026-12-06T09:00"}, "rows": []}}
+    monkeypatch.setattr(report, "load", payloads.get)
+    bench = next(b for b in report.BENCHMARKS if b.name == "train_step")
+    assert [run.key for run, _ in report.current_runs(bench)] == ["train_step_gpu", "train_step"]
+    del payloads["train_step"]
+    assert [run.key for run, _ in report.current_runs(bench)] == ["train_step_gpu", "train_step_floor"]
+
+
+def test_list_shows_the_canonical_benchmarks_only():
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--list"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert {"train_step", "attention", "imdb_recipe", "imdb_hybrid", "squad_recipe"} <= set(names)
+    assert not {"step_parts", "kernel_ab", "attention_products"} & set(names)
+    assert all(os.path.exists(os.path.join(ROOT, "benchmarks", f"{n}.py")) for n in names)
 
 
 def test_quick_run_writes_json_and_rebuilds(tmp_path):
@@ -41,7 +90,7 @@ def test_quick_run_writes_json_and_rebuilds(tmp_path):
     assert payload["command"].startswith("python -m benchmarks.forward --preset tiny")
     assert payload["machine"]["cores"] and payload["machine"]["jax"]
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "## Forward throughput" in text and "(not run yet: `python -m benchmarks.train_step`)" in text
+    assert "## Forward throughput" in text and "(train_step): not run yet: `python -m benchmarks.train_step`" in text
 
 
 def test_train_step_summary_ratios():
@@ -81,7 +130,7 @@ def test_step_parts_gemms_are_the_step_shapes_in_their_layouts():
     and the listed shapes add up to the model's matmul FLOPs per step."""
     import numpy as np
 
-    from benchmarks.step_parts import gemm_shapes, jax_gemm
+    from benchmarks.studies.step_parts import gemm_shapes, jax_gemm
     from memgpt_jax import config as config_lib
     from memgpt_jax.flops import matmul_params
 
@@ -111,7 +160,7 @@ def test_step_parts_gemms_are_the_step_shapes_in_their_layouts():
 
 
 def test_step_parts_summary_mfu_and_ceiling():
-    from benchmarks.step_parts import summary
+    from benchmarks.studies.step_parts import summary
 
     def row(kind, ms, gflop):
         return {"compute_dtype": "bfloat16", "kind": kind, "ms": ms, "gflop": gflop, "peak_gflops": 100.0,
@@ -124,18 +173,18 @@ def test_step_parts_summary_mfu_and_ceiling():
     assert "20.0% MFU" in line and "500 of its 1,000 ms" in line and "reach 40.0%" in line
 
 
+@pytest.mark.slow
 def test_step_parts_quick_run(tmp_path):
-    """The step-parts benchmark runs end to end on tiny shapes, beside (not over) the committed
-    results, and its rows are consistent: the remainder is forward + backward minus the timed
+    """The step-parts study runs end to end on tiny shapes, into results/studies, and its rows are consistent: the remainder is forward + backward minus the timed
     matmul parts, and the AdamW update alone is a small part of the step."""
-    from benchmarks.step_parts import section
+    from benchmarks.studies.step_parts import section
 
     env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.step_parts", "--quick", "--no-torch"], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.studies.step_parts", "--quick", "--no-torch"], cwd=ROOT,
+                         env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert not (tmp_path / "results" / "step_parts.json").exists()
-    payload = json.loads((tmp_path / "results" / "step_parts_quick.json").read_text())
+    assert not (tmp_path / "results" / "step_parts_quick.json").exists()
+    payload = json.loads((tmp_path / "results" / "studies" / "step_parts_quick.json").read_text())
     ms = {r["kind"] + ":" + r["part"].split(",")[0].split(" (")[0]: r["ms"] for r in payload["rows"]}
     step, fwd_bwd = ms["total:training step"], ms["total:forward + backward"]
     parts = sum(r["ms"] for r in payload["rows"] if r["kind"] == "matmul")
@@ -143,12 +192,13 @@ def test_step_parts_quick_run(tmp_path):
     assert 0 < ms["part:AdamW update alone"] < step
     assert all(g["jax_f32_gflops"] > 0 for g in payload["meta"]["gemms"])
     assert section(payload).startswith("## Where the dense step's time goes")
+    assert "## Where the dense step's time goes" in out.stdout  # the study prints its section
 
 
 def test_attention_product_ceilings_by_hand():
     """The ceilings: counted products' FLOPs (2 fwd, 6 fwd+bwd) over the time of every product
     the pass runs (fwd: scores + P V; fwd+bwd: scores + 2 P V + 2 scores^T + 2 dS^T Q)."""
-    from benchmarks.attention_products import ceilings
+    from benchmarks.studies.attention_products import ceilings
 
     ms = {"scores": 1.0, "P V": 2.0, "scores^T": 3.0, "dS^T Q": 4.0}
     rows = [{"tile": "128x640", "product": p, "gflop": 0.1, "jax_ms": t} for p, t in ms.items()]
@@ -159,22 +209,22 @@ def test_attention_product_ceilings_by_hand():
     assert "torch_gflops_per_s" not in fwd  # no PyTorch timings, no PyTorch ceiling
 
 
+@pytest.mark.slow
 def test_attention_products_quick_run(tmp_path):
-    """The attention-products benchmark runs end to end on tiny tiles, beside (not over) the
-    committed results, timing every product of every tile and rendering its section."""
-    from benchmarks.attention_products import PRODUCTS, section
+    """The attention-products study runs end to end on tiny tiles, into results/studies, timing every product of every tile and rendering its section."""
+    from benchmarks.studies.attention_products import PRODUCTS, section
 
     env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.attention_products", "--quick", "--no-torch"], cwd=ROOT,
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.studies.attention_products", "--quick", "--no-torch"],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert not (tmp_path / "results" / "attention_products.json").exists()
-    payload = json.loads((tmp_path / "results" / "attention_products_quick.json").read_text())
+    assert not (tmp_path / "results" / "attention_products_quick.json").exists()
+    payload = json.loads((tmp_path / "results" / "studies" / "attention_products_quick.json").read_text())
     assert len(payload["rows"]) == 2 * len(PRODUCTS) and all(r["jax_gflops_per_s"] > 0 for r in payload["rows"])
     assert [c["pass"] for c in payload["meta"]["ceilings"]] == ["fwd", "fwd+bwd"] * 2
-    assert section(payload).startswith("## Attention products alone")
-    bad = subprocess.run([sys.executable, "-m", "benchmarks.attention_products", "--tiles", "128by640"], cwd=ROOT,
-                         env=env, capture_output=True, text=True)
+    assert section(payload).startswith("## Attention products alone") and "## Attention products alone" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.studies.attention_products", "--tiles", "128by640"],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "MxN" in bad.stderr
 
 
@@ -199,7 +249,7 @@ def test_kernel_ab_loads_the_kernel_of_a_revision():
     import jax
     import numpy as np
 
-    from benchmarks.kernel_ab import load_base
+    from benchmarks.studies.kernel_ab import load_base
     from memgpt_jax.attention import layout as L
     from memgpt_jax.attention import xla
 
@@ -210,20 +260,3 @@ def test_kernel_ab_loads_the_kernel_of_a_revision():
     np.testing.assert_allclose(base.xla_attention(q, q, q, lay), xla.xla_attention(q, q, q, lay), atol=1e-6)
     with pytest.raises(SystemExit, match="cannot read memgpt_jax/attention/xla.py at 'no-such-rev'"):
         load_base("no-such-rev")
-
-
-def test_allocator_ab_summary_settles_after_the_early_steps():
-    import argparse
-
-    from benchmarks.allocator_ab import summarize
-
-    def proc(ms, faults):
-        return {"steps": [{"ms": m, "faults": f, "sys_ms": f / 1000, "rss_gib": 1.0 + i}
-                          for i, (m, f) in enumerate(zip(ms, faults))]}
-
-    args = argparse.Namespace(attention="dense_blocked", dtype="bfloat16")
-    runs = [proc([900, 800, 500, 520, 510], [9000, 100, 0, 0, 0]), proc([950, 700, 600, 580, 590], [8000, 0, 0, 0, 5])]
-    row = summarize(1024, "tuned", runs, 2, args)
-    assert row["settled_ms"] == 550  # per process 510 and 590, then their median
-    assert row["spread_ms"] == "510-590" and row["early_ms"] == 850  # median of 900, 800, 950, 700
-    assert row["faults_last_step"] == 2.5 and row["rss_gib"] == 5.0 and row["processes"] == 2

@@ -296,17 +296,3 @@ def test_lead_baseline_row_is_kept_when_no_run_is_here(tmp_path, monkeypatch):
     assert rows[1]["source"] == "commit def" and reports["lead_baseline"] == {"rouge1": 5.0}
     rows, _ = task_recipes.run(task_recipes.TASKS["aeslc"], str(tmp_path / "no_runs"), fresh=True)
     assert rows == []
-
-
-def test_output_lengths_report_by_hand():
-    from benchmarks.output_lengths import length_report
-
-    report = length_report(["budget", "budget meeting", "GE GE"], ["budget meeting", "budget meeting", "GE deal"])
-    assert report["output_words_mean"] == pytest.approx(5 / 3) and report["reference_words_mean"] == 2.0
-    assert report["repeated_word_share"] == pytest.approx(100 / 3)
-    # "budget" vs "budget meeting": P 1, R 1/2, F 2/3; exact: 1; "GE GE" vs "GE deal": P 1/2, R 1/2
-    assert report["by_output_words"]["1"] == {"share": pytest.approx(100 / 3), "rouge1": pytest.approx(200 / 3)}
-    assert report["by_output_words"]["2"]["rouge1"] == pytest.approx(75.0)
-    assert report["rouge1"] == pytest.approx((200 / 3 + 100 + 50) / 3)
-    with pytest.raises(ValueError, match="outputs"):
-        length_report(["a"], [])

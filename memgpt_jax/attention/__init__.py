@@ -69,8 +69,8 @@ def dense_cpu_tile(seq_len: int) -> int:
 
     XLA:CPU's dots reach a useful share of the matmul peak only on large tiles, while a tile
     beyond a quarter of the sequence computes mostly masked scores: 128 below 512 tokens,
-    256 below 1,024, 512 from there (``python -m benchmarks.kernel_variants --study dense_tile``
-    measures the choice). Below 128 tokens the oracle's whole score matrix is small."""
+    256 below 1,024, 512 from there (the tile study in ``benchmarks/HISTORY.md``
+    measured the choice). Below 128 tokens the oracle's whole score matrix is small."""
     if seq_len >= 1024:
         return 512
     if seq_len >= 512:

@@ -54,8 +54,8 @@ which a new iterator yields exactly the batches the original would have.
 Why not Grain
 -------------
 Grain 0.2.18 reads the same ``array_record`` sources, with checkpointable
-iterators and worker processes. ``python -m benchmarks.data_grain``
-(``benchmarks/results/data_grain.json``: IMDb train, sentencepiece 8k,
+iterators and worker processes. The grain study (``benchmarks/HISTORY.md``,
+``benchmarks/results/history/data_grain.json``: IMDb train, sentencepiece 8k,
 32 x 512, a 2-core EPYC shared with other jobs) built Grain pipelines whose
 batches equal ours bit for bit, and measured their batches/s relative to ours
 (medians of 5 runs of 100 batches; ours: of 10, 5 before and 5 after Grain,

@@ -1,9 +1,9 @@
 """Where the dense training step's time goes, and how fast this machine runs its GEMMs.
 
-    python -m benchmarks.step_parts                 # the train_step model, 8 x 1024 tokens, bf16 and f32
-    python -m benchmarks.step_parts --quick         # tiny shapes (a smoke run)
+    python -m benchmarks.studies.step_parts                 # the train_step model, 8 x 1024 tokens, bf16 and f32
+    python -m benchmarks.studies.step_parts --quick         # tiny shapes (a smoke run)
 
-It explains the dense-MFU figure of ``benchmarks.train_step`` and writes ``results/step_parts.json``
+It explains the dense-MFU figure of ``benchmarks.train_step`` and writes ``results/studies/step_parts.json``
 with two tables:
 
 1. Parts of one training step of the dense model (``small_10m(n_heads=4)``, exact attention
@@ -38,7 +38,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks.common import STUDIES_DIR, machine_line, markdown_table, write_results
 from memgpt_jax.hostmem import ENV as ALLOCATOR_ENV, allocator_setting, tune_host_allocator
 
 PART_COLUMNS = ["compute_dtype", "part", "ms", "share_of_step", "gflop", "gflops_per_s", "of_peak"]
@@ -271,7 +271,7 @@ def section(payload: dict[str, Any]) -> str:
     if meta.get("allocator") == "default":
         title += ": glibc's default allocator"
     lines = [f"## {title}", "",
-             f"`{payload.get('command', 'python -m benchmarks.step_parts')}` — {machine_line(payload['machine'])}.", "",
+             f"`{payload.get('command', 'python -m benchmarks.studies.step_parts')}` — {machine_line(payload['machine'])}.", "",
              f"Parts of one training step of the train-step benchmark's dense model at {meta['seq_len']} tokens, "
              f"{meta['batch']} sequences (each part also timed alone, forward + backward):", "",
              markdown_table(payload["rows"], PART_COLUMNS), "", *summary(payload), "",
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch GEMM column")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes: 2 x 256 tokens, float32, 1 repeat; writes NAME_quick.json (a smoke run)")
-    p.add_argument("--name", default="step_parts", help="results name (benchmarks/results/NAME.json)")
+    p.add_argument("--name", default="step_parts", help="results name (benchmarks/results/studies/NAME.json)")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="host allocator of the JAX and PyTorch processes: tuned = the memgpt-jax entry point's "
                         "(memgpt_jax/hostmem.py), default = glibc's")
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
         else:
             spec = json.dumps({"gemms": [{k: g[k] for k in ("layout", "batch", "m", "k", "n")} for g in gemms],
                                "repeats": args.repeats})
-            out = subprocess.run([sys.executable, "-m", "benchmarks.step_parts", "--torch-gemms-json", spec],
+            out = subprocess.run([sys.executable, "-m", "benchmarks.studies.step_parts", "--torch-gemms-json", spec],
                                  capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
             if out.returncode != 0:
                 raise RuntimeError(f"the PyTorch GEMM process failed:\n{out.stderr[-2000:]}")
@@ -346,13 +346,9 @@ def main(argv=None) -> int:
                 g.update(t)
     meta = {**vars(args), "gemms": gemms, "tokens": args.batch * args.seq_len, "allocator": allocator_setting()}
     meta.pop("torch_gemms_json")
-    if args.quick:  # a smoke run: written beside the committed results, not over them
-        write_results(f"{args.name}_quick", rows, PART_COLUMNS, meta)
-    else:
-        write_results(args.name, rows, PART_COLUMNS, meta)
-        rebuild_results_md()
-    print(markdown_table(rows, PART_COLUMNS))
-    print(markdown_table(gemms, GEMM_COLUMNS))
+    path = write_results(f"{args.name}_quick" if args.quick else args.name, rows, PART_COLUMNS, meta,
+                         directory=STUDIES_DIR)
+    print(section(json.loads(path.read_text())))
     return 0
 
 

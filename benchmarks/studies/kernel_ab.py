@@ -6,8 +6,8 @@ their outputs compared, and the two are timed in interleaved rounds (the order a
 forward and forward + backward on the attention benchmark's window+global layout. This is how
 a change to the kernel is measured: same process, same inputs, same machine state.
 
-    python -m benchmarks.kernel_ab --base be1f610~1             # the backward's delta before the loop
-    python -m benchmarks.kernel_ab --base HEAD --lengths 1024 --rounds 1 --repeats 1   # a smoke run
+    python -m benchmarks.studies.kernel_ab --base be1f610~1             # the backward's delta before the loop
+    python -m benchmarks.studies.kernel_ab --base HEAD --lengths 1024 --rounds 1 --repeats 1   # a smoke run
 
 Reported: per length, pass and side, the median over rounds of each round's best of
 ``--repeats`` runs, the spread of the per-round bests, GFLOP/s on the kept blocks (as the
@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import subprocess
 import sys
 from types import ModuleType
 
-from benchmarks.common import REPO_ROOT, machine_line, markdown_table, rebuild_results_md, time_fn, write_results
+from benchmarks.common import STUDIES_DIR, REPO_ROOT, machine_line, markdown_table, time_fn, write_results
 
 KERNEL = "memgpt_jax/attention/xla.py"
 COLUMNS = ["layout", "seq_len", "dtype", "pass", "variant", "ms", "spread_ms", "gflops_per_s", "speedup_vs_base",
@@ -97,7 +98,7 @@ def ab(base: ModuleType, rev: str, layout_name: str, length: int, dtype: str, ro
 def section(payload: dict) -> str:
     meta = payload["meta"]
     lines = ["## Block kernel A/B against a git revision", "",
-             f"`{payload.get('command', 'python -m benchmarks.kernel_ab')}` — {machine_line(payload['machine'])}.", "",
+             f"`{payload.get('command', 'python -m benchmarks.studies.kernel_ab')}` — {machine_line(payload['machine'])}.", "",
              f"`{KERNEL}` at `{meta['base']}` against the working tree of the commit above, in one process: "
              f"{meta['rounds']} interleaved rounds (order alternating), each the best of {meta['repeats']} runs; "
              "ms = the median of the rounds, spread = their range; `max_abs_diff`: the largest difference between "
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--name", default="kernel_ab", help="results/<name>.json; 'none' writes nothing")
+    p.add_argument("--name", default="kernel_ab", help="results/studies/<name>.json; 'none' writes nothing")
     args = p.parse_args(argv)
     if any(n % 128 for n in args.lengths):
         p.error("--lengths must be multiples of 128 (the benchmark's block)")
@@ -127,8 +128,8 @@ def main(argv=None) -> int:
         rows += ab(base, args.base, args.layout, length, args.dtype, args.rounds, args.repeats)
         print(markdown_table(rows[-4:], COLUMNS), flush=True)
     if args.name != "none":
-        write_results(args.name, rows, COLUMNS, vars(args))
-        rebuild_results_md()
+        path = write_results(args.name, rows, COLUMNS, vars(args), directory=STUDIES_DIR)
+        print(section(json.loads(path.read_text())))
     return 0
 
 

@@ -21,18 +21,19 @@ the recomputed scores are work it does not count), as GFLOP/s and as a share of 
 measured ``n^3`` matmul peak: what the kernel would reach if its softmax, masks, gathers
 and scatter-adds cost nothing.
 
-    python -m benchmarks.attention_products               # the kernel's tiles, bf16, with PyTorch
-    python -m benchmarks.attention_products --quick       # small tiles, one round (a smoke run)
+    python -m benchmarks.studies.attention_products               # the kernel's tiles, bf16, with PyTorch
+    python -m benchmarks.studies.attention_products --quick       # small tiles, one round (a smoke run)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 from typing import Any
 
-from benchmarks.common import machine_line, markdown_table, rebuild_results_md, write_results
+from benchmarks.common import STUDIES_DIR, machine_line, markdown_table, write_results
 from memgpt_jax.hostmem import tune_host_allocator
 
 # name -> (einsum, the two operands' axes); m query rows, n keys, d the head dim
@@ -149,7 +150,7 @@ def section(payload: dict[str, Any]) -> str:
     torch_peak = f"{meta['torch_peak_gflops']:.0f}" if meta.get("torch_peak_gflops") else "-"
     return "\n".join([
         "## Attention products alone: the ceiling of a kernel built from XLA:CPU's dots", "",
-        f"`{payload.get('command', 'python -m benchmarks.attention_products')}` — {machine_line(payload['machine'])}.",
+        f"`{payload.get('command', 'python -m benchmarks.studies.attention_products')}` — {machine_line(payload['machine'])}.",
         "",
         f"Head dim {meta['head_dim']}, {meta['dtype']} operands, float32 output in JAX (the kernel's), "
         f"{meta['dtype']} in PyTorch; medians over {meta['rounds']} interleaved rounds of the best of "
@@ -186,13 +187,10 @@ def main(argv=None) -> int:
     rows, jax_peak, torch_peak = measure(tiles, args.head_dim, args.dtype, args.gflop, args.rounds, args.repeats,
                                          with_torch=not args.no_torch)
     ceiling_rows = ceilings(rows, jax_peak, torch_peak)
-    print(markdown_table(rows, COLUMNS))
-    print()
-    print(markdown_table(ceiling_rows, CEILING_COLUMNS))
-    write_results("attention_products_quick" if args.quick else "attention_products", rows, COLUMNS,
-                  {**vars(args), "jax_peak_gflops": jax_peak, "torch_peak_gflops": torch_peak, "ceilings": ceiling_rows})
-    if not args.quick:
-        rebuild_results_md()
+    meta = {**vars(args), "jax_peak_gflops": jax_peak, "torch_peak_gflops": torch_peak, "ceilings": ceiling_rows}
+    path = write_results("attention_products_quick" if args.quick else "attention_products", rows, COLUMNS, meta,
+                         directory=STUDIES_DIR)
+    print(section(json.loads(path.read_text())))
     return 0
 
 
