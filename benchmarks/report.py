@@ -167,6 +167,8 @@ class Benchmark:
 
 
 WG = "--dtype bfloat16 --lengths 8192 16384 --layouts window_global --no-memory"
+WG_TITLE = "Window+global at 8k and 16k (bfloat16), against FlexAttention"
+ALL_LAYOUTS = "Every layout and length (bfloat16)"
 TRAIN_STEP_8K = "--dtypes bfloat16 --torch compile --tokens-per-step 8192"
 
 # In RESULTS.md order.
@@ -187,11 +189,10 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("generate", "Generation: KV cache vs recompute vs Hugging Face", (
         Run("generate", "Generation", "python -m benchmarks.generate --sparse", generate.section),)),
     Benchmark("attention", "Attention: block-sparse vs dense, FlexAttention and SDPA", (
-        Run("attention_bfloat16", "Every layout and length (bfloat16)", "python -m benchmarks.attention --dtype bfloat16",
-            _attention("attention_bfloat16", "Every layout and length (bfloat16)")),
-        Run("attention_bfloat16_wg_qt_rerun", "Window+global at 8k and 16k (bfloat16), against FlexAttention",
-            f"python -m benchmarks.attention {WG}",
-            _attention("attention_bfloat16_wg_qt_rerun", "Window+global at 8k and 16k (bfloat16), against FlexAttention")))),
+        Run("attention_bfloat16", ALL_LAYOUTS, "python -m benchmarks.attention --dtype bfloat16",
+            _attention("attention_bfloat16", ALL_LAYOUTS)),
+        Run("attention_bfloat16_wg_qt_rerun", WG_TITLE, f"python -m benchmarks.attention {WG}",
+            _attention("attention_bfloat16_wg_qt_rerun", WG_TITLE)))),
     Benchmark("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", (
         Run("lra", "LRA", "python -m benchmarks.lra", lra.section),)),
     Benchmark("demo", "The demo", (Run("demo", "The demo", "python -m benchmarks.demo", demo.section),)),
@@ -288,7 +289,8 @@ def _train_step_figure(seq_len: int, kind: str):
     def figure(payload: dict[str, Any]):
         sel = [r for r in payload["rows"] if r["seq_len"] == seq_len and r["compute_dtype"] == "bfloat16"
                and r.get("pass", "step") == "step" and r["attention"].startswith(kind)]
-        ours = max((r for r in sel if r.get("framework", "jax") == "jax"), key=lambda r: r["tokens_per_s"], default=None)
+        ours = max((r for r in sel if r.get("framework", "jax") == "jax"), key=lambda r: r["tokens_per_s"],
+                   default=None)
         peer = next((r for r in sel if r.get("framework") == "torch compile"), None)
         if ours and peer:
             what = "block-sparse (window+global)" if kind == "window" else f"dense ({ours['attention']})"
@@ -379,16 +381,17 @@ def _task_figure(name: str, column: str, published: float, whose: str):
         best = max(models, key=lambda r: r[column], default=None)
         if best:
             how = f"{best['model']}" + (f", {best['decoding']}" if "decoding" in best else "")
-            return (f"{task.title.split()[0]}: {column} on {task.split}, the best model row ({how})", f"{best[column]:.2f}",
-                    f"{whose}: {published}", _x(best[column], published))
+            return (f"{task.title.split()[0]}: {column} on {task.split}, the best model row ({how})",
+                    f"{best[column]:.2f}", f"{whose}: {published}", _x(best[column], published))
     return figure
 
 
 def _int8_figure(payload: dict[str, Any]):
     row = next((r for r in payload["rows"] if r["variant"] == "int8"), None)
     if row:
-        return (f"int8 weights: validation {row['metric']} of a byte-level LM ({row['size_ratio']:.2f}x smaller on disk)",
-                f"{row['after']:.3f}", f"float32: {row['before']:.3f}", _x(row["after"], row["before"]))
+        return (f"int8 weights: validation {row['metric']} of a byte-level LM "
+                f"({row['size_ratio']:.2f}x smaller on disk)", f"{row['after']:.3f}", f"float32: {row['before']:.3f}",
+                _x(row["after"], row["before"]))
 
 
 def _interop_figure(payload: dict[str, Any]):
@@ -398,7 +401,8 @@ def _interop_figure(payload: dict[str, Any]):
         r["greedy_match"].split("/")[0] == r["greedy_match"].split("/")[1] for r in rows) else ""
     return (f"PyTorch export parity: largest logit difference over {len(rows)} exports "
             f"({worst['model']}, {worst['format']}){greedy}", f"{worst['max_abs_logit_diff']:.3g}",
-            f"the largest logit: {worst['max_abs_logit']:.3g}", f"{worst['max_abs_logit_diff'] / worst['max_abs_logit']:.1e}")
+            f"the largest logit: {worst['max_abs_logit']:.3g}",
+            f"{worst['max_abs_logit_diff'] / worst['max_abs_logit']:.1e}")
 
 
 def _generate_figure(peer: str):
@@ -407,9 +411,11 @@ def _generate_figure(peer: str):
         kv = rows[0]
         other = next((r for r in rows if r["method"].startswith(peer)), None)
         if other:
-            name = "recomputing every token" if peer == "jax recompute" else "Hugging Face `generate` (exported weights)"
-            return (f"Generation with the KV cache, {kv['new_tokens']} tokens, batch 1", f"{kv['tokens_per_s']:,.0f} tokens/s",
-                    f"{name}: {other['tokens_per_s']:,.1f} tokens/s", _x(kv["tokens_per_s"], other["tokens_per_s"]))
+            name = ("recomputing every token" if peer == "jax recompute"
+                    else "Hugging Face `generate` (exported weights)")
+            return (f"Generation with the KV cache, {kv['new_tokens']} tokens, batch 1",
+                    f"{kv['tokens_per_s']:,.0f} tokens/s", f"{name}: {other['tokens_per_s']:,.1f} tokens/s",
+                    _x(kv["tokens_per_s"], other["tokens_per_s"]))
     return figure
 
 

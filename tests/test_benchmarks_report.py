@@ -54,8 +54,9 @@ def test_report_opens_with_the_headline_table_then_one_section_per_benchmark(tmp
 def test_headline_names_the_command_of_a_missing_run(tmp_path):
     _, text = _report(tmp_path, drop=("train_step_floor", "train_step_heap", "lra"))
     headline = text[:text.index("\n- ")]  # the table, before the list of sections
-    assert "| Training step: tokens/s and MFU, JAX and PyTorch: not run yet | `python -m benchmarks.train_step` |" in headline
-    assert "| Long-range accuracy (LRA-style): dense vs block-sparse: not run yet | `python -m benchmarks.lra` |" in headline
+    for title, command in (("Training step: tokens/s and MFU, JAX and PyTorch", "python -m benchmarks.train_step"),
+                           ("Long-range accuracy (LRA-style): dense vs block-sparse", "python -m benchmarks.lra")):
+        assert f"| {title}: not run yet | `{command}` |" in headline
     assert "Training step: tokens/s and MFU, JAX and PyTorch (train_step): not run yet" in text
 
 
@@ -175,8 +176,9 @@ def test_step_parts_summary_mfu_and_ceiling():
 
 @pytest.mark.slow
 def test_step_parts_quick_run(tmp_path):
-    """The step-parts study runs end to end on tiny shapes, into results/studies, and its rows are consistent: the remainder is forward + backward minus the timed
-    matmul parts, and the AdamW update alone is a small part of the step."""
+    """The step-parts study runs end to end on tiny shapes, into results/studies, and its rows
+    are consistent: the remainder is forward + backward minus the timed matmul parts, and the
+    AdamW update alone is a small part of the step."""
     from benchmarks.studies.step_parts import section
 
     env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
@@ -211,7 +213,8 @@ def test_attention_product_ceilings_by_hand():
 
 @pytest.mark.slow
 def test_attention_products_quick_run(tmp_path):
-    """The attention-products study runs end to end on tiny tiles, into results/studies, timing every product of every tile and rendering its section."""
+    """The attention-products study runs end to end on tiny tiles, into results/studies, timing
+    every product of every tile and rendering its section."""
     from benchmarks.studies.attention_products import PRODUCTS, section
 
     env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
