@@ -4,6 +4,7 @@ checkout (the demo's first stage, ``info``, ``smoke``, the README's model import
 
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -78,3 +79,20 @@ def test_installed_commands_run_outside_the_checkout(wheel, tmp_path):
     assert "== 1/3 teacher" in demo and "without --teacher-only" in demo
     assert os.listdir(empty / "runs" / "demo" / "teacher" / "checkpoints")
     assert sorted(os.listdir(empty)) == ["runs"]  # the workdir, and nothing of the checkout needed
+
+
+def test_demo_next_commands_run_in_a_new_shell(monkeypatch, tmp_path):
+    """The lines the demo prints name this installation's command by its full path (a venv's
+    bin/ is not on a new shell's PATH), or this Python with -m when no script started it."""
+    from memgpt_jax.cli import demo
+
+    dirs = {"teacher": "/r/teacher", "student": "/r/student"}
+    script = tmp_path / "venv bin" / "memgpt-jax"
+    script.parent.mkdir()
+    script.write_text("")
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    assert {shlex.split(c)[0] for c in demo.next_commands(dirs, "/r")} == {str(script)}
+    monkeypatch.setattr(sys, "argv", [os.path.join(ROOT, "pytest"), "tests"])
+    assert {tuple(shlex.split(c)[:3]) for c in demo.next_commands(dirs, "/r")} == {(sys.executable, "-m",
+                                                                                    "memgpt_jax.cli")}
+    subprocess.run([sys.executable, "-m", "memgpt_jax.cli", "classify", "--help"], check=True, capture_output=True)
