@@ -86,29 +86,23 @@ def test_unlabelled_rows_leave_the_hard_loss_unchanged():
     assert float(weight) == 3.0  # the distillation term averages over every real row
 
 
-def test_ablation_table_evaluates_runs_and_ensembles_and_caches_them(teachers, monkeypatch, tmp_path):
-    import sys
+def test_distill_command_takes_an_ensemble_teacher(teachers, tmp_path, capsys):
+    """`--config.distill.teacher=A,B` on the command line opens both runs as one teacher
+    (the library's open_teacher: the CLI has no copy of its own); a bad member is one line."""
+    from memgpt_jax.cli import main as cli_main
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from benchmarks import imdb_ablation
-
-    _, paths = teachers
-    specs = {"teacher": {"lever": "base", "base": None, "workdir": paths[0], "argv": None},
-             "teacher_seed1": {"lever": "seed 1", "base": "teacher", "workdir": paths[1], "argv": None},
-             "ensemble": {"lever": "both", "base": "teacher", "workdir": None, "members": ["teacher", "teacher_seed1"]},
-             "missing": {"lever": "not run", "base": "teacher", "workdir": str(tmp_path / "none"), "argv": None}}
-    monkeypatch.setattr(imdb_ablation, "_final_rows", lambda *args: specs)
-    monkeypatch.setattr(imdb_ablation, "RESULTS_DIR", tmp_path)  # no committed rows
-    written = {}
-    monkeypatch.setattr(imdb_ablation, "write_results", lambda name, rows, cols, meta: written.update(rows=rows))
-    assert imdb_ablation.main(["--runs", str(tmp_path), "--no-results-md"]) == 0
-    rows = {r["row"]: r for r in written["rows"]}
-    assert rows["missing"]["val_accuracy"] is None and "delta_vs_base" not in rows["missing"]
-    for name in ("teacher", "teacher_seed1", "ensemble"):
-        assert 0.0 <= rows[name]["val_accuracy"] <= 1.0 and rows[name]["examples"] == 4
-    assert rows["ensemble"]["delta_vs_base"] == rows["ensemble"]["val_accuracy"] - rows["teacher"]["val_accuracy"]
-    assert os.path.isfile(os.path.join(paths[0], "ablation_row.json"))  # cached: not evaluated again
-    assert "--rows ensemble" in rows["ensemble"]["command"]
+    data_dir, paths = teachers
+    argv = ["distill", "--config", f"{CONFIG}:tiny", "--no-progress", f"--config.data.data_dir={data_dir}"]
+    assert cli_main(argv + ["--workdir", str(tmp_path / "student"), f"--config.distill.teacher={','.join(paths)}"]) == 0
+    err = capsys.readouterr().err
+    assert f"teacher: {','.join(os.path.abspath(p) for p in paths)}" in err or f"teacher: {','.join(paths)}" in err
+    assert open_run(str(tmp_path / "student")).step == 4
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv + ["--workdir", str(tmp_path / "s2"), f"--config.distill.teacher={paths[0]},{missing}"])
+    assert exc.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: distill.teacher=") and "nowhere does not exist" in line
 
 
 def test_label_smoothing_reaches_the_classification_loss():

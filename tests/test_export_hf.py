@@ -18,6 +18,7 @@ from memgpt_jax import model as M  # noqa: E402
 from memgpt_jax.config import tiny  # noqa: E402
 from memgpt_jax.export import hf_gpt2, torch_format  # noqa: E402
 from memgpt_jax.export.mapping import ConversionError  # noqa: E402
+from memgpt_jax.training.run import RunError  # noqa: E402
 
 TOL = 1e-4
 
@@ -134,8 +135,7 @@ def test_import_random_gpt2_matches_transformers(tmp_path, fmt):
 
 
 def test_hf_teacher_for_distillation(tmp_path):
-    from memgpt_jax.cli.train import open_teacher
-    from memgpt_jax.run_config import RunConfig
+    from memgpt_jax.training.teacher import open_teacher
 
     directory = str(tmp_path / "teacher")
     hf = _save_random_gpt2(directory, safetensors=True)
@@ -145,13 +145,14 @@ def test_hf_teacher_for_distillation(tmp_path):
     ids, valid = padded_inputs(config, length=20)
     ours = np.asarray(run.model.apply({"params": run.params}, ids, kv_valid=valid).logits)
     np.testing.assert_allclose(ours[valid], hf_run(hf, ids, valid).logits.numpy()[valid], atol=TOL, rtol=0)
-    # `distill.teacher=hf:DIR` in a student's config resolves to the same run, for the student's task
-    student = RunConfig.from_dict({"task": "lm", "model": config.to_dict(), "data": {"seq_len": config.max_len},
-                                   "distill": {"teacher": f"hf:{directory}"}})
-    teacher = open_teacher(student)
+    # `distill.teacher=hf:DIR` resolves to the same run, for the student's task, through the
+    # converter the command line passes in (the training layer does not import export)
+    teacher = open_teacher(f"hf:{directory}", "lm", open_hf=hf_gpt2.open_hf_run)
     assert teacher.model_config == config and teacher.path == os.path.abspath(directory)
     with pytest.raises(ConversionError, match="missing tensor 'score.weight'"):
-        open_teacher(student.replace(task="classification"))
+        open_teacher(f"hf:{directory}", "classification", open_hf=hf_gpt2.open_hf_run)
+    with pytest.raises(RunError, match="needs a converter"):
+        open_teacher(f"hf:{directory}", "lm")
 
 
 @pytest.mark.parametrize("change, option", [

@@ -30,7 +30,6 @@ _EXPECTED = {
     "finetune": ("classification", "qa", "lm"),
     "distill": ("lm", "classification", "qa"),
 }
-HF_PREFIX = "hf:"
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -46,29 +45,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-id", type=int, default=None)
 
 
-def open_teacher(config: RunConfig) -> Run | None:
-    """The run named by ``config.distill.teacher`` (``None`` when distillation is off):
-    ``hf:DIR`` converts a Hugging Face GPT-2 directory on load, anything else is a run
-    directory. Raises ``FileNotFoundError``, ``RunError`` or ``ConversionError``."""
-    spec = config.distill.teacher
-    if not spec:
-        return None
-    if spec.startswith(HF_PREFIX):
-        from memgpt_jax.export.hf_gpt2 import open_hf_run  # lazy: keeps --help fast
-
-        return open_hf_run(spec[len(HF_PREFIX):], config.task)
-    from memgpt_jax.training.run import open_run  # lazy: keeps --help fast
-
-    return open_run(spec, task=config.task)
-
-
 def teacher_or_exit(config: RunConfig) -> Run | None:
-    """:func:`open_teacher`, with a one-line ``error:`` and exit code 2 when it cannot be opened."""
-    from memgpt_jax.export.mapping import ConversionError  # lazy: keeps --help fast
+    """The teacher ``config.distill.teacher`` names (``None`` when distillation is off), opened
+    by :func:`memgpt_jax.training.teacher.open_teacher` with the Hugging Face converter for
+    ``hf:DIR`` members; a one-line ``error:`` and exit code 2 when it cannot be opened."""
+    if not config.distill.teacher:
+        return None
+    # lazy: keeps --help fast
+    from memgpt_jax.export.hf_gpt2 import open_hf_run
+    from memgpt_jax.export.mapping import ConversionError
     from memgpt_jax.training.run import RunError
+    from memgpt_jax.training.teacher import open_teacher
 
     try:
-        return open_teacher(config)
+        return open_teacher(config.distill.teacher, config.task, open_hf=open_hf_run)
     except (FileNotFoundError, RunError, ConversionError) as e:
         print(f"error: distill.teacher={config.distill.teacher}: {e}", file=sys.stderr)
         raise SystemExit(2) from None

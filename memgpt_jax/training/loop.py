@@ -256,7 +256,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                         keep_period=tc.keep_period)
     _check_same_run(config, ckpt.saved_config(), workdir)  # before any work
     if config.distill.enabled and teacher is None:
-        teacher = open_teacher(config.distill.teacher)
+        teacher = open_teacher(config.distill.teacher, config.task)
     if teacher is not None:
         _check_teacher(config, teacher)
         print(f"teacher: {teacher.path} (step {teacher.step}, {teacher.task})", file=sys.stderr)

@@ -2,15 +2,17 @@
 
 A teacher is a :class:`~memgpt_jax.training.run.Run` (``open_run``, or a converted
 Hugging Face model), kept out of the student's state and never saved with it.
-``open_teacher("runs/a,runs/b")`` opens several runs as one :class:`TeacherEnsemble`
-(their probabilities averaged). ``init_student_from_teacher`` starts a student from
+``open_teacher`` is the one way to open what ``distill.teacher`` names: a run directory,
+``hf:DIR`` (a Hugging Face model, converted by the opener the caller passes in: this layer
+does not import the export code), or several of them separated by commas, opened as one
+:class:`TeacherEnsemble` (their probabilities averaged). ``init_student_from_teacher`` starts a student from
 every other teacher layer (as DistilBERT) when the shapes allow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -19,7 +21,9 @@ import numpy as np
 
 from memgpt_jax.config import ModelConfig
 from memgpt_jax.model import ModelOutput
-from memgpt_jax.training.run import Run, open_run
+from memgpt_jax.training.run import Run, RunError, open_run
+
+HF_PREFIX = "hf:"  # distill.teacher=hf:DIR names a Hugging Face directory
 
 
 class TeacherEnsemble(nn.Module):
@@ -51,22 +55,38 @@ class TeacherEnsemble(nn.Module):
         return outs[0].replace(**mixed)
 
 
-def open_teacher(spec: str) -> Run:
-    """The teacher of ``distill.teacher``: one run directory, or several separated by
-    commas (an ensemble; same task, vocabulary and labels; quantized runs are refused)."""
+def open_teacher(spec: str, task: str | None = None, *,
+                 open_hf: Callable[[str, str | None], Run] | None = None) -> Run:
+    """The teacher that ``distill.teacher`` names: one run directory, ``hf:DIR``, or several
+    of either separated by commas (an ensemble; same task, vocabulary and labels; quantized
+    runs are refused). ``task`` checks each member's task (``None`` accepts any);
+    ``open_hf(directory, task)`` converts an ``hf:`` member (the command line passes
+    ``memgpt_jax.export.hf_gpt2.open_hf_run``). Raises ``FileNotFoundError``,
+    :class:`RunError` or the opener's conversion error."""
     paths = [p.strip() for p in spec.split(",") if p.strip()]
-    if len(paths) == 1:
-        return open_run(paths[0])
-    runs = [open_run(p) for p in paths]
+    if not paths:
+        raise RunError("distill.teacher is empty: name a run directory, hf:DIR, or several separated by commas")
+
+    def one(path: str) -> Run:
+        if not path.startswith(HF_PREFIX):
+            return open_run(path, task=task)
+        if open_hf is None:
+            raise RunError(f"{path}: a Hugging Face teacher needs a converter (open_teacher(..., open_hf=...); "
+                           "the memgpt-jax commands pass one)")
+        return open_hf(path[len(HF_PREFIX):], task)
+
+    runs = [one(p) for p in paths]
+    if len(runs) == 1:
+        return runs[0]
     first = runs[0]
     for r in runs:
         c, f = r.model_config, first.model_config
         if r.task != first.task or c.vocab_size != f.vocab_size or c.num_labels != f.num_labels:
-            raise ValueError(f"distill.teacher: {r.path} ({r.task}, vocabulary {c.vocab_size}, {c.num_labels} labels) "
-                             f"does not match {first.path} ({first.task}, vocabulary {f.vocab_size}, "
-                             f"{f.num_labels} labels); an ensemble needs one task, vocabulary and label set")
+            raise RunError(f"distill.teacher: {r.path} ({r.task}, vocabulary {c.vocab_size}, {c.num_labels} labels) "
+                           f"does not match {first.path} ({first.task}, vocabulary {f.vocab_size}, "
+                           f"{f.num_labels} labels); an ensemble needs one task, vocabulary and label set")
         if r.quantized:
-            raise ValueError(f"distill.teacher: {r.path} is quantized; ensemble float runs")
+            raise RunError(f"distill.teacher: {r.path} is quantized; ensemble float runs")
     model = TeacherEnsemble(tuple(r.model for r in runs))
     params = {f"members_{i}": r.params for i, r in enumerate(runs)}
     config = first.config.replace(model={"max_len": model.config.max_len})
