@@ -111,8 +111,10 @@ def test_copy_dim_is_validated():
 
 def test_the_head_learns_to_copy():
     """Each row is 6 random tokens, a separator, then the same 6 again: the second half is
-    predictable only by copying. After 150 Adam steps the model gets it right, and it is the
-    head that does it: with its gate shut the same weights fall far behind."""
+    predictable only by copying. After 400 Adam steps the model gets it right, and it is the
+    head that does it: with its gate shut the same weights fall far behind. The skill appears
+    abruptly, between steps 30 and 220 over 20 initialisations (150 steps left some at 25%):
+    400 keeps the slowest well past it on any CPU's rounding."""
     V, n = 64, 6
 
     def batch(key):
@@ -134,7 +136,7 @@ def test_the_head_learns_to_copy():
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s
 
-    for i in range(150):
+    for i in range(400):
         params, state = step(params, state, jax.random.key(i + 1))
     ids = batch(jax.random.key(999))
 
