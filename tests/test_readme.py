@@ -1,11 +1,13 @@
-"""The README's commands, as a new user meets them.
+"""The README's and docs' commands, as a new user meets them.
 
-Every command in the README's ``bash`` blocks, in the config files' docstrings and in the
-recipe scripts is checked against the code: a ``memgpt-jax`` command must parse with the
-real argument parser (its subcommand, flags and choices), and its ``--config FILE:VARIANT``
-with its ``--config.*`` overrides must load; a ``python -m benchmarks.NAME`` command must
-name a benchmark whose ``--help`` lists every flag used. Then the block the README shows
-after the demo is run, command by command, on a tiny trained run in place of ``runs/demo``.
+Every command in the ``bash`` blocks of README.md and docs/*.md, in the config files'
+docstrings and in the recipe scripts is checked against the code: a ``memgpt-jax`` command
+must parse with the real argument parser (its subcommand, flags and choices), and its
+``--config FILE:VARIANT`` with its ``--config.*`` overrides must load; a ``python -m
+benchmarks...`` or ``memgpt-jax bench`` command must name a benchmark whose ``--help`` lists
+every flag used. Then the blocks the README shows after the demo and for training are run,
+command by command, on tiny runs; its model snippet runs; its links lead somewhere; and its
+test line is the one CI runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+DOCS = [README] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
 def bash_blocks(text: str) -> list[str]:
@@ -78,28 +81,28 @@ def script_commands(path: str) -> list[list[str]]:
 
 
 def _all_commands() -> list[tuple[str, list[str]]]:
-    found = [("README.md", c) for block in bash_blocks(open(README).read()) for c in commands(block)]
+    found = [(os.path.relpath(path, ROOT), c) for path in DOCS for block in bash_blocks(open(path).read())
+             for c in commands(block)]
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
         found += [(os.path.relpath(path, ROOT), c) for c in docstring_commands(path)]
     for path in sorted(glob.glob(os.path.join(ROOT, "train", "*.sh"))):
         found += [(os.path.relpath(path, ROOT), c) for c in script_commands(path)]
-    sys.path.insert(0, ROOT)
-    from benchmarks.imdb_ablation import rows_spec  # the ablation's rows are commands the table prints
-
-    found += [("benchmarks/imdb_ablation.py", spec["argv"]) for spec in rows_spec("runs/imdb").values()
-              if spec.get("argv")]
     return found
 
 
 ALL = _all_commands()
 CLI = [(where, c) for where, c in ALL if c[0] == "memgpt-jax"]
-BENCH = [(where, c) for where, c in ALL if c[:2] == ["python", "-m"] and c[2].startswith("benchmarks")]
+# `memgpt-jax bench ARGS` is `python -m benchmarks ARGS`
+BENCH = [(where, c if c[0] == "python" else ["python", "-m", "benchmarks"] + c[2:]) for where, c in ALL
+         if (c[:2] == ["python", "-m"] and c[2].startswith("benchmarks")) or c[:2] == ["memgpt-jax", "bench"]]
 
 
 def test_the_documents_hold_commands():
     """The extraction itself: a README without commands would pass every check below."""
     assert len(CLI) >= 40 and len(BENCH) >= 3, (len(CLI), len(BENCH))
     assert ["memgpt-jax", "demo"] in [c for _, c in CLI]
+    for path in DOCS[1:]:  # every page's blocks are read, not only the README's
+        assert any(where == os.path.relpath(path, ROOT) for where, _ in ALL) or "```bash" not in open(path).read()
 
 
 def _substitute(word: str) -> str:
@@ -130,20 +133,59 @@ def test_cli_command_parses(where, command, monkeypatch):
         assert not overrides or getattr(args, "accepts_overrides", False), f"{where}: {overrides} not accepted"
 
 
+def _bench_output(module: str, flag: str) -> str:
+    result = subprocess.run([sys.executable, "-m", module, flag], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 @pytest.mark.parametrize("where, command", BENCH, ids=[f"{w}:{c[2]}" for w, c in BENCH])
 def test_benchmark_command_flags_exist(where, command):
     module = command[2]
-    assert os.path.isfile(os.path.join(ROOT, *module.split(".")) + ".py"), f"{where}: no module {module}"
-    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
+    path = os.path.join(ROOT, *module.split("."))
+    assert os.path.isfile(path + ".py") or os.path.isfile(os.path.join(path, "__main__.py")), \
+        f"{where}: no module {module}"
+    help_text = _bench_output(module, "--help")
     for flag in [w.split("=")[0] for w in command[3:] if w.startswith("--")]:
-        assert flag in result.stdout, f"{where}: {module} has no {flag}"
+        assert flag in help_text, f"{where}: {module} has no {flag}"
+    if module == "benchmarks":  # the names it runs are the canonical benchmarks
+        listed = {line.split()[0] for line in _bench_output(module, "--list").splitlines() if line.strip()}
+        names = [w for w in command[3:] if not w.startswith("-")]
+        assert not set(names) - listed - {"report"}, f"{where}: no benchmark {set(names) - listed}"
+
+
+def _run_readme_commands_on(roots: list[str], skip: str) -> list[str]:
+    """Run, in order, the README's commands (outside the block ``skip``) that read a path
+    under ``roots``; what they write (``--out``, ``--workdir``) joins the roots. Stdin holds
+    two ListOps lines (a piped ``classify``); a pruning recovers for two steps here."""
+    import io
+
+    from memgpt_jax.cli import main as cli_main
+
+    roots, ran = list(roots), []
+    for block in bash_blocks(open(README).read()):
+        if block == skip:
+            continue
+        for command in commands(block):
+            if command[0] != "memgpt-jax" or not any(w.startswith(r) for w in command[2:] for r in roots):
+                continue
+            argv = [("2" if command[i] == "--recover-steps" else w) for i, w in enumerate(command[1:])]
+            sys.stdin = io.TextIOWrapper(io.BytesIO(b"[MAX 2 9 ]\n[MIN 4 7 ]\n"))
+            try:
+                code = cli_main(argv)
+            finally:
+                sys.stdin = sys.__stdin__
+            assert code == 0, f"README: {' '.join(command)} exited {code}"
+            roots += [command[i + 1] for i, w in enumerate(command[:-1]) if w in ("--out", "--workdir")]
+            ran.append(command[1])
+    return ran
 
 
 def test_demo_block_runs(tmp_path, monkeypatch):
     """The commands the README shows after the demo, in order, on a tiny ListOps run in
-    place of ``runs/demo`` (the demo's own runs take minutes)."""
+    place of ``runs/demo`` (the demo's own runs take minutes); then every other README
+    command on the demo's runs (compress, classify, export)."""
     from memgpt_jax.cli import main as cli_main
 
     monkeypatch.setenv("MEMGPT_DATA_DIR", str(tmp_path / "tfds"))
@@ -163,12 +205,15 @@ def test_demo_block_runs(tmp_path, monkeypatch):
         ran.append(command[1])
     assert ran == ["classify", "eval", "attention-map", "export"]
     assert glob.glob(str(run / "maps" / "*.png")) and os.path.isfile(run / "student-torch" / "config.json")
+    ran = _run_readme_commands_on(["runs/demo"], skip=block)
+    assert {"quantize", "prune", "classify", "saliency", "export"} <= set(ran), ran
 
 
-def test_training_block_starts_as_written(tmp_path, monkeypatch):
-    """The first commands of the README's training block, in order: preparing tiny
-    Shakespeare (a small text in place of the shared file) and the `:tiny` pretraining
-    on it (two steps here)."""
+def test_training_block_runs_as_written(tmp_path, monkeypatch):
+    """The README's training block, in order: preparing tiny Shakespeare (a small text in
+    place of the shared file), the `:tiny` pretraining on it (two steps here) and generating
+    from it as written (the new tokens must fit the model's context); then every other
+    README command on that run (the Hugging Face export and back)."""
     from memgpt_jax.cli import main as cli_main
 
     shared = tmp_path / "shared"
@@ -177,9 +222,54 @@ def test_training_block_starts_as_written(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMGPT_DATA_DIR", str(tmp_path / "tfds"))
     monkeypatch.chdir(tmp_path)
     block = next(b for b in bash_blocks(open(README).read()) if "configs/shakespeare.py:tiny" in b)
-    prepare, pretrain = commands(block)[:2]
+    prepare, pretrain, *rest = commands(block)
     assert prepare[:4] == ["memgpt-jax", "data", "prepare", "text"]
     assert cli_main([w.replace("$MEMGPT_SHARED_DATA", str(shared)) for w in prepare[1:]]) == 0
     assert pretrain[:2] == ["memgpt-jax", "pretrain"]
     config = [w if not w.startswith("configs/") else os.path.join(ROOT, w) for w in pretrain[1:]]
     assert cli_main(config + ["--no-progress", "--config.train.steps=2", "--config.train.eval_every=2"]) == 0
+    assert [c[:2] for c in rest] == [["memgpt-jax", "generate"]]
+    assert cli_main(rest[0][1:]) == 0
+    workdir = pretrain[pretrain.index("--workdir") + 1]
+    assert _run_readme_commands_on([workdir], skip=block) == ["export", "import"]
+
+
+def test_model_snippet_runs():
+    """The README's Python block, as written, on a batch of token ids."""
+    import jax.numpy as jnp
+
+    block = re.findall(r"^```python\n(.*?)^```", open(README).read(), flags=re.S | re.M)[0]
+    scope = {"ids": jnp.ones((2, 256), jnp.int32), "prompt_ids": jnp.ones((4, 5), jnp.int32),
+             "next_ids": jnp.ones((4, 1), jnp.int32)}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["out"].logits.shape == (4, 1, scope["cfg"].vocab_size)
+
+
+def test_readme_test_line_is_what_ci_runs():
+    """The README's test set-up line and `.ci/run`'s last line are the same command."""
+    ci = [line for line in open(os.path.join(ROOT, ".ci", "run")).read().splitlines() if line.strip()][-1]
+    assert ci.startswith("python3 -m venv") and ci in bash_blocks(open(README).read())[1], ci
+
+
+def test_readme_is_a_front_door():
+    """Short: the detail lives in docs/."""
+    assert len(open(README).read().splitlines()) <= 300
+
+
+def _anchor(title: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[os.path.relpath(p, ROOT) for p in DOCS])
+def test_links_lead_somewhere(path):
+    """Relative links in README and docs name files that exist, and headings that exist."""
+    text = open(path).read()
+    links = re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S))
+    for link in [l for l in links if not re.match(r"^[a-z]+:", l)]:
+        target, _, anchor = link.partition("#")
+        target = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
+        assert os.path.exists(target), f"{os.path.relpath(path, ROOT)}: {link} does not exist"
+        if anchor and target.endswith(".md"):
+            headings = re.findall(r"^#+ (.*)$", open(target).read(), flags=re.M)
+            assert anchor in {_anchor(h) for h in headings}, f"{os.path.relpath(path, ROOT)}: no heading #{anchor}"
