@@ -182,6 +182,7 @@ def _run_readme_commands_on(roots: list[str], skip: str) -> list[str]:
     return ran
 
 
+@pytest.mark.slow
 def test_demo_block_runs(tmp_path, monkeypatch):
     """The commands the README shows after the demo, in order, on a tiny ListOps run in
     place of ``runs/demo`` (the demo's own runs take minutes); then every other README
@@ -209,6 +210,7 @@ def test_demo_block_runs(tmp_path, monkeypatch):
     assert {"quantize", "prune", "classify", "saliency", "export"} <= set(ran), ran
 
 
+@pytest.mark.slow
 def test_training_block_runs_as_written(tmp_path, monkeypatch):
     """The README's training block, in order: preparing tiny Shakespeare (a small text in
     place of the shared file), the `:tiny` pretraining on it (two steps here) and generating
@@ -234,6 +236,7 @@ def test_training_block_runs_as_written(tmp_path, monkeypatch):
     assert _run_readme_commands_on([workdir], skip=block) == ["export", "import"]
 
 
+@pytest.mark.slow
 def test_model_snippet_runs():
     """The README's Python block, as written, on a batch of token ids."""
     import jax.numpy as jnp
