@@ -13,10 +13,15 @@ only the kept blocks: ``kept_blocks * block**2 / seq_len``. With
 ``computed=True`` it is what the kernel computes: dense attention through the
 block kernels (``impl`` ``"xla"`` / ``"pallas"``) then counts only the kept tiles
 of the causal layout. Training is three times the forward.
+
+The MFU denominator (:func:`peak_flops`) is a known figure on TPU/GPU (``KNOWN_PEAKS``,
+per chip, from the vendors' spec sheets, as MaxText keeps one) and, on CPU, where no
+spec sheet says what XLA reaches, one matmul measurement per process.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -79,22 +84,68 @@ def mfu(config: ModelConfig, seq_len: int, tokens_per_second: float, peak_flops:
     return flops_per_token(config, seq_len, training) * tokens_per_second / peak_flops
 
 
+# Peak dense bf16 FLOP/s of one chip (one JAX device), from the vendors' public spec sheets;
+# the first pattern that matches ``device.device_kind`` wins. NVIDIA's sheets print the
+# Tensor Core figure "with sparsity": the dense peak is half of it.
+KNOWN_PEAKS: tuple[tuple[str, float], ...] = (
+    (r"H100.*PCIe", 756e12),  # NVIDIA H100 datasheet, H100 PCIe: BF16 Tensor Core 1,513 TFLOPS sparse
+    (r"H100.*NVL", 835e12),  # H100 NVL: 1,671 TFLOPS sparse
+    (r"H100", 989e12),  # H100 SXM: 1,979 TFLOPS sparse
+    (r"H200.*NVL", 835e12),  # NVIDIA H200 datasheet, H200 NVL: 1,671 TFLOPS sparse
+    (r"H200", 989e12),  # H200 SXM: 1,979 TFLOPS sparse
+    (r"A100", 312e12),  # NVIDIA A100 datasheet: BF16 Tensor Core 312 TFLOPS dense (SXM and PCIe)
+    (r"\bL4$", 121e12),  # NVIDIA L4 datasheet: BF16 Tensor Core 242 TFLOPS sparse
+    (r"^TPU v4$", 275e12),  # Cloud TPU v4: 275 TFLOPS bf16 per chip
+    (r"^TPU v5 ?(lite|e)$", 197e12),  # Cloud TPU v5e ("TPU v5 lite"): 197 TFLOPS bf16 per chip
+    (r"^TPU v5p?$", 459e12),  # Cloud TPU v5p ("TPU v5"): 459 TFLOPS bf16 per chip
+    (r"^TPU v6 ?(lite|e)$", 918e12),  # Trillium, Cloud TPU v6e ("TPU v6 lite"): 918 TFLOPS bf16 per chip
+)
+
+
+def known_peak_flops(device_kind: str) -> float | None:
+    """The spec-sheet bf16 dense peak of one chip of ``device_kind`` (``KNOWN_PEAKS``), or
+    ``None`` for a chip the table does not list (and for CPUs)."""
+    return next((peak for pattern, peak in KNOWN_PEAKS if re.search(pattern, device_kind)), None)
+
+
+def peak_flops(dtype: str = "float32") -> tuple[float, str]:
+    """The MFU denominator of this process and where it comes from.
+
+    On TPU/GPU: the known per-chip peak (bf16 dense, whatever ``dtype``: the usual MFU
+    convention) times this process's devices, whose tokens the training loop counts. On CPU
+    (and a chip ``KNOWN_PEAKS`` does not list): :func:`measured_peak_flops`, measured once per
+    process, never again at later calls."""
+    devices = jax.local_devices()
+    if devices[0].platform != "cpu":
+        per_chip = known_peak_flops(devices[0].device_kind)
+        if per_chip is not None:
+            return per_chip * len(devices), f"spec sheet: {len(devices)} x {devices[0].device_kind}"
+        n = 4096  # an accelerator's matmul units need a larger product to approach their peak
+        return measured_peak_flops("bfloat16", n=n) * len(devices), f"measured: {n}^3 bfloat16 on 1 device"
+    return measured_peak_flops(dtype), f"measured: 1024^3 {dtype}"
+
+
 _PEAK_CACHE: dict[str, float] = {}
 _square = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))  # compiled once per shape and dtype
 
 
 def measured_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5, cached: bool = True) -> float:
     """The matmul FLOP/s this machine reaches on an ``n x n`` product (the MFU
-    denominator we can actually measure on a CPU). Cached per process (``cached=False``
-    measures again and keeps the better figure)."""
+    denominator we can actually measure on a CPU). Cached per process (``cached=False``,
+    for benchmarks that measure again beside their kernels, keeps the better figure)."""
     key = f"{jax.default_backend()}:{dtype}:{n}"
     if key not in _PEAK_CACHE or not cached:
-        a = jnp.ones((n, n), dtype)
-        _square(a).block_until_ready()
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            _square(a).block_until_ready()
-            best = min(best, time.perf_counter() - t0)
-        _PEAK_CACHE[key] = max(2 * n**3 / best, _PEAK_CACHE.get(key, 0.0))
+        _PEAK_CACHE[key] = max(_time_square(dtype, n, repeats), _PEAK_CACHE.get(key, 0.0))
     return _PEAK_CACHE[key]
+
+
+def _time_square(dtype: str, n: int, repeats: int) -> float:
+    """FLOP/s of the best of ``repeats`` timed ``n x n`` products (after one to compile)."""
+    a = jnp.ones((n, n), dtype)
+    _square(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _square(a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best

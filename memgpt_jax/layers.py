@@ -6,10 +6,11 @@ Every parameter carries logical axis names through
 
     vocab, embed, position, heads, kv_heads, head_dim, mlp, labels
 
-Matmuls take their inputs in the compute dtype and accumulate in float32
-(``preferred_element_type``), which is both exact enough and, on CPU and TPU,
-the fast path for bfloat16. ``matmul`` is that product with its own backward pass:
-gradients in the compute dtype, and, on CPU, operands laid out for the fast GEMM.
+Matmuls take their inputs in the compute dtype and accumulate in float32. ``matmul`` is
+that product: on TPU/GPU a plain ``dot_general`` in the compute dtype (the matrix units
+accumulate in float32; autodiff gives the backward, as for Flax's ``Dense``); in a program
+lowered for CPU, :func:`cpu_matmul`, with its own backward pass laid out for XLA:CPU's fast
+GEMM (``memgpt_jax.cpu_layout``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,24 @@ import jax
 import jax.numpy as jnp
 
 from memgpt_jax.compress.quantize import QTensor, dequantize, int8_matmul
-from memgpt_jax.cpu_layout import materialized_transpose
+from memgpt_jax.cpu_layout import materialized_transpose, on_cpu
 
 Array = jax.Array
 Dtype = Any
 
 
-@jax.custom_vjp
 def matmul(x: Array, w: Array) -> Array:
+    """``x @ w`` for 2-D operands in the compute dtype, returned in float32: :func:`cpu_matmul`
+    in a program lowered for CPU, a plain ``dot_general`` for any other platform."""
+    return on_cpu(cpu_matmul, _plain_matmul, x, w)
+
+
+def _plain_matmul(x: Array, w: Array) -> Array:
+    return jnp.dot(x, w).astype(jnp.float32)
+
+
+@jax.custom_vjp
+def cpu_matmul(x: Array, w: Array) -> Array:
     """``x @ w`` for 2-D operands in the compute dtype, accumulated and returned in float32.
 
     The backward pass rounds the incoming gradient to the compute dtype (as mixed-precision
@@ -44,7 +55,7 @@ def matmul(x: Array, w: Array) -> Array:
 
 
 def _matmul_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
-    return matmul(x, w), (x, w)
+    return cpu_matmul(x, w), (x, w)
 
 
 def _matmul_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
@@ -57,12 +68,12 @@ def _matmul_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
     return dx, dw.astype(w.dtype)
 
 
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+cpu_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def tied_logits(x: Array, table: Array) -> Array:
     """``x @ table.T`` (tokens x vocabulary, float32) for a tied output embedding.
-    The table's transpose is materialised so that the GEMM runs in XLA:CPU's fast layout."""
+    On CPU the table's transpose is materialised so that the GEMM runs in XLA:CPU's fast layout."""
     return matmul(x, materialized_transpose(table))
 
 

@@ -46,3 +46,35 @@ def test_pallas_fwd_and_bwd_lower(backend, platform, fake_tpu_info):
         exported = jax.export.export(grads, platforms=[platform], disabled_checks=checks)(x_q, x_kv, x_kv, valid)
         text = exported.mlir_module()
         assert text.count(target) >= 3, "forward, dq and dk/dv kernels"
+
+
+def test_cpu_layout_measures_stay_out_of_accelerator_programs():
+    """``layers.matmul``'s own backward and ``cpu_layout``'s materialised transposes are XLA:CPU
+    measures, chosen per platform when a program is lowered: a bf16 block-sparse model's gradient
+    lowered here for TPU or GPU carries none of them (its products are plain dot_generals in the
+    compute dtype, autodiff's transposes folded into them); lowered for CPU it still does."""
+    import numpy as np
+
+    from memgpt_jax import model as model_lib
+    from memgpt_jax.config import tiny
+    from memgpt_jax.cpu_layout import SCOPE
+
+    cfg = tiny(vocab_size=64, d_model=32, n_heads=2, max_len=64, compute_dtype="bfloat16").replace(
+        attention=dict(pattern="window_global", block_size=16, window=1, n_global=1, impl="xla"))
+    model = model_lib.build(cfg)
+    params, _ = model_lib.init(model, jax.random.key(0))
+    ids = np.zeros((2, 64), np.int32)
+
+    def loss(params, ids):
+        return model.apply({"params": params}, ids).logits.astype(jnp.float32).mean()
+
+    traced = jax.jit(jax.grad(loss)).trace(params, ids)
+    text = {p: traced.lower(lowering_platforms=(p,)).as_text(debug_info=True) for p in ("cpu", "cuda", "tpu")}
+    n_linear = 4 * cfg.n_layers  # q/k/v (or qkv) and output projections, two MLP matmuls: at least this many
+    assert text["cpu"].count(SCOPE) >= n_linear, "the CPU program keeps its layout measures"
+    for platform in ("cuda", "tpu"):
+        assert SCOPE not in text[platform], platform
+        ops = [line for line in text[platform].splitlines() if "stablehlo.dot_general" in line]
+        assert len(ops) >= 3 * n_linear  # forward, dx and dw of every Linear
+        linear = [op for op in ops if "x32xbf16>, tensor<32x" in op]  # products with a d_model-wide weight
+        assert linear and all(op.count("bf16") >= 3 for op in linear), linear  # bf16 in, bf16 out: no f32 GEMM

@@ -1,6 +1,7 @@
 """The host allocator setting of the memgpt-jax entry point (memgpt_jax/hostmem.py): a
 1.5 GiB buffer (a training step's temporaries are one such block) comes from glibc's heap
-and stays there once freed when tuned; it is a fresh mmap with the defaults."""
+and stays there once freed when tuned; it is a fresh mmap with the defaults. Tuned is the
+default only for training commands and benchmarks on the CPU backend."""
 
 import ctypes.util
 import os
@@ -46,11 +47,42 @@ def test_tuned_allocator_serves_big_buffers_from_the_heap_keeps_them_and_can_be_
     assert bad.returncode != 0 and "choose one of tuned, capped, default" in bad.stderr
 
 
-def test_the_entry_point_tunes_before_parsing():
-    code = ("import contextlib, io\nimport memgpt_jax.cli as cli, memgpt_jax.hostmem as h\n"
-            "print(h.allocator_setting())\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n    cli.main([])\n"
+def entry_point_setting(*argv, **env):
+    """The allocator setting ``memgpt-jax ARGV`` applied, in a fresh process with ``env``."""
+    code = ("import contextlib, io, sys\nimport memgpt_jax.cli as cli, memgpt_jax.hostmem as h\n"
+            "assert h.allocator_setting() == 'unset'\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            f"    cli.main({list(argv)!r})\n"
             "print(h.allocator_setting())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split()[0] == "unset"
-    assert out.stdout.split()[-1] in ("tuned", "default")  # applied ("default" where it is not glibc)
+    environ = {k: v for k, v in os.environ.items() if k != "MEMGPT_ALLOCATOR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**environ, "JAX_PLATFORMS": "cpu", **env})
+    return out.stdout.split()[-1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or "libc.so" not in (ctypes.util.find_library("c") or ""),
+                    reason="glibc only")
+def test_the_entry_point_tunes_only_training_on_the_cpu_backend():
+    assert entry_point_setting("pretrain", "--help") == "tuned"  # decided before parsing, from the command
+    assert entry_point_setting("--debug", "distill", "--help") == "tuned"
+    assert entry_point_setting("eval", "--help") == "default"  # a decode (eval --mbr) keeps glibc's defaults
+    assert entry_point_setting() == "default"
+    assert entry_point_setting("pretrain", "--help", JAX_PLATFORMS="cuda") == "default"  # an accelerator run
+    assert entry_point_setting("eval", "--help", MEMGPT_ALLOCATOR="tuned") == "tuned"  # asked for: every command
+
+
+def test_default_setting_follows_the_command_and_the_backend(monkeypatch):
+    from memgpt_jax import hostmem
+
+    monkeypatch.setattr(hostmem.importlib.util, "find_spec", lambda name: None)  # no TPU/GPU plugin installed
+    for platforms, accelerator in (("cpu", False), ("cpu,cuda", False), ("cuda", True), ("tpu,cpu", True),
+                                   ("", False), (" ", False)):
+        monkeypatch.setenv("JAX_PLATFORMS", platforms)
+        assert hostmem.accelerator_expected() is accelerator, platforms
+        assert hostmem.default_setting("finetune") == ("default" if accelerator else "tuned")
+    for command in ("eval", "decode", "generate", "chat", "export", "quantize", None):
+        assert hostmem.default_setting(command) == "default", command
+    monkeypatch.delenv("JAX_PLATFORMS")
+    assert not hostmem.accelerator_expected()
+    monkeypatch.setattr(hostmem.importlib.util, "find_spec", lambda name: object() if name == "libtpu" else None)
+    assert hostmem.accelerator_expected() and hostmem.default_setting("pretrain") == "default"  # JAX would take the TPU

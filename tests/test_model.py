@@ -245,8 +245,8 @@ def test_gelu_tanh_and_its_own_vjp_equal_the_formula():
 
 
 def test_measured_peak_keeps_the_best_figure():
-    """The training loop measures the peak again at each log: a measurement taken while the
-    machine is busy must not replace a better one (MFU would be inflated after it)."""
+    """Benchmarks measure the peak again beside their kernels (``cached=False``): a measurement
+    taken while the machine is busy must not replace a better one (inflating what follows)."""
     from memgpt_jax import flops
 
     key = f"{jax.default_backend()}:float32:64"

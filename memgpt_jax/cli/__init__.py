@@ -176,12 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from memgpt_jax.hostmem import tune_host_allocator
 
-    try:  # before JAX starts a thread: glibc keeps XLA's big buffers (memgpt_jax/hostmem.py)
-        tune_host_allocator()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top level takes no valued option
+    try:  # before JAX starts a thread: training on CPU keeps XLA's big buffers (memgpt_jax/hostmem.py)
+        tune_host_allocator(command)
     except ValueError as e:  # a MEMGPT_ALLOCATOR it does not know
         print(f"memgpt-jax: error: {e}", file=sys.stderr)
         return 2
-    argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     if argv[:1] == ["bench"]:  # everything after `bench` belongs to python -m benchmarks

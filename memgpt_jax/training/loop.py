@@ -33,7 +33,7 @@ from memgpt_jax import data as data_lib
 from memgpt_jax import layers
 from memgpt_jax import model as model_lib
 from memgpt_jax.compress import prune
-from memgpt_jax.flops import count_params, flops_per_token, measured_peak_flops
+from memgpt_jax.flops import count_params, flops_per_token, peak_flops
 from memgpt_jax.run_config import RunConfig
 from memgpt_jax.training import inputs as inputs_lib
 from memgpt_jax.training import losses, topk_cache
@@ -313,7 +313,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     writer = MetricWriter(workdir, resume_step=start)
     fpt = flops_per_token(config.model, config.data.seq_len)
     peak_dtype = "bfloat16" if config.model.compute_dtype == "bfloat16" else "float32"
-    peak = measured_peak_flops(peak_dtype)
+    peak, peak_source = peak_flops(peak_dtype)  # a spec-sheet figure, or one measurement per process
     n_params = count_params(config.model, task)
     verb = "distill" if teacher is not None else "train"
     bar = tqdm(total=tc.steps, initial=start, desc=f"{verb} {task}", dynamic_ncols=True, file=sys.stderr,
@@ -347,9 +347,6 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                 tokens_since += int(np.prod(batch["inputs"].shape))
                 if log_now:
                     tps = tokens_since / max(time.perf_counter() - t_last, 1e-9)
-                    # The peak is measured again at each log and the best kept: one measured while
-                    # the machine was busy (at start-up, say) would inflate every MFU after it.
-                    peak = measured_peak_flops(peak_dtype, repeats=3, cached=False)
                     t_last, tokens_since = time.perf_counter(), 0
                     last_metrics = {k: float(v) for k, v in metrics.items()}
                     last_metrics.update(tokens_per_s=tps, mfu=fpt * tps / peak)
@@ -391,7 +388,8 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
         "step": int(step), "params": n_params, "wall_s": wall_before + wall, "wall_s_this_run": wall,
         "cpu_s": _cpu_total(cpu_before, cpu_start),
         "train": last_metrics, "eval": last_eval,
-        "flops_per_token": fpt, "peak_flops": peak, "peak_rss_mb": peak_rss_mb(), "init": init,
+        "flops_per_token": fpt, "peak_flops": peak, "peak_source": peak_source,
+        "peak_rss_mb": peak_rss_mb(), "init": init,
     }
     if jax.process_index() == 0:
         with open(summary_path, "w") as f:
