@@ -44,7 +44,7 @@ def test_logits_are_normalised_log_probabilities(copy_model):
     np.testing.assert_allclose(jax.nn.logsumexp(logp, -1), 0.0, atol=1e-5)
     np.testing.assert_allclose(jax.nn.log_softmax(logp, -1), logp, atol=1e-5)  # losses read them as logits
     plain = M.build(tiny(**{**CFG.to_dict(), "copy_dim": 0}))
-    ref = plain.apply({"params": {k: v for k, v in params.items() if k != "copy"}}, _ids(), kv_valid=valid).logits
+    ref = jax.jit(plain.apply)({"params": {k: v for k, v in params.items() if k != "copy"}}, _ids(), kv_valid=valid).logits
     assert float(jnp.abs(logp - jax.nn.log_softmax(ref, -1)).max()) > 1e-2  # the head changes the distribution
 
 
@@ -54,10 +54,11 @@ def test_cached_decode_equals_the_full_forward(copy_model):
     valid = jnp.ones((B, T), bool).at[0, :3].set(False)  # a left-padded prompt
     full = forward(params, ids, kv_valid=valid)
     cache = M.init_cache(model, B, 16)
-    out, cache = M.decode_step(model, params, cache, ids[:, :7], kv_valid=valid[:, :7])
+    step = jax.jit(lambda cache, ids, **kw: M.decode_step(model, params, cache, ids, **kw))  # compiled once per width
+    out, cache = step(cache, ids[:, :7], kv_valid=valid[:, :7])
     steps = [out.logits]
     for t in range(7, T):
-        out, cache = M.decode_step(model, params, cache, ids[:, t:t + 1])
+        out, cache = step(cache, ids[:, t:t + 1])
         steps.append(out.logits)
     decoded = jnp.concatenate(steps, 1)
     np.testing.assert_allclose(np.where(valid[..., None], decoded, 0), np.where(valid[..., None], full, 0), atol=1e-4)
@@ -89,7 +90,7 @@ def test_gradients_are_finite_with_padding_and_packing(copy_model):
         logp = model.apply({"params": p}, ids, kv_valid=valid, segment_ids=jnp.array([[1] * 5 + [2] * 7] * B)).logits
         return -jnp.sum(jnp.where(valid[:, :-1], jnp.take_along_axis(logp[:, :-1], ids[:, 1:, None], -1)[..., 0], 0))
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
     assert float(jnp.abs(grads["copy"]["key"]["kernel"]).max()) > 0
 
@@ -99,7 +100,7 @@ def test_int8_weights_run_and_stay_close(copy_model):
     ids = _ids(4)
     q = inference_params(quantize_params(params, bits=8))
     assert type(q["copy"]["query"]["kernel"]).__name__ == "QTensor"
-    got = model.apply({"params": q}, ids).logits
+    got = forward(q, ids)
     want = forward(params, ids)
     assert float(jnp.abs(jnp.exp(got) - jnp.exp(want)).max()) < 0.02
 
@@ -139,9 +140,10 @@ def test_the_head_learns_to_copy():
     for i in range(400):
         params, state = step(params, state, jax.random.key(i + 1))
     ids = batch(jax.random.key(999))
+    forward = jax.jit(lambda p, ids: model.apply({"params": p}, ids).logits)
 
     def accuracy(p):
-        return float((model.apply({"params": p}, ids).logits[:, n:-1].argmax(-1) == ids[:, n + 1:]).mean())
+        return float((forward(p, ids)[:, n:-1].argmax(-1) == ids[:, n + 1:]).mean())
 
     shut = jax.tree.map(lambda x: x, params)
     shut["copy"]["gate"] = {"kernel": jnp.zeros_like(params["copy"]["gate"]["kernel"]),
