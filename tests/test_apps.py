@@ -349,7 +349,7 @@ def test_attention_maps_and_saliency(tmp_path, capsys):
     assert scores.shape == (len(ids),) and np.isfinite(scores).all() and label == int(probs.argmax())
     # first order: moving one embedding along the gradient raises the explained logit
     params = loaded.params
-    f = lambda d: loaded.model.apply({"params": params}, jnp.asarray(ids)[None], embed_delta=d).logits[0, label]
+    f = jax.jit(lambda d: loaded.model.apply({"params": params}, jnp.asarray(ids)[None], embed_delta=d).logits[0, label])
     zero = jnp.zeros((1, len(ids), mc.d_model))
     g = jax.grad(f)(zero)
     assert float(f(1e-2 * g)) > float(f(zero))

@@ -101,7 +101,16 @@ def extras_for(kind, t=T, s=T):
             "both": {"kv_valid": kv_valid, "segment_ids": segs}}[kind]
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# The costliest layouts to compile run in the full suite only (`-m "not slow"` skips them);
+# the fast loop keeps one of each family.
+SLOW_CASES = {"bigbird_causal", "strided", "random1_mha", "random2_mqa_padded"}
+
+
+def _marked(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CASES else n for n in names]
+
+
+@pytest.mark.parametrize("name", _marked(sorted(CASES)))
 def test_xla_matches_reference(name):
     layout, kv_heads, kind = CASES[name]
     q, k, v, cot = make_inputs(kv_heads=kv_heads, seed=hash(name) % 1000)
@@ -146,10 +155,10 @@ def test_xla_bf16_moves_inputs_as_bits_and_matches_f32(name):
 
 
 PALLAS_CASES = [
-    ("tpu", "window_global"),
+    pytest.param("tpu", "window_global", marks=pytest.mark.slow),
     ("tpu", "per_head"),
-    ("tpu", "random2_mqa_padded"),
-    ("gpu", "bigbird_causal"),
+    pytest.param("tpu", "random2_mqa_padded", marks=pytest.mark.slow),
+    pytest.param("gpu", "bigbird_causal", marks=pytest.mark.slow),
     ("gpu", "random0"),
 ]
 

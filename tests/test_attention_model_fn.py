@@ -58,6 +58,7 @@ def _runs_block_kernel(fn, *args, **kw) -> bool:
     return "custom_vjp_call[" in str(jax.make_jaxpr(lambda *a: fn(*a, **kw)[0])(*args))
 
 
+@pytest.mark.slow
 def test_auto_dense_on_cpu_runs_the_block_kernel_with_a_tile_by_length():
     """impl="auto" (the default) on CPU: the causal block kernel with large tiles from 128 tokens,
     the oracle's values and gradients (padding and packed documents included); the oracle for

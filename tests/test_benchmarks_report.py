@@ -231,6 +231,7 @@ def test_attention_products_quick_run(tmp_path):
     assert bad.returncode == 2 and "MxN" in bad.stderr
 
 
+@pytest.mark.slow
 def test_device_check_refuses_without_a_gpu_and_dry_runs_on_cpu(tmp_path):
     """benchmarks/device_check.py: one line and exit 2 without a GPU; --dry-run runs every
     part on CPU (Pallas interpreted, tiny shapes) and writes its JSON."""

@@ -110,6 +110,7 @@ def test_copy_dim_is_validated():
         tiny(copy_dim=-1)
 
 
+@pytest.mark.slow
 def test_the_head_learns_to_copy():
     """Each row is 6 random tokens, a separator, then the same 6 again: the second half is
     predictable only by copying. After 400 Adam steps the model gets it right, and it is the

@@ -35,6 +35,7 @@ def imdb_dir(tmp_path_factory):
     return data_dir, counts
 
 
+@pytest.mark.slow
 @needs(IMDB)
 def test_imdb_dev_archive_counts(imdb_dir):
     data_dir, counts = imdb_dir
@@ -47,6 +48,7 @@ def test_imdb_dev_archive_counts(imdb_dir):
     assert (labels == 1).sum() == 1_000 and (labels == 0).sum() == 1_000
 
 
+@pytest.mark.slow
 @needs(IMDB)
 def test_imdb_dev_pipelines_run(imdb_dir):
     data_dir, _ = imdb_dir

@@ -161,7 +161,13 @@ def test_hf_fusion_matches_the_layout_of_gpt2():
 
 
 # --- parity -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+def _sparse_slow(names):
+    """A block-sparse export runs FlexAttention, which PyTorch compiles (minutes on CPU): those
+    cases run in the full suite; the fast loop (`-m "not slow"`) keeps the dense ones."""
+    return [pytest.param(n, marks=pytest.mark.slow) if not CONFIGS[n][0].attention.is_dense else n for n in names]
+
+
+@pytest.mark.parametrize("name", _sparse_slow(sorted(CONFIGS)))
 def test_torch_logits_match_jax(name, exported):
     config, head, params, directory = exported[name]
     model = TorchGPT.from_pretrained(directory)
@@ -172,6 +178,7 @@ def test_torch_logits_match_jax(name, exported):
         np.testing.assert_allclose(theirs, ours, atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_sparse_mask_is_applied(exported):
     """The same weights without the layout give different logits: the mask is not a no-op."""
     config, head, params, directory = exported["window_global"]
@@ -184,6 +191,7 @@ def test_sparse_mask_is_applied(exported):
     assert np.abs(torch_outputs(sparse, ids, valid)[0] - torch_outputs(dense, ids, valid)[0]).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_sparse_exports_run_flex_attention_with_their_layout(exported):
     """A block-sparse export runs FlexAttention with a BlockMask of its layout by default
     (masked blocks skipped): the same logits as the token-mask reference, padding included."""
@@ -221,7 +229,7 @@ def test_sdpa_attention_matches_the_reference(name, exported):
     torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms", "copy_window"])
+@pytest.mark.parametrize("name", _sparse_slow(["dense", "bigbird", "rope_gqa_rms", "copy_window"]))
 def test_greedy_generation_matches_token_for_token(name, exported):
     config, _, params, directory = exported[name]
     prompt = inputs(config, seed=5, length=30)[0][:1]  # 30 + 40 tokens: across 5 blocks of 16
@@ -362,6 +370,7 @@ def test_failed_export_leaves_nothing_that_looks_complete(tmp_path, exported, mo
     assert os.listdir(tmp_path) == []  # neither out nor a partial directory
 
 
+@pytest.mark.slow
 def test_torch_benchmark_peer_times_a_forward_and_refuses_flex_training(exported):
     """benchmarks/torch_train_step.py: the PyTorch peer of the train-step benchmark."""
     _, _, _, directory = exported["window_global"]

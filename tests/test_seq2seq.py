@@ -152,6 +152,7 @@ def test_mbr_select_picks_the_consensus():
         text_metrics.mbr_select([[]])
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys, tmp_path, monkeypatch):
     run, d, tmp = reverser
     out = str(tmp / "eval.json")
@@ -194,6 +195,7 @@ def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys,
     _decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch)
 
 
+@pytest.mark.slow
 def test_beam_search_properties(reverser):
     run, _, _ = reverser
     loaded = open_run(run)

@@ -190,6 +190,7 @@ def _same_params(a_dir, b_dir):
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
 
 
+@pytest.mark.slow
 def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir):
     full = _run_cli(tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]
@@ -272,6 +273,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
     assert steps and steps[-1] == 2
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, data_dir):
     import socket
 
