@@ -176,6 +176,7 @@ def test_pallas_interpret_matches_reference(backend, name):
     check_against_reference(layout, fn, q, k, v, cot, extras_for(kind))
 
 
+@pytest.mark.slow
 def test_pallas_rectangular_matches_reference():
     layout = random_layout(11, 32, 64) | L.causal(32, 64, block=BLK)
     q, k, v, cot = make_inputs(32, 64)
@@ -233,6 +234,7 @@ def test_auto_and_reference_impls():
         block_sparse_attention(q[:, :32], k, v, layout)
 
 
+@pytest.mark.slow
 def test_xla_memory_is_linear_in_length():
     """Compiled fwd+bwd temporaries grow ~linearly and stay far below one whole score matrix."""
     temps = {}

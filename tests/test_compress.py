@@ -70,7 +70,7 @@ def lm():
     return cfg, model, params, ids
 
 
-@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("bits", [8, pytest.param(4, marks=pytest.mark.slow)])
 def test_quantized_model_and_checkpoint_restore(lm, tmp_path, bits):
     cfg, model, params, ids = lm
     apply = jax.jit(lambda p: model.apply({"params": Q.inference_params(p)}, ids).logits)

@@ -97,17 +97,18 @@ def test_loss_mask_covers_targets_only_and_packing_keeps_pairs_apart():
         mc = config_lib.tiny(vocab_size=264, max_len=16, attention=att)
         model = model_lib.build(mc)
         params, _ = model_lib.init(model, jax.random.key(0))
-        packed = model.apply({"params": params}, batch["inputs"], segment_ids=batch["segment_ids"],
+        apply = jax.jit(model.apply)  # compiled, not run op by op
+        packed = apply({"params": params}, batch["inputs"], segment_ids=batch["segment_ids"],
                              positions=batch["positions"]).logits
         cols = np.nonzero(batch["segment_ids"][0] == 2)[0]
-        alone = model.apply({"params": params}, batch["inputs"][:1, cols]).logits
+        alone = apply({"params": params}, batch["inputs"][:1, cols]).logits
         if att["pattern"] == "dense":
             np.testing.assert_allclose(packed[0, cols], alone[0], atol=1e-4)
         else:  # sparse layouts are fixed on row positions; the segment mask still blocks other pairs
             other = np.nonzero(batch["segment_ids"][0] == 1)[0]
             changed = batch["inputs"].copy()
             changed[0, other] = (changed[0, other] + 7) % 200 + 5
-            packed2 = model.apply({"params": params}, changed, segment_ids=batch["segment_ids"],
+            packed2 = apply({"params": params}, changed, segment_ids=batch["segment_ids"],
                                   positions=batch["positions"]).logits
             np.testing.assert_allclose(packed[0, cols], packed2[0, cols], atol=1e-5)
 
@@ -125,7 +126,10 @@ def test_text_metrics_on_known_strings():
 
 @pytest.fixture(scope="module")
 def reverser(tmp_path_factory):
-    """A tiny model trained to reverse digit strings (seconds), and its data dir."""
+    """A tiny model trained to reverse digit strings, and its data dir. The skill appears
+    abruptly, and when depends on the seed and on the CPU's rounding: at 800 steps one seed
+    of nine reached 92.5% exact (an Intel Xeon 70%, under the 80 asserted); 1600 steps leave
+    the slowest seeds measured at 100%."""
     tmp = tmp_path_factory.mktemp("seq2seq")
     for split, n, seed in (("train", 2000, 0), ("val", 40, 1)):
         with open(tmp / f"{split}.jsonl", "w") as f:
@@ -136,7 +140,7 @@ def reverser(tmp_path_factory):
     run = str(tmp / "run")
     assert cli_main(["pretrain", "--config", f"{CONFIG}:tiny", "--workdir", run, "--no-progress",
                      "--config.data.name=memgpt_pairs/digits", f"--config.data.data_dir={d}",
-                     "--config.train.steps=800", "--config.train.eval_every=800", "--config.train.checkpoint_every=800",
+                     "--config.train.steps=1600", "--config.train.eval_every=1600", "--config.train.checkpoint_every=1600",
                      "--config.data.batch_size=32"]) == 0
     return run, d, tmp
 
