@@ -134,7 +134,7 @@ def test_xla_small_chunks_match_reference():
     check_against_reference(layout, fn, q, k, v, cot)
 
 
-@pytest.mark.parametrize("name", ["window_global", "per_head"])
+@pytest.mark.parametrize("name", [pytest.param("window_global", marks=pytest.mark.slow), "per_head"])
 def test_xla_bf16_moves_inputs_as_bits_and_matches_f32(name):
     """bf16 inputs cross the kernel's gathers and loops as uint16 bit patterns: the compiled
     forward + backward gathers no float32 copy of them (XLA:CPU runs a bf16 gather in f32),

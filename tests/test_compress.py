@@ -30,6 +30,7 @@ def test_int8_error_bound(shape, n_in):
     assert bool(jnp.all(err <= t.scale / 2 + 1e-7))
 
 
+@pytest.mark.slow
 def test_int4_error_bound_and_packing():
     w = jax.random.normal(jax.random.key(1), (128, 24))
     t = Q.quantize(w, 4, group=64)

@@ -74,6 +74,7 @@ def test_kv_cache_decode_equals_full_forward(lm):
     assert int(cache["transformer"]["cache_state"]["cache_index"]) == T
 
 
+@pytest.mark.slow
 def test_decode_with_left_padded_prompts():
     """Batched prompts of different lengths: left padding + explicit positions."""
     cfg = VARIANTS["gpt2"]
@@ -160,6 +161,7 @@ def test_meanmax_pooling_by_hand():
     assert got.shape == (2, 6)
 
 
+@pytest.mark.slow
 def test_heads_share_the_backbone():
     cfg = tiny()
     lm_params, _ = M.init(M.build(cfg, "lm"), jax.random.key(0))

@@ -250,6 +250,7 @@ def test_pairs_iterator_resumes_exactly():
         PackedPairsIterator(source, ByteTokenizer(), batch_size=4, seq_len=16, seed=1).set_state(state)
 
 
+@pytest.mark.slow
 def test_beam_search_on_a_block_sparse_model():
     mc = config_lib.tiny(vocab_size=40, max_len=64, attention=dict(pattern="window_global", block_size=8, window=1,
                                                                    n_global=1))
