@@ -4,6 +4,8 @@ unlabelled reviews (label -1) that train a student through the teacher only."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -97,6 +99,13 @@ def test_distill_command_takes_an_ensemble_teacher(teachers, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"teacher: {','.join(os.path.abspath(p) for p in paths)}" in err or f"teacher: {','.join(paths)}" in err
     assert open_run(str(tmp_path / "student")).step == 4
+    # a run-directory teacher opens without the torch extra (only hf:DIR needs it)
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from memgpt_jax import run_config\nfrom memgpt_jax.cli.train import teacher_or_exit\n"
+            f"config = run_config.load({CONFIG + ':tiny'!r}, ['--config.distill.teacher={paths[0]}'])\n"
+            "print(teacher_or_exit(config).step)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "4", done.stderr[-2000:]
     missing = str(tmp_path / "nowhere")
     with pytest.raises(SystemExit) as exc:
         cli_main(argv + ["--workdir", str(tmp_path / "s2"), f"--config.distill.teacher={paths[0]},{missing}"])

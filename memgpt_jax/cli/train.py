@@ -45,6 +45,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-id", type=int, default=None)
 
 
+def _open_hf_run(directory: str, task: str | None) -> Run:
+    """``hf:DIR``: the converter, imported only when a teacher names one (it needs torch)."""
+    from memgpt_jax.export.hf_gpt2 import open_hf_run
+
+    return open_hf_run(directory, task)
+
+
 def teacher_or_exit(config: RunConfig) -> Run | None:
     """The teacher ``config.distill.teacher`` names (``None`` when distillation is off), opened
     by :func:`memgpt_jax.training.teacher.open_teacher` with the Hugging Face converter for
@@ -52,13 +59,12 @@ def teacher_or_exit(config: RunConfig) -> Run | None:
     if not config.distill.teacher:
         return None
     # lazy: keeps --help fast
-    from memgpt_jax.export.hf_gpt2 import open_hf_run
     from memgpt_jax.export.mapping import ConversionError
     from memgpt_jax.training.run import RunError
     from memgpt_jax.training.teacher import open_teacher
 
     try:
-        return open_teacher(config.distill.teacher, config.task, open_hf=open_hf_run)
+        return open_teacher(config.distill.teacher, config.task, open_hf=_open_hf_run)
     except (FileNotFoundError, RunError, ConversionError) as e:
         print(f"error: distill.teacher={config.distill.teacher}: {e}", file=sys.stderr)
         raise SystemExit(2) from None
