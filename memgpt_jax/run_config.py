@@ -409,7 +409,7 @@ def load(spec: str, overrides: Sequence[str] = ()) -> RunConfig:
         holder(argv)
         as_dict = holder.config.to_dict()
     except flags.Error as e:  # a value that does not parse, or an error raised by the config file
-        raise ConfigError(_last_line(str(e))) from None
+        raise ConfigError(f"{spec}: {_last_line(str(e))}") from None
     except (AttributeError, KeyError) as e:  # an unknown field
         raise ConfigError(_unknown_field(overrides, e)) from None
     return RunConfig.from_dict(as_dict)
@@ -479,7 +479,8 @@ def model_of(spec: str) -> dict[str, Any]:
 def _last_line(message: str) -> str:
     """The line that says what went wrong (the config file's own exception, not the traceback)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[-1] if "Traceback" in message else " ".join(lines)
+    line = lines[-1] if "Traceback" in message else " ".join(lines)
+    return re.sub(r"^(ValueError|KeyError|TypeError): ", "", line)  # the message, not the exception's class
 
 
 def _unknown_field(overrides: Sequence[str], error: Exception) -> str:
