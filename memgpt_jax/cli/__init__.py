@@ -231,8 +231,8 @@ def _report(error: Exception) -> int:
         return 3
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if isinstance(error, ModuleNotFoundError) and error.name and error.name.split(".")[0] in TORCH_EXTRA:
-        print(f"error: {message}: this needs the torch extra: pip install torch==2.13.0 -e '.[torch]' "
-              "(a CPU build)", file=sys.stderr)
+        print(f"error: {message}: this needs the torch extra: pip install torch==2.13.0 (a CPU build), then "
+              "'memgpt-jax[torch]' (in a checkout: pip install -e '.[torch]')", file=sys.stderr)
         return 2
     if isinstance(error, (ValueError, OSError)):  # bad input (ConfigError, DataError, ConversionError, ...)
         print(f"error: {message}", file=sys.stderr)
