@@ -34,7 +34,7 @@ from memgpt_jax.attention import layout as layout_lib
 from memgpt_jax.config import ModelConfig
 
 
-def count_params(config_or_params: ModelConfig | Any, head: str = "lm") -> int:
+def count_params(config_or_params: ModelConfig | Any, head: Any = model_lib.LMHeadModel) -> int:
     """Number of parameters of a configuration's model (``head`` selects the task
     head), or of a parameter tree. Tied embeddings are counted once."""
     if isinstance(config_or_params, ModelConfig):

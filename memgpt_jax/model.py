@@ -418,14 +418,19 @@ class SpanQA(nn.Module):
         return out.replace(start_logits=logits_BT2[..., 0], end_logits=logits_BT2[..., 1])
 
 
+# The heads by name, for code that builds a model without the task registry (tests, notebooks);
+# a task (memgpt_jax.tasks) declares its head class, which build() also takes.
 HEADS: dict[str, type[nn.Module]] = {"lm": LMHeadModel, "classification": SequenceClassifier, "qa": SpanQA}
 
 
-def build(config: ModelConfig, head: str = "lm", attention_fn: AttentionFn | None = None) -> nn.Module:
-    """The model for ``head`` in ``{"lm", "classification", "qa"}``."""
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {sorted(HEADS)}")
-    return HEADS[head](config, attention_fn)
+def build(config: ModelConfig, head: str | type[nn.Module] = LMHeadModel,
+          attention_fn: AttentionFn | None = None) -> nn.Module:
+    """The model with ``head``: a head class (a task's ``head``) or a name in ``HEADS``."""
+    if isinstance(head, str):
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {sorted(HEADS)}")
+        head = HEADS[head]
+    return head(config, attention_fn)
 
 
 def init(model: nn.Module, rng: Array, seq_len: int | None = None, batch: int = 1) -> tuple[Any, Any]:

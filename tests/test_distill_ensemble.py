@@ -14,7 +14,7 @@ import pytest
 
 from memgpt_jax import data as data_lib
 from memgpt_jax import model as model_lib
-from memgpt_jax import run_config
+from memgpt_jax import run_config, tasks
 from memgpt_jax.data.testing import write_aclimdb
 from memgpt_jax.run_config import ConfigError
 from memgpt_jax.training import steps
@@ -71,7 +71,7 @@ def test_student_distils_from_an_ensemble_on_labelled_and_unlabelled_reviews(tea
     assert summary["step"] == config.train.steps
     assert np.isfinite(summary["train"]["kd"]) and np.isfinite(summary["train"]["hard"])
     with pytest.raises(ConfigError, match="unlabelled reviews"):  # no teacher: the unsup rows teach nothing
-        tiny(data_dir, "--config.data.train_split=train+unsupervised")
+        tasks.check(tiny(data_dir, "--config.data.train_split=train+unsupervised"))
     with pytest.raises(ValueError, match="is an ensemble"):
         train(config.replace(distill={"hidden_weight": 1.0}), str(tmp_path / "s2"), progress=False)
 
@@ -190,7 +190,7 @@ def test_teacher_offsets_shift_the_teachers_logits_per_example(teachers, tmp_pat
     summary = train(config, str(tmp_path / "student"), progress=False)
     assert summary["step"] == config.train.steps and np.isfinite(summary["train"]["kd"])
     with pytest.raises(ConfigError, match="teacher_offsets"):  # offsets without a teacher
-        tiny(data_dir, f"--config.distill.teacher_offsets={tmp_path / 'offsets.npz'}")
+        tasks.check(tiny(data_dir, f"--config.distill.teacher_offsets={tmp_path / 'offsets.npz'}"))
 
 
 def test_classification_batches_carry_each_records_offsets():

@@ -313,3 +313,85 @@ def test_attention_transfer_garbage_rows():
         np.testing.assert_allclose(loss, ref, rtol=1e-6)
         g = np.asarray(g)
         assert np.isfinite(g).all() and np.all(g[:, 0][~MASK] == 0) and np.all(g[:, 1][~MASK] == 0)
+
+
+# --------------------------------------------------------------------------- the objective's named terms
+# training/steps.make_loss_fn sums these; each is checked here against its parts.
+
+from memgpt_jax import tasks  # noqa: E402
+from memgpt_jax.model import ModelOutput  # noqa: E402
+from memgpt_jax.run_config import DistillConfig  # noqa: E402
+from memgpt_jax.training import steps as S  # noqa: E402
+from memgpt_jax.training import topk_cache  # noqa: E402
+
+DISTILL = DistillConfig(teacher="t", alpha=0.3, temperature=1.5, hidden_weight=0.5, attention_weight=0.25)
+
+
+def test_hard_term_is_the_tasks_loss_over_valid_rows_and_tokens():
+    y = RNG.integers(0, 7, (2, 3))
+    batch = {"targets": y, "loss_mask": MASK, "example_valid": np.array([True, False])}
+    loss, metrics, weight = S.task_loss("lm", ModelOutput(logits=ZS), batch)
+    want = MASK & np.array([[True], [False]])
+    np.testing.assert_allclose(loss, L.lm_cross_entropy(ZS, y, want)[0], rtol=1e-6)
+    assert float(weight) == want.sum() and "tokens" not in metrics
+
+
+def test_teacher_logits_transform_scales_and_shifts_each_example():
+    z = randn(3, 4)
+    assert S.teacher_logits(z, {}) is z  # no transform keys: the teacher as it is
+    scale, offset = np.array([0.5, 1.0, 2.0], np.float32), randn(3, 4)
+    got = S.teacher_logits(z, {"teacher_scale": scale, "teacher_offset": offset})
+    np.testing.assert_allclose(got, z * scale[:, None] + offset, rtol=1e-6)
+    z3 = randn(3, 2, 4)  # token-level logits broadcast the per-example scale over positions
+    got3 = S.teacher_logits(z3, {"teacher_scale": scale, "teacher_offset": np.float32(1.0)})
+    np.testing.assert_allclose(got3, z3 * scale[:, None, None] + 1.0, rtol=1e-6)
+
+
+def test_logit_kd_term_averages_the_tasks_logits_after_the_transform():
+    s, e, ts, te = randn(2, 5), randn(2, 5), randn(2, 5), randn(2, 5)
+    batch = {"example_valid": np.array([True, True])}
+    got = S.logit_kd_term(tasks.get("qa"), DISTILL, ModelOutput(start_logits=s, end_logits=e),
+                          ModelOutput(start_logits=ts, end_logits=te), batch)
+    want = (np_kd(s, ts, True, "forward_kl", 1.5) + np_kd(e, te, True, "forward_kl", 1.5)) / 2
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    offset = randn(2, 5)
+    shifted = {**batch, "teacher_scale": np.ones(2, np.float32), "teacher_offset": offset}
+    got = S.logit_kd_term(tasks.get("classification"), DISTILL, ModelOutput(logits=s), ModelOutput(logits=ts), shifted)
+    np.testing.assert_allclose(got, np_kd(s, ts + offset, True, "forward_kl", 1.5), rtol=1e-5)
+
+
+def test_topk_kd_term_is_the_full_kd_when_k_is_the_vocabulary():
+    values, indices = L.topk_teacher(jnp.asarray(ZT), ZT.shape[-1])
+    batch = {"loss_mask": MASK, topk_cache.VALUES: values, topk_cache.INDICES: indices}
+    got = S.topk_kd_term(tasks.get("lm"), DISTILL, ModelOutput(logits=ZS), batch)
+    np.testing.assert_allclose(got, np_kd(ZS, ZT, MASK, "forward_kl", 1.5), rtol=1e-5)
+
+
+def test_hidden_term_pairs_layers_by_the_layer_map():
+    student = tuple(randn(2, 3, 4) for _ in range(3))  # 2 layers: embeddings + 2 blocks
+    teacher = tuple(randn(2, 3, 4) for _ in range(5))  # 4 layers
+    got = S.hidden_term(DISTILL, ModelOutput(hidden_states=student), ModelOutput(hidden_states=teacher), MASK)
+    want = np.mean([float(L.hidden_alignment(student[i], teacher[j], MASK)) for i, j in [(0, 0), (1, 2), (2, 4)]])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    same = S.hidden_term(DISTILL, ModelOutput(hidden_states=teacher), ModelOutput(hidden_states=teacher), MASK)
+    assert abs(float(same)) < 1e-6
+    proj = L.HiddenProjection(4).init(jax.random.key(0), jnp.zeros((1, 1, 4)))["params"]  # a width map, when given
+    mapped = S.hidden_term(DISTILL, ModelOutput(hidden_states=student), ModelOutput(hidden_states=teacher), MASK,
+                           projection=proj)
+    assert abs(float(mapped) - float(got)) > 1e-4
+
+
+def test_attention_term_skips_the_embedding_pair():
+    student = tuple(causal_probs(2, 2, 3, 3) for _ in range(2))
+    teacher = tuple(causal_probs(2, 2, 3, 3) for _ in range(4))
+    got = S.attention_term(ModelOutput(attentions=student), ModelOutput(attentions=teacher), MASK)
+    want = np.mean([float(L.attention_transfer(student[0], teacher[1], MASK)),
+                    float(L.attention_transfer(student[1], teacher[3], MASK))])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_combine_weighs_the_terms_present():
+    terms = {"hard": jnp.float32(2.0), "kd": jnp.float32(1.0)}
+    assert float(S.combine(terms, DISTILL)) == pytest.approx(0.3 * 1.0 + 0.7 * 2.0)
+    full = {**terms, "hidden": jnp.float32(4.0), "attention": jnp.float32(8.0)}
+    assert float(S.combine(full, DISTILL)) == pytest.approx(0.3 + 1.4 + 0.5 * 4.0 + 0.25 * 8.0)

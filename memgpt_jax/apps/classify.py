@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import jax
 import numpy as np
 
+from memgpt_jax import tasks
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.data import ClassificationIterator
 from memgpt_jax.data.cls_pipeline import KEEP
@@ -24,8 +25,7 @@ from memgpt_jax.training.run import Run
 class Classifier:
     def __init__(self, run: Run, *, batch_size: int = 32, max_len: int | None = None,
                  truncate: str = "right") -> None:
-        if run.task != "classification":
-            raise ValueError(f"{run.path} is a {run.task!r} model, not a classifier")
+        tasks.require(run.task, "classify", run.path)
         self.run = run
         self.batch_size = int(batch_size)
         self.max_len = int(max_len or run.config.data.seq_len)

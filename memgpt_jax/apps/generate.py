@@ -140,7 +140,7 @@ class Generator:
     def __init__(self, model: Any, params: Any, *, eos_id: int, pad_id: int = 0, chunk: int = 32,
                  prompt_bucket: int = 16) -> None:
         if not isinstance(model, model_lib.LMHeadModel):
-            raise ValueError("generation needs a language model (task 'lm')")
+            raise ValueError("generation needs a language model (an LMHeadModel)")
         self.model, self.params = model, params
         self.config = model.config
         self.eos_id, self.pad_id = int(eos_id), int(pad_id)

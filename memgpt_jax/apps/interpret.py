@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib import patches
 from matplotlib.figure import Figure
 
+from memgpt_jax import tasks
 from memgpt_jax.attention.layout import from_config
 from memgpt_jax.compress.quantize import dequantize_params
 from memgpt_jax.training.run import Run
@@ -114,8 +115,7 @@ def render_attention(maps: Sequence[np.ndarray], labels: Sequence[str], out_dir:
 def saliency(run: Run, ids: np.ndarray, label: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """Gradient x input per token for a classifier: ``(scores [T], label, probs)``;
     ``label`` defaults to the predicted class."""
-    if run.task != "classification":
-        raise ValueError(f"saliency needs a classifier; {run.path} is a {run.task!r} model")
+    tasks.require(run.task, "interpret", run.path)
     params = dequantize_params(run.params)
     model = run.model
     x = jnp.asarray(ids)[None]

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from memgpt_jax import tasks
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.data.prepared import as_text
 from memgpt_jax.data.qa_pipeline import QAFeature, iter_eval_features, pad_features, qa_answers
@@ -82,8 +83,7 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, lo: int, hi: int
 class QAPredictor:
     def __init__(self, run: Run, *, batch_size: int = 16, max_len: int | None = None,
                  doc_stride: int | None = None, max_answer_tokens: int = 30) -> None:
-        if run.task != "qa":
-            raise ValueError(f"{run.path} is a {run.task!r} model, not a QA (span) model")
+        tasks.require(run.task, "qa", run.path)
         dc = run.config.data
         self.run, self.batch_size = run, batch_size
         self.max_len = int(max_len or dc.seq_len)

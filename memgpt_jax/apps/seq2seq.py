@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
+from memgpt_jax import tasks
 from memgpt_jax.apps.generate import Generator, Sampling
 from memgpt_jax.apps.text_metrics import all_metrics, entity_f1, mbr_select, rouge
 from memgpt_jax.data.dialogue import EntityMatcher
@@ -50,8 +51,7 @@ def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: f
                        min_new_tokens=min_new_tokens) if mbr else None
     if sampled is not None and sampled.greedy:
         raise ValueError("mbr_temperature must be > 0")
-    if run.task != "lm":
-        raise ValueError(f"{run.path} is a {run.task!r} model; decoding needs a language model")
+    tasks.require(run.task, "decode", run.path)
     gen = generator or _generator(run)
     tok = run.tokenizer
     limit = run.model_config.max_len - max_new_tokens

@@ -29,13 +29,17 @@ if TYPE_CHECKING:
     from memgpt_jax.training.run import Run
 
 
-def _load(args: argparse.Namespace, task: str | None) -> Run:
-    """The run of ``--checkpoint`` (``--step``), checked for ``task``; problems exit with one line."""
-    from memgpt_jax.training.run import RunError, open_run  # lazy: keeps --help fast
+def _load(args: argparse.Namespace, command: str | None) -> Run:
+    """The run of ``--checkpoint`` (``--step``), checked to be of a task that accepts ``command``
+    (``None``: any task); problems exit with one line."""
+    from memgpt_jax import tasks  # lazy: keeps --help fast
+    from memgpt_jax.training.run import RunError, open_run
 
     try:
-        run = open_run(args.checkpoint, task=task, step=args.step)
-    except (FileNotFoundError, RunError) as err:
+        run = open_run(args.checkpoint, step=args.step)
+        if command is not None:
+            tasks.require(run.task, command, run.path)
+    except (FileNotFoundError, RunError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if run.tokenizer is None:
         raise SystemExit(f"error: {args.checkpoint} carries no tokenizer and its config names none; "
@@ -96,7 +100,7 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    run = _load(args, "lm")
+    run = _load(args, "generate")
     prompts = list(args.prompt or [])
     if args.prompt_file:
         try:
@@ -152,7 +156,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     from memgpt_jax.data.cls_pipeline import KEEP  # lazy: keeps --help fast
 
-    run = _load(args, "classification")
+    run = _load(args, "classify")
     texts = _read_texts(args)
     args.truncate = args.truncate or run.config.data.kept()  # by default as the run was trained
     clf = Classifier(run, batch_size=args.batch_size, truncate=KEEP[args.truncate])
@@ -183,16 +187,19 @@ def _with_data(run: Run, args: argparse.Namespace) -> Run:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from memgpt_jax import tasks  # lazy: keeps --help fast
+
     run = _with_data(_load(args, None), args)
     args.split = args.split or run.config.data.eval_split
     batch_size = args.batch_size or 64
-    if run.task == "classification":
+    report_kind = tasks.get(run.task).eval_report(run.config)  # the task's decoding evaluation, if any
+    if report_kind == "classifier":
         from memgpt_jax.apps.classify import evaluate_classifier, format_report  # lazy: keeps --help fast
 
         report = evaluate_classifier(run, args.split, batch_size=batch_size, max_examples=args.max_examples,
                                      progress=not args.no_progress)
         print(format_report(report))
-    elif run.task == "qa":
+    elif report_kind == "spans":
         from memgpt_jax.apps.qa import evaluate_qa  # lazy: keeps --help fast
         from memgpt_jax.training.inputs import load_source  # lazy: keeps --help fast
 
@@ -204,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report["split"] = args.split
         print(f"{args.split}: {report['questions']} questions, exact match {report['exact_match']:.2f}, "
               f"F1 {report['f1']:.2f} ({report['questions_per_s']:.1f} questions/s)")
-    elif run.config.data.dataset == "pairs" and not args.perplexity:
+    elif report_kind == "pairs" and not args.perplexity:
         from memgpt_jax.apps.seq2seq import entity_vocabulary, evaluate_pairs, load_pairs  # lazy: fast --help
 
         records = load_pairs(run, args.split, max_examples=args.max_examples)
@@ -249,7 +256,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from memgpt_jax.apps.seq2seq import decode, load_pairs, write_distillation_pairs
     from memgpt_jax.data.prepared import as_text
 
-    run = _with_data(_load(args, "lm"), args)
+    run = _with_data(_load(args, "decode"), args)
     kwargs = dict(beam=args.beam, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens,
                   batch_size=args.batch_size, progress=not args.no_progress, no_repeat_ngram=args.no_repeat_ngram,
                   min_new_tokens=args.min_new_tokens, mbr=args.mbr, mbr_temperature=args.mbr_temperature)
@@ -299,7 +306,7 @@ def cmd_qa(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from memgpt_jax.apps.chat import ChatSession, run_repl  # lazy: keeps --help fast
 
-    run = _load(args, "lm")
+    run = _load(args, "chat")
     system = args.system
     if args.kb:
         system = "\n".join(t for t in (system, _read_kb(args.kb)) if t)
@@ -372,7 +379,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     from memgpt_jax.apps import interpret  # lazy: keeps --help fast
 
     _require_text(args.text)
-    run = _load(args, "classification")
+    run = _load(args, "interpret")
     ids = interpret.encode_input(run, args.text, args.max_tokens)
     try:
         scores, label, probs = interpret.saliency(run, ids, args.label)

@@ -60,12 +60,12 @@ def evaluate_params(run: Run, params: Any, model_config: ModelConfig | None = No
     """The evaluation metrics of ``params`` (a compressed copy of the run's) on the run's
     eval split, with the run's model or one built from ``model_config``."""
     # lazy: keeps --help fast
-    from memgpt_jax import model as model_lib
+    from memgpt_jax import tasks
     from memgpt_jax.training.evaluate import evaluate
     from memgpt_jax.training.inputs import eval_batches
 
     config = run.config if max_batches is None else run.config.replace(data={"eval_batches": max_batches})
-    model = run.model if model_config is None else model_lib.build(model_config, run.task)
+    model = run.model if model_config is None else tasks.get(run.task).build(model_config)
     return evaluate(run.task, model, params, eval_batches(config, run.tokenizer))
 
 
@@ -77,11 +77,13 @@ def token_latency_ms(run: Run, params: Any, model_config: ModelConfig | None = N
     import jax.numpy as jnp
 
     from memgpt_jax import model as model_lib
+    from memgpt_jax import tasks
     from memgpt_jax.compress.quantize import inference_params
 
     mc = model_config or run.model_config
-    model = model_lib.build(mc, run.task)
-    if run.task == "lm":
+    task = tasks.get(run.task)
+    model = task.build(mc)
+    if "generate" in task.commands:  # a generating model: time the KV-cache decode
         step = jax.jit(lambda p, c, x: model_lib.decode_step(model, inference_params(p), c, x))
         cache = model_lib.init_cache(model, 1, length=min(mc.max_len, 8 + tokens + 1))
         out, cache = step(params, cache, jnp.ones((1, 8), jnp.int32))
@@ -140,7 +142,9 @@ def _open(checkpoint: str) -> Run:
 
 
 def _metric(run: Run) -> str:
-    return {"lm": "perplexity", "qa": "span_accuracy"}.get(run.task, "accuracy")
+    from memgpt_jax import tasks  # lazy: keeps --help fast
+
+    return tasks.get(run.task).headline
 
 
 def _measure(run: Run, params: Any, disk: int, max_batches: int | None,

@@ -87,11 +87,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print("== 3/3 evaluation on the test split", file=sys.stderr)
     rows = []
     for name in ("teacher", "student"):
-        run = open_run(dirs[name], task="classification")
+        run = open_run(dirs[name], task=configs[name].task)
         m = _test_metrics(run)
         attn = run.model_config.attention
         rows.append({
-            "model": name, "params": count_params(run.model_config, "classification"),
+            "model": name, "params": count_params(run.params),
             "attention": attn.pattern if attn.pattern == "dense" else f"{attn.pattern} (block {attn.block_size})",
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "examples_per_s": m["examples_per_s"],
             "train_wall_s": walls[name],

@@ -130,6 +130,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", required=True, help="directory written by `export` or a Hugging Face GPT-2 model")
     p.add_argument("--format", choices=FORMATS, default="hf-gpt2")
     p.add_argument("--workdir", required=True, help="new run directory to write the checkpoint into")
-    p.add_argument("--head", choices=("lm", "classification", "qa"), default=None,
-                   help="task head (default: the source's)")
+    p.add_argument("--head", default=None, help="task head: a registered task (default: the source's)")
     p.set_defaults(func=lambda a: _run(import_directory, a.source, a.format, a.workdir, head=a.head))

@@ -16,7 +16,7 @@ PRESETS = {"tiny": model_config.tiny, "10m": model_config.small_10m, "gpt2": mod
 def get_config(preset: str = "tiny"):
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} not in {sorted(PRESETS)}")
-    config = run_config.defaults("lm")
+    config = run_config.defaults()
     model = PRESETS[preset]().to_dict()
     config.model.update({k: v for k, v in model.items() if v is not None})  # None: keep the typed placeholder
     config.data.seq_len = min(config.data.seq_len, model["max_len"])

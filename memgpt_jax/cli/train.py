@@ -25,13 +25,6 @@ if TYPE_CHECKING:
     from memgpt_jax.run_config import RunConfig
     from memgpt_jax.training.run import Run
 
-_EXPECTED = {
-    "pretrain": ("lm",),
-    "finetune": ("classification", "qa", "lm"),
-    "distill": ("lm", "classification", "qa"),
-}
-
-
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="config file (configs/*.py), optionally path:variant")
     p.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics.jsonl, tensorboard/")
@@ -74,7 +67,7 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
     # lazy: keeps --help fast
     import jax
 
-    from memgpt_jax import run_config
+    from memgpt_jax import run_config, tasks
     from memgpt_jax.training.loop import train
 
     if args.distributed or args.coordinator:
@@ -82,11 +75,12 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
                                    process_id=args.process_id)
     try:
         config = run_config.load(args.config, overrides)
+        task = tasks.check(config)
     except run_config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if config.task not in _EXPECTED[kind]:
-        print(f"error: `{kind}` trains tasks {_EXPECTED[kind]}, but the config's task is {config.task!r}",
+    if kind not in task.commands:
+        print(f"error: `{kind}` trains tasks {tasks.accepting(kind)}, but the config's task is {config.task!r}",
               file=sys.stderr)
         return 2
     if kind == "distill" and not config.distill.enabled:

@@ -76,6 +76,8 @@ class AeslcConfig(tfds.core.BuilderConfig):
 class MemgptAeslc(ReportingBuilder):
     """AESLC email -> subject pairs with their reference subjects."""
 
+    PREPARE = "aeslc --source aeslc_train_dev.tar.gz"
+
     BUILDER_CONFIGS = [AeslcConfig(name="aeslc", description="AESLC, official layout")]
 
     def __init__(self, *, source: str | None = None, **kwargs: Any) -> None:

@@ -148,6 +148,8 @@ class DialogueConfig(tfds.core.BuilderConfig):
 class MemgptDialogue(ReportingBuilder):
     """One prompt -> target example per system turn, grounded in its knowledge base."""
 
+    PREPARE = "dialogue --source DIALOGUES.json.gz --name {config}"
+
     def __init__(self, *, source: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source = source

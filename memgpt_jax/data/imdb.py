@@ -149,6 +149,9 @@ def imdb_config(validation_percent: int = 10, seed: int = 0) -> ImdbConfig:
 class MemgptImdb(ReportingBuilder):
     """IMDb reviews from a local aclImdb archive/directory or the official URL."""
 
+    PREPARE = "imdb --source ACLIMDB.tar.gz"
+    LABEL_NAMES = ("negative", "positive")  # what a classifier of these reviews prints
+
     BUILDER_CONFIGS = [imdb_config(10, 0)]
 
     def __init__(self, *, source: str | None = None, download: bool = False, **kwargs: Any) -> None:

@@ -109,6 +109,8 @@ class PairsConfig(tfds.core.BuilderConfig):
 class MemgptPairs(ReportingBuilder):
     """Prompt/target pairs from JSONL or parallel text files."""
 
+    PREPARE = "pairs --name {config} --split SPLIT=FILES"
+
     def __init__(self, *, splits: dict[str, list[str]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._splits = dict(splits or {})

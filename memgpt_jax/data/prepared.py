@@ -43,6 +43,11 @@ class ReportingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
+    # What a dataset knows about itself, declared on its builder: the `memgpt-jax data prepare`
+    # arguments that (re)build it (``{config}``: its config name; see ``data.catalog``), and
+    # the names of its labels (index = id), stored in the prepared data's metadata.
+    PREPARE: str = ""
+    LABEL_NAMES: tuple[str, ...] = ()
 
     def __init__(self, *, data_dir: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("file_format", FILE_FORMAT)
@@ -55,7 +60,11 @@ class ReportingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         per_split[split] = per_split.get(split, 0) + n
 
     def _metadata(self) -> tfds.core.MetadataDict:
-        return tfds.core.MetadataDict()
+        """Stored with the prepared data: the label names, when the builder declares them."""
+        meta = tfds.core.MetadataDict()
+        if self.LABEL_NAMES:
+            meta["label_names"] = list(self.LABEL_NAMES)
+        return meta
 
     def settings(self) -> dict[str, Any]:
         """Inputs that shape the data but not the config name (checked on reuse)."""

@@ -79,6 +79,8 @@ class SquadConfig(tfds.core.BuilderConfig):
 class MemgptSquad(ReportingBuilder):
     """SQuAD-format JSON files -> ``train`` / ``validation`` / ``test`` splits."""
 
+    PREPARE = "squad --train FILE --name {config}"
+
     BUILDER_CONFIGS = [SquadConfig(name="custom", description="user-supplied SQuAD-format files")]
 
     def __init__(self, *, files: dict[str, str] | None = None, holdout_articles: int = 0, seed: int = 0,

@@ -81,6 +81,8 @@ def split_units(text: str, unit: str) -> list[str]:
 class MemgptText(ReportingBuilder):
     """A corpus of plain UTF-8 text files with a deterministic validation holdout."""
 
+    PREPARE = "text --files FILE... --name {config}"
+
     BUILDER_CONFIGS: list = []
 
     def _info(self) -> tfds.core.DatasetInfo:

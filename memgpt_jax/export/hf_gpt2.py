@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from memgpt_jax import data as data_lib
-from memgpt_jax import model as model_lib
+from memgpt_jax import tasks
 from memgpt_jax.config import ModelConfig
 from memgpt_jax.data import specials
 from memgpt_jax.export import io, mapping
@@ -44,18 +44,28 @@ from memgpt_jax.run_config import DataConfig, RunConfig
 from memgpt_jax.training.run import Run
 
 CLASSIFIER_FILE = "classifier_head.safetensors"
-ARCHITECTURES = {
-    "lm": "GPT2LMHeadModel",
-    "classification": "GPT2ForSequenceClassification",
-    "qa": "GPT2ForQuestionAnswering",
-}
-_HEAD_OF_ARCH = {**{v: k for k, v in ARCHITECTURES.items()}, "GPT2Model": "lm"}
+# The GPT-2 architectures a task may declare (``Task.hf_architecture``) and what each needs here.
+LM, CLASSIFIER, SPANS = "GPT2LMHeadModel", "GPT2ForSequenceClassification", "GPT2ForQuestionAnswering"
+_SAME_AS = {"GPT2Model": LM}  # a bare GPT-2 body imports as a language model (the tied head)
+
+
+def architecture(head: str) -> str:
+    """The Hugging Face class of task ``head``'s model (its ``hf_architecture``)."""
+    arch = tasks.get(head).hf_architecture
+    if arch not in (LM, CLASSIFIER, SPANS):
+        raise ConversionError(f"task {head!r} declares no GPT-2 architecture; use --format torch")
+    return arch
+
+
+def _heads_of_architectures() -> dict[str, str]:
+    heads = {tasks.get(n).hf_architecture: n for n in tasks.names() if tasks.get(n).hf_architecture}
+    return {**heads, **{alias: heads[arch] for alias, arch in _SAME_AS.items() if arch in heads}}
 _ACT_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
 _ACT_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
                 "relu": "relu", "silu": "silu", "swish": "silu"}
 
 
-def gpt2_incompatibilities(config: ModelConfig, head: str = "lm") -> list[str]:
+def gpt2_incompatibilities(config: ModelConfig, head: str) -> list[str]:
     """The options of ``config`` that a Hugging Face GPT-2 model cannot express (empty if none)."""
     problems = []
     if not config.attention.is_dense:
@@ -69,9 +79,10 @@ def gpt2_incompatibilities(config: ModelConfig, head: str = "lm") -> list[str]:
         problems.append(f"n_kv_heads={config.n_kv_heads} (grouped-query attention; GPT-2 fuses equal q, k, v)")
     if not config.use_bias:
         problems.append("use_bias=False (GPT-2's projections have biases)")
-    if head == "lm" and config.copy_dim:
+    arch = architecture(head)
+    if arch == LM and config.copy_dim:
         problems.append(f"copy_dim={config.copy_dim} (a copy head; GPT2LMHeadModel has only the vocabulary head)")
-    if head == "classification" and config.pooling != "last":
+    if arch == CLASSIFIER and config.pooling != "last":
         problems.append(f"pooling={config.pooling!r} (GPT2ForSequenceClassification pools the last token)")
     return problems
 
@@ -80,7 +91,7 @@ def hf_config(config: ModelConfig, head: str, *, special_ids: dict[str, int] | N
     """The ``config.json`` of the Hugging Face GPT-2 model equal to ``config``/``head``."""
     out: dict[str, Any] = {
         "model_type": "gpt2",
-        "architectures": [ARCHITECTURES[head]],
+        "architectures": [architecture(head)],
         "vocab_size": config.vocab_size,
         "n_positions": config.max_len,
         "n_embd": config.d_model,
@@ -104,7 +115,7 @@ def hf_config(config: ModelConfig, head: str, *, special_ids: dict[str, int] | N
         "dtype": config.param_dtype,
     }
     out.update(special_ids or {})
-    if head == "classification":
+    if architecture(head) == CLASSIFIER:
         out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
         out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_labels)}
         out["memgpt_jax"] = {"score_bias_file": CLASSIFIER_FILE, "pooling": config.pooling}
@@ -128,7 +139,7 @@ def export_hf_gpt2(
         special = {"bos_token_id": specials.BOS_ID, "eos_token_id": specials.EOS_ID}
     with io.atomic_directory(out, overwrite=overwrite) as tmp:
         io.save_tensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt"})
-        if head == "classification":
+        if architecture(head) == CLASSIFIER:
             io.save_tensors(os.path.join(tmp, CLASSIFIER_FILE), {
                 "score.weight": tensors["score.weight"], "score.bias": leftovers.pop("score/bias"),
             }, {"format": "pt"})
@@ -151,9 +162,10 @@ def config_from_hf(hf: dict[str, Any], *, source: str, param_dtype: str = "float
                       ("add_cross_attention", False)):
         if bool(hf.get(key, want)) != want:
             raise ConversionError(f"{source}: {key}={hf[key]} is not supported (memgpt-jax needs {want})")
-    archs = hf.get("architectures") or ["GPT2LMHeadModel"]
-    if archs[0] not in _HEAD_OF_ARCH:
-        raise ConversionError(f"{source}: architecture {archs[0]!r} is not one of {sorted(_HEAD_OF_ARCH)}")
+    archs = hf.get("architectures") or [LM]
+    heads = _heads_of_architectures()
+    if archs[0] not in heads:
+        raise ConversionError(f"{source}: architecture {archs[0]!r} is not one of {sorted(heads)}")
     vocab = int(hf.get("vocab_size", 50257))
     pad = hf.get("pad_token_id")
     n_labels = len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
@@ -169,7 +181,7 @@ def config_from_hf(hf: dict[str, Any], *, source: str, param_dtype: str = "float
         )
     except (TypeError, ValueError) as e:
         raise ConversionError(f"{source}: cannot build a ModelConfig: {e}") from None
-    return config, _HEAD_OF_ARCH[archs[0]]
+    return config, heads[archs[0]]
 
 
 def import_hf_gpt2(directory: str, head: str | None = None) -> tuple[ModelConfig, Any]:
@@ -204,7 +216,7 @@ def import_hf_gpt2(directory: str, head: str | None = None) -> tuple[ModelConfig
                                   "'transformer.wte.weight'; set tie_word_embeddings=false")
         ignore.append("lm_head.weight")
     defaults = {}
-    if head == "classification":
+    if architecture(head) == CLASSIFIER:
         side = os.path.join(directory, CLASSIFIER_FILE)
         if os.path.isfile(side):
             bias = io.load_tensors(side).get("score.bias")
@@ -237,4 +249,4 @@ def open_hf_run(directory: str, task: str | None = None) -> Run:
     tokenizer = data_lib.tokenizer_from_config(json.loads(blob.decode("utf-8"))) if blob else None
     return Run(path=os.path.abspath(directory), step=0,
                config=imported_run_config(config, head),
-               model=model_lib.build(config, head), params=params, tokenizer=tokenizer, quantization=None)
+               model=tasks.get(head).build(config), params=params, tokenizer=tokenizer, quantization=None)

@@ -30,26 +30,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memgpt_jax import model as model_lib
+from memgpt_jax import tasks
 from memgpt_jax.attention import layout as L
 from memgpt_jax.config import ModelConfig
 from memgpt_jax.export import io, mapping, torch_model
 from memgpt_jax.export.mapping import ConversionError
-from memgpt_jax.run_config import TASKS
 from memgpt_jax.export.torch_model import CONFIG_FILE, FORMAT, LAYOUT_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
 TOKENIZER_FILE = "memgpt_tokenizer.json"
 SPM_FILE = "tokenizer.model"
 MODELING_FILE = "modeling_memgpt.py"  # a copy of torch_model.py: loads the directory without memgpt-jax
-HEADS = TASKS
 
 
 def expected_params(config: ModelConfig, head: str) -> Any:
     """Our parameter tree of ``config``/``head`` as ``ShapeDtypeStruct``s (traced, not computed)."""
-    if head not in HEADS:
-        raise ConversionError(f"unknown head {head!r}; choose one of {HEADS}")
-    model = model_lib.build(config, head)
+    if head not in tasks.names():
+        raise ConversionError(f"unknown head {head!r}; choose one of {tasks.names()}")
+    model = tasks.get(head).build(config)
     ids = jnp.zeros((1, min(config.max_len, 8)), jnp.int32)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids))
     return nn.meta.unbox(shapes["params"])

@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from memgpt_jax import tasks
 from memgpt_jax.compress.quantize import inference_params
 from memgpt_jax.training import inputs as inputs_lib
 from memgpt_jax.training.metrics import summarize_eval
@@ -39,8 +39,9 @@ def eval_sums(task: str, model: nn.Module, params: Any, batch: Any) -> dict[str,
     _, metrics, w = task_loss(task, out, batch)
     sums = {k: v * w for k, v in metrics.items()}
     sums["weight"] = w
-    if task == "classification":
-        sums["predictions"] = jnp.argmax(out.logits, axis=-1)
+    predict = tasks.get(task).predictions
+    if predict is not None:
+        sums["predictions"] = predict(out)
     return sums
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from memgpt_jax import data as data_lib
-from memgpt_jax.data.cls_pipeline import KEEP as CLS_KEEP
+from memgpt_jax import tasks
 from memgpt_jax.run_config import DataConfig, RunConfig
 
 
@@ -65,47 +65,33 @@ def prepare_command(dc: DataConfig) -> str:
         settings = dict(dc.listops) or {"preset": dc.name.split("/", 1)[-1]}
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
         return f"memgpt-jax data prepare listops {flags} {where}"
-    config = dc.name.split("/", 1)[-1]
-    kind = {"imdb": "imdb --source ACLIMDB.tar.gz", "text": f"text --files FILE... --name {config}",
-            "squad": f"squad --train FILE --name {config}",
-            "pairs": f"pairs --name {config} --split SPLIT=FILES"}[dc.dataset]
-    if dc.name.startswith("memgpt_aeslc/"):  # prompt->target data with builders of their own
-        kind = "aeslc --source aeslc_train_dev.tar.gz"
-    elif dc.name.startswith("memgpt_dialogue/"):
-        kind = f"dialogue --source DIALOGUES.json.gz --name {dc.name.split('/')[1]}"
+    kind = data_lib.prepare_arguments(dc.name) or f"... (no builder here makes {dc.name})"
     return f"memgpt-jax data prepare {kind} {where} (see its --help)"
 
 
 def make_iterator(config: RunConfig, split: str, tokenizer: Any, *, train: bool, batch_size: int,
                   generate: bool = False):
-    dc, task = config.data, config.task
+    """The task's input pipeline over ``split`` (see :class:`memgpt_jax.tasks.Task` ``inputs``)."""
+    dc, task = config.data, tasks.get(config.task)
     source = load_source(dc, split, generate=generate)
     common = dict(batch_size=batch_size, seed=dc.seed, shuffle=train, num_epochs=None if train else 1,
                   drop_remainder=train)
-    if task == "lm" and dc.dataset == "pairs":
-        return data_lib.PackedPairsIterator(source, tokenizer, seq_len=dc.seq_len, pack=dc.pack,
-                                            prompt_keep=dc.kept(), prompt_loss=dc.prompt_loss,
-                                            multi_turn=dc.multi_turn, **common)
-    if task == "lm":
-        return data_lib.PackedLMIterator(source, tokenizer, seq_len=dc.seq_len, text_key=dc.text_key, **common)
-    if task == "qa":
-        return data_lib.QAIterator(source, tokenizer, max_len=dc.seq_len, doc_stride=dc.doc_stride, **common)
     offsets = None
     if train and config.distill.teacher_offsets:
         offsets = load_teacher_offsets(config.distill.teacher_offsets, len(source), config.model.num_labels, split)
-    return data_lib.ClassificationIterator(source, tokenizer, max_len=dc.seq_len, text_key=dc.text_key,
-                                           truncate=CLS_KEEP[dc.kept()],
-                                           length_buckets=dc.length_buckets if train else (),
-                                           unlabelled=train and config.distill.enabled, teacher_offsets=offsets,
-                                           **common)
+    return task.inputs(config, source, tokenizer, train=train, teacher_offsets=offsets, **common)
 
 
 def load_teacher_offsets(path: str, records: int, num_labels: int, split: str) -> tuple[np.ndarray, float]:
     """``(offsets [records, num_labels], teacher_scale)`` of ``distill.teacher_offsets``, checked
-    against the training split it must line up with (one row per record, in its order)."""
+    against the training split it must line up with (one row per record, in its order).
+
+    The file is the teacher-logit transform's input (``training/steps.teacher_logits``): an
+    ``.npz`` with ``offsets``, ``teacher_scale`` and optionally the ``split`` it was written
+    for; whatever computes a teacher's other part per record (a stacked model, say) writes it."""
     if not os.path.isfile(path):
-        raise data_lib.DataError(f"distill.teacher_offsets: no file {path} (benchmarks.imdb_hybrid --write-offsets "
-                                 "writes one)")
+        raise data_lib.DataError(f"distill.teacher_offsets: no file {path} (an .npz of offsets [records, labels] "
+                                 "and teacher_scale)")
     with np.load(path) as f:
         missing = {"offsets", "teacher_scale"} - set(f.files)
         if missing:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from memgpt_jax import data as data_lib
 from memgpt_jax import layers
 from memgpt_jax import model as model_lib
+from memgpt_jax import tasks
 from memgpt_jax.compress import prune
 from memgpt_jax.flops import count_params, flops_per_token, peak_flops
 from memgpt_jax.run_config import RunConfig
@@ -223,10 +224,10 @@ def _check_teacher(config: RunConfig, teacher: Run) -> None:
         raise ValueError(f"distill.teacher={teacher.path} is an ensemble: it gives logits only; set "
                          "distill.hidden_weight=0, distill.attention_weight=0 and distill.init_from_teacher=False")
     t, s = teacher.model_config, config.model
-    if config.task == "lm" and t.vocab_size != s.vocab_size:
+    if tasks.get(config.task).token_level and t.vocab_size != s.vocab_size:
         raise ValueError(f"distill.teacher={teacher.path}: vocabulary {t.vocab_size} differs "
                          f"from the student's model.vocab_size={s.vocab_size}")
-    if config.task != "lm" and t.num_labels != s.num_labels:
+    if not tasks.get(config.task).token_level and t.num_labels != s.num_labels:
         raise ValueError(f"distill.teacher={teacher.path}: {t.num_labels} labels, "
                          f"the student has model.num_labels={s.num_labels}")
 
@@ -245,9 +246,9 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     os.makedirs(workdir, exist_ok=True)
     # The run records where its data is, so every later command finds it there.
     config = config.replace(data={"data_dir": data_lib.resolve_data_dir(config.data.data_dir)})
-    tc, task = config.train, config.task
+    tc, task, spec = config.train, config.task, tasks.check(config)
     progress = progress and jax.process_index() == 0
-    model = model_lib.build(config.model, task)
+    model = spec.build(config.model)
     tx, schedule = make_optimizer(config.optim, tc.steps)
     if tc.prune_kind != "none":  # recovery fine-tuning: pruned weights stay exactly zero
         tx = optax.chain(tx, prune.freeze_zeros())
@@ -289,13 +290,13 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     if stop_at is not None and start >= stop_at and start < tc.steps:
         ckpt.close()
         print(f"{workdir} is at step {start}, at or past the stop at {stop_at}; nothing to do", file=sys.stderr)
-        return {"step": start, "params": count_params(config.model, task), "wall_s": wall_before,
+        return {"step": start, "params": count_params(config.model, spec.head), "wall_s": wall_before,
                 "wall_s_this_run": 0.0, "train": {}, "eval": {}, "state": state}
     if start >= tc.steps:
         ckpt.close()
         print(f"{workdir} is already trained to step {start} (train.steps={tc.steps}); nothing to do",
               file=sys.stderr)
-        summary = {"step": start, "params": count_params(config.model, task), "wall_s": wall_before,
+        summary = {"step": start, "params": count_params(config.model, spec.head), "wall_s": wall_before,
                    "wall_s_this_run": 0.0, "train": {}, "eval": {}}
         if os.path.isfile(summary_path):  # the figures of the run that finished it
             with open(summary_path) as f:
@@ -314,7 +315,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     fpt = flops_per_token(config.model, config.data.seq_len)
     peak_dtype = "bfloat16" if config.model.compute_dtype == "bfloat16" else "float32"
     peak, peak_source = peak_flops(peak_dtype)  # a spec-sheet figure, or one measurement per process
-    n_params = count_params(config.model, task)
+    n_params = count_params(config.model, spec.head)
     verb = "distill" if teacher is not None else "train"
     bar = tqdm(total=tc.steps, initial=start, desc=f"{verb} {task}", dynamic_ncols=True, file=sys.stderr,
                mininterval=1.0) if progress else None
@@ -428,7 +429,7 @@ def _with_teacher_cache(config: RunConfig, workdir: str, teacher: Run, progress:
 
     @jax.jit
     def top(params: Any, batch: dict[str, Any]) -> Any:
-        out = teacher.model.apply({"params": params}, batch["inputs"], **model_inputs("lm", batch))
+        out = teacher.model.apply({"params": params}, batch["inputs"], **model_inputs(config.task, batch))
         return losses.topk_teacher(out.logits, k)
 
     directory = os.path.join(workdir, "teacher_topk")

@@ -6,6 +6,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from memgpt_jax import tasks
+
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``[true, predicted]`` counts."""
@@ -44,7 +46,7 @@ def classification_report(predictions: np.ndarray, labels: np.ndarray, num_class
 def summarize_eval(results: Iterable[tuple[dict[str, Any], dict[str, Any]]], task: str,
                    num_labels: int, full: bool = False) -> dict[str, Any]:
     """Combines per-batch ``(metric sums, batch)`` pairs from an eval step: weighted
-    means, the weight (tokens or examples), perplexity for language models, and the
+    means, the weight (tokens or examples), perplexity for token-level tasks, and the
     classification report over the valid examples (``full``: with per-class lists and
     the confusion matrix)."""
     totals: dict[str, float] = {}
@@ -59,8 +61,9 @@ def summarize_eval(results: Iterable[tuple[dict[str, Any], dict[str, Any]]], tas
                 totals[k] = totals.get(k, 0.0) + float(v)
     w = max(totals.pop("weight", 0.0), 1e-9)
     result = {k: v / w for k, v in totals.items()}
-    result["tokens" if task == "lm" else "examples"] = w if task == "lm" else int(round(w))
-    if task == "lm" and "loss" in result:
+    spec = tasks.get(task)
+    result[spec.weight_unit] = w if spec.weight_unit == "tokens" else int(round(w))
+    if spec.token_level and "loss" in result:
         result["perplexity"] = float(np.exp(result["loss"]))
     if preds:
         result.update(classification_report(np.concatenate(preds), np.concatenate(labels), num_labels, flat=not full))

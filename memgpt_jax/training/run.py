@@ -6,13 +6,14 @@ tokenizer, so a run directory alone is enough. Commands, teacher loading, the
 evaluators and the benchmarks all open runs here::
 
     run = open_run("runs/imdb/student")              # newest usable checkpoint
-    run = open_run("runs/imdb/student", step=500, task="classification")
+    run = open_run("runs/imdb/student", step=500, task=config.task)  # refuses a run of another task
     run.model, run.params, run.tokenizer, run.config.data.seq_len, run.config.data.data_dir
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -20,14 +21,10 @@ from typing import Any
 import flax.linen as nn
 
 from memgpt_jax import data as data_lib
-from memgpt_jax import model as model_lib
+from memgpt_jax import tasks
 from memgpt_jax.config import ModelConfig
 from memgpt_jax.run_config import ConfigError, RunConfig
 from memgpt_jax.training.checkpoint import load_params
-
-# Label names of the datasets we prepare (index = label id), when the config names none.
-DATASET_LABEL_NAMES = {"imdb": ("negative", "positive")}
-
 
 class RunError(ValueError):
     """A run directory that cannot be opened; the message says why in one line."""
@@ -40,7 +37,7 @@ class Run:
     path: str
     step: int
     config: RunConfig
-    model: nn.Module  # the flax module for ``config.task``
+    model: nn.Module  # the flax module of ``config.task``'s head
     params: Any  # may hold QTensors (quantized runs); pass through ``inference_params`` inside jit
     tokenizer: Any  # None: the run carries none (an imported model); text commands refuse it
     quantization: dict[str, Any] | None  # the quantization spec of a quantized run
@@ -57,10 +54,11 @@ class Run:
     def quantized(self) -> bool:
         return bool(self.quantization)
 
-    @property
+    @functools.cached_property
     def label_names(self) -> tuple[str, ...]:
-        n = self.model_config.num_labels
-        names = self.config.data.label_names or DATASET_LABEL_NAMES.get(self.config.data.dataset, ())
+        """The config's ``data.label_names``, else those its prepared dataset stores, else the ids."""
+        n, dc = self.model_config.num_labels, self.config.data
+        names = dc.label_names or (data_lib.label_names(dc.name, dc.data_dir) if dc.name else ())
         return tuple(names) if len(names) == n else tuple(str(i) for i in range(n))
 
 
@@ -78,12 +76,13 @@ def open_run(path: str, *, step: int | None = None, task: str | None = None) -> 
         raise RunError(f"{path}: the checkpoint carries no run config; it cannot be rebuilt")
     try:
         config = RunConfig.from_saved(saved)
+        spec = tasks.get(config.task)
     except ConfigError as e:
         raise RunError(f"{path}: its saved config is not valid ({e})") from None
     if task is not None and config.task != task:
         raise RunError(f"{path} is a {config.task!r} model; this needs a {task!r} model")
     return Run(path=path, step=int(meta.get("step") or 0), config=config,
-               model=model_lib.build(config.model, config.task), params=params,
+               model=spec.build(config.model), params=params,
                tokenizer=_tokenizer(meta, config), quantization=meta.get("quantization"))
 
 

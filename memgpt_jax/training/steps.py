@@ -1,19 +1,23 @@
-"""Loss functions per task, and the pure train step (evaluation: ``training/evaluate.py``).
+"""The training objective as a sum of named terms, and the pure train step (evaluation: ``training/evaluate.py``).
 
 ``train_step(state, batch, rng, teacher_params) -> (state, metrics)`` is a pure
-function, compiled once. Losses are combined as weighted sums (weight = valid
-tokens for LM, examples otherwise) and divided by the total weight at the end,
-so gradient accumulation, pmap and pjit all compute exactly the global-batch
-mean, whatever the padding on each shard.
+function, compiled once. Losses are combined as weighted sums (the weight a task's
+loss returns: valid tokens for token-level tasks, examples otherwise) and divided by the
+total weight at the end, so gradient accumulation, pmap and pjit all compute exactly
+the global-batch mean, whatever the padding on each shard.
 
-Batch formats (numpy or jax arrays, leading axis = examples):
+The objective (``make_loss_fn``) is ``alpha * kd + (1 - alpha) * hard + hidden_weight *
+hidden + attention_weight * attention``, each term a small function below: ``hard_term``
+(the task's own loss, :mod:`memgpt_jax.tasks`), ``logit_kd_term`` (against the teacher's
+logits, after ``teacher_logits``) or ``topk_kd_term`` (against a cached top-k teacher),
+``hidden_term`` and ``attention_term``. Without a teacher it is ``hard`` alone.
 
-- ``lm``: ``inputs [B, T] int32``, ``targets [B, T] int32``, ``loss_mask [B, T]``,
-  optional ``segment_ids [B, T]``, ``positions [B, T]``;
-- ``classification``: ``inputs [B, T]``, ``kv_valid [B, T] bool``, ``label [B]`` (-1: unlabelled,
-  trains only through distillation);
-- ``qa``: ``inputs``, ``kv_valid``, ``start [B]``, ``end [B]``.
-Any task may carry ``example_valid [B]`` (False for filler rows of a last batch).
+Teacher-logit transform (``teacher_logits``): a batch that carries ``teacher_scale [B]``
+and ``teacher_offset`` (broadcastable to the teacher's logits) is distilled towards
+``scale * teacher_logits + offset``, per example; the classification pipeline attaches
+them from ``distill.teacher_offsets`` (a stacked teacher whose other member's part was
+computed ahead, one row per training record). Any task whose inputs attach the two keys
+gets the same.
 """
 
 from __future__ import annotations
@@ -25,46 +29,77 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from memgpt_jax.run_config import TASKS, DistillConfig
+from memgpt_jax import tasks
+from memgpt_jax.run_config import DistillConfig
 from memgpt_jax.training import losses, topk_cache
 from memgpt_jax.training.state import TrainState
 
+Terms = dict[str, jax.Array]
+
+
 def model_inputs(task: str, batch: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``model.apply`` taken from a batch."""
-    if task == "lm":
-        keys = ("segment_ids", "positions", "kv_valid")
-    else:
-        keys = ("kv_valid",)
-    return {k: batch[k] for k in keys if k in batch}
+    return tasks.get(task).batch_inputs(batch)
 
 
 def task_loss(task: str, out: Any, batch: dict[str, Any],
               label_smoothing: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
     """The hard-label loss: ``(mean loss, metrics, weight)``; ``label_smoothing`` for classification."""
-    ex_mask = batch.get("example_valid")
-    if task == "lm":
-        mask = batch["loss_mask"].astype(bool)
-        if ex_mask is not None:
-            mask = mask & ex_mask[:, None].astype(bool)
-        loss, metrics = losses.lm_cross_entropy(out.logits, batch["targets"], mask)
-        weight = jnp.sum(mask).astype(jnp.float32)
-    elif task == "classification":
-        # Unlabelled rows (label -1, IMDb's unsupervised reviews) count for distillation only.
-        labelled = batch["label"] >= 0 if ex_mask is None else (batch["label"] >= 0) & ex_mask.astype(bool)
-        loss, metrics = losses.classification_cross_entropy(out.logits, batch["label"], labelled, label_smoothing)
-        weight = jnp.float32(batch["label"].shape[0]) if ex_mask is None else jnp.sum(ex_mask).astype(jnp.float32)
-    elif task == "qa":
-        loss, metrics = losses.span_cross_entropy(out.start_logits, out.end_logits, batch["start"], batch["end"], ex_mask)
-        weight = jnp.float32(batch["start"].shape[0]) if ex_mask is None else jnp.sum(ex_mask).astype(jnp.float32)
-    else:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    loss, metrics, weight = tasks.get(task).loss(out, batch, label_smoothing)
     return loss, {k: v for k, v in metrics.items() if k != "tokens"}, weight
 
 
-def _distill_mask(task: str, batch: dict[str, Any]) -> jax.Array | None:
-    if task == "lm":
-        return batch["loss_mask"].astype(bool)
-    return batch.get("example_valid")
+def teacher_logits(logits: jax.Array, batch: dict[str, Any]) -> jax.Array:
+    """The transform hook: ``teacher_scale * logits + teacher_offset`` per example when the
+    batch carries them (see the module docstring), else ``logits`` unchanged."""
+    if "teacher_offset" not in batch:
+        return logits
+    scale = batch["teacher_scale"].reshape((-1,) + (1,) * (logits.ndim - 1))
+    return logits.astype(jnp.float32) * scale + batch["teacher_offset"]
+
+
+def logit_kd_term(task: tasks.Task, distill: DistillConfig, out: Any, t_out: Any, batch: dict[str, Any]) -> jax.Array:
+    """The divergence from the teacher's (transformed) logits, averaged over the task's logits."""
+    mask = task.distill_mask(batch)
+    terms = [losses.kd_divergence(s, teacher_logits(t, batch), mask, kind=distill.kind,
+                                  temperature=distill.temperature, beta=distill.beta)
+             for s, t in zip(task.distill_logits(out), task.distill_logits(t_out))]
+    return sum(terms[1:], terms[0]) / len(terms)
+
+
+def topk_kd_term(task: tasks.Task, distill: DistillConfig, out: Any, batch: dict[str, Any]) -> jax.Array:
+    """Forward KL against the cached top-k teacher logits the batch carries."""
+    return losses.kd_divergence_topk(out.logits, batch[topk_cache.VALUES], batch[topk_cache.INDICES],
+                                     task.distill_mask(batch), temperature=distill.temperature)
+
+
+def hidden_term(distill: DistillConfig, out: Any, t_out: Any, token_mask: Any, projection: Any = None) -> jax.Array:
+    """Hidden-state alignment over the layer map (``projection``: the trained student-to-teacher map)."""
+    terms = []
+    for s_i, t_i in losses.layer_map(len(out.hidden_states) - 1, len(t_out.hidden_states) - 1):
+        h = out.hidden_states[s_i]
+        if projection is not None:
+            h = losses.HiddenProjection(t_out.hidden_states[t_i].shape[-1]).apply({"params": projection}, h)
+        terms.append(losses.hidden_alignment(h, t_out.hidden_states[t_i], token_mask, kind=distill.hidden_kind))
+    return sum(terms) / len(terms)
+
+
+def attention_term(out: Any, t_out: Any, token_mask: Any) -> jax.Array:
+    """Attention transfer over the layer map (the embedding pair, which has no attention, skipped)."""
+    pairs = losses.layer_map(len(out.attentions), len(t_out.attentions))
+    att = [losses.attention_transfer(out.attentions[max(s - 1, 0)], t_out.attentions[max(t - 1, 0)], token_mask)
+           for s, t in pairs if s > 0]
+    return sum(att) / max(len(att), 1)
+
+
+def combine(terms: Terms, distill: DistillConfig) -> jax.Array:
+    """``alpha * kd + (1 - alpha) * hard`` plus the weighted feature terms present in ``terms``."""
+    loss = distill.alpha * terms["kd"] + (1 - distill.alpha) * terms["hard"]
+    if "hidden" in terms:
+        loss = loss + distill.hidden_weight * terms["hidden"]
+    if "attention" in terms:
+        loss = loss + distill.attention_weight * terms["attention"]
+    return loss
 
 
 def make_loss_fn(
@@ -76,18 +111,17 @@ def make_loss_fn(
 ) -> Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]]:
     """``loss_fn(trainable, batch, rng, teacher_params) -> (loss, (metrics, weight))``;
     ``label_smoothing`` smooths a classifier's hard labels (``train.label_smoothing``)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    spec = tasks.get(task)
     cached = bool(distill and distill.topk)
     if distill is not None and teacher is None and not cached:
         raise ValueError("distillation needs a teacher model (or distill.topk with a cache)")
-    if cached and task != "lm":
-        raise ValueError("distill.topk: the top-k cache is for language-model distillation (task lm)")
+    if cached and not spec.token_level:
+        raise ValueError(f"distill.topk: the top-k cache is for token-level distillation, not task {task!r}")
     want_hidden = bool(distill and distill.hidden_weight > 0)
     want_attn = bool(distill and distill.attention_weight > 0)
 
     def loss_fn(trainable: dict[str, Any], batch: dict[str, Any], rng: jax.Array, teacher_params: Any):
-        kwargs = model_inputs(task, batch)
+        kwargs = spec.batch_inputs(batch)
         out = model.apply(
             {"params": trainable["params"]}, batch["inputs"], deterministic=False, rngs={"dropout": rng},
             output_hidden_states=want_hidden, output_attentions=want_attn, **kwargs,
@@ -95,57 +129,22 @@ def make_loss_fn(
         hard, metrics, weight = task_loss(task, out, batch, label_smoothing)
         if distill is None:
             return hard, (metrics, weight)
+        terms = {"hard": hard}
         if cached:  # precomputed teacher: no teacher forward in the step
-            mask = _distill_mask(task, batch)
-            kd = losses.kd_divergence_topk(out.logits, batch[topk_cache.VALUES], batch[topk_cache.INDICES],
-                                           mask, temperature=distill.temperature)
-            loss = distill.alpha * kd + (1 - distill.alpha) * hard
-            return loss, ({**metrics, "kd": kd, "hard": hard, "loss": loss}, weight)
-        t_out = teacher.apply(
-            {"params": teacher_params}, batch["inputs"], deterministic=True,
-            output_hidden_states=want_hidden, output_attentions=want_attn, **kwargs,
-        )
-        t_out = jax.lax.stop_gradient(t_out)
-        mask = _distill_mask(task, batch)
-        if task == "qa":
-            kd = 0.5 * (
-                losses.kd_divergence(out.start_logits, t_out.start_logits, mask, kind=distill.kind,
-                                     temperature=distill.temperature, beta=distill.beta)
-                + losses.kd_divergence(out.end_logits, t_out.end_logits, mask, kind=distill.kind,
-                                       temperature=distill.temperature, beta=distill.beta)
-            )
-            loss = distill.alpha * kd + (1 - distill.alpha) * hard
-            metrics = {**metrics, "kd": kd, "hard": hard}
+            terms["kd"] = topk_kd_term(spec, distill, out, batch)
         else:
-            t_logits = t_out.logits
-            if "teacher_offset" in batch:  # a stacked teacher: scale * its logits + a per-example offset
-                t_logits = t_logits.astype(jnp.float32) * batch["teacher_scale"][:, None] + batch["teacher_offset"]
-            loss, dm = losses.distillation_loss(
-                out.logits, t_logits, hard, mask, kind=distill.kind,
-                temperature=distill.temperature, alpha=distill.alpha, beta=distill.beta,
-            )
-            metrics = {**metrics, "kd": dm["kd"], "hard": dm["hard"]}
-        token_mask = batch.get("loss_mask", batch.get("kv_valid"))
-        if want_hidden:
-            pairs = losses.layer_map(len(out.hidden_states) - 1, len(t_out.hidden_states) - 1)
-            terms = []
-            for s_i, t_i in pairs:
-                h = out.hidden_states[s_i]
-                if "hidden_proj" in trainable["aux"]:
-                    h = losses.HiddenProjection(t_out.hidden_states[t_i].shape[-1]).apply(
-                        {"params": trainable["aux"]["hidden_proj"]}, h)
-                terms.append(losses.hidden_alignment(h, t_out.hidden_states[t_i], token_mask, kind=distill.hidden_kind))
-            hid = sum(terms) / len(terms)
-            loss = loss + distill.hidden_weight * hid
-            metrics = {**metrics, "hidden": hid}
-        if want_attn:
-            pairs = losses.layer_map(len(out.attentions), len(t_out.attentions))
-            att = [losses.attention_transfer(out.attentions[max(s - 1, 0)], t_out.attentions[max(t - 1, 0)], token_mask)
-                   for s, t in pairs if s > 0]
-            att_loss = sum(att) / max(len(att), 1)
-            loss = loss + distill.attention_weight * att_loss
-            metrics = {**metrics, "attention": att_loss}
-        return loss, ({**metrics, "loss": loss}, weight)
+            t_out = jax.lax.stop_gradient(teacher.apply(
+                {"params": teacher_params}, batch["inputs"], deterministic=True,
+                output_hidden_states=want_hidden, output_attentions=want_attn, **kwargs,
+            ))
+            terms["kd"] = logit_kd_term(spec, distill, out, t_out, batch)
+            token_mask = batch.get("loss_mask", batch.get("kv_valid"))
+            if want_hidden:
+                terms["hidden"] = hidden_term(distill, out, t_out, token_mask, trainable["aux"].get("hidden_proj"))
+            if want_attn:
+                terms["attention"] = attention_term(out, t_out, token_mask)
+        loss = combine(terms, distill)
+        return loss, ({**metrics, **terms, "loss": loss}, weight)
 
     return loss_fn
 
