@@ -62,6 +62,8 @@ class Task:
       report of ``batch["label"]``.
     - ``rules(config)``: raises :class:`ConfigError` for a config this task cannot train.
     - ``teacher_offsets``: the input pipeline attaches ``distill.teacher_offsets`` rows.
+    - Read by higher layers (see the module docstring): ``headline``, ``eval_report(config)``,
+      ``hf_architecture`` (``None``: no GPT-2 export), ``commands``.
     """
 
     name: str
@@ -132,10 +134,10 @@ def check(config: RunConfig) -> Task:
             raise ConfigError(f"{field}: {message}")
 
     rule(task.token_level or config.data.dataset != "pairs", "data.dataset",
-         f"'pairs' (prompt -> target) trains a token-level task such as {accepting_token_level()}, "
+         f"'pairs' (prompt -> target) trains a token-level task such as {_token_level()}, "
          f"not {task.name!r}")
     rule(not d.topk or task.token_level, "distill.topk",
-         f"the top-k cache is for token-level distillation ({accepting_token_level()}), not {task.name!r}")
+         f"the top-k cache is for token-level distillation ({_token_level()}), not {task.name!r}")
     rule(not d.teacher_offsets or (task.teacher_offsets and d.enabled), "distill.teacher_offsets",
          f"per-example teacher offsets need distill.teacher and a task whose inputs attach them "
          f"({tuple(n for n, t in _REGISTRY.items() if t.teacher_offsets)})")
@@ -144,7 +146,7 @@ def check(config: RunConfig) -> Task:
     return task
 
 
-def accepting_token_level() -> tuple[str, ...]:
+def _token_level() -> tuple[str, ...]:
     return tuple(n for n, t in _REGISTRY.items() if t.token_level)
 
 
