@@ -121,6 +121,11 @@ def test_registry_refuses_unknown_and_duplicate_tasks():
     with pytest.raises(ConfigError, match=r"^task: unknown value 'nope'; choose one of \("):
         tasks.get("nope")
     assert tasks.register(TAGGING) is TAGGING  # registering the same declaration again is harmless
+    from memgpt_jax.export.hf_gpt2 import architecture  # lazy: the export layer
+    from memgpt_jax.export.mapping import ConversionError
+
+    with pytest.raises(ConversionError, match="'tagging' declares no GPT-2 architecture"):
+        architecture("tagging")  # hf_architecture=None: a GPT-2 export is refused, naming the task
     with pytest.raises(ValueError, match="already registered"):
         tasks.register(tasks.Task(name="tagging", head=TokenTagger, inputs=tag_inputs, loss=tag_loss,
                                   distill_logits=lambda out: (out.logits,), distill_mask=lambda b: None))

@@ -51,6 +51,8 @@ _SAME_AS = {"GPT2Model": LM}  # a bare GPT-2 body imports as a language model (t
 
 def architecture(head: str) -> str:
     """The Hugging Face class of task ``head``'s model (its ``hf_architecture``)."""
+    if head not in tasks.names():
+        raise ConversionError(f"unknown head {head!r}; choose one of {tasks.names()}")
     arch = tasks.get(head).hf_architecture
     if arch not in (LM, CLASSIFIER, SPANS):
         raise ConversionError(f"task {head!r} declares no GPT-2 architecture; use --format torch")
