@@ -1,12 +1,14 @@
 """A task added from outside the library: per-token tagging of generated ListOps, declared in
-this module alone, trains, evaluates, saves and reopens through the public API (README
-"Adding a task" walks through the same steps)."""
+this module alone, trains, evaluates, saves, reopens and exports through the public API
+(README "Adding a task" walks through the same steps)."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -82,6 +84,7 @@ TAGGING = tasks.register(tasks.Task(
     distill_logits=lambda out: (out.logits,), distill_mask=lambda batch: batch["tag_mask"],
     model_inputs=("segment_ids", "positions"), weight_unit="tokens", headline="accuracy",
     commands=frozenset({"finetune", "distill"}),
+    export_params=(("tags/kernel", "tags.weight", "linear"), ("tags/bias", "tags.bias", "copy")),
 ))
 
 
@@ -110,6 +113,16 @@ def test_a_task_declared_in_a_test_module_trains_evaluates_saves_and_reopens(tmp
     report = evaluate_run(run)
     np.testing.assert_allclose(report["accuracy"], summary["eval"]["accuracy"], rtol=1e-6)
     np.testing.assert_allclose(report["loss"], summary["eval"]["loss"], rtol=1e-5)
+
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("safetensors"):  # the [torch] extra
+        # export: the weights go to the torch format and come back bit for bit (GPT-2: see below)
+        from memgpt_jax.export.torch_format import export_torch, import_torch
+
+        config_back, head, params = import_torch(export_torch(run.params, run.model_config, "tagging",
+                                                              str(tmp_path / "torch")))
+        assert head == "tagging" and config_back == run.model_config
+        for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     with pytest.raises(ValueError, match="'tagging' model; this needs a 'lm' model"):
         tasks.require(run.task, "generate", run.path)  # commands it did not declare refuse it

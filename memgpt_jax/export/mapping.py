@@ -33,6 +33,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from memgpt_jax import tasks
+
 
 class ConversionError(ValueError):
     """A checkpoint cannot be converted; the message names the tensor or option."""
@@ -163,7 +165,12 @@ def lookup(path: str, fmt: str) -> tuple[str | None, Transform | None]:
             if name is None:
                 return None, None
             return (name.replace("{i}", match.group("i")) if "{i}" in name else name), tf
-    raise ConversionError(f"parameter {path!r} has no row in memgpt_jax.export.mapping.ROWS")
+    for name in tasks.names():  # a task's own head parameters (Task.export_params): torch only
+        for ours, torch, kind in tasks.get(name).export_params:
+            if path == ours:
+                return (torch, LINEAR() if kind == "linear" else COPY) if fmt == "torch" else (None, None)
+    raise ConversionError(f"parameter {path!r} has no row in memgpt_jax.export.mapping.ROWS nor in a task's "
+                          "export_params")
 
 
 # --- trees ------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ Where it sits (import-linter's layers contract in setup.cfg): above ``data`` and
 ``model``, below ``training``. It imports what it declares from below (head classes,
 input pipelines, its hard-label losses in :mod:`memgpt_jax.tasks.losses`); what a higher
 layer owns is declared as data that layer reads: ``hf_architecture`` (the export layer
-holds the tensor mapping per architecture), ``commands`` (command names the CLI checks),
+holds the tensor mapping per architecture; ``export_params`` add a new head's parameters
+to its torch table), ``commands`` (command names the CLI checks),
 ``eval_report`` (the name of the decoding evaluation ``memgpt-jax eval`` runs, kept in
 ``memgpt_jax.apps``), ``headline`` (the metric compression reports lead with).
 ``run_config`` sits below every layer, so it validates a run config's structure only;
@@ -63,7 +64,9 @@ class Task:
     - ``rules(config)``: raises :class:`ConfigError` for a config this task cannot train.
     - ``teacher_offsets``: the input pipeline attaches ``distill.teacher_offsets`` rows.
     - Read by higher layers (see the module docstring): ``headline``, ``eval_report(config)``,
-      ``hf_architecture`` (``None``: no GPT-2 export), ``commands``.
+      ``hf_architecture`` (``None``: no GPT-2 export), ``commands``, and ``export_params``:
+      ``(our path, torch state-dict name, "linear" | "copy")`` of head parameters the export
+      table (``export/mapping.py``) does not already hold, so ``--format torch`` writes them.
     """
 
     name: str
@@ -81,6 +84,7 @@ class Task:
     headline: str = "loss"
     eval_report: Callable[[RunConfig], str | None] = lambda config: None
     hf_architecture: str | None = None
+    export_params: tuple[tuple[str, str, str], ...] = ()
     commands: frozenset[str] = frozenset({"finetune"})
 
     def build(self, model_config: Any, attention_fn: Any = None) -> nn.Module:
