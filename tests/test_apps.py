@@ -295,6 +295,7 @@ def test_qa_sentencepiece_offsets(tmp_path):
         assert rec["context"][f.char_start[a]:f.char_end[b]] == rec["answers"][0]
 
 
+@pytest.mark.slow
 def test_qa_finetune_and_eval(tmp_path, capsys):
     records = {split: _qa_records(n, seed) for split, n, seed in (("train", 64, 3), ("validation", 12, 4))}
     files = {}

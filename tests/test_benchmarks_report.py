@@ -82,6 +82,7 @@ def test_list_shows_the_canonical_benchmarks_only():
     assert all(os.path.exists(os.path.join(ROOT, "benchmarks", f"{n}.py")) for n in names)
 
 
+@pytest.mark.slow
 def test_quick_run_writes_json_and_rebuilds(tmp_path):
     env = {**os.environ, "MEMGPT_BENCH_RESULTS": str(tmp_path / "results")}
     out = subprocess.run([sys.executable, "-m", "memgpt_jax.cli", "bench", "--quick", "forward"], cwd=ROOT, env=env,

@@ -111,6 +111,7 @@ def tiny_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_pruned_weights_stay_zero_through_training(tiny_run, tmp_path, capsys):
     out = str(tmp_path / "pruned")
     assert cli_main(["prune", "--checkpoint", tiny_run, "--out", out, "--sparsity", "0.5", "--kind", "global",

@@ -44,6 +44,7 @@ def teachers(tmp_path_factory):
     return data_dir, paths
 
 
+@pytest.mark.slow
 def test_ensemble_logits_are_the_log_of_the_mean_probability(teachers):
     _, paths = teachers
     ens = open_teacher(",".join(paths))
@@ -63,6 +64,7 @@ def test_ensemble_logits_are_the_log_of_the_mean_probability(teachers):
         ens.model.apply({"params": ens.params}, ids, kv_valid=valid, output_hidden_states=True)
 
 
+@pytest.mark.slow
 def test_student_distils_from_an_ensemble_on_labelled_and_unlabelled_reviews(teachers, tmp_path):
     data_dir, paths = teachers
     config = tiny(data_dir, f"--config.distill.teacher={','.join(paths)}",
@@ -88,6 +90,7 @@ def test_unlabelled_rows_leave_the_hard_loss_unchanged():
     assert float(weight) == 3.0  # the distillation term averages over every real row
 
 
+@pytest.mark.slow
 def test_distill_command_takes_an_ensemble_teacher(teachers, tmp_path, capsys):
     """`--config.distill.teacher=A,B` on the command line opens both runs as one teacher
     (the library's open_teacher: the CLI has no copy of its own); a bad member is one line."""
@@ -128,6 +131,7 @@ def test_label_smoothing_reaches_the_classification_loss():
         run_config.RunConfig().replace(train={"label_smoothing": 1.0})
 
 
+@pytest.mark.slow
 def test_average_writes_the_mean_of_the_last_checkpoints(teachers, tmp_path, capsys):
     from memgpt_jax import cli
     from memgpt_jax.training.checkpoint import load_params
@@ -146,6 +150,7 @@ def test_average_writes_the_mean_of_the_last_checkpoints(teachers, tmp_path, cap
     assert "averaging needs at least two" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_teacher_offsets_shift_the_teachers_logits_per_example(teachers, tmp_path):
     """distill.teacher_offsets: the step distils from ``scale * teacher logits + offset`` (a
     teacher stacked with another model), each training record with its own row; a file that

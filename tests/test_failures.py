@@ -136,6 +136,7 @@ def test_missing_config_and_bad_variant(tmp_path, capsys):
     assert code == 2 and "variant 'huge'" in _one_error_line(err)
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_and_wrong_task(tmp_path, capsys, env):
     _, run = env
     for argv in (["eval", "--checkpoint", str(tmp_path)],
@@ -220,6 +221,7 @@ def test_workdir_of_another_run_is_refused(capsys, env):
     assert Checkpointer(run).steps() == before
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_one_warning(tmp_path, capsys, env):
     _, run = env
     copy = str(tmp_path / "run")
@@ -296,6 +298,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_while_saving(capsys, env, small_disk):
     from memgpt_jax.training.checkpoint import Checkpointer
 
@@ -319,6 +322,7 @@ def test_disk_full_while_saving(capsys, env, small_disk):
     assert Checkpointer(run).steps()[-1] == 3
 
 
+@pytest.mark.slow
 def test_killed_mid_save_leaves_nothing_in_the_way(tmp_path, capsys, env):
     """``kill -9`` during a save leaves Orbax's temporary directory (the save renames it
     only when complete); here that state is made directly: a step-3 temporary directory

@@ -272,6 +272,7 @@ def _dot_operand_dtypes(hlo: str) -> list[tuple[str, str]]:
             for a, b in re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\)", hlo)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's dot dtypes")
 def test_bf16_train_step_runs_every_product_in_bf16_on_cpu():
     """No GEMM of a bf16 training step falls back to float32: XLA:CPU converts both operands

@@ -43,6 +43,7 @@ def test_pieces_and_last_turns():
     assert last_turns(records) == [1, 4, 5]  # each conversation's last turn holds all of its replies
 
 
+@pytest.mark.slow
 def test_every_reply_is_trained_once_in_the_context_it_is_decoded_in():
     tok = ByteTokenizer()
     records = _records()

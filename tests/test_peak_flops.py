@@ -46,6 +46,7 @@ def test_peak_is_the_table_on_accelerators_and_one_measurement_on_cpu(monkeypatc
     assert len(counted_measurements) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU measurement")
 def test_the_training_loop_measures_the_peak_once(tmp_path, monkeypatch, counted_measurements):
     """Six logged steps: one measurement (before the first step), none at the logs."""

@@ -99,6 +99,7 @@ def tagging_config(data_dir: str, steps: int) -> RunConfig:
     ))
 
 
+@pytest.mark.slow
 def test_a_task_declared_in_a_test_module_trains_evaluates_saves_and_reopens(tmp_path):
     assert "tagging" in tasks.names() and tasks.accepting("finetune")[-1] == "tagging"
     config = tagging_config(str(tmp_path / "data"), steps=60)

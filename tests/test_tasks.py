@@ -180,6 +180,7 @@ def test_squad_metrics_follow_the_official_v1_1_script():
     assert scores == {"exact_match": pytest.approx(100 / 3), "f1": pytest.approx(100 / 3), "questions": 3}
 
 
+@pytest.mark.slow
 def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     """configs/kvret.py:tiny through the commands of train/kvret_recipe.sh (finetune,
     quantize) and the recipe benchmark's rows (greedy + beam, BLEU and entity F1)."""

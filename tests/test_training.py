@@ -74,6 +74,7 @@ def _losses(tmp_path, batches, *overrides):
     return np.array(losses), jax.tree.map(np.asarray, summary["state"].params)
 
 
+@pytest.mark.slow
 def test_single_device_pmap_pjit_and_accumulation_agree(tmp_path, fixed_batches, n_devices):
     assert n_devices == 8
     single, p_single = _losses(tmp_path / "a", fixed_batches, "--config.train.mesh=(1,1,1)")
@@ -87,6 +88,7 @@ def test_single_device_pmap_pjit_and_accumulation_agree(tmp_path, fixed_batches,
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p_pjit, p_single)
 
 
+@pytest.mark.slow
 def test_entry_points_run_a_real_step(tmp_path, data_dir):
     teacher = str(tmp_path / "teacher")
     rc = cli_main(["finetune", "--config", TINY, "--workdir", teacher, "--no-progress",
@@ -249,6 +251,7 @@ def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir
     _same_params(tmp_path / "full", tmp_path / "sliced")
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_skipped(tmp_path, data_dir):
     workdir = tmp_path / "run"
     summary = train(_cfg("--config.train.steps=4", "--config.train.mesh=(1,1,1)"), str(workdir), progress=False)
@@ -264,6 +267,7 @@ def test_corrupt_checkpoint_is_skipped(tmp_path, data_dir):
     assert step == 2 and int(restored.step) == 2 and meta["data_state"] is not None
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
     with pytest.raises(NonFiniteLossError, match="last good checkpoint is step 2"):
         train(_cfg("--config.train.steps=8", "--config.optim.lr=1e30", "--config.optim.warmup_steps=0",
