@@ -4,8 +4,8 @@
     memgpt-jax finetune --config configs/listops.py --workdir runs/listops --config.train.steps=500
     memgpt-jax distill  --config configs/listops.py:student --workdir runs/student \\
         --config.distill.teacher=runs/listops
-    memgpt-jax distill  --config configs/shakespeare.py:student --workdir runs/student \\
-        --config.distill.teacher=hf:exported/gpt2          (a Hugging Face GPT-2 directory)
+    memgpt-jax distill  --config configs/shakespeare.py:sparse --workdir runs/student \\
+        --config.distill.teacher=hf:exported/gpt2   (a Hugging Face GPT-2 of the student's vocabulary)
 
 A run restarted with the same ``--workdir`` resumes from its newest good
 checkpoint. Multi-host (Cloud TPU pods, several GPU hosts): pass ``--distributed``
