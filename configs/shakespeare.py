@@ -3,7 +3,7 @@
     memgpt-jax data prepare text --files $MEMGPT_SHARED_DATA/tinyshakespeare.txt --name shakespeare
     memgpt-jax pretrain --config configs/shakespeare.py --workdir runs/shakespeare
     memgpt-jax pretrain --config configs/shakespeare.py:tiny --workdir runs/shakespeare_tiny   # seconds
-    memgpt-jax pretrain --config configs/shakespeare.py:small --workdir runs/shakespeare_small  # the compression benchmark's
+    memgpt-jax pretrain --config configs/shakespeare.py:small --workdir runs/shakespeare_small  # for the compression benchmark
 
 Variants: `base` (dense, ~10M parameters, 512 tokens), `sparse` (the same with
 causal window+global block-sparse attention), `small` (~1.9M parameters, 256 tokens:
