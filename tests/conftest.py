@@ -1,15 +1,27 @@
 """Test setup, before JAX is imported.
 
 - 8 fake CPU devices (for pmap/pjit tests).
-- One JAX compilation cache per test session, shared by the xdist workers
-  and by the subprocesses the CLI tests start (they inherit the environment):
-  the many tests that train the same tiny models compile each program once
-  per session instead of once per process. The directory is created by the
-  controlling process and removed when the session ends, so a run never
-  reuses compiles from an earlier run; set ``JAX_COMPILATION_CACHE_DIR``
-  yourself to keep one across runs.
+- A JAX compilation cache shared by the xdist workers and by the subprocesses the
+  CLI tests start (they inherit the environment). The suite's cost is thousands
+  of small compiles, many of them the same tiny models compiled again in
+  another test or process; with the cache each program compiles once.
+
+  ``MEMGPT_TEST_COMPILE_CACHE`` chooses where it lives:
+
+  - unset: ``${XDG_CACHE_HOME:-~/.cache}/memgpt-jax/test-compiles/<cpu>``, kept
+    between runs (a rerun after an edit recompiles only the programs the edit
+    changed). ``<cpu>`` names the CPU model and its instruction-set flags: the
+    cached programs are machine code for this CPU, and JAX's cache key does not
+    include it. Over 2 GiB at the start of a run, the oldest entries go.
+  - ``session``: a temporary directory removed when the run ends (a cold run:
+    nothing reused from an earlier one).
+  - ``off``: no persistent cache.
+  - a path: that directory.
+
+  An explicit ``JAX_COMPILATION_CACHE_DIR`` wins over all of these.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -18,19 +30,82 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+CACHE_ENV = "MEMGPT_TEST_COMPILE_CACHE"
+CACHE_BYTES = 2 << 30
+
+
+def _cpu_fingerprint() -> str:
+    """CPU model and feature flags of this machine, as a short directory name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    except OSError:
+        import platform
+
+        lines = [platform.machine(), platform.processor()]
+    lines = sorted(set(lines))
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "cpu")
+    slug = "".join(c if c.isalnum() else "-" for c in model).strip("-")[:40]
+    return f"{slug}-{hashlib.sha256(''.join(lines).encode()).hexdigest()[:12]}"
+
+
+def _cache_dir() -> tuple[str | None, bool]:
+    """(directory, whether this process owns it and removes it at the end)."""
+    choice = os.environ.get(CACHE_ENV, "")
+    if choice == "off":
+        return None, False
+    if choice == "session":
+        return tempfile.mkdtemp(prefix="memgpt-jax-test-compiles-"), True
+    if choice:
+        return os.path.abspath(os.path.expanduser(choice)), False
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "memgpt-jax", "test-compiles", _cpu_fingerprint()), False
+
+
+def _prune(directory: str, limit: int) -> None:
+    """Deletes the least recently written entries until ``directory`` holds half of ``limit``
+    (only when it holds more than ``limit``)."""
+    entries = []
+    for entry in os.scandir(directory):
+        if entry.is_file():
+            st = entry.stat()
+            entries.append((st.st_mtime, st.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    if total <= limit:
+        return
+    for _, size, path in sorted(entries):
+        if total <= limit // 2:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        total -= size
+
+
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ:
-    _OWN_CACHE = tempfile.mkdtemp(prefix="memgpt-jax-test-compiles-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
-    # Cache every program, however small or quick to compile: the suite's
-    # cost is thousands of small compiles.
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+    directory, owned = _cache_dir()
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        _OWN_CACHE = directory if owned else None
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+        if not owned:
+            _prune(directory, CACHE_BYTES)
+        # every program, however small or quick to compile (JAX's size bound is left
+        # unset: it rescans the directory at each write)
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_report_header(config):
+    where = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    return f"JAX compilation cache: {where or 'off'} (${CACHE_ENV}: unset, session, off or a path)"
 
 
 def pytest_sessionfinish(session, exitstatus):
