@@ -27,7 +27,7 @@ import os
 import re
 import types
 import typing
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
 from absl import flags
@@ -298,9 +298,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (have {sorted(fields)})"
-            raise ConfigError(f"{prefix}{key}: unknown field{hint}")
+            raise ConfigError(f"{prefix}{key}: unknown field{_suggestion(key, fields)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = value if isinstance(value, hint) else _build(hint, value, f"{prefix}{key}.")
@@ -476,6 +474,42 @@ def _last_line(message: str) -> str:
     return re.sub(r"^(ValueError|KeyError|TypeError): ", "", line)  # the message, not the exception's class
 
 
+# Names other libraries use for our fields (Hugging Face, optax, flax examples): an
+# unknown field that is one of these is pointed at ours.
+ALIASES = {
+    "learning_rate": "lr", "lr_schedule": "schedule", "warmup": "warmup_steps", "wd": "weight_decay",
+    "beta1": "b1", "beta2": "b2", "adam_beta1": "b1", "adam_beta2": "b2", "epsilon": "eps", "adam_epsilon": "eps",
+    "max_grad_norm": "grad_clip", "clip": "grad_clip", "clip_grad_norm": "grad_clip",
+    "num_steps": "steps", "max_steps": "steps", "train_steps": "steps", "gradient_accumulation_steps": "accum_steps",
+    "batch": "batch_size", "per_device_train_batch_size": "batch_size", "seq_length": "seq_len",
+    "max_seq_len": "seq_len", "max_seq_length": "seq_len", "block_size": "seq_len",
+    "num_layers": "n_layers", "n_layer": "n_layers", "num_hidden_layers": "n_layers", "num_heads": "n_heads",
+    "n_head": "n_heads", "num_attention_heads": "n_heads", "hidden_size": "d_model", "n_embd": "d_model",
+    "dim": "d_model", "emb_dim": "d_model", "intermediate_size": "d_ff", "mlp_dim": "d_ff", "vocab": "vocab_size",
+    "max_position_embeddings": "max_len", "n_positions": "max_len", "max_length": "max_len", "dtype": "compute_dtype",
+    "temp": "temperature", "teacher_path": "teacher", "kd_weight": "alpha",
+}
+
+
+def _suggestion(key: str, fields: Iterable[str]) -> str:
+    """``; did you mean 'lr'?`` for a mistyped or foreign field name, else the fields there are."""
+    fields = list(fields)
+    alias = ALIASES.get(key)
+    close = [alias] if alias in fields else difflib.get_close_matches(key, fields, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" (have {sorted(fields)})"
+
+
+def _section_fields(path: Sequence[str]) -> list[str] | None:
+    """The field names of the config section at ``path`` (``["optim"]``), if it is one."""
+    cls: Any = RunConfig
+    for name in path:
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        cls = hints.get(name)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return None
+    return [f.name for f in dataclasses.fields(cls)]
+
+
 def _unknown_field(overrides: Sequence[str], error: Exception) -> str:
     """``train.stepz: unknown field; did you mean 'steps'?`` from ml_collections' message."""
     text = str(error)
@@ -483,6 +517,9 @@ def _unknown_field(overrides: Sequence[str], error: Exception) -> str:
     missing = names[0] if names else "config"
     field = next((o.split("=", 1)[0][len("--config."):] for o in overrides
                   if o.split("=", 1)[0].split(".")[-1] == missing), missing)
+    fields = _section_fields(field.split(".")[:-1])
+    if fields is not None:
+        return f"{field}: unknown field{_suggestion(field.split('.')[-1], fields)}"
     match = re.search(r'Did you mean "([^"]+)"', text)
     return f"{field}: unknown field" + (f"; did you mean {match.group(1)!r}?" if match else "")
 

@@ -5,8 +5,9 @@ The workload is generated: a randomly initialised byte-level model with AESLC's 
 they matter for memory (context 512, batches of 32, prompts of many lengths, so several prompt
 buckets compile), evaluated by the ``memgpt-jax eval --mbr`` command in a child process (with
 the entry point's allocator decision). The child records its resident memory after every
-``generate_ids`` call and whether XLA compiled anything during it: a call that compiled a new
-shape may grow the process (its executable), one that compiled nothing must not.
+``generate_ids`` call and whether XLA compiled anything during it (or loaded a program from the
+persistent compilation cache): a call that compiled a new shape may grow the process (its
+executable), one that compiled nothing must not.
 ``python tests/test_decode_memory.py --help`` runs it at other sizes and allocator settings.
 """
 
@@ -41,6 +42,10 @@ def on_event(name, seconds, **kwargs):
     if name.endswith("backend_compile_duration"):
         compiles[0] += 1
 jax.monitoring.register_event_duration_secs_listener(on_event)
+def on_cache_hit(name, **kwargs):  # a program loaded from the persistent cache is a new one too
+    if name == "/jax/compilation_cache/cache_hits":
+        compiles[0] += 1
+jax.monitoring.register_event_listener(on_cache_hit)
 original = generate.Generator.generate_ids
 def recorded(self, *args, **kwargs):
     out = original(self, *args, **kwargs)

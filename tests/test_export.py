@@ -279,22 +279,37 @@ def test_cli_export_and_import_round_trip(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--format", "torch"]) == 0
     assert sorted(os.listdir(out)) == [".memgpt-export.json", "attention_layout.safetensors", "config.json",
                                        "memgpt_tokenizer.json", "model.safetensors", "modeling_memgpt.py"]
-    assert json.loads((out / "memgpt_tokenizer.json").read_text()) == {"kind": "bytes"}
-    # the directory runs in a process where JAX and memgpt_jax cannot be imported
+    assert json.loads((out / "memgpt_tokenizer.json").read_text())["kind"] == "bytes"
+    # the directory runs in a process where JAX and memgpt_jax cannot be imported: text -> ids -> logits
     ids, valid = inputs(config)
     np.save(tmp_path / "ids.npy", ids)
     np.save(tmp_path / "valid.npy", valid)
+    text = "a café, twice: a café"
     script = (
         "import sys; sys.modules.update(jax=None, flax=None, memgpt_jax=None)\n"
         f"sys.path.insert(0, {str(out)!r})\n"
-        "import numpy as np, torch\n"
-        "from modeling_memgpt import TorchGPT\n"
+        "import json, numpy as np, torch\n"
+        "from modeling_memgpt import Tokenizer, TorchGPT\n"
         f"ids, valid = (torch.from_numpy(np.load({str(tmp_path)!r} + f'/{{n}}.npy')) for n in ('ids', 'valid'))\n"
         f"m = TorchGPT.from_pretrained({str(out)!r})\n"
         f"np.save({str(tmp_path / 'logits.npy')!r}, m(ids.long(), attention_mask=valid).logits.detach().numpy())\n"
+        f"tok = Tokenizer.from_pretrained({str(out)!r})\n"
+        f"text_ids = [tok.bos_id] + tok.encode({text!r})\n"
+        "logits = m(torch.tensor([text_ids])).logits\n"
+        f"np.save({str(tmp_path / 'text_logits.npy')!r}, logits.detach().numpy())\n"
+        "print(json.dumps({'ids': text_ids, 'decoded': tok.decode(text_ids)}))\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONPATH": ""})
+    ran = subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONPATH": ""},
+                         capture_output=True, text=True)
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), jax_outputs(config, head, params, ids, valid)[0],
+                               atol=TOL, rtol=0)
+    theirs = json.loads(ran.stdout)
+    from memgpt_jax.data.tokenizers import ByteTokenizer
+
+    assert theirs == {"ids": [1] + ByteTokenizer().encode(text).tolist(), "decoded": text}
+    text_ids = np.asarray([theirs["ids"]], np.int32)
+    np.testing.assert_allclose(np.load(tmp_path / "text_logits.npy"),
+                               jax_outputs(config, head, params, text_ids, np.ones_like(text_ids, bool))[0],
                                atol=TOL, rtol=0)
     # ... and back into an Orbax checkpoint, bit-exact
     assert main(["import", "--source", str(out), "--format", "torch", "--workdir", str(tmp_path / "back")]) == 0
@@ -304,6 +319,46 @@ def test_cli_export_and_import_round_trip(tmp_path, capsys):
     # an existing --out is refused, and kept
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_exported_tokenizers_load_without_memgpt_jax(tmp_path):
+    """Each tokenizer kind, as an export writes it, gives the ids of ours in a process where
+    memgpt_jax cannot be imported, and reads back into the checkpoint's form unchanged."""
+    import shutil
+
+    from memgpt_jax.data.spm import train_sentencepiece
+    from memgpt_jax.data.tokenizers import ByteTokenizer, ListOpsTokenizer
+    from memgpt_jax.export import torch_format, torch_model
+
+    corpus = [f"the {w} sat on the mat near {n} cafés" for w in ("cat", "dog", "bird") for n in range(30)]
+    toks = {"bytes": ByteTokenizer(), "listops": ListOpsTokenizer(),
+            "sentencepiece": train_sentencepiece(corpus, vocab_size=300, hard_vocab_limit=False, num_threads=1)}
+    texts = {"bytes": "naïve café ✓", "listops": "[MAX 2 9 [MIN 4 7 ] oops 0 ]",
+             "sentencepiece": "the cat sat near 7 cafés, zebra"}
+    shutil.copy(torch_model.__file__, tmp_path / "modeling_memgpt.py")
+    for kind, tok in toks.items():
+        config = json.dumps(tok.to_config()).encode()
+        (tmp_path / kind).mkdir()
+        torch_format.write_tokenizer(str(tmp_path / kind), config)
+        assert torch_format.read_tokenizer(str(tmp_path / kind)) == config
+    script = (
+        "import json, sys; sys.modules.update(jax=None, flax=None, memgpt_jax=None)\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from modeling_memgpt import Tokenizer\n"
+        f"texts = {texts!r}\n"
+        "out = {}\n"
+        "for kind, text in texts.items():\n"
+        f"    tok = Tokenizer.from_pretrained({str(tmp_path)!r} + '/' + kind)\n"
+        "    ids = tok.encode(text)\n"
+        "    out[kind] = [ids, tok.decode([tok.bos_id] + ids + [tok.eos_id]), tok.vocab_size]\n"
+        "print(json.dumps(out))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": ""})
+    for kind, (ids, decoded, vocab_size) in json.loads(ran.stdout).items():
+        tok = toks[kind]
+        assert ids == tok.encode(texts[kind]).tolist(), kind
+        assert decoded == tok.decode([tok.bos_id] + ids + [tok.eos_id]) and vocab_size == tok.vocab_size, kind
 
 
 def test_export_of_quantized_checkpoint_is_its_dequantized_model(tmp_path):

@@ -204,6 +204,7 @@ def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir
     resumed = _run_cli(tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
+    assert "which is no longer running; taking over its lock" in resumed.stderr  # the killed run's lock
     _same_params(tmp_path / "full", tmp_path / "killed")
     # The steps logged after the restored checkpoint were replaced, not repeated.
     rows = [json.loads(line) for line in open(tmp_path / "killed" / "metrics.jsonl")]
@@ -249,6 +250,39 @@ def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir
     rest = sliced()
     assert rest.returncode == 0 and "resumed from" in rest.stderr, rest.stderr[-2000:]
     _same_params(tmp_path / "full", tmp_path / "sliced")
+
+
+@pytest.mark.slow
+def test_one_writer_per_run_directory(tmp_path, data_dir):
+    """A second training command on a live run's directory is refused at once, in one line
+    naming the holder; `eval` reads the live run's newest complete checkpoint; the first run
+    finishes and its checkpoints restore. (The leftover lock of a killed run is taken over:
+    test_sigkill_and_sigint_then_resume_are_bitwise_identical.)"""
+    workdir = tmp_path / "live"
+    first = subprocess.Popen(_cli_command(workdir, wrap=("slow", 1.0)), stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:
+            if "compiled in" in line:
+                break
+        deadline = time.time() + 60
+        while not Checkpointer(str(workdir)).steps() and time.time() < deadline:
+            time.sleep(0.2)
+        second = _run_cli(workdir)
+        assert first.poll() is None, "the first run ended before the second started: slow it down"
+        assert second.returncode == 2, second.stderr[-2000:]
+        (line,) = second.stderr.strip().splitlines()
+        assert line.startswith(f"error: {workdir} is being written by `memgpt-jax finetune") and \
+            f"(pid {first.pid} on " in line and "one run directory takes one writer" in line, line
+        evaluated = subprocess.run([sys.executable, "-m", "memgpt_jax.cli", "eval", "--checkpoint", str(workdir)],
+                                   capture_output=True, text=True, timeout=300)
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        rest = first.communicate(timeout=300)[1]
+    finally:
+        first.kill()
+    assert first.returncode == 0, rest[-2000:]
+    assert Checkpointer(str(workdir)).steps()[-1] == 16 and not os.path.exists(workdir / "run.lock")
+    params, meta = load_params(str(workdir))
+    assert meta["step"] == 16 and params
 
 
 @pytest.mark.slow

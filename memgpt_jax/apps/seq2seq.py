@@ -16,7 +16,6 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
-from tqdm import tqdm
 
 from memgpt_jax import tasks
 from memgpt_jax.apps.generate import Generator, Sampling
@@ -24,6 +23,7 @@ from memgpt_jax.apps.text_metrics import all_metrics, entity_f1, mbr_select, rou
 from memgpt_jax.data.dialogue import EntityMatcher
 from memgpt_jax.data.prepared import as_text, dataset_metadata
 from memgpt_jax.data.pairs_pipeline import encode_prompt, keep_prompt
+from memgpt_jax.progress import bar as progress_bar
 from memgpt_jax.training.inputs import load_source
 from memgpt_jax.training.run import Run
 
@@ -66,7 +66,7 @@ def decode(run: Run, prompts: Sequence[str], *, beam: int = 1, length_penalty: f
     out: list[str] = [""] * len(encoded)
     batches = range(0, len(order), batch_size)
     if progress:
-        batches = tqdm(batches, desc=f"decode (beam {beam})", unit="batch", file=sys.stderr)
+        batches = progress_bar(batches, desc=f"decode (beam {beam})", unit="batch", file=sys.stderr)
     for start in batches:
         idx = order[start:start + batch_size]
         chunk = [encoded[i] for i in idx]

@@ -13,6 +13,7 @@ answers at once.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import subprocess
@@ -193,10 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "accepts_overrides", False):
         bad = [u for u in unknown if not u.startswith("--config.")]
         if bad:
-            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+            _unrecognized(parser, argv, bad)
         args.overrides = unknown
     elif unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _unrecognized(parser, argv, unknown)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -214,10 +215,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `memgpt-jax generate ... | head`: the reader has all it wanted
+        _drop_stdout()
+        return 128 + 13  # SIGPIPE's status, as a shell command's
     except Exception as e:  # noqa: BLE001 - every command's last line of defence
         if debug:
             raise
         return _report(e)
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``argv`` names: ``data prepare listops`` -> its own."""
+    for word in argv:
+        if word.startswith("-"):
+            continue
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subparsers or word not in subparsers[0].choices:
+            break
+        parser = subparsers[0].choices[word]
+    return parser
+
+
+def _unrecognized(parser: argparse.ArgumentParser, argv: Sequence[str], bad: Sequence[str]) -> None:
+    """Exits 2 with the command's own usage and, for each unknown flag, the closest of its flags."""
+    command = _command_parser(parser, argv)
+    flags = [option for action in command._actions for option in action.option_strings if option.startswith("--")]
+    hints = []
+    for word in bad:
+        name = word.split("=", 1)[0]
+        if name.startswith("--"):
+            close = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+            if close:
+                hints.append((name, close[0]))
+    if len(hints) == 1:
+        hint = f"; did you mean {hints[0][1]}?"
+    elif hints:
+        hint = "; did you mean " + ", ".join(f"{good} for {typo}" for typo, good in hints) + "?"
+    else:
+        hint = f" (see {command.prog} --help)"
+    command.error(f"unrecognized arguments: {' '.join(bad)}{hint}")
+
+
+def _drop_stdout() -> None:
+    """Points stdout at /dev/null, so that the interpreter's last flush of a closed pipe
+    raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _report(error: Exception) -> int:

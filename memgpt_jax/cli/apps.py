@@ -181,8 +181,12 @@ def _with_data(run: Run, args: argparse.Namespace) -> Run:
     changes = {}
     if args.data_dir:
         changes["data_dir"] = args.data_dir
-    if getattr(args, "dataset", None):
-        changes["name"] = args.dataset
+    if getattr(args, "dataset", None):  # the name wins over the run's ListOps settings; its pipeline with it
+        from memgpt_jax import data as data_lib  # lazy: keeps --help fast
+
+        changes.update(name=args.dataset, listops={})
+        if data_lib.pipeline_of(args.dataset):
+            changes["dataset"] = data_lib.pipeline_of(args.dataset)
     return dataclasses.replace(run, config=run.config.replace(data=changes)) if changes else run
 
 
@@ -464,8 +468,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="prompt->target runs: longest output (default: 64, at most half the model's context)")
-    p.add_argument("--dataset", default=None, help="prompt->target runs: prepared dataset to score on "
-                   "(default: the run's own)")
+    p.add_argument("--dataset", default=None, help="prepared dataset to score on, e.g. memgpt_listops/tiny "
+                   "(default: the run's own; an imported model has none)")
     p.add_argument("--perplexity", action="store_true", help="prompt->target runs: report target perplexity "
                    "instead of decoding")
     constraint_args(p)

@@ -16,10 +16,9 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from tqdm import tqdm
-
 from memgpt_jax.data import prepared
 from memgpt_jax.data.listops import PRESETS
+from memgpt_jax.progress import bar as progress_bar
 
 _DATA_DIR_HELP = (f"where prepared datasets go (default: ${prepared.DATA_DIR_ENV}, then "
                   "$TFDS_DATA_DIR, then ~/tensorflow_datasets)")
@@ -153,7 +152,7 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
 
 def _with_progress(texts, total: int):
     """Show a bar while sentencepiece reads ``texts``, then say that fitting started."""
-    yield from tqdm(texts, total=total, desc="reading texts", unit=" texts", mininterval=1.0)
+    yield from progress_bar(texts, total=total, desc="reading texts", unit=" texts", mininterval=1.0)
     print("fitting the vocabulary (minutes for ~100 MB of text) ...", flush=True)
 
 

@@ -80,7 +80,7 @@ pipeline ever limits a training step.
 
 from memgpt_jax.data import specials
 from memgpt_jax.data.cls_pipeline import CLS_KEYS, ClassificationIterator
-from memgpt_jax.data.catalog import label_names, prepare_arguments
+from memgpt_jax.data.catalog import label_names, pipeline_of, prepare_arguments
 from memgpt_jax.data.prepared import (
     DATA_DIR_ENV,
     DamagedDataError,
@@ -119,6 +119,6 @@ __all__ = [
     "SentencePieceTokenizer", "Shard", "Tokenizer",
     "as_text", "dataset_report", "epoch_order", "evaluate_listops", "imdb_builder", "imdb_config",
     "iter_texts", "label_names", "list_prepared", "listops_builder", "listops_config", "load_split", "load_tokenizer",
-    "prepare", "prepare_arguments", "resolve_data_dir", "save_tokenizer", "specials", "split_for_devices",
+    "pipeline_of", "prepare", "prepare_arguments", "resolve_data_dir", "save_tokenizer", "specials", "split_for_devices",
     "text_builder", "text_config", "to_global_arrays", "tokenizer_from_config", "train_sentencepiece",
 ]

@@ -78,6 +78,8 @@ class MemgptAeslc(ReportingBuilder):
 
     PREPARE = "aeslc --source aeslc_train_dev.tar.gz"
 
+    PIPELINE = "pairs"  # the data.dataset that reads it
+
     BUILDER_CONFIGS = [AeslcConfig(name="aeslc", description="AESLC, official layout")]
 
     def __init__(self, *, source: str | None = None, **kwargs: Any) -> None:

@@ -32,6 +32,12 @@ def prepare_arguments(name: str) -> str | None:
     return cls.PREPARE.format(config=config) if cls is not None and cls.PREPARE else None
 
 
+def pipeline_of(name: str) -> str | None:
+    """The ``data.dataset`` (pipeline) that reads the prepared dataset ``name``, if known here."""
+    cls = BUILDERS.get(name.partition("/")[0])
+    return (cls.PIPELINE or None) if cls is not None else None
+
+
 def label_names(name: str, data_dir: str | None = None) -> tuple[str, ...]:
     """The label names of the prepared dataset ``name``; ``()`` when it has none or is not here."""
     import tensorflow_datasets as tfds

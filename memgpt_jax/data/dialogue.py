@@ -150,6 +150,8 @@ class MemgptDialogue(ReportingBuilder):
 
     PREPARE = "dialogue --source DIALOGUES.json.gz --name {config}"
 
+    PIPELINE = "pairs"  # the data.dataset that reads it
+
     def __init__(self, *, source: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source = source

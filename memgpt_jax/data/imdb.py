@@ -150,6 +150,8 @@ class MemgptImdb(ReportingBuilder):
     """IMDb reviews from a local aclImdb archive/directory or the official URL."""
 
     PREPARE = "imdb --source ACLIMDB.tar.gz"
+
+    PIPELINE = "imdb"  # the data.dataset that reads it
     LABEL_NAMES = ("negative", "positive")  # what a classifier of these reviews prints
 
     BUILDER_CONFIGS = [imdb_config(10, 0)]

@@ -31,9 +31,9 @@ from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tqdm import tqdm
 
 from memgpt_jax.data.prepared import ReportingBuilder, config_arg
+from memgpt_jax.progress import bar as progress_bar
 
 DIGITS = tuple(str(d) for d in range(10))
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
@@ -191,6 +191,7 @@ class MemgptListops(ReportingBuilder):
     """ListOps generated from a seed: splits train, validation, test; 10 classes."""
 
     BUILDER_CONFIGS = [listops_config("tiny"), listops_config("lra")]
+    PIPELINE = "listops"
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -216,7 +217,7 @@ class MemgptListops(ReportingBuilder):
     def _generate_examples(self, split: str, count: int) -> Iterator[tuple[int, dict]]:
         lengths = []
         # tens of thousands of long expressions take a minute: say so (small presets stay quiet)
-        for i in tqdm(range(count), desc=f"generating ListOps {split}", unit="ex", leave=False, file=sys.stderr,
+        for i in progress_bar(range(count), desc=f"generating ListOps {split}", unit="ex", leave=False, file=sys.stderr,
                       disable=count < 10_000, mininterval=1.0):
             example = generate_example(self.builder_config, split, i)
             lengths.append(example["length"])

@@ -111,6 +111,8 @@ class MemgptPairs(ReportingBuilder):
 
     PREPARE = "pairs --name {config} --split SPLIT=FILES"
 
+    PIPELINE = "pairs"  # the data.dataset that reads it
+
     def __init__(self, *, splits: dict[str, list[str]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._splits = dict(splits or {})

@@ -48,6 +48,7 @@ class ReportingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # the names of its labels (index = id), stored in the prepared data's metadata.
     PREPARE: str = ""
     LABEL_NAMES: tuple[str, ...] = ()
+    PIPELINE: str = ""  # the ``data.dataset`` whose pipeline reads this dataset
 
     def __init__(self, *, data_dir: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("file_format", FILE_FORMAT)

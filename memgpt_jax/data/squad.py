@@ -81,6 +81,8 @@ class MemgptSquad(ReportingBuilder):
 
     PREPARE = "squad --train FILE --name {config}"
 
+    PIPELINE = "squad"  # the data.dataset that reads it
+
     BUILDER_CONFIGS = [SquadConfig(name="custom", description="user-supplied SQuAD-format files")]
 
     def __init__(self, *, files: dict[str, str] | None = None, holdout_articles: int = 0, seed: int = 0,

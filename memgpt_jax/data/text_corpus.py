@@ -83,6 +83,8 @@ class MemgptText(ReportingBuilder):
 
     PREPARE = "text --files FILE... --name {config}"
 
+    PIPELINE = "text"  # the data.dataset that reads it
+
     BUILDER_CONFIGS: list = []
 
     def _info(self) -> tfds.core.DatasetInfo:

@@ -7,7 +7,8 @@ An exported directory holds::
     attention_layout.safetensors   block-sparse configs only: the layout's block table
     modeling_memgpt.py             a copy of ``torch_model.py`` (PyTorch only), so the directory
                                    loads without memgpt-jax: ``from modeling_memgpt import TorchGPT``
-    memgpt_tokenizer.json          the run's tokenizer (``Tokenizer.to_config()``), when it has one
+    memgpt_tokenizer.json          the run's tokenizer, when it has one, in terms PyTorch users load
+                                   without memgpt-jax: ``from modeling_memgpt import Tokenizer``
     tokenizer.model                sentencepiece tokenizers: the model file itself
     .memgpt-export.json            the files the export wrote (only those may be replaced by --overwrite)
 
@@ -33,12 +34,13 @@ import numpy as np
 from memgpt_jax import tasks
 from memgpt_jax.attention import layout as L
 from memgpt_jax.config import ModelConfig
+from memgpt_jax.data import specials
+from memgpt_jax.data.listops import LISTOPS_WORDS
 from memgpt_jax.export import io, mapping, torch_model
 from memgpt_jax.export.mapping import ConversionError
-from memgpt_jax.export.torch_model import CONFIG_FILE, FORMAT, LAYOUT_FILE, WEIGHTS_FILE
+from memgpt_jax.export.torch_model import CONFIG_FILE, FORMAT, LAYOUT_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
-TOKENIZER_FILE = "memgpt_tokenizer.json"
 SPM_FILE = "tokenizer.model"
 MODELING_FILE = "modeling_memgpt.py"  # a copy of torch_model.py: loads the directory without memgpt-jax
 
@@ -73,15 +75,33 @@ def layout_table(config: ModelConfig) -> dict[str, np.ndarray]:
     return {"mask_table": np.asarray(lay.mask_table, bool), "tile_mask_ids": np.asarray(lay.tile_mask_ids, np.int32)}
 
 
+def standalone_tokenizer(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The tokenizer as the export writes it: everything ``torch_model.Tokenizer`` needs
+    without memgpt-jax (the special ids; the ListOps words; the byte offset; the name of
+    the sentencepiece model file written beside it)."""
+    kind = spec.get("kind")
+    out: dict[str, Any] = {"kind": kind, "num_special": specials.NUM_SPECIAL, "specials": {
+        "pad": specials.PAD_ID, "bos": specials.BOS_ID, "eos": specials.EOS_ID, "sep": specials.SEP_ID,
+        "unk": specials.UNK_ID}}
+    if kind == "listops":
+        out["words"] = list(LISTOPS_WORDS)
+    elif kind == "sentencepiece":
+        out["model_file"] = SPM_FILE
+    elif kind != "bytes":
+        raise ConversionError(f"the checkpoint's tokenizer has an unknown kind {kind!r}")
+    return out
+
+
 def write_tokenizer(directory: str, tokenizer: bytes | None) -> list[str]:
-    """Writes the run's tokenizer (JSON of ``to_config()``) and, for sentencepiece, its model file."""
+    """Writes the run's tokenizer so that PyTorch users can load it without memgpt-jax:
+    ``memgpt_tokenizer.json`` and, for sentencepiece, the model file itself."""
     if not tokenizer:
         return []
     try:
         spec = json.loads(tokenizer.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ConversionError("the checkpoint's tokenizer is not the JSON of Tokenizer.to_config()") from None
-    io.write_json(os.path.join(directory, TOKENIZER_FILE), spec)
+    io.write_json(os.path.join(directory, TOKENIZER_FILE), standalone_tokenizer(spec))
     files = [TOKENIZER_FILE]
     if spec.get("kind") == "sentencepiece":
         with open(os.path.join(directory, SPM_FILE), "wb") as f:
@@ -139,8 +159,20 @@ def import_torch(directory: str) -> tuple[ModelConfig, str, Any]:
 
 
 def read_tokenizer(directory: str) -> bytes | None:
-    """The tokenizer bytes (as a checkpoint stores them) of an exported directory, if any."""
+    """The tokenizer bytes (as a checkpoint stores them: ``Tokenizer.to_config()``) of an
+    exported directory, if any."""
     path = os.path.join(directory, TOKENIZER_FILE)
     if not os.path.isfile(path):
         return None
-    return json.dumps(io.read_json(path)).encode()
+    spec = io.read_json(path)
+    config = {"kind": spec.get("kind")}
+    if config["kind"] == "sentencepiece":
+        model = os.path.join(directory, spec.get("model_file", SPM_FILE))
+        if "model_b64" in spec:  # written before the model file was the only copy
+            config["model_b64"] = spec["model_b64"]
+        elif os.path.isfile(model):
+            with open(model, "rb") as f:
+                config["model_b64"] = base64.b64encode(f.read()).decode("ascii")
+        else:
+            raise ConversionError(f"{path} names the sentencepiece model {model}, which is missing")
+    return json.dumps(config).encode()

@@ -8,6 +8,7 @@ PyTorch does::
     model = TorchGPT.from_pretrained("exported/")          # config.json + model.safetensors
     out = model(input_ids, attention_mask=mask)             # out.logits [B, T, vocab]
     new_tokens = model.generate(prompt_ids, max_new_tokens=32)   # greedy, KV cache
+    tok = Tokenizer.from_pretrained("exported/")             # text <-> ids, as the run's tokenizer
 
 Every switch of ``ModelConfig`` is honoured: learned or rotary positions,
 LayerNorm or RMSNorm (computed in float32, as in JAX), the four activations,
@@ -55,6 +56,7 @@ def flex_kernel(compiled: bool = True):
 FORMAT = "memgpt-jax/torch"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "memgpt_tokenizer.json"
 LAYOUT_FILE = "attention_layout.safetensors"
 _NEG_INF = -1e30
 
@@ -518,3 +520,67 @@ def layout_mask_from_table(table: Mapping[str, torch.Tensor], max_len: int) -> t
     if (nq * b, nk * b) != (max_len, max_len):
         raise ValueError(f"attention layout covers {nq * b}x{nk * b} tokens, the config's max_len is {max_len}")
     return tiles.permute(0, 1, 3, 2, 4).reshape(h, nq * b, nk * b)
+
+
+
+class Tokenizer:
+    """The exported run's tokenizer, without memgpt-jax (a sentencepiece model needs the
+    ``sentencepiece`` package; the byte and ListOps vocabularies need nothing)::
+
+        tok = Tokenizer.from_pretrained("exported/")
+        ids = [tok.bos_id] + tok.encode("some text")   # the models were trained with BOS first
+        text = tok.decode(model.generate(torch.tensor([ids]), max_new_tokens=20)[0].tolist())
+
+    ``encode`` adds no special tokens; ``decode`` drops them. The ids are exactly those of
+    the run's tokenizer in memgpt-jax (``memgpt_jax.data.tokenizers``)."""
+
+    def __init__(self, spec: Mapping[str, Any], directory: str = ".") -> None:
+        self.kind = spec.get("kind")
+        if self.kind not in ("bytes", "listops", "sentencepiece"):
+            raise ValueError(f"unknown tokenizer kind {self.kind!r} in {TOKENIZER_FILE}")
+        specials = spec.get("specials") or {"pad": 0, "bos": 1, "eos": 2, "sep": 3, "unk": 4}
+        self.pad_id, self.bos_id, self.eos_id = specials["pad"], specials["bos"], specials["eos"]
+        self.sep_id, self.unk_id = specials["sep"], specials["unk"]
+        self.num_special = int(spec.get("num_special", len(specials)))
+        self._sp = None
+        if self.kind == "sentencepiece":
+            try:
+                import sentencepiece
+            except ImportError:
+                raise ImportError("this export's tokenizer is a sentencepiece model: pip install sentencepiece") \
+                    from None
+            self._sp = sentencepiece.SentencePieceProcessor(
+                model_file=os.path.join(directory, spec.get("model_file", "tokenizer.model")))
+            self.vocab_size = int(self._sp.get_piece_size())
+        elif self.kind == "listops":
+            self.words = list(spec["words"])
+            self._ids = {w: i + self.num_special for i, w in enumerate(self.words)}
+            self.vocab_size = self.num_special + len(self.words)
+        else:
+            self.vocab_size = 256 + self.num_special
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> "Tokenizer":
+        path = os.path.join(directory, TOKENIZER_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"missing file {path}: this export was written without a tokenizer "
+                                    "(its run had none); feed token ids")
+        with open(path, encoding="utf-8") as f:
+            return cls(json.load(f), directory)
+
+    def encode(self, text: str) -> list[int]:
+        if self._sp is not None:
+            return list(self._sp.encode(text))
+        if self.kind == "listops":
+            return [self._ids.get(w, self.unk_id) for w in text.split()]
+        return [b + self.num_special for b in text.encode("utf-8")]
+
+    def decode(self, ids: Any) -> str:
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        if self._sp is not None:
+            return self._sp.decode([i for i in ids if i >= self.num_special or i == self.unk_id])
+        if self.kind == "listops":
+            return " ".join("<unk>" if i == self.unk_id else self.words[i - self.num_special]
+                            for i in ids if i == self.unk_id or self.num_special <= i < self.vocab_size)
+        return bytes(i - self.num_special for i in ids
+                     if self.num_special <= i < self.vocab_size).decode("utf-8", "replace")

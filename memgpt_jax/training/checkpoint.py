@@ -15,6 +15,7 @@ or half-deleted) is reported and skipped, never used.
 from __future__ import annotations
 
 import base64
+import errno
 import glob
 import logging
 import os
@@ -28,6 +29,8 @@ import jax
 import orbax.checkpoint as ocp
 
 from memgpt_jax.compress import quantize
+from memgpt_jax.training import runlock
+
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, no permission); the message names
@@ -162,14 +165,19 @@ class Checkpointer:
         newest = f"step {complete[-1]}" if complete else "none"
         return CheckpointWriteError(
             f"could not write the checkpoint of step {step} in {self.directory} ({_write_reason(error)}); "
-            f"the newest complete checkpoint is {newest}. Free space (or lower train.keep), then rerun the "
-            f"same command to resume.")
+            f"the newest complete checkpoint is {newest}. {_write_advice(error)}, then rerun the same "
+            f"command to resume.")
 
 
 def save_params(workdir: str, params: Any, meta: dict[str, Any], step: int = 0) -> str:
     """Writes an inference-only checkpoint (parameters + meta, no optimizer state) that
     ``load_params`` reads; ``meta`` may carry ``config``, ``tokenizer`` (bytes) and
     ``quantization``. Returns the checkpoint directory."""
+    with runlock.hold(workdir):
+        return _save_params(workdir, params, meta, step)
+
+
+def _save_params(workdir: str, params: Any, meta: dict[str, Any], step: int) -> str:
     meta = dict(meta)
     tokenizer = meta.pop("tokenizer", None)
     quantization = meta.pop("quantization", None)
@@ -269,6 +277,19 @@ def _write_reason(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return _reason(error)
+
+
+def _write_advice(error: Exception) -> str:
+    """What to do about a failed write: free space only when space is what ran out."""
+    text, code = str(error), getattr(error, "errno", None)
+    if "No space left" in text or "Disk quota" in text or code in (errno.ENOSPC, errno.EDQUOT):
+        return "Free space (or lower train.keep)"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "Permission denied" in text or "Read-only" in text:
+        return "Make the directory writable"
+    if code == errno.ENOTEMPTY or "Directory not empty" in text or "missing .zarray" in text:
+        return ("Make sure no other process writes this run directory (another command, or a relaunched "
+                "job while the first still runs)")
+    return "Fix the cause"
 
 
 def _quiet_orbax_write_errors() -> None:

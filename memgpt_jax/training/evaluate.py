@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterable, Iterator
 import flax.linen as nn
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from memgpt_jax import tasks
 from memgpt_jax.compress.quantize import inference_params
+from memgpt_jax.progress import bar as progress_bar
 from memgpt_jax.training import inputs as inputs_lib
 from memgpt_jax.training.metrics import summarize_eval
 from memgpt_jax.training.run import Run
@@ -61,7 +61,7 @@ def evaluate(task: str, model: nn.Module, params: Any, batches: Iterable[dict[st
     timing = {"seconds": 0.0, "examples": 0}
 
     def results() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-        for i, batch in enumerate(tqdm(batches, desc="evaluate", unit="batch", leave=False, file=sys.stderr)
+        for i, batch in enumerate(progress_bar(batches, desc="evaluate", unit="batch", leave=False, file=sys.stderr)
                                   if progress else batches):
             t0 = time.perf_counter()
             sums = jax.block_until_ready(step(params, place(batch)))

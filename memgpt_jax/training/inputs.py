@@ -41,6 +41,10 @@ def load_source(dc: DataConfig, split: str, *, generate: bool = False):
     """The records of ``split`` from ``dc.data_dir``. ``generate``: ListOps is generated
     there on first use (training does this; evaluating a saved run never does)."""
     name = dataset_name(dc)
+    if not name:  # an imported model: its run config names no data
+        raise data_lib.DataError("this run names no dataset (an imported model has none): give a prepared one "
+                                 "with --dataset NAME (e.g. memgpt_listops/tiny) and, if it is not in the "
+                                 f"default place, --data-dir DIR; the split with --split")
     try:
         return data_lib.load_split(name, split, dc.data_dir)
     except data_lib.DamagedDataError as e:

@@ -29,15 +29,17 @@ import optax
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+
 from memgpt_jax import data as data_lib
 from memgpt_jax import layers
 from memgpt_jax import model as model_lib
 from memgpt_jax import tasks
 from memgpt_jax.compress import prune
 from memgpt_jax.flops import count_params, flops_per_token, peak_flops
+from memgpt_jax.progress import on_terminal
 from memgpt_jax.run_config import RunConfig
 from memgpt_jax.training import inputs as inputs_lib
-from memgpt_jax.training import losses, topk_cache
+from memgpt_jax.training import losses, runlock, topk_cache
 from memgpt_jax.training.checkpoint import Checkpointer, abstract_like, load_params
 from memgpt_jax.training.evaluate import evaluate
 from memgpt_jax.training.optim import make_optimizer
@@ -242,7 +244,18 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     ``stop_after`` returns early after that many steps in this call; ``stop_at`` returns at
     that step, with its checkpoint saved and the schedule still that of ``train.steps`` (a
     long run trained in slices); ``on_step(step)``
-    is called after every step (and its checkpoint, when one is due)."""
+    is called after every step (and its checkpoint, when one is due).
+
+    The run directory is held for the whole call (:mod:`~memgpt_jax.training.runlock`): a
+    second writer is refused with :class:`~memgpt_jax.training.runlock.RunLockedError`."""
+    with runlock.hold(workdir, enabled=jax.process_index() == 0):
+        return _train(config, workdir, teacher=teacher, data=data, progress=progress, stop_after=stop_after,
+                      stop_at=stop_at, on_step=on_step)
+
+
+def _train(config: RunConfig, workdir: str, *, teacher: Run | None, data: inputs_lib.DataBundle | None,
+           progress: bool, stop_after: int | None, stop_at: int | None,
+           on_step: Callable[[int], None] | None) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     # The run records where its data is, so every later command finds it there.
     config = config.replace(data={"data_dir": data_lib.resolve_data_dir(config.data.data_dir)})
@@ -317,8 +330,9 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
     peak, peak_source = peak_flops(peak_dtype)  # a spec-sheet figure, or one measurement per process
     n_params = count_params(config.model, spec.head)
     verb = "distill" if teacher is not None else "train"
+    # a bar on a terminal; in a log file (or with --no-progress) the log lines below
     bar = tqdm(total=tc.steps, initial=start, desc=f"{verb} {task}", dynamic_ncols=True, file=sys.stderr,
-               mininterval=1.0) if progress else None
+               mininterval=1.0) if progress and on_terminal() else None
     t_last, tokens_since, last_metrics, last_eval = time.perf_counter(), 0, {}, {}
     t_start, cpu_start = time.perf_counter(), time.process_time()
     step, pending = start, None  # pending: the previous step's loss (at most one step runs ahead)
@@ -354,7 +368,7 @@ def train(config: RunConfig, workdir: str, *, teacher: Run | None = None, data: 
                     writer.write(step, "train", last_metrics)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", mfu=f"{100 * fpt * tps / peak:.1f}%")
-                    else:  # --no-progress: the same figures as log lines
+                    else:  # no terminal, or --no-progress: the same figures as log lines
                         _say(f"step {step}/{tc.steps}: loss {loss:.4f}, {tps:,.0f} tokens/s, MFU {100 * fpt * tps / peak:.1f}%")
                 if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps) and data.eval is not None:
                     _say(f"step {step}: evaluating on {config.data.eval_split}...", bar)

@@ -22,7 +22,8 @@ import sys
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
-from tqdm import tqdm
+
+from memgpt_jax.progress import bar as progress_bar
 
 VALUES, INDICES = "teacher_topk_values", "teacher_topk_indices"
 
@@ -49,7 +50,7 @@ def build_cache(directory: str, batches: Iterator[dict[str, np.ndarray]], teache
             return
     bar = None
     if progress:
-            bar = tqdm(total=steps, desc=f"teacher top-{k} cache", file=sys.stderr, dynamic_ncols=True)
+            bar = progress_bar(total=steps, desc=f"teacher top-{k} cache", file=sys.stderr, dynamic_ncols=True)
     for step in range(steps):
         batch = next(batches)
         path = _step_path(directory, step)
