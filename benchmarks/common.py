@@ -46,13 +46,10 @@ def machine() -> dict[str, Any]:
     """CPU model, cores, memory, library versions, the commit and the date (UTC) of the run."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "date": time.strftime("%Y-%m-%dT%H:%M", time.gmtime())}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from memgpt_jax import machine as cpu  # reads /proc/cpuinfo, no JAX
+
+    info["cpu"] = cpu.cpu_model()
+    info["cpu_matrix_features"] = [name for name, has in cpu.cpu_features().items() if has]
     info["cores"] = os.cpu_count()
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])

@@ -21,10 +21,11 @@
   An explicit ``JAX_COMPILATION_CACHE_DIR`` wins over all of these.
 """
 
-import hashlib
 import os
 import shutil
 import tempfile
+
+from memgpt_jax import machine  # reads /proc/cpuinfo; imports no JAX
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -32,21 +33,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CACHE_ENV = "MEMGPT_TEST_COMPILE_CACHE"
 CACHE_BYTES = 2 << 30
-
-
-def _cpu_fingerprint() -> str:
-    """CPU model and feature flags of this machine, as a short directory name."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags", "Features", "CPU part"))]
-    except OSError:
-        import platform
-
-        lines = [platform.machine(), platform.processor()]
-    lines = sorted(set(lines))
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "cpu")
-    slug = "".join(c if c.isalnum() else "-" for c in model).strip("-")[:40]
-    return f"{slug}-{hashlib.sha256(''.join(lines).encode()).hexdigest()[:12]}"
 
 
 def _cache_dir() -> tuple[str | None, bool]:
@@ -58,8 +44,7 @@ def _cache_dir() -> tuple[str | None, bool]:
         return tempfile.mkdtemp(prefix="memgpt-jax-test-compiles-"), True
     if choice:
         return os.path.abspath(os.path.expanduser(choice)), False
-    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(home, "memgpt-jax", "test-compiles", _cpu_fingerprint()), False
+    return machine.cache_dir("test-compiles", machine.cpu_fingerprint()), False
 
 
 def _prune(directory: str, limit: int) -> None:

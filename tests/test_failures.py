@@ -58,6 +58,21 @@ CASES = [
      "does not exist", "the run (that step) is used; `error: PATH does not exist: give a run directory ...`, exit 2"),
     ("killed_mid_save", "resume beside the temporary directory of a save killed half-way",
      "resumes from the newest complete checkpoint; the temporary directory is removed; no warning"),
+    ("foreign_field", "`--config.optim.learning_rate=1e-3` (another library's name)",
+     "exit 2: `error: optim.learning_rate: unknown field; did you mean 'lr'?`"),
+    ("mistyped_flag", "`generate --temprature 0.5`",
+     "exit 2: the usage of `generate` (not the top level's) and `did you mean --temperature?`"),
+    ("second_writer", "a training command on a run directory that a live command is writing",
+     "exit 2 at once: `error: RUN is being written by `COMMAND` (pid P on HOST, since T); one run directory "
+     "takes one writer ...`; the live run unharmed (two processes: `tests/test_training.py`)"),
+    ("leftover_lock", "training on a run directory whose lock a killed process left",
+     "one warning line naming the dead process; the lock is taken over and the command runs"),
+    ("imported_no_data", "`eval` of a model imported from PyTorch (its run names no dataset)",
+     "exit 2: `error: this run names no dataset (an imported model has none): give a prepared one with "
+     "--dataset NAME ...`; with `--dataset` it evaluates"),
+    ("closed_stdout", "`classify ... | head -c 1` (the reader closes the pipe)", "exit 141, no error line"),
+    ("progress_in_a_log", "a command with progress whose stderr is a file, not a terminal",
+     "plain lines, no carriage-return redraws"),
 ]
 
 
@@ -122,7 +137,8 @@ def _one_error_line(err):
     ("--config.optim.lr=0", "error: optim.lr: must be > 0, got 0.0"),
     ("--config.data.batch_size=0", "error: data.batch_size: must be > 0, got 0"),
     ("--config.train.stepz=5", "error: train.stepz: unknown field; did you mean 'steps'?"),
-], ids=["steps_negative", "lr_zero", "batch_zero", "unknown_field"])
+    ("--config.optim.learning_rate=1e-3", "error: optim.learning_rate: unknown field; did you mean 'lr'?"),
+], ids=["steps_negative", "lr_zero", "batch_zero", "unknown_field", "foreign_field"])
 def test_bad_config_values(tmp_path, capsys, override, message):
     code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", str(tmp_path / "w"), override)
     assert code == 2 and _one_error_line(err) == message
@@ -313,7 +329,7 @@ def test_disk_full_while_saving(capsys, env, small_disk):
     line = _one_error_line(err)
     assert code == 2 and "could not write the checkpoint of step 2" in line and "(no space left on device)" in line
     assert "the newest complete checkpoint is step 1" in line
-    assert len(err.splitlines()) < 8, err
+    assert len(err.splitlines()) < 9, err
     assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["1"]  # the partial save is gone
     assert "Event loop is closed" not in capsys.readouterr().err
     filler.unlink()  # room again: the same command resumes
@@ -354,6 +370,78 @@ def test_checkpoint_paths_inside_a_run(tmp_path, capsys, env):
     assert (opened.path, opened.step) == (run, 1)
     code, err = _cli(capsys, "eval", "--checkpoint", str(tmp_path / "nope"))
     assert code == 2 and "nope does not exist: give a run directory" in _one_error_line(err)
+
+
+def test_mistyped_flag_shows_the_commands_usage(capsys):
+    code, err = _cli(capsys, "generate", "--checkpoint", "runs/x", "--temprature", "0.5", "--prompt", "hi")
+    assert code == 2 and err.startswith("usage: memgpt-jax generate ")
+    assert err.strip().splitlines()[-1] == ("memgpt-jax generate: error: unrecognized arguments: --temprature 0.5; "
+                                            "did you mean --temperature?")
+
+
+def test_one_writer_per_run_and_leftover_locks(tmp_path, capsys, env):
+    import json
+    import socket
+
+    from memgpt_jax.training import runlock
+
+    _, run = env
+    argv = ("finetune", "--config", TINY, "--workdir", run, "--no-progress", "--config.train.steps=2",
+            "--config.train.eval_every=0", "--config.train.checkpoint_every=1")
+    with runlock.hold(run, command="memgpt-jax finetune (the live one)"):  # a live writer
+        code, err = _cli(capsys, *argv)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith(f"error: {run} is being written by `memgpt-jax finetune (the live one)` "
+                                         f"(pid {os.getpid()} on {socket.gethostname()}, since ")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    with open(os.path.join(run, runlock.LOCK_FILE), "w") as f:  # what a killed run leaves
+        json.dump({"host": socket.gethostname(), "pid": pid, "command": "memgpt-jax finetune ...",
+                   "started": "earlier", "heartbeat": 0, "token": "old"}, f)
+    code, err = _cli(capsys, *argv)
+    warnings = [w for w in err.splitlines() if w.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1 and f"(pid {pid} on " in warnings[0], err
+    assert "no longer running; taking over its lock" in warnings[0]
+    assert not os.path.exists(os.path.join(run, runlock.LOCK_FILE))  # released when the command ended
+
+
+@pytest.mark.slow
+def test_imported_model_says_what_data_it_lacks(tmp_path, capsys, env):
+    pytest.importorskip("torch")
+    root, run = env
+    assert _cli(capsys, "export", "--checkpoint", run, "--out", str(tmp_path / "torch"), "--format", "torch")[0] == 0
+    assert _cli(capsys, "import", "--source", str(tmp_path / "torch"), "--format", "torch",
+                "--workdir", str(tmp_path / "imported"))[0] == 0
+    code, err = _cli(capsys, "eval", "--checkpoint", str(tmp_path / "imported"))
+    assert code == 2 and _one_error_line(err).startswith(
+        "error: this run names no dataset (an imported model has none): give a prepared one with --dataset NAME")
+    code, err = _cli(capsys, "eval", "--checkpoint", str(tmp_path / "imported"), "--dataset", "memgpt_listops/tiny",
+                     "--data-dir", str(root / "tfds"), "--no-progress")
+    assert code == 0, err
+
+
+def test_closed_stdout_ends_quietly(env):
+    _, run = env
+    proc = subprocess.Popen([sys.executable, "-m", "memgpt_jax.cli", "classify", "--checkpoint", run,
+                             *["[MAX 2 9 ]"] * 64], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141 and "error" not in err.lower() and "Traceback" not in err, err
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, capsys, env, monkeypatch):
+    from memgpt_jax import progress
+
+    _, run = env
+    code, err = _cli(capsys, "eval", "--checkpoint", run)  # capsys: stderr is not a terminal
+    assert code == 0 and "\r" not in err
+    monkeypatch.setenv(progress.EVERY_ENV, "0")  # a line at every update
+    bar = progress.bar(range(3), desc="work", unit="item")
+    assert isinstance(bar, progress.PlainProgress) and list(bar) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["work: 1/3 item (33%)", "work: 2/3 item (67%)",
+                                                       "work: 3/3 item (100%)"]
+    assert "\r" not in "".join(lines)
 
 
 if __name__ == "__main__":

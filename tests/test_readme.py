@@ -80,9 +80,38 @@ def script_commands(path: str) -> list[list[str]]:
     return found
 
 
+def help_commands() -> list[tuple[str, list[str]]]:
+    """The example commands in every ``--help`` text: each parser's description and epilog
+    (module docstrings included) and each option's help."""
+    import argparse
+
+    from memgpt_jax.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in dict.fromkeys(action.choices.values()):
+                    yield from parsers(sub)
+
+    found = []
+    for parser in parsers(build_parser()):
+        texts = [parser.description, parser.epilog] + [a.help for a in parser._actions]
+        for text in filter(None, texts):
+            for line in text.replace("\\\n", " ").splitlines():
+                # a command starts at `memgpt-jax WORD` outside ``quotes``; it ends at a comment
+                # after two spaces, e.g. "   (BLEU/chrF)", or at the end of the line
+                match = re.search(r"(?<!`)memgpt-jax [a-z].*", line)
+                if match:
+                    example = re.split(r"\s{2,}\(", match.group(0))[0].rstrip(".")
+                    found += [(f"{parser.prog} --help", c) for c in commands(example)]
+    return found
+
+
 def _all_commands() -> list[tuple[str, list[str]]]:
     found = [(os.path.relpath(path, ROOT), c) for path in DOCS for block in bash_blocks(open(path).read())
              for c in commands(block)]
+    found += help_commands()
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
         found += [(os.path.relpath(path, ROOT), c) for c in docstring_commands(path)]
     for path in sorted(glob.glob(os.path.join(ROOT, "train", "*.sh"))):
@@ -206,6 +235,14 @@ def test_demo_block_runs(tmp_path, monkeypatch):
         ran.append(command[1])
     assert ran == ["classify", "eval", "attention-map", "export"]
     assert glob.glob(str(run / "maps" / "*.png")) and os.path.isfile(run / "student-torch" / "config.json")
+    # the lines the demo itself prints at the end, as it prints them (its executable's full path)
+    from memgpt_jax.cli import demo
+
+    dirs = {"teacher": str(run / "teacher"), "student": str(run / "student")}
+    for line in demo.next_commands(dirs, str(run)):
+        (command,) = commands(line)
+        assert cli_main(command[command.index("memgpt_jax.cli") + 1:] if "memgpt_jax.cli" in command
+                        else command[1:]) == 0, line
     ran = _run_readme_commands_on(["runs/demo"], skip=block)
     assert {"quantize", "prune", "classify", "saliency", "export"} <= set(ran), ran
 

@@ -327,7 +327,8 @@ def _train(config: RunConfig, workdir: str, *, teacher: Run | None, data: inputs
     writer = MetricWriter(workdir, resume_step=start)
     fpt = flops_per_token(config.model, config.data.seq_len)
     peak_dtype = "bfloat16" if config.model.compute_dtype == "bfloat16" else "float32"
-    peak, peak_source = peak_flops(peak_dtype)  # a spec-sheet figure, or one measurement per process
+    peak, peak_source = peak_flops(peak_dtype)  # a spec-sheet figure, or the best measured on this CPU
+    _say(f"MFU is against a peak of {peak / 1e9:,.0f} GFLOP/s ({peak_source})")
     n_params = count_params(config.model, spec.head)
     verb = "distill" if teacher is not None else "train"
     # a bar on a terminal; in a log file (or with --no-progress) the log lines below
@@ -364,7 +365,7 @@ def _train(config: RunConfig, workdir: str, *, teacher: Run | None, data: inputs
                     tps = tokens_since / max(time.perf_counter() - t_last, 1e-9)
                     t_last, tokens_since = time.perf_counter(), 0
                     last_metrics = {k: float(v) for k, v in metrics.items()}
-                    last_metrics.update(tokens_per_s=tps, mfu=fpt * tps / peak)
+                    last_metrics.update(tokens_per_s=tps, mfu=fpt * tps / peak, peak_flops=peak)
                     writer.write(step, "train", last_metrics)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", mfu=f"{100 * fpt * tps / peak:.1f}%")
