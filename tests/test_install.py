@@ -75,16 +75,16 @@ def test_installed_commands_run_outside_the_checkout(wheel, tmp_path):
     assert imported.strip().startswith(site)  # the installed copy, not the checkout
     assert "parameters:" in run(cli, "info", "--preset", "tiny")
     assert "greedy KV-cache decode" in run(cli, "smoke", "--seq-len", "16", "--new-tokens", "4", "--batch", "1")
-    demo = run(cli, "demo", "--teacher-only", "--teacher-steps", "2", "--no-progress", "--workdir", "runs/demo")
-    assert "== 1/3 teacher" in demo and "without --teacher-only" in demo
-    assert os.listdir(empty / "runs" / "demo" / "teacher" / "checkpoints")
-    # the rest of the demo (it reuses the teacher) as the quickstart installs it: without torch
+    # the demo as the quickstart installs it: without torch
     blocker = tmp_path / "no_torch" / "torch"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
     env["PYTHONPATH"] = str(blocker.parent)
     demo = run(cli, "demo", "--teacher-steps", "2", "--student-steps", "2", "--no-progress", "--workdir", "runs/demo")
     assert "== 2/3 student" in demo and "student/teacher: parameters" in demo
+    assert os.listdir(empty / "runs" / "demo" / "teacher" / "checkpoints")
+    demo = run(cli, "demo", "--teacher-only", "--teacher-steps", "2", "--no-progress", "--workdir", "runs/demo")
+    assert "== 1/3 teacher" in demo and "without --teacher-only" in demo and "nothing to do" in demo  # reused
     assert sorted(os.listdir(empty)) == ["runs"]  # the workdir, and nothing of the checkout needed
 
 

@@ -193,7 +193,7 @@ def _same_params(a_dir, b_dir):
 
 
 @pytest.mark.slow
-def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir):
+def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir, capsys):
     full = _run_cli(tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]
 
@@ -240,13 +240,14 @@ def test_sigkill_and_sigint_then_resume_are_bitwise_identical(tmp_path, data_dir
         return subprocess.run([*_cli_command(tmp_path / "sliced"), *extra], capture_output=True, text=True,
                               timeout=300)
 
-    bad = sliced("--stop-at", "17")
-    assert bad.returncode == 2 and "--stop-at 17: must be in 1..train.steps (16)" in bad.stderr
+    in_process = [*_CLI_ARGS, "--workdir", str(tmp_path / "sliced"), "--config.train.steps=16"]
+    assert cli_main([*in_process, "--stop-at", "17"]) == 2
+    assert "--stop-at 17: must be in 1..train.steps (16)" in capsys.readouterr().err
     first = sliced("--stop-at", "5")
     assert first.returncode == 0, first.stderr[-2000:]
     assert Checkpointer(str(tmp_path / "sliced")).steps()[-1] == 5  # checkpoint_every=3: 3, and the stop
-    again = sliced("--stop-at", "5")
-    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
+    assert cli_main([*in_process, "--stop-at", "5"]) == 0
+    assert "nothing to do" in capsys.readouterr().err
     rest = sliced()
     assert rest.returncode == 0 and "resumed from" in rest.stderr, rest.stderr[-2000:]
     _same_params(tmp_path / "full", tmp_path / "sliced")
