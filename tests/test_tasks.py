@@ -201,14 +201,12 @@ def test_dialogue_recipe_chain_on_tiny_settings(tmp_path, monkeypatch):
     assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
                      str(runs / "teacher"), "--no-progress", "--config.train.steps=2"]) == 0
     os.symlink(runs / "teacher", runs / "student")  # the chain, without a second training run
-    # the whole-dialogues lever (data.multi_turn): trained from last turns, decoded as it was trained
-    assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
-                     str(runs / "teacher_dialogues"), "--no-progress", "--config.train.steps=2",
-                     "--config.data.multi_turn=True"]) == 0
-    # the copy-head lever (model.copy_dim): its log-probabilities decode greedy and with beams
+    # the copy-head lever (model.copy_dim) on the whole-dialogues lever (data.multi_turn): trained from
+    # whole dialogues, decoded as it was trained; its log-probabilities decode greedy and with beams
     assert cli_main(["finetune", "--config", os.path.join(root, "configs", "kvret.py:tiny"), "--workdir",
                      str(runs / "teacher_copy"), "--no-progress", "--config.train.steps=2",
                      "--config.data.multi_turn=True", "--config.model.copy_dim=8"]) == 0
+    os.symlink(runs / "teacher_copy", runs / "teacher_dialogues")  # its row: whole dialogues, one run less
     assert cli_main(["quantize", "--checkpoint", str(runs / "student"), "--out", str(runs / "student_int8"),
                      "--eval-batches", "1"]) == 0
     assert task_recipes.main("kvret", ["--runs", str(runs), "--beam", "2", "--max-examples", "3",
