@@ -88,29 +88,6 @@ import pytest  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-# Modules holding the suite's longest tests (30-110 s each on a 2-core CPU: whole recipes,
-# training subprocesses, the installed package), longest first.
-LONG_FIRST = ("test_tasks.py", "test_seq2seq.py", "test_training.py", "test_install.py", "test_readme.py",
-              "test_benchmarks_report.py", "test_decode_memory.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The modules of the longest tests run first, then those with the most slow tests; each
-    module's tests stay together, in their order, so module fixtures are built once. With
-    ``-n 2`` the long tests start early and the short ones even out the end, instead of the
-    last long test (alphabetical order put the heaviest modules last) running alone."""
-    slow: dict = {}
-    for item in items:
-        slow[item.module] = slow.get(item.module, 0) + (item.get_closest_marker("slow") is not None)
-
-    def rank(module):
-        name = os.path.basename(module.__file__)
-        return (LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST), -slow[module])
-
-    order = {module: i for i, module in enumerate(sorted(slow, key=rank))}
-    items.sort(key=lambda item: order[item.module])
-
-
 def pytest_report_header(config):
     where = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     return f"JAX compilation cache: {where or 'off'} (${CACHE_ENV}: unset, session, off or a path)"
