@@ -62,6 +62,8 @@ CASES = [
      "exit 2: `error: optim.learning_rate: unknown field; did you mean 'lr'?`"),
     ("mistyped_flag", "`generate --temprature 0.5`",
      "exit 2: the usage of `generate` (not the top level's) and `did you mean --temperature?`"),
+    ("config_value_after_a_space", "`--config.train.steps 3` (a space, not `=`)",
+     "exit 2: `... --config.train.steps takes its value after '=': --config.train.steps=VALUE`"),
     ("second_writer", "a training command on a run directory that a live command is writing",
      "exit 2 at once: `error: RUN is being written by `COMMAND` (pid P on HOST, since T); one run directory "
      "takes one writer ...`; the live run unharmed (two processes: `tests/test_training.py`)"),
@@ -377,6 +379,9 @@ def test_mistyped_flag_shows_the_commands_usage(capsys):
     assert code == 2 and err.startswith("usage: memgpt-jax generate ")
     assert err.strip().splitlines()[-1] == ("memgpt-jax generate: error: unrecognized arguments: --temprature 0.5; "
                                             "did you mean --temperature?")
+    code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", "runs/x", "--config.train.steps", "3")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "memgpt-jax finetune: error: --config.train.steps takes its value after '=': --config.train.steps=VALUE")
 
 
 def test_one_writer_per_run_and_leftover_locks(tmp_path, capsys, env):
@@ -388,8 +393,11 @@ def test_one_writer_per_run_and_leftover_locks(tmp_path, capsys, env):
     _, run = env
     argv = ("finetune", "--config", TINY, "--workdir", run, "--no-progress", "--config.train.steps=2",
             "--config.train.eval_every=0", "--config.train.checkpoint_every=1")
-    with runlock.hold(run, command="memgpt-jax finetune (the live one)"):  # a live writer
+    live = runlock.RunLock(run, command="memgpt-jax finetune (the live one)").acquire()  # a live writer
+    try:
         code, err = _cli(capsys, *argv)
+    finally:
+        live.release()
     line = _one_error_line(err)
     assert code == 2 and line.startswith(f"error: {run} is being written by `memgpt-jax finetune (the live one)` "
                                          f"(pid {os.getpid()} on {socket.gethostname()}, since ")

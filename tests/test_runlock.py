@@ -90,3 +90,13 @@ def test_disabled_takes_nothing(tmp_path):
     """The non-coordinating processes of a multi-host run write through process 0's lock."""
     with runlock.hold(str(tmp_path / "run"), enabled=False) as lock:
         assert lock is None and not os.path.exists(tmp_path / "run")
+
+
+def test_holding_again_in_the_same_process_is_a_no_op(tmp_path):
+    """A command takes the lock before its set-up; the training loop it calls takes it again."""
+    run = str(tmp_path / "run")
+    with runlock.hold(run) as outer:
+        with runlock.hold(run) as inner:
+            assert inner is outer
+        assert runlock.holder(run)["pid"] == os.getpid()  # still held after the inner block
+    assert runlock.holder(run) is None

@@ -192,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     args.overrides = []
     if getattr(args, "accepts_overrides", False):
+        bare = [u for u in unknown if u.startswith("--config.") and "=" not in u]
+        if bare:  # `--config.train.steps 3`: the value would be taken for an argument of its own
+            _command_parser(parser, argv).error(f"{bare[0]} takes its value after '=': {bare[0]}=VALUE")
         bad = [u for u in unknown if not u.startswith("--config.")]
         if bad:
             _unrecognized(parser, argv, bad)

@@ -1,5 +1,13 @@
 """Commands for trained models: generate, classify, eval, decode, qa, chat, attention-map, saliency.
 
+On the runs `memgpt-jax demo` trains (runs/demo), as they are:
+
+    memgpt-jax classify --checkpoint runs/demo/student "[MAX 2 9 [MIN 4 7 ] 0 ]"
+    memgpt-jax eval --checkpoint runs/demo/teacher --split test
+    memgpt-jax attention-map --checkpoint runs/demo/student --text "[MAX 2 9 ]" --out runs/demo/maps
+
+On the recipes' runs (docs/recipes.md trains them):
+
     memgpt-jax generate --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 --top-p 0.9
     memgpt-jax classify --checkpoint runs/imdb/student "A wonderful, moving film."
     memgpt-jax classify --checkpoint runs/imdb/student --file review1.txt review2.txt
@@ -195,6 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run = _with_data(_load(args, None), args)
     args.split = args.split or run.config.data.eval_split
+    print(f"evaluating {run.path} at step {run.step} on {args.split!r}", file=sys.stderr)  # a live run moves on
     batch_size = args.batch_size or 64
     report_kind = tasks.get(run.task).eval_report(run.config)  # the task's decoding evaluation, if any
     if report_kind == "classifier":

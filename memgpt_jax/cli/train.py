@@ -68,6 +68,7 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
     import jax
 
     from memgpt_jax import run_config, tasks
+    from memgpt_jax.training import runlock
     from memgpt_jax.training.loop import train
 
     if args.distributed or args.coordinator:
@@ -89,8 +90,11 @@ def run_command(kind: str, args: argparse.Namespace, overrides: Sequence[str]) -
     if args.stop_at is not None and not 0 < args.stop_at <= config.train.steps:
         print(f"error: --stop-at {args.stop_at}: must be in 1..train.steps ({config.train.steps})", file=sys.stderr)
         return 2
-    teacher = teacher_or_exit(config)
-    summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress, stop_at=args.stop_at)  # errors: cli._report
+    # the run directory is taken before any slow set-up: a second writer is refused at once
+    with runlock.hold(args.workdir, enabled=jax.process_index() == 0):
+        teacher = teacher_or_exit(config)
+        summary = train(config, args.workdir, teacher=teacher, progress=not args.no_progress,
+                        stop_at=args.stop_at)  # errors: cli._report
     evaluated = ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()) or (
         "none (train.eval_every=0)" if not config.train.eval_every else "none in this command")
     print(f"done: {args.workdir} at step {summary['step']}, {summary['params']:,} parameters, "

@@ -205,17 +205,23 @@ class RunLock:
             os.close(fd)  # drops the flock
 
 
+_HELD: dict[str, RunLock] = {}  # the locks this process holds, by real path: holding one again is a no-op
+
+
 @contextlib.contextmanager
 def hold(workdir: str, *, enabled: bool = True, command: str | None = None) -> Iterator[RunLock | None]:
     """Holds the run lock of ``workdir`` for the block (``enabled=False``: does nothing, for
-    the non-coordinating processes of a multi-host run)."""
-    if not enabled:
-        yield None
+    the non-coordinating processes of a multi-host run). Re-entrant: a command takes the lock
+    before its slow set-up, and the training loop it then calls holds the same one."""
+    key = os.path.realpath(workdir)
+    if not enabled or key in _HELD:
+        yield _HELD.get(key)
         return
-    lock = RunLock(workdir, command=command).acquire()
+    lock = _HELD[key] = RunLock(workdir, command=command).acquire()
     try:
         yield lock
     finally:
+        del _HELD[key]
         lock.release()
 
 
