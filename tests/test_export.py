@@ -321,6 +321,7 @@ def test_cli_export_and_import_round_trip(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_exported_tokenizers_load_without_memgpt_jax(tmp_path):
     """Each tokenizer kind, as an export writes it, gives the ids of ours in a process where
     memgpt_jax cannot be imported, and reads back into the checkpoint's form unchanged."""

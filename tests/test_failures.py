@@ -60,8 +60,9 @@ CASES = [
      "resumes from the newest complete checkpoint; the temporary directory is removed; no warning"),
     ("foreign_field", "`--config.optim.learning_rate=1e-3` (another library's name)",
      "exit 2: `error: optim.learning_rate: unknown field; did you mean 'lr'?`"),
-    ("mistyped_flag", "`generate --temprature 0.5`",
-     "exit 2: the usage of `generate` (not the top level's) and `did you mean --temperature?`"),
+    ("mistyped_flag", "`generate --temprature 0.5`; `classfy ...`",
+     "exit 2: the usage of `generate` (not the top level's) and `did you mean --temperature?`; "
+     "`unknown command 'classfy'; did you mean classify?`"),
     ("config_value_after_a_space", "`--config.train.steps 3` (a space, not `=`)",
      "exit 2: `... --config.train.steps takes its value after '=': --config.train.steps=VALUE`"),
     ("second_writer", "a training command on a run directory that a live command is writing",
@@ -379,6 +380,9 @@ def test_mistyped_flag_shows_the_commands_usage(capsys):
     assert code == 2 and err.startswith("usage: memgpt-jax generate ")
     assert err.strip().splitlines()[-1] == ("memgpt-jax generate: error: unrecognized arguments: --temprature 0.5; "
                                             "did you mean --temperature?")
+    code, err = _cli(capsys, "classfy", "--checkpoint", "runs/x", "text")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "memgpt-jax: error: unknown command 'classfy'; did you mean classify?")
     code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", "runs/x", "--config.train.steps", "3")
     assert code == 2 and err.strip().splitlines()[-1] == (
         "memgpt-jax finetune: error: --config.train.steps takes its value after '=': --config.train.steps=VALUE")
@@ -428,6 +432,7 @@ def test_imported_model_says_what_data_it_lacks(tmp_path, capsys, env):
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_closed_stdout_ends_quietly(env):
     _, run = env
     proc = subprocess.Popen([sys.executable, "-m", "memgpt_jax.cli", "classify", "--checkpoint", run,

@@ -189,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench"]:  # everything after `bench` belongs to python -m benchmarks
         return cmd_bench(argv[1:])
     parser = build_parser()
+    _check_command(parser, argv)
     args, unknown = parser.parse_known_args(argv)
     args.overrides = []
     if getattr(args, "accepts_overrides", False):
@@ -237,6 +238,18 @@ def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> arg
             break
         parser = subparsers[0].choices[word]
     return parser
+
+
+def _check_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """A mistyped command (``classfy``) exits 2 naming the closest ones."""
+    words = [w for w in argv if not w.startswith("-")]
+    if not words:
+        return
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if words[0] not in commands.choices:
+        close = difflib.get_close_matches(words[0], list(commands.choices), n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"choose from {', '.join(commands.choices)}"
+        parser.error(f"unknown command {words[0]!r}; {hint}")
 
 
 def _unrecognized(parser: argparse.ArgumentParser, argv: Sequence[str], bad: Sequence[str]) -> None:

@@ -207,7 +207,11 @@ def load_params(workdir: str, step: int | None = None) -> tuple[Any, dict[str, A
     state: for teachers, evaluation and export."""
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no checkpoints under {directory}: train a model there first")
+        runs = sorted(d for d in os.listdir(workdir) if os.path.isdir(os.path.join(workdir, d, "checkpoints"))) \
+            if os.path.isdir(workdir) else []
+        hint = f"; it holds runs: {', '.join(os.path.join(workdir, r) for r in runs)}" if runs else \
+            ": train a model there first"
+        raise FileNotFoundError(f"no checkpoints under {directory}{hint}")
     manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
     try:
         steps = sorted(manager.all_steps(), reverse=True)
