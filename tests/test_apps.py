@@ -36,7 +36,9 @@ def _save_run(path, task, mc, tokenizer, data=None, seed=0):
     return params
 
 
-@pytest.fixture(scope="module", params=["dense", "sparse"])
+# the sparse model's generation runs in the full suite; the fast loop keeps the dense one (the sparse
+# KV-cache decode is also in tests/test_attention_model_fn.py's fast tests)
+@pytest.fixture(scope="module", params=["dense", pytest.param("sparse", marks=pytest.mark.slow)])
 def lm(request):
     att = dict(pattern="dense") if request.param == "dense" else SPARSE
     mc = config_lib.tiny(vocab_size=264, max_len=64, attention=att)
