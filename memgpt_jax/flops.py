@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from memgpt_jax import machine
-
 from memgpt_jax import model as model_lib
 from memgpt_jax.attention import layout as layout_lib
 from memgpt_jax.config import ModelConfig
@@ -157,9 +156,9 @@ def cpu_peak_flops(dtype: str = "float32") -> tuple[float, str]:
     except (OSError, ValueError):
         kept = {}
     kept = kept if isinstance(kept, dict) else {}
-    measured = measured_peak_flops(dtype)
-    best = max(measured, float(kept.get(key) or 0.0))
-    if best > float(kept.get(key) or 0.0):
+    measured, stored = measured_peak_flops(dtype), float(kept.get(key) or 0.0)
+    best = max(measured, stored)
+    if best > stored:
         kept[key] = best
         try:  # best effort: a read-only home keeps this process's figure only
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -36,20 +36,19 @@ class PlainProgress:
     """tqdm's interface (the part this project uses), printing plain lines."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
-                 unit: str = "it", initial: int = 0, every: float | None = None, file: Any = None,
-                 disable: bool = False, **_: Any) -> None:
+                 unit: str = "it", initial: int = 0, file: Any = None, disable: bool = False,
+                 **_: Any) -> None:
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.total, self.desc, self.unit = total, desc, unit.strip()
         self.n = self._start_n = initial
-        self.every = float(os.environ.get(EVERY_ENV, 30.0)) if every is None else every
-        if disable:  # tqdm's switch: no output at all
-            self.every = float("inf")
+        # tqdm's ``disable``: no output at all
+        self.every = float("inf") if disable else float(os.environ.get(EVERY_ENV, 30.0))
         self.file = file
         self._t0 = self._last = time.perf_counter()
         self._postfix = ""
-        self._printed = False
+        self._shown: int | None = None  # the count of the last line printed
 
     def __iter__(self) -> Iterator:
         try:
@@ -73,13 +72,11 @@ class PlainProgress:
         print(message, file=file or self._out())
 
     def close(self) -> None:
-        if self._printed and self.n != self._shown:  # the end of work that printed along the way
+        if self._shown is not None and self.n != self._shown:  # the end of work that printed along the way
             self._print(time.perf_counter())
 
     def _out(self) -> Any:
         return self.file or sys.stderr
-
-    _shown = -1
 
     def _print(self, now: float) -> None:
         elapsed = now - self._t0
@@ -93,7 +90,7 @@ class PlainProgress:
         if self._postfix:
             parts.append(self._postfix)
         print(f"{self.desc}: " + ", ".join(parts), file=self._out(), flush=True)
-        self._printed, self._shown = True, self.n
+        self._shown = self.n
 
 
 def bar(iterable: Iterable | None = None, **kwargs: Any) -> Any:

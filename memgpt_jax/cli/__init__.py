@@ -228,28 +228,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(e)
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """``parser``'s subcommands by name (none for a leaf command)."""
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
 def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
     """The parser of the (sub)command ``argv`` names: ``data prepare listops`` -> its own."""
-    for word in argv:
-        if word.startswith("-"):
-            continue
-        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        if not subparsers or word not in subparsers[0].choices:
+    for word in (w for w in argv if not w.startswith("-")):
+        if word not in _subcommands(parser):
             break
-        parser = subparsers[0].choices[word]
+        parser = _subcommands(parser)[word]
     return parser
 
 
 def _check_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """A mistyped command (``classfy``) exits 2 naming the closest ones."""
-    words = [w for w in argv if not w.startswith("-")]
-    if not words:
-        return
-    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if words[0] not in commands.choices:
-        close = difflib.get_close_matches(words[0], list(commands.choices), n=2, cutoff=0.6)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"choose from {', '.join(commands.choices)}"
-        parser.error(f"unknown command {words[0]!r}; {hint}")
+    word = next((w for w in argv if not w.startswith("-")), None)
+    commands = _subcommands(parser)
+    if word is not None and word not in commands:
+        close = difflib.get_close_matches(word, list(commands), n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"choose from {', '.join(commands)}"
+        parser.error(f"unknown command {word!r}; {hint}")
 
 
 def _unrecognized(parser: argparse.ArgumentParser, argv: Sequence[str], bad: Sequence[str]) -> None:

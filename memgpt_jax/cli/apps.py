@@ -193,8 +193,9 @@ def _with_data(run: Run, args: argparse.Namespace) -> Run:
         from memgpt_jax import data as data_lib  # lazy: keeps --help fast
 
         changes.update(name=args.dataset, listops={})
-        if data_lib.pipeline_of(args.dataset):
-            changes["dataset"] = data_lib.pipeline_of(args.dataset)
+        pipeline = data_lib.pipeline_of(args.dataset)
+        if pipeline:
+            changes["dataset"] = pipeline
     return dataclasses.replace(run, config=run.config.replace(data=changes)) if changes else run
 
 

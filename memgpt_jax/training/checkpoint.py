@@ -163,9 +163,10 @@ class Checkpointer:
             time.sleep(0.1)
         complete = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit() and int(d) != step)
         newest = f"step {complete[-1]}" if complete else "none"
+        reason, advice = _write_failure(error)
         return CheckpointWriteError(
-            f"could not write the checkpoint of step {step} in {self.directory} ({_write_reason(error)}); "
-            f"the newest complete checkpoint is {newest}. {_write_advice(error)}, then rerun the same "
+            f"could not write the checkpoint of step {step} in {self.directory} ({reason}); "
+            f"the newest complete checkpoint is {newest}. {advice}, then rerun the same "
             f"command to resume.")
 
 
@@ -272,28 +273,21 @@ def _silence_closed_loop_callbacks() -> None:
     sys.unraisablehook = hook
 
 
-def _write_reason(error: Exception) -> str:
-    text = str(error)
-    if "No space left" in text or getattr(error, "errno", None) == 28:
-        return "no space left on device"
-    if "Disk quota" in text:
-        return "disk quota exceeded"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return _reason(error)
-
-
-def _write_advice(error: Exception) -> str:
-    """What to do about a failed write: free space only when space is what ran out."""
+def _write_failure(error: Exception) -> tuple[str, str]:
+    """Why a checkpoint write failed, in a few words, and what to do about it (free space
+    only when space is what ran out)."""
     text, code = str(error), getattr(error, "errno", None)
-    if "No space left" in text or "Disk quota" in text or code in (errno.ENOSPC, errno.EDQUOT):
-        return "Free space (or lower train.keep)"
+    if "No space left" in text or code == errno.ENOSPC:
+        return "no space left on device", "Free space (or lower train.keep)"
+    if "Disk quota" in text or code == errno.EDQUOT:
+        return "disk quota exceeded", "Free space (or lower train.keep)"
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else _reason(error)
     if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "Permission denied" in text or "Read-only" in text:
-        return "Make the directory writable"
+        return reason, "Make the directory writable"
     if code == errno.ENOTEMPTY or "Directory not empty" in text or "missing .zarray" in text:
-        return ("Make sure no other process writes this run directory (another command, or a relaunched "
-                "job while the first still runs)")
-    return "Fix the cause"
+        return reason, ("Make sure no other process writes this run directory (another command, or a "
+                        "relaunched job while the first still runs)")
+    return reason, "Fix the cause"
 
 
 def _quiet_orbax_write_errors() -> None:

@@ -58,11 +58,21 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
-    except OSError:
+    except OSError:  # someone else's process (EPERM): alive
         return True
     return True
+
+
+def _is_live(holder: dict[str, Any] | None, flocked: bool) -> bool:
+    """Whether the lock file's content ``holder`` names a live writer, for a reader that could
+    (``flocked``) or could not take the file's flock (held elsewhere, or not supported)."""
+    if not holder:
+        return False
+    if holder.get("host") == socket.gethostname():
+        # a flock we could take means the holder's process is gone, unless flock does not work
+        # here (some network filesystems): then the process table decides
+        return not flocked and _pid_alive(int(holder.get("pid", -1)))
+    return time.time() - float(holder.get("heartbeat", 0)) < STALE_S
 
 
 def _read(fd: int) -> dict[str, Any] | None:
@@ -102,16 +112,6 @@ class RunLock:
         self._beat: threading.Thread | None = None
         self.took_over: dict[str, Any] | None = None  # the leftover lock this one replaced
 
-    def _holder_is_live(self, holder: dict[str, Any] | None, flocked: bool) -> bool:
-        """Whether ``holder`` (the file's content) is a live writer, given that we hold the flock."""
-        if not holder or holder.get("token") == self._token:
-            return False
-        if holder.get("host") == socket.gethostname():
-            # the flock is ours, so the holder's process is gone, unless flock does not work
-            # here (some network filesystems): then the process table decides
-            return not flocked and _pid_alive(int(holder.get("pid", -1)))
-        return time.time() - float(holder.get("heartbeat", 0)) < STALE_S
-
     def acquire(self) -> "RunLock":
         os.makedirs(self.workdir, exist_ok=True)
         self._token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
@@ -149,16 +149,15 @@ class RunLock:
 
     def _claim(self, fd: int, flocked: bool) -> None:
         holder = _read(fd)
-        if self._holder_is_live(holder, flocked):
+        if _is_live(holder, flocked):
             raise self._refused(holder)
         if holder:
             self.took_over = holder
             print(f"warning: {self.workdir} was locked by {_describe(holder)}, which is no longer running; "
                   "taking over its lock", file=sys.stderr)
         self._write(fd)
-        # without working locks two starters can both get here: the last writer wins, the
-        # other reads someone else's token back and is refused
-        time.sleep(0.0 if flocked else 0.5)
+        if not flocked:  # two starters can both get here: the last writer wins, the other
+            time.sleep(0.5)  # reads someone else's token back and is refused
         mine = _read(fd)
         if not mine or mine.get("token") != self._token:
             raise self._refused(mine)
@@ -226,27 +225,23 @@ def hold(workdir: str, *, enabled: bool = True, command: str | None = None) -> I
 
 
 def holder(workdir: str) -> dict[str, Any] | None:
-    """Who holds ``workdir``'s lock now (``None`` when nobody live does)."""
+    """Who holds ``workdir``'s lock now (``None`` when nobody live does), by the rule
+    :meth:`RunLock.acquire` applies."""
     path = os.path.join(workdir, LOCK_FILE)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        info = _read(fd)
-        if not info:
-            return None
+        info, flocked = _read(fd), False
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
+                flocked = True
+            except BlockingIOError:  # a live process on this machine holds it
                 return info
-            except OSError:
+            except OSError:  # flock not supported here
                 pass
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                if info.get("host") == socket.gethostname():
-                    return None
-        return info if time.time() - float(info.get("heartbeat", 0)) < STALE_S else None
+        return info if _is_live(info, flocked) else None
     finally:
-        os.close(fd)
+        os.close(fd)  # drops our shared flock, if any
