@@ -337,13 +337,14 @@ def test_attention_maps_and_saliency(tmp_path, capsys):
     mc = config_lib.tiny(vocab_size=264, max_len=64, num_labels=2, attention=SPARSE)
     _save_run(tmp_path / "clf", "classification", mc, ByteTokenizer())
     loaded = open_run(str(tmp_path / "clf"))
-    ids = interpret.encode_input(loaded, "a sparse model's attention")
+    text = "a sparse model's attention"  # the commands below take the same text: their programs are cached
+    ids = interpret.encode_input(loaded, text)
     maps = interpret.attention_maps(loaded, ids)
     assert len(maps) == mc.n_layers and maps[0].shape == (mc.n_heads, len(ids), len(ids))
     kept, b = interpret.kept_blocks(loaded, len(ids))
     dense_mask = np.kron(kept[0], np.ones((b, b), bool))[: len(ids), : len(ids)]
     assert np.all(maps[0][:, ~dense_mask] == 0)  # no weight outside the kept blocks
-    assert cli_main(["attention-map", "--checkpoint", str(tmp_path / "clf"), "--text", "hello world",
+    assert cli_main(["attention-map", "--checkpoint", str(tmp_path / "clf"), "--text", text,
                      "--out", str(tmp_path / "maps"), "--layers", "0"]) == 0
     png = tmp_path / "maps" / "layer_0.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -356,6 +357,6 @@ def test_attention_maps_and_saliency(tmp_path, capsys):
     zero = jnp.zeros((1, len(ids), mc.d_model))
     g = jax.grad(f)(zero)
     assert float(f(1e-2 * g)) > float(f(zero))
-    assert cli_main(["saliency", "--checkpoint", str(tmp_path / "clf"), "--text", "hello world",
+    assert cli_main(["saliency", "--checkpoint", str(tmp_path / "clf"), "--text", text,
                      "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

@@ -157,7 +157,8 @@ _CLI_ARGS = ["finetune", "--config", TINY, "--no-progress", "--config.train.chec
 
 # Runs the training command in a subprocess whose loop calls back after every step (a
 # callback of the loop; nothing in the library reads a fault-injection switch): `kill N`
-# SIGKILLs the process right after step N, `slow S` sleeps S seconds per step.
+# SIGKILLs the process right after step N, `slow S` sleeps S seconds per step, `hold N`
+# waits after step N until the file $HOLD_UNTIL exists (at most 120 s).
 _WRAPPED_RUN = """
 import os, sys, time
 from memgpt_jax.training import loop
@@ -167,6 +168,10 @@ def on_step(step):
         os.kill(os.getpid(), 9)
     if mode == "slow":
         time.sleep(value)
+    if mode == "hold" and step == value:
+        deadline = time.time() + 120
+        while not os.path.exists(os.environ["HOLD_UNTIL"]) and time.time() < deadline:
+            time.sleep(0.05)
 def wrapped_train(*args, **kwargs):
     return real_train(*args, on_step=on_step, **kwargs)
 loop.train = wrapped_train  # before the command module imports it
@@ -259,8 +264,10 @@ def test_one_writer_per_run_directory(tmp_path, data_dir):
     naming the holder; `eval` reads the live run's newest complete checkpoint; the first run
     finishes and its checkpoints restore. (The leftover lock of a killed run is taken over:
     test_sigkill_and_sigint_then_resume_are_bitwise_identical.)"""
-    workdir = tmp_path / "live"
-    first = subprocess.Popen(_cli_command(workdir, wrap=("slow", 1.0)), stderr=subprocess.PIPE, text=True)
+    workdir, release = tmp_path / "live", tmp_path / "release"
+    # the first run waits after step 4 (a checkpoint at 3 is complete or being written) until released
+    first = subprocess.Popen(_cli_command(workdir, wrap=("hold", 4)), stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "HOLD_UNTIL": str(release)})
     try:
         for line in first.stderr:
             if "compiled in" in line:
@@ -269,7 +276,7 @@ def test_one_writer_per_run_directory(tmp_path, data_dir):
         while time.time() < deadline and not any(d.isdigit() for d in os.listdir(workdir / "checkpoints")):
             time.sleep(0.2)
         second = _run_cli(workdir)
-        assert first.poll() is None, "the first run ended before the second started: slow it down"
+        assert first.poll() is None, "the first run ended before the second started"
         assert second.returncode == 2, second.stderr[-2000:]
         (line,) = second.stderr.strip().splitlines()
         assert line.startswith(f"error: {workdir} is being written by `memgpt-jax ") and " finetune " in line and \
@@ -277,6 +284,7 @@ def test_one_writer_per_run_directory(tmp_path, data_dir):
         evaluated = subprocess.run([sys.executable, "-m", "memgpt_jax.cli", "eval", "--checkpoint", str(workdir)],
                                    capture_output=True, text=True, timeout=300)
         assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        release.touch()
         rest = first.communicate(timeout=300)[1]
     finally:
         first.kill()

@@ -118,19 +118,24 @@ def saliency(run: Run, ids: np.ndarray, label: int | None = None) -> tuple[np.nd
     tasks.require(run.task, "interpret", run.path)
     params = dequantize_params(run.params)
     model = run.model
-    x = jnp.asarray(ids)[None]
-    D = run.model_config.d_model
+    n_labels = run.model_config.num_labels
+    if label is not None and not 0 <= int(label) < n_labels:
+        raise ValueError(f"label {label} out of range for {n_labels} classes")
 
-    def logits_fn(delta):
-        return model.apply({"params": params}, x, embed_delta=delta).logits[0]
+    @jax.jit
+    def explain(params, x_BT, label):  # one program: the logits and the chosen logit's gradient
+        def logits_fn(delta):
+            return model.apply({"params": params}, x_BT, embed_delta=delta).logits[0]
 
-    zero = jnp.zeros((1, len(ids), D), jnp.float32)
-    logits = jax.jit(logits_fn)(zero)
+        zero = jnp.zeros((*x_BT.shape, run.model_config.d_model), jnp.float32)
+        logits, pullback = jax.vjp(logits_fn, zero)
+        chosen = jnp.where(label < 0, jnp.argmax(logits), label)
+        (grad,) = pullback(jax.nn.one_hot(chosen, logits.shape[-1], dtype=logits.dtype))
+        return logits, chosen, grad[0]
+
+    logits, chosen, grad = explain(params, jnp.asarray(ids)[None], jnp.int32(-1 if label is None else label))
     probs = np.asarray(jax.nn.softmax(logits))
-    label = int(np.argmax(probs)) if label is None else int(label)
-    if not 0 <= label < len(probs):
-        raise ValueError(f"label {label} out of range for {len(probs)} classes")
-    grad = jax.jit(jax.grad(lambda d: logits_fn(d)[label]))(zero)[0]
+    label = int(chosen)
     emb = _input_embeddings(params, run, ids)
     return np.asarray(jnp.sum(grad * emb, axis=-1)), label, probs
 
