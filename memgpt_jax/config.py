@@ -14,13 +14,17 @@ grouped-query attention, block-sparse attention) is a switch here, not a fork.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Mapping
 
 _DTYPES = ("float32", "bfloat16", "float16")
 # "dense" is the model's full causal attention (every causal pair): the baseline sparse runs
 # are compared against. The others are block-sparse layouts (memgpt_jax.attention.layout).
-PATTERNS = ("dense", "local", "window_global", "strided", "fixed", "bigbird")
+# "derived": per-layer, per-head layouts chosen from a teacher's attention (`memgpt-jax layout
+# derive`), read from ``layout_file``.
+PATTERNS = ("dense", "local", "window_global", "strided", "fixed", "bigbird", "derived")
+DERIVED_FORMAT = "memgpt-jax-derived-layout/1"
 # "reference": the oracle on the materialised mask (memgpt_jax.attention.reference);
 # "xla" / "pallas": the block kernels; "fused": jax.nn.dot_product_attention (dense only);
 # "auto": the oracle for "dense", otherwise "xla" on CPU and "pallas" on GPU/TPU.
@@ -42,6 +46,12 @@ class AttentionConfig:
     blocks. ``impl`` says how it is computed (see ``IMPLS``); dense attention with
     ``impl="xla"`` or ``"pallas"`` runs the block kernels on the causal layout
     (``block_size`` tiles), which skip the tiles above the diagonal.
+
+    ``pattern="derived"`` reads ``layout_file`` (written by ``memgpt-jax layout derive``):
+    per layer and head, the block offsets and global blocks kept. The file's layout is
+    copied into ``derived`` (its canonical JSON) and its block size into ``block_size``, so
+    a saved run carries its layout and needs the file no more; a config that already
+    holds ``derived`` does not read the file.
     """
 
     pattern: str = "dense"
@@ -54,8 +64,23 @@ class AttentionConfig:
     # "auto" | "reference" | "xla" | "pallas" | "fused" (dense pattern only: jax.nn.dot_product_attention,
     # cuDNN's fused kernel on NVIDIA GPUs)
     impl: str = "auto"
+    layout_file: str = ""  # pattern "derived": the file `memgpt-jax layout derive` wrote
+    derived: str = ""  # pattern "derived": the layout itself (canonical JSON; filled from layout_file)
 
     def __post_init__(self) -> None:
+        if self.pattern == "derived" and not self.derived:
+            if not self.layout_file:
+                _fail("attention.layout_file", "pattern 'derived' needs the file `memgpt-jax layout derive` wrote "
+                                               "(--config.model.attention.layout_file=FILE)")
+            spec = read_layout_file(self.layout_file)
+            object.__setattr__(self, "derived", json.dumps(spec, sort_keys=True, separators=(",", ":")))
+        if self.pattern != "derived" and (self.layout_file or self.derived):
+            _fail("attention.layout_file", f"a layout file is read by pattern 'derived' only (pattern is "
+                                           f"{self.pattern!r}); add --config.model.attention.pattern=derived")
+        if self.derived:
+            spec = self.derived_spec
+            check_derived_spec(spec, "attention.derived")
+            object.__setattr__(self, "block_size", int(spec["block_size"]))
         if self.pattern not in PATTERNS:
             hint = f"; {_RENAMED_PATTERNS[self.pattern]}" if self.pattern in _RENAMED_PATTERNS else ""
             _fail("attention.pattern", f"unknown pattern {self.pattern!r}; choose one of {PATTERNS}{hint}")
@@ -77,6 +102,89 @@ class AttentionConfig:
     def is_dense(self) -> bool:
         """Every causal pair is kept (whatever ``impl`` computes it)."""
         return self.pattern == "dense"
+
+    @property
+    def derived_spec(self) -> dict[str, Any]:
+        """The derived layout (``block_size``, ``kind``, ``seq_len``, ``layers``); ``{}`` otherwise."""
+        return _parse_spec(self.derived) if self.derived else {}
+
+
+def read_layout_file(path: str) -> dict[str, Any]:
+    """The layout of a file written by ``memgpt-jax layout derive``: ``{"block_size", "kind",
+    "seq_len", "layers"}``, checked. Raises ``ValueError`` naming the file and what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"attention.layout_file: {path} does not exist (write one with `memgpt-jax layout "
+                         f"derive --teacher RUN --out {path}`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"attention.layout_file: cannot read {path} ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != DERIVED_FORMAT:
+        raise ValueError(f"attention.layout_file: {path} is not a derived layout (its format is "
+                         f"{data.get('format') if isinstance(data, dict) else None!r}, expected {DERIVED_FORMAT!r})")
+    spec = {k: data.get(k) for k in ("block_size", "kind", "seq_len", "layers")}
+    check_derived_spec(spec, f"attention.layout_file ({path})")
+    return spec
+
+
+def check_derived_spec(spec: Mapping[str, Any], where: str) -> None:
+    """Raises ``ValueError`` unless ``spec`` is a well-formed derived layout.
+
+    ``kind="band"``: per head ``offsets`` (block distances back, ``0`` included: the
+    diagonal) and ``globals`` (absolute key blocks), meaningful at any length;
+    ``kind="map"``: per head ``rows`` (row ``i``: the key blocks query block ``i`` keeps,
+    ``i`` included), for lengths up to ``seq_len``."""
+    def bad(message: str) -> None:
+        raise ValueError(f"{where}: {message}")
+
+    block, kind, seq_len, layers = (spec.get(k) for k in ("block_size", "kind", "seq_len", "layers"))
+    if not isinstance(block, int) or block < 1:
+        bad(f"block_size must be a positive integer, got {block!r}")
+    if kind not in ("band", "map"):
+        bad(f"kind must be 'band' or 'map', got {kind!r}")
+    if not isinstance(seq_len, int) or seq_len < block or seq_len % block:
+        bad(f"seq_len must be a positive multiple of block_size={block}, got {seq_len!r}")
+    if not isinstance(layers, list) or not layers or not all(isinstance(heads, list) and heads for heads in layers):
+        bad("layers must be a non-empty list of non-empty lists of heads")
+
+    def ints(values: Any, what: str) -> list[int]:
+        if not isinstance(values, list) or not all(isinstance(v, int) and v >= 0 for v in values):
+            bad(f"{what} must be a list of non-negative integers, got {values!r}")
+        return values
+
+    n = seq_len // block
+    for li, heads in enumerate(layers):
+        for hi, head in enumerate(heads):
+            at = f"layer {li} head {hi}"
+            if not isinstance(head, dict):
+                bad(f"{at} must be an object")
+            if kind == "band":
+                if 0 not in ints(head.get("offsets"), f"{at} offsets"):
+                    bad(f"{at} offsets must include 0 (the diagonal block: every query sees itself)")
+                ints(head.get("globals", []), f"{at} globals")
+            else:
+                rows = head.get("rows")
+                if not isinstance(rows, list) or len(rows) != n:
+                    bad(f"{at} rows must list the kept key blocks of each of the {n} query blocks")
+                for i, row in enumerate(rows):
+                    if i not in ints(row, f"{at} row {i}") or max(row) > i:
+                        bad(f"{at} row {i} must keep block {i} (the diagonal) and no later block")
+
+
+def fresh_layout(model_changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Model-section changes in which a new ``attention.layout_file`` is read again: the
+    ``derived`` copy of the old file is dropped unless the changes set it too."""
+    changes = dict(model_changes)
+    attn = changes.get("attention")
+    if isinstance(attn, Mapping) and "layout_file" in attn and "derived" not in attn:
+        changes["attention"] = {**attn, "derived": ""}
+    return changes
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_spec(text: str) -> dict[str, Any]:
+    return json.loads(text)
 
 
 # Names older versions saved, with what replaced them (messages, and upgrade_attention_dict).
@@ -193,6 +301,20 @@ class ModelConfig:
         if self.init_std <= 0:
             _fail("init_std", f"must be > 0, got {self.init_std}")
         attn = self.attention
+        if attn.derived:
+            spec = attn.derived_spec
+            n_layers = len(spec["layers"])
+            if n_layers != self.n_layers:
+                _fail("attention.layout_file", f"the derived layout has {n_layers} layers, the model {self.n_layers}: "
+                                               f"derive it with --layers {self.n_layers}")
+            for heads in spec["layers"]:
+                if len(heads) not in (1, self.n_heads):
+                    _fail("attention.layout_file", f"the derived layout has {len(heads)} heads per layer, the model "
+                                                   f"{self.n_heads}: derive it with --heads {self.n_heads} (or 1)")
+            if spec["kind"] == "map" and self.max_len > spec["seq_len"]:
+                _fail("attention.layout_file", f"the derived layout is a raw map of {spec['seq_len']} tokens, "
+                                               f"max_len is {self.max_len}: derive a band layout (without --raw), "
+                                               f"which holds at any length")
         if not attn.is_dense and self.max_len % attn.block_size:
             _fail(
                 "attention.block_size",
@@ -239,6 +361,7 @@ class ModelConfig:
 
     # Serialisation -----------------------------------------------------------
     def replace(self, **changes: Any) -> "ModelConfig":
+        changes = fresh_layout(changes)
         if "attention" in changes and isinstance(changes["attention"], Mapping):
             changes["attention"] = dataclasses.replace(self.attention, **changes["attention"])
         return dataclasses.replace(self, **changes)

@@ -68,8 +68,9 @@ def keys_per_query(config: ModelConfig, seq_len: int, computed: bool = False) ->
     attn = config.attention
     if attn.is_dense and not (computed and attn.impl in ("xla", "pallas")):
         return float(seq_len)
-    lay = layout_lib.from_config(attn, seq_len, seq_len)
-    return float(lay.n_kept_blocks) * attn.block_size**2 / seq_len
+    layers = range(config.n_layers) if attn.pattern == "derived" else (0,)  # a derived layout differs by layer
+    kept = [layout_lib.from_config(attn, seq_len, seq_len, layer).n_kept_blocks for layer in layers]
+    return float(sum(kept) / len(kept)) * attn.block_size**2 / seq_len
 
 
 def flops_per_token(

@@ -217,8 +217,8 @@ class Transformer(nn.Module):
         self.wte = Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), **emb)
         if cfg.position == "learned":
             self.wpe = Embed(cfg.max_len, cfg.d_model, ("position", "embed"), **{**emb, "init_std": 0.01})
-        attn_fn = self.attention_fn or make_attention_fn(cfg.attention)
-        self.h = [Block(cfg, attn_fn, name=f"h_{i}") for i in range(cfg.n_layers)]
+        self.h = [Block(cfg, self.attention_fn or make_attention_fn(cfg.attention, i), name=f"h_{i}")
+                  for i in range(cfg.n_layers)]
         self.ln_f = Norm(cfg.norm, cfg.layer_norm_eps, cfg.jnp_param_dtype, cfg.jnp_compute_dtype)
         self.drop = nn.Dropout(cfg.dropout)
         self.cache_state = CacheState()

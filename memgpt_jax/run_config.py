@@ -256,6 +256,8 @@ class RunConfig:
         """A copy with fields of sections changed: ``config.replace(train={"steps": 5})``."""
         data = self.to_dict()
         for section, changes in sections.items():
+            if section == "model" and isinstance(changes, Mapping):
+                changes = model_config.fresh_layout(changes)
             if isinstance(changes, Mapping):
                 data[section] = _merge(data[section], changes)
             else:

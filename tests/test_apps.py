@@ -342,7 +342,7 @@ def test_attention_maps_and_saliency(tmp_path, capsys):
     maps = interpret.attention_maps(loaded, ids)
     assert len(maps) == mc.n_layers and maps[0].shape == (mc.n_heads, len(ids), len(ids))
     kept, b = interpret.kept_blocks(loaded, len(ids))
-    dense_mask = np.kron(kept[0], np.ones((b, b), bool))[: len(ids), : len(ids)]
+    dense_mask = np.kron(kept[0][0], np.ones((b, b), bool))[: len(ids), : len(ids)]
     assert np.all(maps[0][:, ~dense_mask] == 0)  # no weight outside the kept blocks
     assert cli_main(["attention-map", "--checkpoint", str(tmp_path / "clf"), "--text", text,
                      "--out", str(tmp_path / "maps"), "--layers", "0"]) == 0

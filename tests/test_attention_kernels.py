@@ -72,6 +72,13 @@ def padding_and_segments(t=T, s=T):
     return kv_valid, (seg_q, seg_k)
 
 
+# A derived layout (memgpt-jax layout derive) on this grid: per-head bands and global blocks
+DERIVED_SPEC = {"block_size": BLK, "kind": "band", "seq_len": T, "layers": [
+    [{"offsets": [0], "globals": [0]}],
+    [{"offsets": [0, 1], "globals": [0]}, {"offsets": [0], "globals": []}, {"offsets": [0, 2], "globals": [1]},
+     {"offsets": [0, 1, 2, 3], "globals": []}]]}
+
+
 # Layout cases: (layout, kv_heads, extras kind) ------------------------------------------------
 def _cases():
     causal = L.causal(T, block=BLK)
@@ -89,6 +96,7 @@ def _cases():
         "bigbird_causal": (L.bigbird(T, block=BLK, window=1, n_global=1, n_random=1, seed=5, causal=True), 2, "both"),
         "mask_fn_or": (L.from_mask_fn(lambda q, k: (q - k) % 5 == 0, T, block=BLK) | causal, 2, None),
         "per_head": (L.stack_heads([causal, L.local(T, block=BLK, window=0), random_layout(3), L.full(T, block=BLK)]), 2, "both"),
+        "derived_per_head": (L.derived(DERIVED_SPEC, 1, T), 2, "both"),
     }
 
 
@@ -160,6 +168,8 @@ PALLAS_CASES = [
     pytest.param("tpu", "random2_mqa_padded", marks=pytest.mark.slow),
     pytest.param("gpu", "bigbird_causal", marks=pytest.mark.slow),
     ("gpu", "random0"),
+    pytest.param("tpu", "derived_per_head", marks=pytest.mark.slow),
+    ("gpu", "derived_per_head"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,14 +171,20 @@ def test_invalid_layouts_raise_with_messages():
 
 
 # Config patterns ----------------------------------------------------------------------------
+# a derived layout (memgpt-jax layout derive) measured at T tokens: bands and globals hold at any length
+DERIVED = json.dumps({"block_size": B, "kind": "band", "seq_len": T, "layers": [
+    [{"offsets": [0, 2, 5], "globals": [1]}, {"offsets": [0, 1], "globals": [0, 3]}]]})
+
+
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_from_config_is_causal_and_row_stable(pattern):
-    cfg = AttentionConfig(pattern=pattern, block_size=B, window=2, n_global=1, n_random=2, stride=3, seed=7)
+    cfg = AttentionConfig(pattern=pattern, block_size=B, window=2, n_global=1, n_random=2, stride=3, seed=7,
+                          derived=DERIVED if pattern == "derived" else "")
     short, long = L.from_config(cfg, T, T), L.from_config(cfg, 2 * T, 2 * T)
     assert short.is_causal and long.is_causal
-    np.testing.assert_array_equal(long.to_dense_mask()[:T, :T], short.to_dense_mask())
+    np.testing.assert_array_equal(long.to_dense_mask()[..., :T, :T], short.to_dense_mask())  # (per head: derived)
     prefill = L.from_config(cfg, T // 2, T)  # a prompt into a longer cache
-    np.testing.assert_array_equal(prefill.to_dense_mask(), short.to_dense_mask()[: T // 2])
+    np.testing.assert_array_equal(prefill.to_dense_mask(), short.to_dense_mask()[..., : T // 2, :])
 
 
 def test_from_config_patterns_compose_as_documented():

@@ -12,7 +12,7 @@ from memgpt_jax import cli
 
 COMMANDS = {"info", "smoke", "bench", "data", "pretrain", "finetune", "distill", "demo", "quantize", "prune",
             "export", "import", "generate", "classify", "eval", "decode", "qa", "chat", "attention-map", "saliency",
-            "average"}
+            "average", "layout"}
 
 
 def test_every_command_is_registered_and_help_imports_no_jax():

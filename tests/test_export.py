@@ -44,6 +44,12 @@ CONFIGS = {
     "qa_rope": (tiny(position="rope"), "qa"),
     # a copy head (pointer-generator) over a block-sparse backbone: its logits are log-probabilities
     "copy_window": (tiny(copy_dim=8, attention=dict(pattern="window_global", block_size=16, window=1)), "lm"),
+    # a derived layout (memgpt-jax layout derive): per-head bands in layer 0, one shared in layer 1
+    "derived": (tiny(attention=dict(pattern="derived", derived=json.dumps({
+        "block_size": 16, "kind": "band", "seq_len": 128, "layers": [
+            [{"offsets": [0, 1], "globals": [0]}, {"offsets": [0], "globals": [2]}, {"offsets": [0, 3]},
+             {"offsets": [0, 1, 2], "globals": []}],
+            [{"offsets": [0], "globals": [0, 1]}]]}))), "lm"),
 }
 
 
@@ -238,7 +244,7 @@ def test_greedy_generation_matches_token_for_token(name, exported):
     np.testing.assert_array_equal(theirs, ours)
 
 
-@pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms", "copy_window"])
+@pytest.mark.parametrize("name", ["dense", "bigbird", "rope_gqa_rms", "copy_window", "derived"])
 def test_cached_decoding_logits_match_jax(name, exported):
     """Random tokens fed one at a time through both KV caches (greedy runs of random
     models repeat themselves; this covers diverse content at every position)."""

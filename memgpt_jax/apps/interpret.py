@@ -22,7 +22,8 @@ from matplotlib import patches
 from matplotlib.figure import Figure
 
 from memgpt_jax import tasks
-from memgpt_jax.attention.layout import from_config
+from memgpt_jax.attention.layout import derived, from_config
+from memgpt_jax.config import read_layout_file
 from memgpt_jax.compress.quantize import dequantize_params
 from memgpt_jax.training.run import Run
 
@@ -54,16 +55,24 @@ def attention_maps(run: Run, ids: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(w[0]) for w in out.attentions]
 
 
-def kept_blocks(run: Run, T: int) -> tuple[np.ndarray, int] | None:
-    """``(kept [heads_or_1, nq, nk] bool, block)`` of a sparse model's layout for ``T``
-    tokens (``None`` for dense attention)."""
+def kept_blocks(run: Run, T: int) -> tuple[list[np.ndarray], int] | None:
+    """``([kept [heads_or_1, nq, nk] bool per layer], block)`` of a sparse model's layout for
+    ``T`` tokens (``None`` for dense attention)."""
     cfg = run.model_config.attention
     if cfg.is_dense:
         return None
     b = cfg.block_size
     size = max(b, math.ceil(T / b) * b)
-    lay = from_config(cfg, size, size)
-    return lay.codes != 0, b
+    return [from_config(cfg, size, size, layer).codes != 0 for layer in range(run.model_config.n_layers)], b
+
+
+def layout_file_blocks(path: str, T: int) -> tuple[list[np.ndarray], int]:
+    """:func:`kept_blocks` of a derived layout file (``memgpt-jax layout derive``), to draw it
+    over any run's maps, e.g. the teacher's it was derived from."""
+    spec = read_layout_file(path)
+    b = int(spec["block_size"])
+    size = max(b, math.ceil(T / b) * b)
+    return [derived(spec, layer, size).codes != 0 for layer in range(len(spec["layers"]))], b
 
 
 def render_attention(maps: Sequence[np.ndarray], labels: Sequence[str], out_dir: str, *,
@@ -97,7 +106,9 @@ def render_attention(maps: Sequence[np.ndarray], labels: Sequence[str], out_dir:
             ax.set_ylabel("query", fontsize=8)
             if blocks is not None:
                 kept, b = blocks
-                k = kept[h % kept.shape[0]]
+                if li >= len(kept):
+                    raise ValueError(f"the layout drawn has {len(kept)} layers; layer {li} has none")
+                k = kept[li][h % kept[li].shape[0]]
                 for qi, ki in zip(*np.nonzero(k)):
                     if qi * b >= T or ki * b >= T:
                         continue

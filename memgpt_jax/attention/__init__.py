@@ -100,9 +100,9 @@ def _auto_dense_attention(config: AttentionConfig) -> AttentionFn:
     return attention_fn
 
 
-@functools.lru_cache(maxsize=None)
-def make_attention_fn(config: AttentionConfig) -> AttentionFn:
-    """The model-facing attention function for ``config`` (one object per config).
+def make_attention_fn(config: AttentionConfig, layer: int = 0) -> AttentionFn:
+    """The model-facing attention function for ``config`` (one object per config, and per
+    layer for a derived layout, whose layers differ; ``layer`` is ignored otherwise).
 
     Dense attention (``pattern="dense"``): with ``impl="reference"`` the oracle (the whole
     score matrix); with ``"xla"`` / ``"pallas"``, the block kernels on the causal layout
@@ -113,6 +113,11 @@ def make_attention_fn(config: AttentionConfig) -> AttentionFn:
     tokens) and the oracle elsewhere; with ``"fused"``, ``jax.nn.dot_product_attention``
     (cuDNN's flash kernel on NVIDIA GPUs, the dense baseline of the GPU benchmarks).
     Sparse patterns run ``impl`` on their layout."""
+    return _attention_fn(config, layer if config.pattern == "derived" else 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _attention_fn(config: AttentionConfig, layer: int) -> AttentionFn:
     if config.is_dense:
         if config.impl == "fused":
             return fused_causal_attention
@@ -120,7 +125,7 @@ def make_attention_fn(config: AttentionConfig) -> AttentionFn:
             return causal_attention
         if config.impl == "auto":
             return _auto_dense_attention(config)
-    return make_block_attention_fn(config)
+    return make_block_attention_fn(config, layer)
 
 
 __all__ = [

@@ -39,9 +39,9 @@ Array = jax.Array
 
 
 @functools.lru_cache(maxsize=64)
-def cached_layout(config: AttentionConfig, q_len: int, kv_len: int) -> L.BlockLayout:
-    """``layout.from_config(config, q_len, kv_len)``, checked causal, built once."""
-    return L.from_config(config, q_len, kv_len).require_causal(f"pattern {config.pattern!r}")
+def cached_layout(config: AttentionConfig, q_len: int, kv_len: int, layer: int = 0) -> L.BlockLayout:
+    """``layout.from_config(config, q_len, kv_len, layer)``, checked causal, built once."""
+    return L.from_config(config, q_len, kv_len, layer).require_causal(f"pattern {config.pattern!r}")
 
 
 def decode_attention(
@@ -129,15 +129,15 @@ def _pad_len(x: Array | None, length: int, axis: int, value=0) -> Array | None:
     return jnp.pad(x, widths, constant_values=value)
 
 
-def make_block_attention_fn(config: AttentionConfig):
-    """The ``AttentionFn`` computing ``config``'s layout with the block kernels of
-    ``config.impl`` (see the module docstring)."""
+def make_block_attention_fn(config: AttentionConfig, layer: int = 0):
+    """The ``AttentionFn`` computing ``config``'s layout (of ``layer``, for a derived one)
+    with the block kernels of ``config.impl`` (see the module docstring)."""
     if config.impl == "fused":
         raise ValueError("impl 'fused' is jax.nn.dot_product_attention, not a block kernel")
     b = config.block_size
 
     def weights_mask(q_offset, T: int, S: int, size: int) -> Array:
-        lay = cached_layout(config, size, size)
+        lay = cached_layout(config, size, size, layer)
         full = jnp.asarray(lay.to_dense_mask())  # [(N,) size, size]
         rows = jax.lax.dynamic_slice_in_dim(full, jnp.asarray(q_offset, jnp.int32), T, axis=-2)
         return rows[..., :S]
@@ -159,13 +159,13 @@ def make_block_attention_fn(config: AttentionConfig):
             k, v = _pad_len(k, Sp, 1), _pad_len(v, Sp, 1)
             kv_segment_ids = _pad_len(kv_segment_ids, Sp, 1)
         if not static_zero:
-            out = decode_attention(q, k, v, cached_layout(config, Sp, Sp), q_offset=q_offset, kv_valid=kv_valid,
+            out = decode_attention(q, k, v, cached_layout(config, Sp, Sp, layer), q_offset=q_offset, kv_valid=kv_valid,
                                    q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
             return out, None
         Tp = _round_up(T, b)
         qp, q_seg = _pad_len(q, Tp, 1), _pad_len(q_segment_ids, Tp, 1)
         segments = None if q_seg is None else (q_seg, kv_segment_ids)
-        out = block_sparse_attention(qp, k, v, cached_layout(config, Tp, Sp), kv_valid=kv_valid,
+        out = block_sparse_attention(qp, k, v, cached_layout(config, Tp, Sp, layer), kv_valid=kv_valid,
                                      segment_ids=segments, impl=config.impl)
         return out[:, :T], None
 

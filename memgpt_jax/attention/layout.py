@@ -12,7 +12,7 @@ token mask); it is immutable, hashable (a static argument of ``jax.jit``), and
 composes with ``&`` and ``|``. The class and its codes are defined in
 :mod:`memgpt_jax.attention.block_layout`; the constructors (``full``, ``causal``,
 ``local``, ``global_blocks``, ``global_tokens``, ``random_blocks``, ``strided``,
-``fixed``, ``bigbird``, ``from_mask_fn``, ``from_block_map``, ``stack_heads``,
+``fixed``, ``bigbird``, ``derived``, ``from_mask_fn``, ``from_block_map``, ``stack_heads``,
 ``from_config``) in :mod:`memgpt_jax.attention.layout_patterns`. This module
 imports both, so users need only this one.
 """
@@ -23,6 +23,7 @@ from memgpt_jax.attention.block_layout import EMPTY, FULL, MASK_FULL, MASK_PAD, 
 from memgpt_jax.attention.layout_patterns import (
     bigbird,
     causal,
+    derived,
     fixed,
     from_block_map,
     from_config,
@@ -37,7 +38,7 @@ from memgpt_jax.attention.layout_patterns import (
 )
 
 __all__ = [
-    "BlockLayout", "EMPTY", "FULL", "MASK_FULL", "MASK_PAD", "PARTIAL", "bigbird", "causal",
+    "BlockLayout", "EMPTY", "FULL", "MASK_FULL", "MASK_PAD", "PARTIAL", "bigbird", "causal", "derived",
     "check_lengths", "fixed", "from_block_map", "from_config", "from_mask_fn", "full",
     "global_blocks", "global_tokens", "local", "random_blocks", "stack_heads", "strided",
 ]

@@ -12,7 +12,7 @@ row by row, with the one built for a shorter training sequence.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -210,14 +210,51 @@ def stack_heads(layouts: Sequence[BlockLayout]) -> BlockLayout:
                        q_len=first.q_len, kv_len=first.kv_len, block=first.block)
 
 
-def from_config(attn_cfg, q_len: int, kv_len: int | None = None) -> BlockLayout:
+def _head_map(head: Mapping[str, Any], kind: str, n: int) -> np.ndarray:
+    """The kept tiles ``bool [n, n]`` of one head of a spec, on an ``n``-block grid (causal)."""
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    if kind == "band":
+        keep = np.isin(i - j, head["offsets"]) | np.isin(j, head.get("globals", []))
+    else:
+        rows = head["rows"]
+        if n > len(rows):
+            raise ValueError(f"the derived map covers {len(rows)} blocks; {n} were asked for")
+        keep = np.zeros((n, n), bool)
+        for r in range(n):
+            keep[r, rows[r]] = True
+    return keep & (j <= i)
+
+
+def spec_block_maps(spec: Mapping[str, Any], layer: int, n: int) -> np.ndarray:
+    """``bool [heads, n, n]``: the kept tiles of ``layer`` of a derived spec on ``n`` blocks."""
+    return np.stack([_head_map(h, spec["kind"], n) for h in spec["layers"][layer]])
+
+
+def derived(spec: Mapping[str, Any], layer: int, q_len: int, kv_len: int | None = None) -> BlockLayout:
+    """The causal layout of ``layer`` of a derived spec (``AttentionConfig.derived_spec``,
+    fitted by :mod:`memgpt_jax.attention.derived`): per head when the layer's heads differ,
+    one map when they agree. Band specs hold at any length; map specs up to theirs."""
+    kv_len = q_len if kv_len is None else kv_len
+    b = int(spec["block_size"])
+    n = max(q_len, kv_len) // b
+    maps = spec_block_maps(spec, layer, n)[:, : q_len // b, : kv_len // b]
+    if all(np.array_equal(maps[0], m) for m in maps[1:]):
+        maps = maps[:1]
+    lay = from_block_map(maps[0], q_len, kv_len, block=b) if len(maps) == 1 else \
+        stack_heads([from_block_map(m, q_len, kv_len, block=b) for m in maps])
+    return lay & causal(q_len, kv_len, block=b)
+
+
+def from_config(attn_cfg, q_len: int, kv_len: int | None = None, layer: int = 0) -> BlockLayout:
     """The causal layout named by an ``AttentionConfig`` (``pattern``, ``block_size``, ...).
 
     ``dense``: causal (every causal pair); ``local``: causal & local(window);
     ``window_global``: causal & (local(window) | global_blocks(n_global));
     ``strided``/``fixed``: the causal Sparse Transformer patterns with ``stride``
     (``fixed`` with one summary block per chunk); ``bigbird``: causal &
-    (local(window) | global_blocks(n_global) | random_blocks(n_random, seed)).
+    (local(window) | global_blocks(n_global) | random_blocks(n_random, seed)); ``derived``:
+    layer ``layer`` of the config's derived layout (:func:`derived`; the other patterns
+    are the same in every layer).
     """
     kw = dict(block=attn_cfg.block_size)
     pattern = attn_cfg.pattern
@@ -235,6 +272,8 @@ def from_config(attn_cfg, q_len: int, kv_len: int | None = None) -> BlockLayout:
         return strided(q_len, kv_len, stride=attn_cfg.stride, causal=True, **kw)
     if pattern == "fixed":
         return fixed(q_len, kv_len, stride=attn_cfg.stride, causal=True, **kw)
+    if pattern == "derived":
+        return derived(attn_cfg.derived_spec, layer, q_len, kv_len)
     if pattern == "bigbird":
         return bigbird(q_len, kv_len, window=attn_cfg.window, n_global=attn_cfg.n_global,
                        n_random=attn_cfg.n_random, seed=attn_cfg.seed, causal=True, **kw)

@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "memgpt_jax.cli.compress",
     "memgpt_jax.cli.export",
     "memgpt_jax.cli.apps",
+    "memgpt_jax.cli.layout",
 )
 
 PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.py")

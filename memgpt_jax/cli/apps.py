@@ -379,9 +379,12 @@ def cmd_attention_map(args: argparse.Namespace) -> int:
     maps = interpret.attention_maps(run, ids)
     labels = interpret.token_labels(run.tokenizer, ids)
     try:
+        blocks = interpret.layout_file_blocks(args.layout, len(ids)) if args.layout else \
+            interpret.kept_blocks(run, len(ids))
+        drawn = f", blocks of {args.layout}" if args.layout else ""
         paths = interpret.render_attention(maps, labels, args.out, layers=args.layers, heads=args.heads,
-                                           blocks=interpret.kept_blocks(run, len(ids)),
-                                           title=f"{args.checkpoint} ({run.model_config.attention.pattern})")
+                                           blocks=blocks, title=f"{args.checkpoint} "
+                                                                f"({run.model_config.attention.pattern}{drawn})")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     for p in paths:
@@ -538,6 +541,9 @@ Sequence-level distillation (Kim & Rush, 2016):
     p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to draw (default: all)")
     p.add_argument("--heads", type=int, nargs="+", default=None, help="heads to draw (default: all)")
     p.add_argument("--max-tokens", type=int, default=64, help="truncate the input to this many tokens")
+    p.add_argument("--layout", default=None, metavar="FILE",
+                   help="outline the blocks of this derived layout file (memgpt-jax layout derive) instead of the "
+                        "run's own, e.g. over the teacher it was derived from")
     p.set_defaults(func=cmd_attention_map)
 
     p = sub.add_parser("saliency", help="gradient x input token saliency of a classification",

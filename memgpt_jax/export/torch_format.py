@@ -70,9 +70,20 @@ def check_params(params: Any, config: ModelConfig, head: str, source: str) -> No
 
 def layout_table(config: ModelConfig) -> dict[str, np.ndarray]:
     """The block table of the config's sparse layout over ``max_len`` (row-stable, so it
-    serves every shorter length): ``mask_table [P, b, b]`` and ``tile_mask_ids [h, nq, nk]``."""
-    lay = L.from_config(config.attention, config.max_len, config.max_len).require_causal("the exported model")
-    return {"mask_table": np.asarray(lay.mask_table, bool), "tile_mask_ids": np.asarray(lay.tile_mask_ids, np.int32)}
+    serves every shorter length): ``mask_table [P, b, b]`` and ``tile_mask_ids [h, nq, nk]``;
+    a derived layout, whose layers differ, gives ``tile_mask_ids [layers, heads, nq, nk]``
+    (heads broadcast to the widest layer) over one shared ``mask_table``."""
+    attn, n = config.attention, config.max_len
+    if attn.pattern != "derived":
+        lay = L.from_config(attn, n, n).require_causal("the exported model")
+        return {"mask_table": np.asarray(lay.mask_table, bool), "tile_mask_ids": np.asarray(lay.tile_mask_ids, np.int32)}
+    lays = [L.from_config(attn, n, n, i).require_causal("the exported model") for i in range(config.n_layers)]
+    heads = max(lay.heads for lay in lays)
+    table, ids = [], []
+    for lay in lays:  # each layer's mask ids, shifted past the tables of the layers before it
+        ids.append(np.broadcast_to(lay.tile_mask_ids + sum(len(t) for t in table), (heads, *lay.codes.shape[1:])))
+        table.append(np.asarray(lay.mask_table, bool))
+    return {"mask_table": np.concatenate(table), "tile_mask_ids": np.stack(ids).astype(np.int32)}
 
 
 def standalone_tokenizer(spec: Mapping[str, Any]) -> dict[str, Any]:

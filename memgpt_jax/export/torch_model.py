@@ -280,7 +280,8 @@ class TorchGPT(nn.Module):
     """The memgpt-jax model in PyTorch, for ``head`` in ``{"lm", "classification", "qa"}``.
 
     ``layout_mask``: optional ``bool [heads or 1, max_len, max_len]`` token mask of a
-    block-sparse layout (causality is always applied on top).
+    block-sparse layout, or ``[n_layers, heads or 1, max_len, max_len]`` when the layers'
+    layouts differ (a derived layout); causality is always applied on top.
     ``attention_impl``: ``"einsum"`` (default: float32 scores, the parity reference),
     ``"sdpa"`` (``F.scaled_dot_product_attention``: the fused kernel, for training speed;
     plain causal attention runs with ``is_causal=True``, anything else under the mask) or
@@ -309,7 +310,7 @@ class TorchGPT(nn.Module):
         self.layout_block = int(layout_block)
         self.config, self.head, self.attention_impl = cfg, head, attention_impl
         self.transformer = Transformer(cfg, attention_impl, flex_compiled)
-        self._block_masks: dict[int, Any] = {}  # T -> BlockMask of an unpadded, unpacked forward
+        self._block_masks: dict[tuple[int, int], Any] = {}  # (layer, T) -> BlockMask of an unpadded forward
         if head == "lm" and not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if head == "lm" and cfg.copy_dim:
@@ -320,10 +321,12 @@ class TorchGPT(nn.Module):
             self.qa_outputs = nn.Linear(cfg.d_model, 2)
         if layout_mask is not None:
             layout_mask = torch.as_tensor(layout_mask, dtype=torch.bool)
-            if layout_mask.ndim == 2:
+            while layout_mask.ndim < 4:  # -> [layers or 1, heads or 1, L, L]
                 layout_mask = layout_mask[None]
-            if layout_mask.shape[1:] != (cfg.max_len, cfg.max_len) or layout_mask.shape[0] not in (1, cfg.n_heads):
-                raise ValueError(f"layout_mask must be [1 or {cfg.n_heads}, {cfg.max_len}, {cfg.max_len}], "
+            if layout_mask.shape[2:] != (cfg.max_len, cfg.max_len) or layout_mask.shape[1] not in (1, cfg.n_heads) \
+                    or layout_mask.shape[0] not in (1, cfg.n_layers):
+                raise ValueError(f"layout_mask must be [1 or {cfg.n_heads}, {cfg.max_len}, {cfg.max_len}] or "
+                                 f"[{cfg.n_layers}, 1 or {cfg.n_heads}, {cfg.max_len}, {cfg.max_len}], "
                                  f"got {tuple(layout_mask.shape)}")
         self.register_buffer("layout_mask", layout_mask, persistent=False)
 
@@ -366,13 +369,18 @@ class TorchGPT(nn.Module):
         return model.to(dtype) if dtype is not None else model
 
     # -- forward -----------------------------------------------------------------------------
-    def _keep(self, B, T, S, offset, kv_valid, q_seg, kv_seg):
+    def _layer_layout(self, layer: int) -> torch.Tensor | None:
+        """``[heads or 1, max_len, max_len]``: the layout mask of ``layer`` (None: dense)."""
+        lm = self.layout_mask
+        return None if lm is None else lm[layer if lm.shape[0] > 1 else 0]
+
+    def _keep(self, B, T, S, offset, kv_valid, q_seg, kv_seg, layer=0):
         q_pos = torch.arange(T)[:, None] + offset
         keep = (torch.arange(S)[None, :] <= q_pos)[None, None]  # [1, 1, T, S]
         if self.layout_mask is not None:
             if offset + T > self.config.max_len:
                 raise ValueError(f"positions up to {offset + T} exceed max_len={self.config.max_len}")
-            keep = keep & self.layout_mask[None, :, offset:offset + T, :S]
+            keep = keep & self._layer_layout(layer)[None, :, offset:offset + T, :S]
         if kv_valid is not None:
             keep = keep & kv_valid[:, None, None, :]
         if q_seg is not None:
@@ -380,10 +388,10 @@ class TorchGPT(nn.Module):
         return keep
 
     def block_mask(self, T: int, kv_valid: torch.Tensor | None = None,
-                   segment_ids: torch.Tensor | None = None) -> "BlockMask":
-        """The FlexAttention ``BlockMask`` of a ``T``-token forward: causal, the layout,
-        padding (``kv_valid [B, T]``) and segments; blocks with nothing kept are skipped."""
-        layout = self.layout_mask
+                   segment_ids: torch.Tensor | None = None, layer: int = 0) -> "BlockMask":
+        """The FlexAttention ``BlockMask`` of a ``T``-token forward of ``layer``: causal, the
+        layout, padding (``kv_valid [B, T]``) and segments; blocks with nothing kept are skipped."""
+        layout = self._layer_layout(layer)
         per_head = layout is not None and layout.shape[0] > 1
 
         def mask_mod(b, h, q, kv):
@@ -397,13 +405,14 @@ class TorchGPT(nn.Module):
             return keep
 
         batched = kv_valid is not None or segment_ids is not None
-        if not batched and T in self._block_masks:
-            return self._block_masks[T]
+        key = (layer if self.layout_mask is not None and self.layout_mask.shape[0] > 1 else 0, T)
+        if not batched and key in self._block_masks:
+            return self._block_masks[key]
         B = (kv_valid if kv_valid is not None else segment_ids).shape[0] if batched else None
         mask = create_block_mask(mask_mod, B, layout.shape[0] if per_head else None, T, T, device="cpu",
                                  BLOCK_SIZE=self.layout_block)
         if not batched:
-            self._block_masks[T] = mask
+            self._block_masks[key] = mask
         return mask
 
     def forward(
@@ -436,11 +445,14 @@ class TorchGPT(nn.Module):
         plain_causal = self.layout_mask is None and kv_valid is None and segment_ids is None and offset == 0
         # FlexAttention has no CPU backward (torch 2.13): with gradients on a CPU, the token mask
         flex_ok = input_ids.device.type != "cpu" or not torch.is_grad_enabled()
-        if self.attention_impl == "flex" and cache is None and not use_cache and flex_ok:
-            keep = self.block_mask(T, kv_valid, segment_ids)
-        else:
-            keep = None if self.attention_impl == "sdpa" and plain_causal else \
-                self._keep(B, T, offset + T, offset, kv_valid, segment_ids, segment_ids)
+        per_layer = self.layout_mask is not None and self.layout_mask.shape[0] > 1
+        keeps = []  # one mask per layer when the layers' layouts differ, else one for all
+        for layer in range(cfg.n_layers if per_layer else 1):
+            if self.attention_impl == "flex" and cache is None and not use_cache and flex_ok:
+                keeps.append(self.block_mask(T, kv_valid, segment_ids, layer))
+            else:
+                keeps.append(None if self.attention_impl == "sdpa" and plain_causal else
+                             self._keep(B, T, offset + T, offset, kv_valid, segment_ids, segment_ids, layer))
 
         tr = self.transformer
         x = tr.wte(input_ids)
@@ -448,7 +460,7 @@ class TorchGPT(nn.Module):
             x = x + tr.wpe(position_ids)
         layers = []
         for i, block in enumerate(tr.h):
-            x, kv = block(x, position_ids, keep, None if cache is None else cache.layers[i])
+            x, kv = block(x, position_ids, keeps[i if per_layer else 0], None if cache is None else cache.layers[i])
             layers.append(kv)
         h = tr.ln_f(x)
         out = TorchOutput(last_hidden_state=h)
@@ -511,15 +523,16 @@ def pool(h_BTD: torch.Tensor, valid_BT: torch.Tensor | None, how: str) -> torch.
 
 def layout_mask_from_table(table: Mapping[str, torch.Tensor], max_len: int) -> torch.Tensor:
     """The token mask ``bool [heads, L, L]`` of an exported block table:
-    ``tile_mask_ids [heads, nq, nk]`` indexing ``mask_table [P, block, block]``."""
+    ``tile_mask_ids [heads, nq, nk]`` indexing ``mask_table [P, block, block]``; with one
+    table per layer (``tile_mask_ids [layers, heads, nq, nk]``), ``[layers, heads, L, L]``."""
     for name in ("mask_table", "tile_mask_ids"):
         if name not in table:
             raise ValueError(f"attention layout file lacks tensor {name!r}")
-    tiles = table["mask_table"].bool()[table["tile_mask_ids"].long()]  # [h, nq, nk, b, b]
-    h, nq, nk, b, _ = tiles.shape
+    tiles = table["mask_table"].bool()[table["tile_mask_ids"].long()]  # [(layers,) h, nq, nk, b, b]
+    *lead, nq, nk, b, _ = tiles.shape
     if (nq * b, nk * b) != (max_len, max_len):
         raise ValueError(f"attention layout covers {nq * b}x{nk * b} tokens, the config's max_len is {max_len}")
-    return tiles.permute(0, 1, 3, 2, 4).reshape(h, nq * b, nk * b)
+    return tiles.transpose(-3, -2).reshape(*lead, nq * b, nk * b)
 
 
 

@@ -1,0 +1,182 @@
+"""Block layouts chosen from a teacher's attention: fitting, building and scoring them.
+
+``memgpt-jax layout derive`` runs a dense teacher over a sample of a split and adds up,
+per layer and head, the attention probability that falls in each ``block x block`` tile
+(:func:`block_mass`, a ``[layers, heads, n, n]`` array). This module turns such a mass
+array into a layout under a budget of kept blocks, and builds the layout a model config
+names:
+
+- **band** (the default, :func:`fit_band`): per head a set of block *offsets* (query
+  block ``i`` keeps key block ``i - d`` for each offset ``d``; ``0``, the diagonal, is
+  always kept, so every query sees itself and causality stays exact) and a set of
+  absolute *global* key blocks. Both mean the same thing at any sequence length, so a
+  layout measured at 2k tokens serves a model of 8k. Chosen greedily: the candidate
+  (an offset or a global block) whose not-yet-kept tiles hold the most mass per tile
+  comes next, until the budget is spent.
+- **map** (:func:`fit_map`, ``--raw``): per head the kept tiles themselves, the
+  diagonal plus the tiles of most mass; it holds for sequences up to the measured length.
+
+The budget is a *density*: kept tiles over all ``n x n`` tiles of the square score
+matrix, per head (:meth:`BlockLayout.n_kept_blocks` / :attr:`BlockLayout.n_blocks`).
+:func:`kept_mass` scores any layout (derived or fixed) against the same mass array.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from memgpt_jax.attention.block_layout import EMPTY, BlockLayout
+from memgpt_jax.attention.layout_patterns import derived as layout_from_spec
+from memgpt_jax.config import DERIVED_FORMAT, check_derived_spec
+
+_EPS = 1e-12
+
+
+def budget_blocks(density: float, n: int) -> int:
+    """Kept tiles per head that ``density`` allows on an ``n x n`` block grid (at least the diagonal)."""
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    return max(n, int(round(density * n * n)))
+
+
+def _greedy(mass: np.ndarray, candidates: list[np.ndarray], start: np.ndarray, budget: int) -> list[int]:
+    """Indices of ``candidates`` (bool tile sets) picked greedily by mass per new tile."""
+    kept, chosen = start.copy(), []
+    while True:
+        best, best_ratio = -1, 0.0
+        room = budget - int(kept.sum())
+        for c, cells in enumerate(candidates):
+            new = cells & ~kept
+            cost = int(new.sum())
+            if c in chosen or cost == 0 or cost > room:
+                continue
+            ratio = float(mass[new].sum()) / cost
+            if ratio > best_ratio + _EPS:
+                best, best_ratio = c, ratio
+        if best < 0:
+            return chosen
+        chosen.append(best)
+        kept |= candidates[best]
+
+
+def fit_band(mass: np.ndarray, density: float) -> dict[str, list[int]]:
+    """One head's band layout from its block mass ``[n, n]`` (causal: mass above the diagonal
+    is ignored): ``{"offsets": [...], "globals": [...]}`` within the budget of ``density``."""
+    n = mass.shape[0]
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    lower = j <= i
+    mass = np.where(lower, mass, 0.0)
+    offsets = [(i - j == d) for d in range(1, n)]
+    globals_ = [(j == g) & lower for g in range(n)]
+    chosen = _greedy(mass, offsets + globals_, i == j, budget_blocks(density, n))
+    return {"offsets": [0] + sorted(c + 1 for c in chosen if c < len(offsets)),
+            "globals": sorted(c - len(offsets) for c in chosen if c >= len(offsets))}
+
+
+def fit_map(mass: np.ndarray, density: float) -> dict[str, list[list[int]]]:
+    """One head's raw map: the diagonal, then the causal tiles of most mass, within the budget."""
+    n = mass.shape[0]
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    keep = i == j
+    room = budget_blocks(density, n) - n
+    order = np.argsort(-np.where((j < i), mass, -np.inf), axis=None, kind="stable")
+    for flat in order[:max(room, 0)]:
+        r, c = divmod(int(flat), n)
+        if c < r:
+            keep[r, c] = True
+    return {"rows": [np.flatnonzero(keep[r]).tolist() for r in range(n)]}
+
+
+def kept_mass(mass_HNN: np.ndarray, layout: BlockLayout) -> np.ndarray:
+    """Share of each head's attention mass ``[heads, n, n]`` inside ``layout``'s kept tiles: ``[heads]``.
+
+    Partial tiles (the diagonal) count whole: the mass array is measured with causal
+    attention, which puts nothing above the diagonal."""
+    kept = layout.codes != EMPTY  # [1 or heads, n, n]
+    n = kept.shape[-1]
+    if mass_HNN.shape[-1] < n:
+        raise ValueError(f"the mass array covers {mass_HNN.shape[-1]} blocks, the layout {n}")
+    mass = mass_HNN[:, :n, :n]
+    kept = np.broadcast_to(kept, mass.shape)
+    return (mass * kept).sum(axis=(1, 2)) / np.maximum(mass.sum(axis=(1, 2)), _EPS)
+
+
+def group_mass(mass_LHNN: np.ndarray, layers: int, heads: int) -> np.ndarray:
+    """Mass of ``L`` teacher layers and ``H`` heads averaged into ``layers x heads`` groups of
+    consecutive layers and heads (a student of another depth or width; ``heads=1``: one layout
+    shared by a layer's heads)."""
+    L, H = mass_LHNN.shape[:2]
+    for name, want, have in (("layers", layers, L), ("heads", heads, H)):
+        if not 1 <= want <= have:
+            raise ValueError(f"--{name} {want}: must be in 1..{have} (the teacher's {name})")
+    by_layer = np.stack([g.mean(axis=0) for g in np.array_split(mass_LHNN, layers, axis=0)])
+    return np.stack([g.mean(axis=1) for g in np.array_split(by_layer, heads, axis=1)], axis=1)
+
+
+def fit(mass_LHNN: np.ndarray, density: float, *, block: int, raw: bool = False) -> dict[str, Any]:
+    """The derived spec (``block_size``, ``kind``, ``seq_len``, ``layers``) of a mass array."""
+    n = mass_LHNN.shape[-1]
+    fitter = fit_map if raw else fit_band
+    spec = {"block_size": int(block), "kind": "map" if raw else "band", "seq_len": int(n * block),
+            "layers": [[fitter(m, density) for m in layer] for layer in mass_LHNN]}
+    check_derived_spec(spec, "the fitted layout")
+    return spec
+
+
+def summarize(spec: Mapping[str, Any], mass_LHNN: np.ndarray) -> dict[str, Any]:
+    """Per head and overall: the teacher's attention mass kept and the density, at the measured length."""
+    n = mass_LHNN.shape[-1]
+    seq = n * int(spec["block_size"])
+    per_mass, per_density = [], []
+    for li in range(len(spec["layers"])):
+        lay = layout_from_spec(spec, li, seq)
+        kept = np.broadcast_to(lay.codes != EMPTY, (mass_LHNN.shape[1], n, n))
+        per_mass.append([round(float(x), 4) for x in kept_mass(mass_LHNN[li], lay)])
+        per_density.append([round(float(k.sum()) / (n * n), 4) for k in kept])
+    return {"kept_mass": {"overall": round(float(np.mean(per_mass)), 4), "per_head": per_mass},
+            "density": {"overall": round(float(np.mean(per_density)), 4), "per_head": per_density}}
+
+
+def write_file(path: str, spec: Mapping[str, Any], mass_LHNN: np.ndarray, provenance: Mapping[str, Any]) -> dict:
+    """Writes the layout file (JSON: the spec, its provenance and what it keeps) and the mass
+    array beside it (``<path>.mass.npy``, for scoring other layouts); returns the payload."""
+    payload = {"format": DERIVED_FORMAT, **spec, "provenance": dict(provenance),
+               **summarize(spec, mass_LHNN), "mass_file": _mass_name(path)}
+    np.save(_mass_path(path), mass_LHNN.astype(np.float32))
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return payload
+
+
+def read_mass(path: str) -> np.ndarray:
+    """The mass array written beside a layout file: ``float32 [layers, heads, n, n]``."""
+    return np.load(_mass_path(path))
+
+
+def _mass_name(path: str) -> str:
+    return os.path.basename(path) + ".mass.npy"
+
+
+def _mass_path(path: str) -> str:
+    return os.path.join(os.path.dirname(path), _mass_name(path))
+
+
+def describe(spec: Mapping[str, Any], heads: Sequence[int] | None = None) -> list[str]:
+    """One line per layer and head: what it keeps (for the command's report)."""
+    lines = []
+    for li, layer in enumerate(spec["layers"]):
+        for hi, head in enumerate(layer):
+            if heads is not None and hi not in heads:
+                continue
+            if spec["kind"] == "band":
+                lines.append(f"layer {li} head {hi}: offsets {head['offsets']}, globals {head.get('globals', [])}")
+            else:
+                lines.append(f"layer {li} head {hi}: {sum(len(r) for r in head['rows'])} tiles")
+    return lines

@@ -1,0 +1,125 @@
+"""``memgpt-jax layout``: block layouts derived from a teacher's attention.
+
+    memgpt-jax layout derive --teacher runs/demo/teacher --split validation --examples 128 \\
+        --density 0.5 --out runs/demo/derived.json
+    memgpt-jax layout show runs/demo/derived.json
+
+``derive`` runs the teacher over a sample of a prepared split, adds up per layer and head the
+attention mass that falls in each block, and keeps for each head the diagonal plus the block
+offsets and global blocks holding the most mass, within the density (kept blocks over all
+blocks of the square score matrix). A model uses the file with
+``--config.model.attention.pattern=derived --config.model.attention.layout_file=FILE``;
+its run then carries the layout (the file is not needed again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+_USE = "--config.model.attention.pattern=derived --config.model.attention.layout_file={}"
+
+
+def _summary_lines(payload: dict) -> list[str]:
+    prov = payload.get("provenance", {})
+    lines = [f"{payload['kind']} layout, blocks of {payload['block_size']}, measured at {payload['seq_len']} tokens "
+             f"on {prov.get('examples', '?')} examples of {prov.get('dataset', '?')}:{prov.get('split', '?')} "
+             f"(teacher {prov.get('teacher', '?')} step {prov.get('teacher_step', '?')})",
+             f"keeps {100 * payload['kept_mass']['overall']:.1f}% of the teacher's attention mass at density "
+             f"{payload['density']['overall']:.3f} (kept blocks / all blocks)"]
+    from memgpt_jax.attention.derived import describe  # lazy: keeps --help fast
+
+    masses = payload["kept_mass"]["per_head"]
+    for line, (li, hi) in zip(describe(payload), [(li, hi) for li, layer in enumerate(payload["layers"])
+                                                   for hi in range(len(layer))]):
+        lines.append(f"  {line} (mass {100 * masses[li][hi]:.1f}%)")
+    return lines
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from memgpt_jax.apps import layouts  # lazy: JAX
+    from memgpt_jax.training.run import RunError, open_run
+
+    if not 0.0 < args.density <= 1.0:
+        raise SystemExit(f"error: --density must be in (0, 1] (kept blocks / all blocks), got {args.density}")
+    if args.examples < 1:
+        raise SystemExit(f"error: --examples must be >= 1, got {args.examples}")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise SystemExit(f"error: --out {args.out}: directory {out_dir} does not exist")
+    try:
+        run = open_run(args.teacher, step=args.step)
+    except (FileNotFoundError, RunError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if run.tokenizer is None:
+        raise SystemExit(f"error: {args.teacher} carries no tokenizer and its config names none; derive reads a "
+                         "prepared split through it")
+    split = args.split or run.config.data.eval_split
+    try:
+        payload = layouts.derive(run, split, args.examples, args.density, args.out, block=args.block,
+                                 seq_len=args.seq_len, layers=args.layers, heads=args.heads, raw=args.raw,
+                                 batch_size=args.batch_size, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print("\n".join(_summary_lines(payload)))
+    print(f"wrote {args.out}; train with it: {_USE.format(args.out)}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from memgpt_jax.config import read_layout_file
+
+    try:
+        read_layout_file(args.file)  # checks the format and the layout
+        with open(args.file, encoding="utf-8") as f:
+            payload = json.load(f)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    print("\n".join(_summary_lines(payload)))
+    return 0
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``layout`` (derive / show) to ``subparsers``; return its parser."""
+    layout = subparsers.add_parser("layout", help="block layouts derived from a teacher's attention",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = layout.add_subparsers(dest="layout_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "derive", help="measure a teacher's attention mass per block and fit a layout to a density",
+        description="Runs the teacher over --examples examples of --split and writes a layout file that keeps, "
+                    "per layer and head, the diagonal and the block offsets / global blocks of most attention mass "
+                    "within --density. Example: memgpt-jax layout derive --teacher runs/demo/teacher --split "
+                    "validation --examples 128 --density 0.5 --out runs/demo/derived.json")
+    p.add_argument("--teacher", required=True, help="the teacher's run directory (normally a dense model)")
+    p.add_argument("--step", type=int, default=None, help="the teacher's checkpoint step (default: the newest)")
+    p.add_argument("--split", default=None, help="a split of the teacher's prepared dataset (default: its eval split)")
+    p.add_argument("--examples", type=int, default=256, help="examples to measure (default: %(default)s)")
+    p.add_argument("--density", type=float, required=True,
+                   help="kept blocks / all blocks of the square score matrix, per head, at the measured length "
+                        "(a causal layout keeps at most about 0.5)")
+    p.add_argument("--out", required=True, help="the layout file to write (JSON; the mass array goes beside it)")
+    p.add_argument("--block", type=int, default=None, help="block size in tokens (default: the teacher config's)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="tokens measured (default: the teacher's data.seq_len, rounded up to whole blocks)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="the student's layers, when fewer than the teacher's (consecutive layers are merged)")
+    p.add_argument("--heads", type=int, default=None,
+                   help="the student's heads per layer, when fewer (consecutive heads merged; 1: one layout per layer)")
+    p.add_argument("--raw", action="store_true",
+                   help="keep the measured block map itself rather than offsets and globals (valid only up to the "
+                        "measured length)")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per forward (default: what fits ~256 MB)")
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("show", help="what a layout file keeps, per layer and head",
+                       description="Prints a derived layout's provenance, the teacher's attention mass it keeps and "
+                                   "its blocks. Example: memgpt-jax layout show runs/demo/derived.json")
+    p.add_argument("file", help="a file written by `memgpt-jax layout derive`")
+    p.set_defaults(func=cmd_show)
+    return layout
+
+
+__all__ = ["register"]

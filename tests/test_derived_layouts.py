@@ -1,0 +1,179 @@
+"""Layouts derived from a teacher's attention (issue 43): the fit, the file, the config, and
+the recipe derive -> distil -> evaluate -> export at tiny scale."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from memgpt_jax.attention import derived as D, layout as L
+from memgpt_jax.config import AttentionConfig, ModelConfig, tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _mass(n: int, offsets: dict[int, float], globals_: dict[int, float], noise: float = 0.01, seed: int = 0):
+    """A causal block-mass map: weight on the given offsets and global columns, a little elsewhere."""
+    rng = np.random.default_rng(seed)
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    m = noise * rng.random((n, n))
+    for d, w in offsets.items():
+        m += w * (i - j == d)
+    for g, w in globals_.items():
+        m += w * (j == g)
+    return np.where(j <= i, m, 0.0)
+
+
+def test_band_fit_finds_the_offsets_and_globals_that_hold_the_mass():
+    n = 16
+    mass = _mass(n, {0: 1.0, 3: 0.8}, {0: 0.6})
+    # room for exactly the diagonal (16 tiles), offset 3 (13) and global column 0 (14 more)
+    assert D.fit_band(mass, density=43 / n**2) == {"offsets": [0, 3], "globals": [0]}
+    more = D.fit_band(mass, density=0.25)  # the rest of the budget goes to the noise, never past it
+    assert {3} <= set(more["offsets"]) and 0 in more["globals"]
+    # the budget holds: kept tiles never exceed it, and the diagonal is always there
+    for density in (0.07, 0.15, 0.3, 0.5):
+        head = D.fit_band(_mass(n, {0: 1.0, 1: 0.5, 5: 0.3}, {2: 0.4}, seed=1), density)
+        kept = L.derived({"block_size": 8, "kind": "band", "seq_len": 8 * n, "layers": [[head]]}, 0, 8 * n)
+        assert 0 in head["offsets"] and kept.n_kept_blocks <= D.budget_blocks(density, n)
+    with pytest.raises(ValueError, match="density"):
+        D.fit_band(mass, 0.0)
+
+
+def test_map_fit_keeps_the_heaviest_tiles_and_the_diagonal():
+    n = 8
+    mass = _mass(n, {0: 0.1}, {}, noise=0.0)
+    mass[5, 2] = mass[7, 0] = 1.0
+    rows = D.fit_map(mass, density=(n + 2) / n**2)["rows"]
+    assert rows[5] == [2, 5] and rows[7] == [0, 7] and all(rows[i] == [i] for i in (0, 1, 2, 3, 4, 6))
+
+
+def test_kept_mass_and_grouping():
+    n = 8
+    mass = np.stack([_mass(n, {0: 1.0, 1: 1.0}, {}, noise=0.0), _mass(n, {0: 1.0}, {0: 1.0}, noise=0.0)])
+    window = L.causal(8 * n, block=8) & L.local(8 * n, block=8, window=1)
+    kept = D.kept_mass(mass, window)
+    assert kept[0] == pytest.approx(1.0) and 0.5 < kept[1] < 1.0
+    grouped = D.group_mass(np.stack([mass, 3 * mass]), layers=1, heads=1)  # [2, 2, n, n] -> [1, 1, n, n]
+    np.testing.assert_allclose(grouped[0, 0], 2 * mass.mean(axis=0))
+    with pytest.raises(ValueError, match="--heads 3: must be in 1..2"):
+        D.group_mass(mass[None], layers=1, heads=3)
+
+
+def _write(tmp_path, spec, name="layout.json"):
+    mass = np.ones((len(spec["layers"]), len(spec["layers"][0]), spec["seq_len"] // spec["block_size"],
+                    spec["seq_len"] // spec["block_size"]))
+    path = str(tmp_path / name)
+    D.write_file(path, spec, np.tril(mass), {"teacher": "t", "split": "validation", "examples": 1})
+    return path
+
+
+BAND = {"block_size": 16, "kind": "band", "seq_len": 64,
+        "layers": [[{"offsets": [0, 1], "globals": [0]}], [{"offsets": [0], "globals": [1]}]]}
+
+
+def test_config_reads_the_file_once_and_checks_it_against_the_model(tmp_path):
+    path = _write(tmp_path, BAND)
+    attn = AttentionConfig(pattern="derived", layout_file=path, block_size=128)
+    assert attn.block_size == 16 and json.loads(attn.derived)["layers"] == BAND["layers"]
+    cfg = tiny(attention=attn)  # 2 layers, max_len 128: a band layout holds at any length
+    os.remove(path)  # the config carries the layout: the file is not read again
+    again = ModelConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg and hash(again) == hash(cfg)
+    assert L.from_config(cfg.attention, 128, 128, layer=1) != L.from_config(cfg.attention, 128, 128, layer=0)
+    with pytest.raises(ValueError, match="has 2 layers, the model 3: derive it with --layers 3"):
+        tiny(n_layers=3, attention=attn)
+    with pytest.raises(ValueError, match="does not exist"):
+        AttentionConfig(pattern="derived", layout_file=path)
+    with pytest.raises(ValueError, match="pattern=derived"):
+        AttentionConfig(pattern="bigbird", layout_file=path)
+    raw = _write(tmp_path, {**BAND, "kind": "map", "layers": [[{"rows": [[0], [0, 1], [2], [1, 3]]}]] * 2}, "raw.json")
+    with pytest.raises(ValueError, match="raw map of 64 tokens, max_len is 128"):
+        tiny(attention=dict(pattern="derived", layout_file=raw))
+    assert tiny(max_len=64, attention=dict(pattern="derived", layout_file=raw)).attention.derived_spec["kind"] == "map"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "memgpt-jax-derived-layout/1", **BAND,
+                               "layers": [[{"offsets": [1], "globals": []}]]}))
+    with pytest.raises(ValueError, match="offsets must include 0"):
+        AttentionConfig(pattern="derived", layout_file=str(bad))
+
+
+@pytest.fixture(scope="module")
+def listops_data(tmp_path_factory):
+    from memgpt_jax import data as data_lib
+
+    d = str(tmp_path_factory.mktemp("tfds"))
+    data_lib.prepare(data_lib.listops_builder("tiny", data_dir=d), echo=lambda _: None)
+    return d
+
+
+def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, monkeypatch):
+    """docs/derived_layouts.md at tiny scale: a dense teacher; `layout derive` on its validation
+    split; a student distilled on the file's layout (per layer, per head); eval; the torch export
+    gives the JAX logits; the layout drawn over the teacher's maps; `layout show`."""
+    import jax.numpy as jnp
+    import torch
+
+    from memgpt_jax.cli import main as cli_main
+    from memgpt_jax.export.torch_model import TorchGPT
+    from memgpt_jax.training.run import open_run
+
+    monkeypatch.setenv("MEMGPT_DATA_DIR", listops_data)
+    tiny_cfg = os.path.join(ROOT, "configs", "listops_tiny.py")
+    common = ["--no-progress", "--config.train.steps=4", "--config.model.n_heads=4"]
+    teacher, student, layout = str(tmp_path / "teacher"), str(tmp_path / "student"), str(tmp_path / "derived.json")
+    assert cli_main(["finetune", "--config", tiny_cfg, "--workdir", teacher, *common]) == 0
+    capsys.readouterr()
+    # wrong inputs first: each is one line, before any work
+    for argv, text in (
+            (["--density", "0"], "--density must be in"),
+            (["--density", "0.5", "--heads", "5"], "--heads 5: must be in 1..4"),
+            (["--density", "0.5", "--split", "nope"], "nope"),
+    ):
+        assert cli_main(["layout", "derive", "--teacher", teacher, "--out", layout, "--examples", "4", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and text in err[0], err
+    assert not os.path.exists(layout)
+
+    assert cli_main(["layout", "derive", "--teacher", teacher, "--split", "validation", "--examples", "12",
+                     "--density", "0.4", "--out", layout, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    payload = json.loads(open(layout).read())
+    assert payload["kind"] == "band" and len(payload["layers"]) == 2 and len(payload["layers"][0]) == 4
+    assert payload["provenance"]["examples"] == 12 and payload["provenance"]["split"] == "validation"
+    assert 0.0 < payload["kept_mass"]["overall"] <= 1.0 and payload["density"]["overall"] <= 0.4 + 1e-9
+    assert f"--config.model.attention.layout_file={layout}" in out and "of the teacher's attention mass" in out
+    mass = D.read_mass(layout)
+    assert mass.shape == (2, 4, 4, 4)
+    np.testing.assert_allclose(mass.sum(axis=(2, 3)), mass.sum(axis=(2, 3))[0, 0], rtol=1e-5)  # every head: all queries
+
+    assert cli_main(["distill", "--config", tiny_cfg, "--workdir", student, *common,
+                     f"--config.distill.teacher={teacher}", "--config.model.attention.pattern=derived",
+                     f"--config.model.attention.layout_file={layout}"]) == 0
+    os.rename(layout, layout + ".moved")  # the student's run carries its layout
+    run = open_run(student)
+    assert run.model_config.attention.pattern == "derived" and run.model_config.attention.block_size == 16
+    assert cli_main(["eval", "--checkpoint", student, "--split", "validation"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+    exported = str(tmp_path / "exported")
+    assert cli_main(["export", "--checkpoint", student, "--format", "torch", "--out", exported]) == 0
+    tm = TorchGPT.from_pretrained(exported, attention_impl="einsum")
+    assert tuple(tm.layout_mask.shape) == (2, 4, 64, 64)  # one mask per layer and head
+    ids = np.random.default_rng(0).integers(4, 20, size=(2, 64))
+    ours = run.model.apply({"params": run.params}, jnp.asarray(ids)).logits
+    with torch.no_grad():
+        theirs = tm(torch.as_tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(theirs, np.asarray(ours), atol=1e-4, rtol=0)
+
+    os.rename(layout + ".moved", layout)
+    maps = tmp_path / "maps"
+    assert cli_main(["attention-map", "--checkpoint", teacher, "--text", "[MAX 2 9 [MIN 4 7 ] 0 ]", "--out",
+                     str(maps), "--layout", layout, "--layers", "1"]) == 0
+    assert (maps / "layer_1.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert cli_main(["layout", "show", layout]) == 0
+    assert "layer 1 head 3: offsets [0" in capsys.readouterr().out
