@@ -43,6 +43,23 @@ def test_band_fit_finds_the_offsets_and_globals_that_hold_the_mass():
         D.fit_band(mass, 0.0)
 
 
+def test_band_fit_keeps_at_least_the_mass_of_any_window_and_global_layout_of_its_budget():
+    n, block = 16, 8
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        mass = np.where(j <= i, rng.random((n, n)) ** 4 + (i - j == 1) * rng.random() + (j == 0) * rng.random(), 0.0)
+        for window in (0, 1, 2):
+            for n_global in (1, 2):
+                fixed = L.causal(n * block, block=block) & (L.local(n * block, block=block, window=window, causal=False)
+                                                            | L.global_blocks(n * block, block=block, n=n_global))
+                head = D.fit_band(mass, fixed.n_kept_blocks / n**2)
+                ours = L.derived({"block_size": block, "kind": "band", "seq_len": n * block, "layers": [[head]]}, 0,
+                                 n * block)
+                assert ours.n_kept_blocks <= fixed.n_kept_blocks
+                assert D.kept_mass(mass[None], ours)[0] >= D.kept_mass(mass[None], fixed)[0] - 1e-9
+
+
 def test_map_fit_keeps_the_heaviest_tiles_and_the_diagonal():
     n = 8
     mass = _mass(n, {0: 0.1}, {}, noise=0.0)
@@ -146,6 +163,13 @@ def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, mo
     assert payload["provenance"]["examples"] == 12 and payload["provenance"]["split"] == "validation"
     assert 0.0 < payload["kept_mass"]["overall"] <= 1.0 and payload["density"]["overall"] <= 0.4 + 1e-9
     assert f"--config.model.attention.layout_file={layout}" in out and "of the teacher's attention mass" in out
+    refit = str(tmp_path / "refit.json")  # another density from the same measurement, no teacher run
+    assert cli_main(["layout", "derive", "--from", layout, "--density", "0.3", "--out", refit, "--heads", "1"]) == 0
+    again = json.loads(open(refit).read())
+    assert again["provenance"]["examples"] == 12 and again["provenance"]["density"] == 0.3
+    assert len(again["layers"][0]) == 1 and again["density"]["overall"] <= 0.3 + 1e-9
+    assert cli_main(["layout", "derive", "--density", "0.3", "--out", refit]) == 2
+    assert "give --teacher RUN" in capsys.readouterr().err
     mass = D.read_mass(layout)
     assert mass.shape == (2, 4, 4, 4)
     np.testing.assert_allclose(mass.sum(axis=(2, 3)), mass.sum(axis=(2, 3))[0, 0], rtol=1e-5)  # every head: all queries

@@ -10,9 +10,9 @@ names:
   block ``i`` keeps key block ``i - d`` for each offset ``d``; ``0``, the diagonal, is
   always kept, so every query sees itself and causality stays exact) and a set of
   absolute *global* key blocks. Both mean the same thing at any sequence length, so a
-  layout measured at 2k tokens serves a model of 8k. Chosen greedily: the candidate
-  (an offset or a global block) whose not-yet-kept tiles hold the most mass per tile
-  comes next, until the budget is spent.
+  layout measured at 2k tokens serves a model of 8k. Chosen by greedy fills (the
+  candidate whose not-yet-kept tiles hold the most mass per tile, or the most mass,
+  comes next) from several starts, then improved by swaps, within the budget.
 - **map** (:func:`fit_map`, ``--raw``): per head the kept tiles themselves, the
   diagonal plus the tiles of most mass; it holds for sequences up to the measured length.
 
@@ -43,38 +43,78 @@ def budget_blocks(density: float, n: int) -> int:
     return max(n, int(round(density * n * n)))
 
 
-def _greedy(mass: np.ndarray, candidates: list[np.ndarray], start: np.ndarray, budget: int) -> list[int]:
-    """Indices of ``candidates`` (bool tile sets) picked greedily by mass per new tile."""
-    kept, chosen = start.copy(), []
+def _cover(candidates: np.ndarray, chosen: set[int], base: np.ndarray) -> np.ndarray:
+    kept = base.copy()
+    for c in chosen:
+        kept |= candidates[c]
+    return kept
+
+
+def _fill(mass: np.ndarray, candidates: np.ndarray, chosen: set[int], base: np.ndarray, budget: int,
+          by_ratio: bool) -> set[int]:
+    """Adds candidates greedily (most new mass per new tile, or most new mass) while the budget allows."""
+    chosen = set(chosen)
+    kept = _cover(candidates, chosen, base)
     while True:
-        best, best_ratio = -1, 0.0
-        room = budget - int(kept.sum())
-        for c, cells in enumerate(candidates):
-            new = cells & ~kept
-            cost = int(new.sum())
-            if c in chosen or cost == 0 or cost > room:
-                continue
-            ratio = float(mass[new].sum()) / cost
-            if ratio > best_ratio + _EPS:
-                best, best_ratio = c, ratio
-        if best < 0:
+        new = candidates & ~kept  # [C, n, n]
+        cost = new.sum(axis=(1, 2))
+        gain = (new * mass).sum(axis=(1, 2))
+        ok = (cost > 0) & (cost <= budget - kept.sum()) & (gain > _EPS)
+        if not ok.any():
             return chosen
-        chosen.append(best)
+        score = np.where(ok, gain / np.maximum(cost, 1) if by_ratio else gain, -np.inf)
+        best = int(np.argmax(score))
+        chosen.add(best)
         kept |= candidates[best]
+
+
+def _improve(mass: np.ndarray, candidates: np.ndarray, chosen: set[int], base: np.ndarray, budget: int) -> set[int]:
+    """Swaps one chosen candidate for one or more others while that keeps more mass within the budget."""
+    best_mass = float(mass[_cover(candidates, chosen, base)].sum())
+    improved = True
+    while improved:
+        improved = False
+        for c in sorted(chosen):
+            trial = _fill(mass, candidates, chosen - {c}, base, budget, by_ratio=True)
+            value = float(mass[_cover(candidates, trial, base)].sum())
+            if value > best_mass + _EPS:
+                chosen, best_mass, improved = trial, value, True
+                break
+    return chosen
 
 
 def fit_band(mass: np.ndarray, density: float) -> dict[str, list[int]]:
     """One head's band layout from its block mass ``[n, n]`` (causal: mass above the diagonal
-    is ignored): ``{"offsets": [...], "globals": [...]}`` within the budget of ``density``."""
+    is ignored): ``{"offsets": [...], "globals": [...]}`` within the budget of ``density``.
+
+    The search: greedy fills (most mass per new tile; most mass) from nothing and from every
+    window + leading-globals start that fits (so the fixed window + global layouts are among
+    the starts: a derived layout never keeps less of the mass than the best of them at the
+    same budget), the best improved by swapping out one offset or global at a time."""
     n = mass.shape[0]
     i, j = np.arange(n)[:, None], np.arange(n)[None, :]
     lower = j <= i
     mass = np.where(lower, mass, 0.0)
     offsets = [(i - j == d) for d in range(1, n)]
     globals_ = [(j == g) & lower for g in range(n)]
-    chosen = _greedy(mass, offsets + globals_, i == j, budget_blocks(density, n))
-    return {"offsets": [0] + sorted(c + 1 for c in chosen if c < len(offsets)),
-            "globals": sorted(c - len(offsets) for c in chosen if c >= len(offsets))}
+    candidates = np.stack(offsets + globals_)
+    base, budget = i == j, budget_blocks(density, n)
+    starts = [set()]
+    for w in range(n):
+        for g in range(n + 1):
+            start = set(range(w)) | {len(offsets) + k for k in range(g)}
+            if _cover(candidates, start, base).sum() <= budget:
+                starts.append(start)
+    best, best_mass = set(), -1.0
+    for start in starts:
+        for by_ratio in (True, False):
+            chosen = _fill(mass, candidates, start, base, budget, by_ratio)
+            value = float(mass[_cover(candidates, chosen, base)].sum())
+            if value > best_mass + _EPS:
+                best, best_mass = chosen, value
+    best = _improve(mass, candidates, best, base, budget)
+    return {"offsets": [0] + sorted(c + 1 for c in best if c < len(offsets)),
+            "globals": sorted(c - len(offsets) for c in best if c >= len(offsets))}
 
 
 def fit_map(mass: np.ndarray, density: float) -> dict[str, list[list[int]]]:

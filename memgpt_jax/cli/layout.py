@@ -37,10 +37,28 @@ def _summary_lines(payload: dict) -> list[str]:
     return lines
 
 
-def cmd_derive(args: argparse.Namespace) -> int:
-    from memgpt_jax.apps import layouts  # lazy: JAX
-    from memgpt_jax.training.run import RunError, open_run
+def _refit(args: argparse.Namespace) -> dict:
+    """``--from FILE``: the mass measured for FILE, fitted again (another density, --raw, grouping)."""
+    from memgpt_jax.attention import derived as derived_lib
+    from memgpt_jax.config import read_layout_file
 
+    try:
+        read_layout_file(args.from_file)
+        with open(args.from_file, encoding="utf-8") as f:
+            old = json.load(f)
+        mass = derived_lib.read_mass(args.from_file)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: --from {args.from_file}: {err}") from None
+    try:
+        mass = derived_lib.group_mass(mass, args.layers or mass.shape[0], args.heads or mass.shape[1])
+        spec = derived_lib.fit(mass, args.density, block=old["block_size"], raw=args.raw)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    provenance = {**old.get("provenance", {}), "density": args.density, "refit_from": args.from_file}
+    return derived_lib.write_file(args.out, spec, mass, provenance)
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
     if not 0.0 < args.density <= 1.0:
         raise SystemExit(f"error: --density must be in (0, 1] (kept blocks / all blocks), got {args.density}")
     if args.examples < 1:
@@ -48,6 +66,18 @@ def cmd_derive(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise SystemExit(f"error: --out {args.out}: directory {out_dir} does not exist")
+    if (args.teacher is None) == (args.from_file is None):
+        raise SystemExit("error: give --teacher RUN (measure its attention) or --from FILE (refit a measured layout "
+                         "file), one of them")
+    if args.from_file is not None:
+        payload = _refit(args)
+        print("\n".join(_summary_lines(payload)))
+        print(f"wrote {args.out}; train with it: {_USE.format(args.out)}")
+        return 0
+
+    from memgpt_jax.apps import layouts  # lazy: JAX
+    from memgpt_jax.training.run import RunError, open_run
+
     try:
         run = open_run(args.teacher, step=args.step)
     except (FileNotFoundError, RunError, ValueError) as err:
@@ -92,7 +122,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "per layer and head, the diagonal and the block offsets / global blocks of most attention mass "
                     "within --density. Example: memgpt-jax layout derive --teacher runs/demo/teacher --split "
                     "validation --examples 128 --density 0.5 --out runs/demo/derived.json")
-    p.add_argument("--teacher", required=True, help="the teacher's run directory (normally a dense model)")
+    p.add_argument("--teacher", default=None, help="the teacher's run directory (normally a dense model)")
+    p.add_argument("--from", dest="from_file", default=None, metavar="FILE",
+                   help="instead of --teacher: fit the attention mass measured for this layout file again (another "
+                        "--density, --raw, --layers/--heads), without running the teacher")
     p.add_argument("--step", type=int, default=None, help="the teacher's checkpoint step (default: the newest)")
     p.add_argument("--split", default=None, help="a split of the teacher's prepared dataset (default: its eval split)")
     p.add_argument("--examples", type=int, default=256, help="examples to measure (default: %(default)s)")

@@ -1,0 +1,284 @@
+"""Layouts derived from a teacher's attention against fixed ones at equal density.
+
+    python -m benchmarks.derived_layouts --task listops                         # LRA ListOps, 2k tokens
+    python -m benchmarks.derived_layouts --task listops --densities 0.12 0.18 0.3   # the density sweep
+    python -m benchmarks.derived_layouts --task text --densities 0.18           # byte-level IMDb, 4k tokens
+    python -m benchmarks.derived_layouts --tiny                                 # the whole flow, seconds
+
+Per task: a dense teacher (``memgpt-jax finetune``, the config's ``dense`` variant); its
+attention mass per block on the validation split (``memgpt-jax layout derive``, measured
+once, refitted per density with ``--from``); for each density, the window + global and
+BigBird layouts whose density is closest to it, and the derived layout fitted to the lower
+of their two densities (never more blocks than either); one student per layout, the same
+model and budget, distilled from the teacher (``memgpt-jax distill``). Each row reports
+the layout's density (kept blocks / all blocks, averaged over layers and heads), the
+share of the teacher's attention mass it keeps (on the measured split), the student's
+test accuracy, and the training step time (forward + backward of the student, timed in
+this process in interleaved rounds; ``ms_per_kept_block`` normalises it by the kept
+blocks, for layouts whose block counts differ). Every command runs in its own process
+and resumes in ``--runs``; each row is written to ``benchmarks/results/derived_layouts.json``
+as its student finishes, so an interrupted sweep loses no finished row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (RESULTS_DIR, committed_rows, machine_line, markdown_table, rebuild_results_md, time_fn,
+                               write_results)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLUMNS = ["task", "layout", "target_density", "density", "kept_blocks", "teacher_mass_kept", "test_accuracy",
+           "test_macro_f1", "step_ms", "ms_per_kept_block", "steps", "train_wall_min"]
+KINDS = ("derived", "window_global", "bigbird")
+TASKS = {
+    "listops": dict(config="configs/lra_listops.py", title="LRA ListOps, 2,048 tokens"),
+    "text": dict(config="configs/lra_imdb_bytes.py", title="byte-level IMDb (LRA Text), 4,096 tokens"),
+}
+
+
+def fixed_candidates(kind: str, n: int) -> list[dict[str, Any]]:
+    """Attention settings of a fixed layout kind, small enough to matter on ``n`` blocks."""
+    if kind == "window_global":
+        return [dict(pattern=kind, window=w, n_global=g) for w in range(n) for g in (1, 2, 3) if g < n]
+    return [dict(pattern=kind, window=w, n_global=g, n_random=r, seed=0)
+            for w in range(4) for g in (1, 2) for r in (1, 2, 3, 4) if w + g + r < n]
+
+
+def density_of(attention: dict[str, Any], block: int, seq_len: int, n_layers: int = 1) -> tuple[float, float]:
+    """``(density, kept blocks per head)`` of a layout at ``seq_len``, averaged over layers and heads."""
+    from memgpt_jax.attention import layout as L
+    from memgpt_jax.config import AttentionConfig
+
+    cfg = AttentionConfig(block_size=block, **attention)
+    layers = range(n_layers) if cfg.pattern == "derived" else (0,)
+    kept = float(np.mean([L.from_config(cfg, seq_len, seq_len, i).n_kept_blocks for i in layers]))
+    return kept / (seq_len // block) ** 2, kept
+
+
+def closest(kind: str, target: float, block: int, seq_len: int) -> tuple[dict[str, Any], float]:
+    """The ``kind`` settings whose density is closest to ``target`` (ties: the sparser)."""
+    scored = [(abs(d - target), d, c) for c in fixed_candidates(kind, seq_len // block)
+              for d in [density_of(c, block, seq_len)[0]]]
+    _, d, c = min(scored, key=lambda x: (x[0], x[1]))
+    return c, d
+
+
+def _overrides(attention: dict[str, Any]) -> list[str]:
+    return [f"--config.model.attention.{k}={v}" for k, v in attention.items()]
+
+
+def _cli(*args: str) -> None:
+    cmd = [sys.executable, "-m", "memgpt_jax.cli", *args]
+    print("== memgpt-jax " + " ".join(args), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def kept_mass_of(attention: dict[str, Any], block: int, mass: np.ndarray) -> float:
+    """The teacher's attention mass (``[layers, heads, n, n]``) inside a layout, averaged over layers and heads."""
+    from memgpt_jax.attention import derived as D, layout as L
+    from memgpt_jax.config import AttentionConfig
+
+    cfg = AttentionConfig(block_size=block, **attention)
+    seq = mass.shape[-1] * block
+    return float(np.mean([D.kept_mass(mass[i], L.from_config(cfg, seq, seq, i)).mean() for i in range(len(mass))]))
+
+
+def step_times(configs: dict[str, Any], seq_len: int, batch: int, rounds: int) -> dict[str, float]:
+    """Median forward + backward time (ms) of each student model config, in interleaved rounds."""
+    import jax
+    import jax.numpy as jnp
+
+    from memgpt_jax import model as model_lib
+
+    fns = {}
+    for name, mc in configs.items():
+        model = model_lib.build(mc, "classification")
+        ids = jnp.asarray(np.random.default_rng(0).integers(3, mc.vocab_size, size=(batch, seq_len)), jnp.int32)
+        params = jax.jit(model.init)(jax.random.PRNGKey(0), ids)["params"]
+        labels = jnp.zeros((batch,), jnp.int32)
+
+        def loss(p, model=model, ids=ids, labels=labels):
+            logits = model.apply({"params": p}, ids).logits.astype(jnp.float32)
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+
+        grad = jax.jit(jax.grad(loss))
+        jax.block_until_ready(grad(params))  # compile
+        fns[name] = (grad, params)
+    samples: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, (grad, params) in fns.items():
+            samples[name].append(time_fn(lambda g=grad, p=params: jax.block_until_ready(g(p)), repeats=1,
+                                         warmup=0)["median_s"])
+    return {name: 1e3 * float(np.median(s)) for name, s in samples.items()}
+
+
+def section(payload: dict) -> str:
+    rows, meta = payload["rows"], payload.get("meta", {})
+    lines = ["## Derived layouts: sparsity chosen from the teacher's attention", "",
+             f"`{payload.get('command', 'python -m benchmarks.derived_layouts')}` — {machine_line(payload['machine'])}. "
+             "Per task one dense teacher; per density the window + global and BigBird layouts closest to it and the "
+             "derived layout within the lower of their densities; students of the same model and budget distilled "
+             "from the teacher. `teacher_mass_kept`: the share of the teacher's attention (validation split) inside "
+             "the layout; `ms_per_kept_block`: the student's forward + backward step time over its kept blocks.", "",
+             markdown_table(rows, payload.get("columns") or COLUMNS)]
+    for task in sorted({r["task"] for r in rows}):
+        for target in sorted({r["target_density"] for r in rows if r["task"] == task}):
+            by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target}
+            d = by.get("derived")
+            fixed = [by[k] for k in KINDS[1:] if k in by]
+            if not d or not fixed:
+                continue
+            best_mass = max(fixed, key=lambda r: r["teacher_mass_kept"])
+            parts = [f"- {task} at density ~{target}: the derived layout keeps "
+                     f"{d['teacher_mass_kept'] / best_mass['teacher_mass_kept']:.2f}x the teacher's attention mass of "
+                     f"the best fixed layout ({best_mass['layout']})"]
+            scored = [r for r in fixed if r.get("test_accuracy") is not None]
+            if d.get("test_accuracy") is not None and scored:
+                best = max(scored, key=lambda r: r["test_accuracy"])
+                parts.append(f"student accuracy {100 * d['test_accuracy']:.1f}% vs {100 * best['test_accuracy']:.1f}% "
+                             f"({best['layout']}, {100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points)")
+            if d.get("ms_per_kept_block") and best_mass.get("ms_per_kept_block"):
+                parts.append(f"step time per kept block {d['ms_per_kept_block'] / best_mass['ms_per_kept_block']:.2f}x")
+            lines.append("; ".join(parts) + ".")
+    if meta.get("plot"):
+        lines += ["", f"![quality against density]({meta['plot']})"]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> str | None:
+    """Test accuracy against density per layout kind, one panel per task with several densities."""
+    tasks = sorted({r["task"] for r in rows if r.get("test_accuracy") is not None})
+    tasks = [t for t in tasks if len({r["target_density"] for r in rows if r["task"] == t}) >= 2]
+    if not tasks:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5 * len(tasks), 3.6))
+    for ax, task in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks):
+        for kind, marker in zip(KINDS, "os^"):
+            pts = sorted((r["density"], r["test_accuracy"]) for r in rows
+                         if r["task"] == task and r["layout"] == kind and r.get("test_accuracy") is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker=marker, label=kind)
+        ax.set_title(task)
+        ax.set_xlabel("density (kept blocks / all blocks)")
+        ax.set_ylabel("student test accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return os.path.basename(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.derived_layouts", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=sorted(TASKS), default="listops")
+    p.add_argument("--densities", type=float, nargs="+", default=[0.18],
+                   help="target densities, kept blocks / all blocks (default: %(default)s)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="layouts to train students on")
+    p.add_argument("--steps", type=int, default=None, help="training steps of teacher and students (default: the config's)")
+    p.add_argument("--examples", type=int, default=256, help="validation examples the attention mass is measured on")
+    p.add_argument("--runs", default=None, help="run directories (default: runs/derived_layouts/TASK; a temp dir "
+                                                "with --tiny)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds of the step times")
+    p.add_argument("--tiny", action="store_true", help="tiny models, 2 steps: the flow in seconds")
+    p.add_argument("--no-results-md", action="store_true")
+    args = p.parse_args(argv)
+    if any(not 0 < d <= 1 for d in args.densities):
+        p.error("--densities must be in (0, 1]")
+
+    from memgpt_jax import run_config  # lazy (JAX via the run's modules)
+    from memgpt_jax.apps.classify import evaluate_classifier
+    from memgpt_jax.training.run import open_run
+
+    task = TASKS[args.task]
+    config = os.path.join(ROOT, task["config"])
+    runs = args.runs or (tempfile.mkdtemp(prefix="memgpt_derived_tiny_") if args.tiny
+                         else os.path.join("runs", "derived_layouts", args.task))
+    os.makedirs(runs, exist_ok=True)
+    teacher_variant, student_variant = ("tiny", "tiny") if args.tiny else ("dense", "sparse")
+    steps = ["--config.train.steps=2"] if args.tiny else ([f"--config.train.steps={args.steps}"] if args.steps else [])
+    common = ["--no-progress", *steps]
+    teacher = os.path.join(runs, "teacher")
+    if not os.path.isfile(os.path.join(teacher, "summary.json")):
+        _cli("finetune", "--config", f"{config}:{teacher_variant}", "--workdir", teacher, *common,
+             "--config.model.attention.pattern=dense")
+    student_cfg = run_config.load(f"{config}:{student_variant}", steps)
+    mc = student_cfg.model
+    block, seq = mc.attention.block_size, student_cfg.data.seq_len
+    measured = os.path.join(runs, "mass.json")
+    if not os.path.isfile(measured):
+        _cli("layout", "derive", "--teacher", teacher, "--examples", str(args.examples), "--density",
+             str(max(args.densities)), "--out", measured, "--block", str(block), "--no-progress")
+    from memgpt_jax.attention import derived as D
+
+    mass = D.read_mass(measured)
+
+    # what was measured before (same task, density, layout, steps) is kept
+    results = RESULTS_DIR if not args.tiny else Path(runs) / "results"  # a smoke run leaves the committed table
+    key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"])  # noqa: E731
+    old = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
+    rows = list(old.values())
+
+    def save() -> None:
+        rows.sort(key=lambda r: (r["task"], r["target_density"], KINDS.index(r["layout"]) if r["layout"] in KINDS else -1))
+        results.mkdir(parents=True, exist_ok=True)
+        png = plot(rows, str(results / "derived_layouts.png"))
+        write_results("derived_layouts", rows, COLUMNS, {"plot": png, "examples": args.examples}, directory=results)
+        if not args.no_results_md and not args.tiny:
+            rebuild_results_md()
+
+    students, attentions = {}, {}
+    for target in args.densities:
+        fixed = {k: closest(k, target, block, seq) for k in KINDS[1:]}
+        budget = min(d for _, d in fixed.values())
+        layout_file = os.path.join(runs, f"derived_{target:g}.json")
+        if not os.path.isfile(layout_file):
+            _cli("layout", "derive", "--from", measured, "--density", f"{budget:.6f}", "--out", layout_file)
+        layouts = {"derived": dict(pattern="derived", layout_file=layout_file), **{k: c for k, (c, _) in fixed.items()}}
+        for kind in args.kinds:
+            attention = layouts[kind]
+            workdir = os.path.join(runs, f"{kind}_{target:g}")
+            density, kept = density_of(attention, block, seq, mc.n_layers)
+            row = {"task": args.task, "layout": kind, "target_density": target, "density": round(density, 4),
+                   "kept_blocks": round(kept, 1), "teacher_mass_kept": round(kept_mass_of(attention, block, mass), 4),
+                   "steps": student_cfg.train.steps,
+                   "attention": {k: v for k, v in attention.items() if k != "layout_file"}}
+            attentions[f"{kind}_{target:g}"] = attention
+            if not os.path.isfile(os.path.join(workdir, "summary.json")):
+                _cli("distill", "--config", f"{config}:{student_variant}", "--workdir", workdir, *common,
+                     f"--config.distill.teacher={teacher}", *_overrides(attention))
+            run = open_run(workdir, task="classification")
+            students[f"{kind}_{target:g}"] = run.model_config
+            if key(row) not in old or old[key(row)].get("test_accuracy") is None:
+                rep = evaluate_classifier(run, "test", batch_size=16, progress=False)
+                with open(os.path.join(workdir, "summary.json")) as f:
+                    summary = json.load(f)
+                row.update(test_accuracy=round(rep["accuracy"], 4), test_macro_f1=round(rep["macro_f1"], 4),
+                           train_wall_min=round(summary["wall_s"] / 60, 2))
+                rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+                print(row, file=sys.stderr, flush=True)
+                save()
+    times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
+    for r in rows:
+        name = f"{r['layout']}_{r['target_density']:g}"
+        if r["task"] == args.task and name in times:
+            r["step_ms"] = round(times[name], 1)
+            r["ms_per_kept_block"] = round(times[name] / r["kept_blocks"], 3)
+    save()
+    print(markdown_table(rows, COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
