@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "attention": (["--dtype", "bfloat16"], ["--quick", "--no-torch", "--lengths", "256", "--layouts", "window_global"]),
     "interop": ([], ["--preset", "tiny", "--seq-len", "64", "--new-tokens", "8", "--repeats", "1"]),
     "lra": ([], ["--tasks", "listops", "--tiny"]),
+    "derived_layouts": (["--densities", "0.12", "0.18", "0.3"], ["--tiny", "--examples", "8", "--rounds", "1"]),
     "data": ([], None),
     "demo": ([], ["--teacher-steps", "2", "--student-steps", "2"]),
     "compression": (["--checkpoint", "runs/shakespeare_small"], None),

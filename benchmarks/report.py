@@ -27,8 +27,9 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import (aeslc_recipe, attention_report, data, demo, device_check, generate, imdb_baselines,
-                        imdb_hybrid, imdb_recipe, kvret_recipe, lra, multi30k_recipe, squad_recipe, task_recipes)
+from benchmarks import (aeslc_recipe, attention_report, data, demo, derived_layouts, device_check, generate,
+                        imdb_baselines, imdb_hybrid, imdb_recipe, kvret_recipe, lra, multi30k_recipe, squad_recipe,
+                        task_recipes)
 from benchmarks.common import RESULTS_DIR, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -195,6 +196,8 @@ BENCHMARKS: list[Benchmark] = [
             _attention("attention_bfloat16_wg_qt_rerun", WG_TITLE)))),
     Benchmark("lra", "Long-range accuracy (LRA-style): dense vs block-sparse", (
         Run("lra", "LRA", "python -m benchmarks.lra", lra.section),)),
+    Benchmark("derived_layouts", "Derived layouts: sparsity chosen from the teacher's attention", (
+        Run("derived_layouts", "Derived layouts", "python -m benchmarks.derived_layouts", derived_layouts.section),)),
     Benchmark("demo", "The demo", (Run("demo", "The demo", "python -m benchmarks.demo", demo.section),)),
     Benchmark("imdb_recipe", "The IMDb recipe", (
         Run("imdb_recipe", "The IMDb recipe", "python -m benchmarks.imdb_recipe", imdb_recipe.section),)),
@@ -333,6 +336,22 @@ def _lra_figure(task: str):
     return figure
 
 
+def _derived_figure(payload: dict[str, Any]):
+    """The derived layout's kept teacher mass against the best fixed layout's, at the first density."""
+    rows = payload.get("rows", [])
+    if not rows:
+        return None
+    task, target = rows[0]["task"], rows[0]["target_density"]
+    by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target}
+    fixed = [by[k] for k in ("window_global", "bigbird") if k in by]
+    if "derived" not in by or not fixed:
+        return None
+    d, best = by["derived"], max(fixed, key=lambda r: r["teacher_mass_kept"])
+    return (f"Derived layout, {task}, density {d['density']:.3f}: teacher attention mass kept",
+            _pct(d["teacher_mass_kept"]), f"best fixed layout ({best['layout']}, density {best['density']:.3f}): "
+            f"{_pct(best['teacher_mass_kept'])}", _x(d["teacher_mass_kept"], best["teacher_mass_kept"]))
+
+
 def _demo_figure(payload: dict[str, Any]):
     rows = {r["model"]: r for r in payload["rows"]}
     t, s = rows.get("teacher"), rows.get("student")
@@ -430,6 +449,7 @@ HEADLINES: list[tuple[str, Callable[[dict[str, Any]], tuple[str, str, str, str] 
     ("generate", _generate_figure("hf")),
     ("lra", _lra_figure("listops")),
     ("lra", _lra_figure("text")),
+    ("derived_layouts", _derived_figure),
     ("demo", _demo_figure),
     ("imdb_recipe", _imdb_figure("teacher")),
     ("imdb_recipe", _imdb_figure("nbsvm")),

@@ -19,6 +19,7 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,8 +140,26 @@ def _substitute(word: str) -> str:
     return re.sub(r"\$\{?([A-Z_]+)\}?", "/data", word)
 
 
+def _stand_in_layout(spec: str, override: str, tmp_path) -> str:
+    """A layout file that an earlier command of the document writes (`layout derive --out`) and
+    that does not exist here: a derived layout of the config's shape stands in for it."""
+    name, _, path = override.partition("=")
+    if name != "--config.model.attention.layout_file" or os.path.exists(path):
+        return override
+    from memgpt_jax import run_config
+    from memgpt_jax.attention import derived
+
+    mc = run_config.load(spec).model
+    b = mc.attention.block_size
+    n = mc.max_len // b
+    spec_ = {"block_size": b, "kind": "band", "seq_len": n * b, "layers": [[{"offsets": [0]}]] * mc.n_layers}
+    stand_in = str(tmp_path / os.path.basename(path))
+    derived.write_file(stand_in, spec_, np.ones((mc.n_layers, 1, n, n)), {})
+    return f"{name}={stand_in}"
+
+
 @pytest.mark.parametrize("where, command", CLI, ids=[f"{w}:{' '.join(c[1:3])}" for w, c in CLI])
-def test_cli_command_parses(where, command, monkeypatch):
+def test_cli_command_parses(where, command, monkeypatch, tmp_path):
     from memgpt_jax import run_config
     from memgpt_jax.cli import build_parser
 
@@ -154,6 +173,7 @@ def test_cli_command_parses(where, command, monkeypatch):
     assert not [u for u in unknown if u not in overrides], f"{where}: unknown arguments {unknown}"
     spec = getattr(args, "config", None)
     if isinstance(spec, str) and spec.startswith("configs/"):
+        overrides = [_stand_in_layout(spec, o, tmp_path) for o in overrides]
         try:
             run_config.load(spec, overrides)
         except run_config.ConfigError as e:
