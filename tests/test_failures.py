@@ -76,6 +76,11 @@ CASES = [
     ("closed_stdout", "`classify ... | head -c 1` (the reader closes the pipe)", "exit 141, no error line"),
     ("progress_in_a_log", "a command with progress whose stderr is a file, not a terminal",
      "plain lines, no carriage-return redraws"),
+    ("derived_layout_missing", "`--config.model.attention.pattern=derived` with no layout file, or one that does "
+     "not exist", "exit 2: `error: model.attention.layout_file: ... does not exist (write one with `memgpt-jax layout "
+     "derive --teacher RUN --out FILE`)`"),
+    ("derived_layout_shape", "a derived layout of another depth or width than the model",
+     "exit 2: `error: ... the derived layout has 2 layers, the model 3: derive it with --layers 3`"),
 ]
 
 
@@ -145,6 +150,25 @@ def _one_error_line(err):
 def test_bad_config_values(tmp_path, capsys, override, message):
     code, err = _cli(capsys, "finetune", "--config", TINY, "--workdir", str(tmp_path / "w"), override)
     assert code == 2 and _one_error_line(err) == message
+
+
+def test_derived_layout_files(tmp_path, capsys):
+    """derived_layout_missing, derived_layout_shape: refused at the config, before any work."""
+    import numpy as np
+
+    from memgpt_jax.attention import derived
+
+    base = ["finetune", "--config", TINY, "--workdir", str(tmp_path / "w"), "--config.model.attention.pattern=derived"]
+    code, err = _cli(capsys, *base)
+    assert code == 2 and "pattern 'derived' needs the file `memgpt-jax layout derive` wrote" in _one_error_line(err)
+    code, err = _cli(capsys, *base, f"--config.model.attention.layout_file={tmp_path / 'nope.json'}")
+    assert code == 2 and "nope.json does not exist (write one with `memgpt-jax layout derive" in _one_error_line(err)
+    layout = str(tmp_path / "two_layers.json")
+    spec = {"block_size": 16, "kind": "band", "seq_len": 64, "layers": [[{"offsets": [0, 1]}]] * 2}
+    derived.write_file(layout, spec, np.ones((2, 1, 4, 4)), {})
+    code, err = _cli(capsys, *base, f"--config.model.attention.layout_file={layout}", "--config.model.n_layers=3")
+    assert code == 2 and "the derived layout has 2 layers, the model 3: derive it with --layers 3" in _one_error_line(err)
+    assert not os.path.exists(tmp_path / "w")
 
 
 def test_missing_config_and_bad_variant(tmp_path, capsys):
