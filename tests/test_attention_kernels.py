@@ -169,7 +169,7 @@ PALLAS_CASES = [
     pytest.param("gpu", "bigbird_causal", marks=pytest.mark.slow),
     ("gpu", "random0"),
     pytest.param("tpu", "derived_per_head", marks=pytest.mark.slow),
-    ("gpu", "derived_per_head"),
+    pytest.param("gpu", "derived_per_head", marks=pytest.mark.slow),
 ]
 
 

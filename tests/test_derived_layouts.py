@@ -127,6 +127,7 @@ def listops_data(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, monkeypatch):
     """docs/derived_layouts.md at tiny scale: a dense teacher; `layout derive` on its validation
     split; a student distilled on the file's layout (per layer, per head); eval; the torch export

@@ -195,12 +195,13 @@ def test_tiny_model_learns_to_reverse_and_eval_reports_metrics(reverser, capsys,
     assert report["mbr"] == 3 and report["exact_match"] >= 75.0, report
     assert cli_main(["decode", "--checkpoint", run, "--prompt", "123", "--mbr", "2", "--beam", "2"]) != 0
     assert "beam 1" in capsys.readouterr().err
-    # one test, one worker: the trained reverser is built once per worker (module fixture)
+    # one test, one worker: the trained reverser (a minute of training) is built once, not once per
+    # worker that happens to draw a test using it
     _decode_files_chat_with_a_kb_and_reference_metrics(reverser, tmp_path, capsys, monkeypatch)
+    _beam_search_properties(reverser)
 
 
-@pytest.mark.slow
-def test_beam_search_properties(reverser):
+def _beam_search_properties(reverser):
     run, _, _ = reverser
     loaded = open_run(run)
     tok = loaded.tokenizer
