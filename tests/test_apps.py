@@ -58,6 +58,7 @@ def _recompute_greedy(model, params, prompt, n, width=32):
     return seq[len(prompt):]
 
 
+@pytest.mark.slow  # the fast loop keeps the CLI paths (generate, classify) and export's decoding
 def test_kv_cache_greedy_equals_recomputing_the_full_forward(lm):
     kind, model, params, gen = lm
     prompts = [[1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49], [1, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69]]
@@ -98,6 +99,7 @@ def _recompute_constrained(model, params, prompt, n, eos, no_repeat, min_new, wi
     return out
 
 
+@pytest.mark.slow  # the fast loop keeps the CLI paths (generate, classify) and export's decoding
 def test_no_repeat_ngram_and_min_new_tokens_equal_the_host_rule(lm):
     """The on-device constraints (carried across chunks of 8) pick what the host rule picks."""
     kind, model, params, gen = lm
@@ -123,6 +125,7 @@ def test_no_repeat_ngram_and_min_new_tokens_equal_the_host_rule(lm):
         gen.beam_search(prompts, beam=2, max_new_tokens=4, min_new_tokens=-2)
 
 
+@pytest.mark.slow  # the fast loop keeps the CLI paths (generate, classify) and export's decoding
 def test_sampling_filters_and_seeds(lm):
     _, _, _, gen = lm
     logits = jnp.asarray([[0.0, 3.0, 1.0, 2.0, -1.0]])
@@ -331,6 +334,7 @@ def test_qa_finetune_and_eval(tmp_path, capsys):
     assert answer in "bob lives in rome. carol lives in oslo."
 
 
+@pytest.mark.slow  # compiles the weights and gradient programs of a sparse classifier
 def test_attention_maps_and_saliency(tmp_path, capsys):
     from memgpt_jax.apps import interpret
 

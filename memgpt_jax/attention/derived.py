@@ -24,6 +24,7 @@ matrix, per head (:meth:`BlockLayout.n_kept_blocks` / :attr:`BlockLayout.n_block
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Mapping, Sequence
 
@@ -37,10 +38,11 @@ _EPS = 1e-12
 
 
 def budget_blocks(density: float, n: int) -> int:
-    """Kept tiles per head that ``density`` allows on an ``n x n`` block grid (at least the diagonal)."""
+    """Kept tiles per head that ``density`` allows on an ``n x n`` block grid, rounded down (at
+    least the diagonal, which every causal layout keeps)."""
     if not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
-    return max(n, int(round(density * n * n)))
+    return max(n, math.floor(density * n * n + 1e-6))  # never above the density (float noise aside)
 
 
 def _cover(candidates: np.ndarray, chosen: set[int], base: np.ndarray) -> np.ndarray:

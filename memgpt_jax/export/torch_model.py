@@ -321,10 +321,11 @@ class TorchGPT(nn.Module):
             self.qa_outputs = nn.Linear(cfg.d_model, 2)
         if layout_mask is not None:
             layout_mask = torch.as_tensor(layout_mask, dtype=torch.bool)
-            while layout_mask.ndim < 4:  # -> [layers or 1, heads or 1, L, L]
+            if layout_mask.ndim == 2:
                 layout_mask = layout_mask[None]
-            if layout_mask.shape[2:] != (cfg.max_len, cfg.max_len) or layout_mask.shape[1] not in (1, cfg.n_heads) \
-                    or layout_mask.shape[0] not in (1, cfg.n_layers):
+            per_layer = layout_mask.ndim == 4  # [n_layers, heads or 1, L, L]: the layers' layouts differ
+            if layout_mask.ndim not in (3, 4) or layout_mask.shape[-2:] != (cfg.max_len, cfg.max_len) \
+                    or layout_mask.shape[-3] not in (1, cfg.n_heads) or (per_layer and len(layout_mask) != cfg.n_layers):
                 raise ValueError(f"layout_mask must be [1 or {cfg.n_heads}, {cfg.max_len}, {cfg.max_len}] or "
                                  f"[{cfg.n_layers}, 1 or {cfg.n_heads}, {cfg.max_len}, {cfg.max_len}], "
                                  f"got {tuple(layout_mask.shape)}")
@@ -372,7 +373,7 @@ class TorchGPT(nn.Module):
     def _layer_layout(self, layer: int) -> torch.Tensor | None:
         """``[heads or 1, max_len, max_len]``: the layout mask of ``layer`` (None: dense)."""
         lm = self.layout_mask
-        return None if lm is None else lm[layer if lm.shape[0] > 1 else 0]
+        return lm[layer] if lm is not None and lm.ndim == 4 else lm
 
     def _keep(self, B, T, S, offset, kv_valid, q_seg, kv_seg, layer=0):
         q_pos = torch.arange(T)[:, None] + offset
@@ -405,7 +406,7 @@ class TorchGPT(nn.Module):
             return keep
 
         batched = kv_valid is not None or segment_ids is not None
-        key = (layer if self.layout_mask is not None and self.layout_mask.shape[0] > 1 else 0, T)
+        key = (layer if self.layout_mask is not None and self.layout_mask.ndim == 4 else 0, T)
         if not batched and key in self._block_masks:
             return self._block_masks[key]
         B = (kv_valid if kv_valid is not None else segment_ids).shape[0] if batched else None
@@ -445,7 +446,7 @@ class TorchGPT(nn.Module):
         plain_causal = self.layout_mask is None and kv_valid is None and segment_ids is None and offset == 0
         # FlexAttention has no CPU backward (torch 2.13): with gradients on a CPU, the token mask
         flex_ok = input_ids.device.type != "cpu" or not torch.is_grad_enabled()
-        per_layer = self.layout_mask is not None and self.layout_mask.shape[0] > 1
+        per_layer = self.layout_mask is not None and self.layout_mask.ndim == 4
         keeps = []  # one mask per layer when the layers' layouts differ, else one for all
         for layer in range(cfg.n_layers if per_layer else 1):
             if self.attention_impl == "flex" and cache is None and not use_cache and flex_ok:
