@@ -101,6 +101,9 @@ def test_config_reads_the_file_once_and_checks_it_against_the_model(tmp_path):
     again = ModelConfig.from_dict(json.loads(cfg.to_json()))
     assert again == cfg and hash(again) == hash(cfg)
     assert L.from_config(cfg.attention, 128, 128, layer=1) != L.from_config(cfg.attention, 128, 128, layer=0)
+    from memgpt_jax import flops  # a derived layout's FLOPs count each layer's kept blocks
+    kept = [L.from_config(cfg.attention, 128, 128, layer=i).n_kept_blocks for i in (0, 1)]
+    assert flops.keys_per_query(cfg, 128) == pytest.approx(np.mean(kept) * 16**2 / 128)
     with pytest.raises(ValueError, match="has 2 layers, the model 3: derive it with --layers 3"):
         tiny(n_layers=3, attention=attn)
     with pytest.raises(ValueError, match="does not exist"):
