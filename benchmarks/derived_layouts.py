@@ -8,8 +8,9 @@
 Per task: a dense teacher (``memgpt-jax finetune``, the config's ``dense`` variant); its
 attention mass per block on the validation split (``memgpt-jax layout derive``, measured
 once, refitted per density with ``--from``); for each density, the window + global and
-BigBird layouts whose density is closest to it, and the derived layout fitted to the lower
-of their two densities (never more blocks than either); one student per layout, the same
+BigBird layouts whose density is closest to it, and the derived layout fitted to the density
+of whichever of them keeps more of the teacher's attention mass (the layout it is measured
+against; never more blocks than that one); one student per layout, the same
 model and budget, distilled from the teacher (``memgpt-jax distill``). Each row reports
 the layout's density (kept blocks / all blocks, averaged over layers and heads), the
 share of the teacher's attention mass it keeps (on the measured split), the student's
@@ -38,7 +39,7 @@ from benchmarks.common import (RESULTS_DIR, committed_rows, machine_line, markdo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ["task", "layout", "target_density", "density", "kept_blocks", "teacher_mass_kept", "test_accuracy",
-           "test_macro_f1", "step_ms", "ms_per_kept_block", "steps", "train_wall_min"]
+           "test_macro_f1", "step_ms", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
 TASKS = {
     "listops": dict(config="configs/lra_listops.py", title="LRA ListOps, 2,048 tokens"),
@@ -81,6 +82,20 @@ def _cli(*args: str) -> None:
     cmd = [sys.executable, "-m", "memgpt_jax.cli", *args]
     print("== memgpt-jax " + " ".join(args), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
+
+
+def same_blocks(a: dict[str, Any], b: dict[str, Any], block: int, seq_len: int, n_layers: int) -> bool:
+    """Whether two attention settings keep the same tiles in every layer and head at ``seq_len``."""
+    from memgpt_jax.attention import layout as L
+    from memgpt_jax.config import AttentionConfig
+
+    ca, cb = AttentionConfig(block_size=block, **a), AttentionConfig(block_size=block, **b)
+    for i in range(n_layers):
+        ka = L.from_config(ca, seq_len, seq_len, i).codes != L.EMPTY
+        kb = L.from_config(cb, seq_len, seq_len, i).codes != L.EMPTY
+        if not np.array_equal(*np.broadcast_arrays(ka, kb)):
+            return False
+    return True
 
 
 def kept_mass_of(attention: dict[str, Any], block: int, mass: np.ndarray) -> float:
@@ -127,7 +142,7 @@ def section(payload: dict) -> str:
     lines = ["## Derived layouts: sparsity chosen from the teacher's attention", "",
              f"`{payload.get('command', 'python -m benchmarks.derived_layouts')}` — {machine_line(payload['machine'])}. "
              "Per task one dense teacher; per density the window + global and BigBird layouts closest to it and the "
-             "derived layout within the lower of their densities; students of the same model and budget distilled "
+             "derived layout within the density of the one that keeps more teacher mass; students of the same model and budget distilled "
              "from the teacher. `teacher_mass_kept`: the share of the teacher's attention (validation split) inside "
              "the layout; `ms_per_kept_block`: the student's forward + backward step time over its kept blocks.", "",
              markdown_table(rows, payload.get("columns") or COLUMNS)]
@@ -241,12 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     students, attentions = {}, {}
     for target in args.densities:
         fixed = {k: closest(k, target, block, seq) for k in KINDS[1:]}
-        budget = min(d for _, d in fixed.values())
+        # the derived layout gets the density of the fixed layout that keeps the most teacher mass (the
+        # one it is measured against), never more
+        best = max(fixed.values(), key=lambda cd: kept_mass_of(cd[0], block, mass))
+        budget = best[1]
         layout_file = os.path.join(runs, f"derived_{target:g}.json")
         if not os.path.isfile(layout_file):
-            _cli("layout", "derive", "--from", measured, "--density", f"{budget:.6f}", "--out", layout_file)
+            _cli("layout", "derive", "--from", measured, "--density", repr(budget), "--out", layout_file)
         layouts = {"derived": dict(pattern="derived", layout_file=layout_file), **{k: c for k, (c, _) in fixed.items()}}
-        for kind in args.kinds:
+        # a derived layout that keeps exactly a fixed layout's blocks is that layout: its student is not
+        # trained twice (the row says so, and carries the fixed student's figures)
+        same = next((k for k in KINDS[1:] if same_blocks(layouts["derived"], layouts[k], block, seq, mc.n_layers)),
+                    None)
+        order = sorted(args.kinds, key=lambda k: k == "derived")  # the fixed ones first
+        for kind in order:
             attention = layouts[kind]
             workdir = os.path.join(runs, f"{kind}_{target:g}")
             density, kept = density_of(attention, block, seq, mc.n_layers)
@@ -255,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
                    "steps": student_cfg.train.steps,
                    "attention": {k: v for k, v in attention.items() if k != "layout_file"}}
             attentions[f"{kind}_{target:g}"] = attention
+            if kind == "derived" and same is not None and same in args.kinds:
+                twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"]))
+                row.update({k: twin.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")},
+                           same_as=same)
+                rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+                save()
+                continue
             if not os.path.isfile(os.path.join(workdir, "summary.json")):
                 _cli("distill", "--config", f"{config}:{student_variant}", "--workdir", workdir, *common,
                      f"--config.distill.teacher={teacher}", *_overrides(attention))

@@ -205,3 +205,30 @@ def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, mo
     capsys.readouterr()
     assert cli_main(["layout", "show", layout]) == 0
     assert "layer 1 head 3: offsets [0" in capsys.readouterr().out
+
+
+def test_benchmark_matches_densities_and_reports(tmp_path):
+    """benchmarks/derived_layouts.py: fixed layouts matched to a density, a derived layout equal to a
+    fixed one recognised as such, and the section's ratios (its runs are hours: RESULTS.md)."""
+    from benchmarks import derived_layouts as bench
+
+    config, d = bench.closest("window_global", 0.18, 128, 2048)
+    assert config == {"pattern": "window_global", "window": 0, "n_global": 2} and d == pytest.approx(45 / 256)
+    assert bench.density_of(config, 128, 2048) == (pytest.approx(45 / 256), 45.0)
+    path = _write(tmp_path, {"block_size": 128, "kind": "band", "seq_len": 2048,
+                             "layers": [[{"offsets": [0], "globals": [0, 1]}]] * 2})
+    derived = {"pattern": "derived", "layout_file": path}
+    assert bench.same_blocks(derived, config, 128, 2048, 2)
+    assert not bench.same_blocks(derived, {"pattern": "window_global", "window": 1, "n_global": 1}, 128, 2048, 2)
+    mass = np.zeros((2, 1, 16, 16))
+    mass[:, :, :, 0] = 1.0  # every query on the first block
+    assert bench.kept_mass_of(config, 128, np.tril(mass)) == pytest.approx(1.0)
+    rows = [dict(task="listops", layout=k, target_density=0.18, density=0.17, kept_blocks=45.0, teacher_mass_kept=m,
+                 test_accuracy=a, ms_per_kept_block=t)
+            for k, m, a, t in (("derived", 0.9, 0.40, 0.011), ("window_global", 0.6, 0.37, 0.010),
+                               ("bigbird", 0.5, 0.36, 0.010))]
+    text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
+    assert "keeps 1.50x the teacher's attention mass of the best fixed layout (window_global)" in text
+    assert "+3.0 points" in text and "per kept block 1.10x" in text
+    rows += [dict(r, target_density=0.3, density=0.3) for r in rows]
+    assert bench.plot(rows, str(tmp_path / "plot.png")) == "plot.png" and (tmp_path / "plot.png").stat().st_size
