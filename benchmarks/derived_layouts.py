@@ -39,7 +39,7 @@ from benchmarks.common import (RESULTS_DIR, committed_rows, machine_line, markdo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ["task", "layout", "target_density", "density", "kept_blocks", "teacher_mass_kept", "test_accuracy",
-           "test_macro_f1", "step_ms", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
+           "test_macro_f1", "step_ms", "step_ms_iqr", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
 TASKS = {
     "listops": dict(config="configs/lra_listops.py", title="LRA ListOps, 2,048 tokens"),
@@ -108,8 +108,9 @@ def kept_mass_of(attention: dict[str, Any], block: int, mass: np.ndarray) -> flo
     return float(np.mean([D.kept_mass(mass[i], L.from_config(cfg, seq, seq, i)).mean() for i in range(len(mass))]))
 
 
-def step_times(configs: dict[str, Any], seq_len: int, batch: int, rounds: int) -> dict[str, float]:
-    """Median forward + backward time (ms) of each student model config, in interleaved rounds."""
+def step_times(configs: dict[str, Any], seq_len: int, batch: int, rounds: int) -> dict[str, tuple[float, ...]]:
+    """``(median, 25th, 75th percentile)`` forward + backward time (ms) of each student model
+    config, one call per config per round, the rounds interleaved."""
     import jax
     import jax.numpy as jnp
 
@@ -134,7 +135,7 @@ def step_times(configs: dict[str, Any], seq_len: int, batch: int, rounds: int) -
         for name, (grad, params) in fns.items():
             samples[name].append(time_fn(lambda g=grad, p=params: jax.block_until_ready(g(p)), repeats=1,
                                          warmup=0)["median_s"])
-    return {name: 1e3 * float(np.median(s)) for name, s in samples.items()}
+    return {name: tuple(1e3 * float(np.percentile(s, q)) for q in (50, 25, 75)) for name, s in samples.items()}
 
 
 def section(payload: dict) -> str:
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=256, help="validation examples the attention mass is measured on")
     p.add_argument("--runs", default=None, help="run directories (default: runs/derived_layouts/TASK; a temp dir "
                                                 "with --tiny)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds of the step times")
+    p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds of the step times")
     p.add_argument("--tiny", action="store_true", help="tiny models, 2 steps: the flow in seconds")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
@@ -282,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                 twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"]))
                 row.update({k: twin.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")},
                            same_as=same)
+                # its step is still timed: the same blocks through the derived pattern's own path
+                students[f"{kind}_{target:g}"] = run_config.load(f"{config}:{student_variant}",
+                                                                 [*steps, *_overrides(attention)]).model
                 rows[:] = [r for r in rows if key(r) != key(row)] + [row]
                 save()
                 continue
@@ -303,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         name = f"{r['layout']}_{r['target_density']:g}"
         if r["task"] == args.task and name in times:
-            r["step_ms"] = round(times[name], 1)
-            r["ms_per_kept_block"] = round(times[name] / r["kept_blocks"], 3)
+            median, p25, p75 = times[name]
+            r["step_ms"] = round(median, 1)
+            r["step_ms_iqr"] = f"{p25:.0f}-{p75:.0f}"
+            r["ms_per_kept_block"] = round(median / r["kept_blocks"], 3)
     save()
     print(markdown_table(rows, COLUMNS))
     return 0
