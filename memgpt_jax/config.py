@@ -132,7 +132,8 @@ def check_derived_spec(spec: Mapping[str, Any], where: str) -> None:
     """Raises ``ValueError`` unless ``spec`` is a well-formed derived layout.
 
     ``kind="band"``: per head ``offsets`` (block distances back, ``0`` included: the
-    diagonal) and ``globals`` (absolute key blocks), meaningful at any length;
+    diagonal), ``globals`` (absolute key blocks) and ``dense_rows`` (the first query blocks,
+    which keep every earlier block), meaningful at any length;
     ``kind="map"``: per head ``rows`` (row ``i``: the key blocks query block ``i`` keeps,
     ``i`` included), for lengths up to ``seq_len``."""
     def bad(message: str) -> None:
@@ -163,6 +164,9 @@ def check_derived_spec(spec: Mapping[str, Any], where: str) -> None:
                 if 0 not in ints(head.get("offsets"), f"{at} offsets"):
                     bad(f"{at} offsets must include 0 (the diagonal block: every query sees itself)")
                 ints(head.get("globals", []), f"{at} globals")
+                rows = head.get("dense_rows", 0)
+                if not isinstance(rows, int) or rows < 0:
+                    bad(f"{at} dense_rows must be a non-negative integer, got {rows!r}")
             else:
                 rows = head.get("rows")
                 if not isinstance(rows, list) or len(rows) != n:

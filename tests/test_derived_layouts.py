@@ -60,6 +60,16 @@ def test_band_fit_keeps_at_least_the_mass_of_any_window_and_global_layout_of_its
                 assert D.kept_mass(mass[None], ours)[0] >= D.kept_mass(mass[None], fixed)[0] - 1e-9
 
 
+def test_band_fit_takes_dense_leading_rows_where_early_queries_concentrate():
+    n, block = 8, 8
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    mass = np.where(j <= i, 1.0 / (i + 1), 0.0)  # every query spreads evenly over what it may see
+    head = D.fit_band(mass, 14 / n**2)  # the diagonal and 6 more tiles: query blocks 1..3 in full
+    assert head == {"offsets": [0], "globals": [], "dense_rows": 4}
+    lay = L.derived({"block_size": block, "kind": "band", "seq_len": n * block, "layers": [[head]]}, 0, 4 * n * block)
+    assert lay.n_kept_blocks == 4 * n + 6  # at any length: the same first rows, then the diagonal
+
+
 def test_map_fit_keeps_the_heaviest_tiles_and_the_diagonal():
     n = 8
     mass = _mass(n, {0: 0.1}, {}, noise=0.0)

@@ -8,8 +8,10 @@ names:
 
 - **band** (the default, :func:`fit_band`): per head a set of block *offsets* (query
   block ``i`` keeps key block ``i - d`` for each offset ``d``; ``0``, the diagonal, is
-  always kept, so every query sees itself and causality stays exact) and a set of
-  absolute *global* key blocks. Both mean the same thing at any sequence length, so a
+  always kept, so every query sees itself and causality stays exact), a set of
+  absolute *global* key blocks, and ``dense_rows``: the first query blocks keep every
+  earlier block (the global queries of window + global and BigBird, where attention is
+  concentrated). All mean the same thing at any sequence length, so a
   layout measured at 2k tokens serves a model of 8k. Chosen by greedy fills (the
   candidate whose not-yet-kept tiles hold the most mass per tile, or the most mass,
   comes next) from several starts, then improved by swaps, within the budget.
@@ -99,7 +101,8 @@ def fit_band(mass: np.ndarray, density: float) -> dict[str, list[int]]:
     mass = np.where(lower, mass, 0.0)
     offsets = [(i - j == d) for d in range(1, n)]
     globals_ = [(j == g) & lower for g in range(n)]
-    candidates = np.stack(offsets + globals_)
+    dense_rows = [(i < r) & lower for r in range(2, n + 1)]  # the first r query blocks see everything before
+    candidates = np.stack(offsets + globals_ + dense_rows)
     base, budget = i == j, budget_blocks(density, n)
     starts = [set()]
     for w in range(n):
@@ -115,8 +118,16 @@ def fit_band(mass: np.ndarray, density: float) -> dict[str, list[int]]:
             if value > best_mass + _EPS:
                 best, best_mass = chosen, value
     best = _improve(mass, candidates, best, base, budget)
-    return {"offsets": [0] + sorted(c + 1 for c in best if c < len(offsets)),
-            "globals": sorted(c - len(offsets) for c in best if c >= len(offsets))}
+    for c in sorted(best):  # drop what the others cover anyway
+        if np.array_equal(_cover(candidates, best - {c}, base), _cover(candidates, best, base)):
+            best = best - {c}
+    n_band = len(offsets) + len(globals_)
+    head = {"offsets": [0] + sorted(c + 1 for c in best if c < len(offsets)),
+            "globals": sorted(c - len(offsets) for c in best if len(offsets) <= c < n_band)}
+    rows = [c - n_band + 2 for c in best if c >= n_band]
+    if rows:
+        head["dense_rows"] = max(rows)
+    return head
 
 
 def fit_map(mass: np.ndarray, density: float) -> dict[str, list[list[int]]]:
@@ -218,7 +229,8 @@ def describe(spec: Mapping[str, Any], heads: Sequence[int] | None = None) -> lis
             if heads is not None and hi not in heads:
                 continue
             if spec["kind"] == "band":
-                lines.append(f"layer {li} head {hi}: offsets {head['offsets']}, globals {head.get('globals', [])}")
+                rows = f", dense rows 0..{head['dense_rows'] - 1}" if head.get("dense_rows") else ""
+                lines.append(f"layer {li} head {hi}: offsets {head['offsets']}, globals {head.get('globals', [])}{rows}")
             else:
                 lines.append(f"layer {li} head {hi}: {sum(len(r) for r in head['rows'])} tiles")
     return lines

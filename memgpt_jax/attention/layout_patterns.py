@@ -214,7 +214,7 @@ def _head_map(head: Mapping[str, Any], kind: str, n: int) -> np.ndarray:
     """The kept tiles ``bool [n, n]`` of one head of a spec, on an ``n``-block grid (causal)."""
     i, j = np.arange(n)[:, None], np.arange(n)[None, :]
     if kind == "band":
-        keep = np.isin(i - j, head["offsets"]) | np.isin(j, head.get("globals", []))
+        keep = np.isin(i - j, head["offsets"]) | np.isin(j, head.get("globals", [])) | (i < head.get("dense_rows", 0))
     else:
         rows = head["rows"]
         if n > len(rows):
