@@ -4,6 +4,7 @@
     python -m benchmarks.derived_layouts --task listops --densities 0.12 0.18 0.3   # the density sweep
     python -m benchmarks.derived_layouts --task text --densities 0.18           # byte-level IMDb, 4k tokens
     python -m benchmarks.derived_layouts --tiny                                 # the whole flow, seconds
+    python -m benchmarks.derived_layouts --densities 0.25 0.3 --no-students     # kept mass only, no training
 
 Per task: a dense teacher (``memgpt-jax finetune``, the config's ``dense`` variant); its
 attention mass per block on the validation split (``memgpt-jax layout derive``, measured
@@ -55,14 +56,17 @@ def fixed_candidates(kind: str, n: int) -> list[dict[str, Any]]:
             for w in range(4) for g in (1, 2) for r in (1, 2, 3, 4) if w + g + r < n]
 
 
-def density_of(attention: dict[str, Any], block: int, seq_len: int, n_layers: int = 1) -> tuple[float, float]:
-    """``(density, kept blocks per head)`` of a layout at ``seq_len``, averaged over layers and heads."""
+def _layouts(attention: dict[str, Any], block: int, seq_len: int, n_layers: int) -> list:
+    """Each layer's layout of an attention setting at ``seq_len``."""
     from memgpt_jax.attention import layout as L
     from memgpt_jax.config import AttentionConfig
 
-    cfg = AttentionConfig(block_size=block, **attention)
-    layers = range(n_layers) if cfg.pattern == "derived" else (0,)
-    kept = float(np.mean([L.from_config(cfg, seq_len, seq_len, i).n_kept_blocks for i in layers]))
+    return L.layer_layouts(AttentionConfig(block_size=block, **attention), n_layers, seq_len)
+
+
+def density_of(attention: dict[str, Any], block: int, seq_len: int, n_layers: int = 1) -> tuple[float, float]:
+    """``(density, kept blocks per head)`` of a layout at ``seq_len``, averaged over layers and heads."""
+    kept = float(np.mean([lay.n_kept_blocks for lay in _layouts(attention, block, seq_len, n_layers)]))
     return kept / (seq_len // block) ** 2, kept
 
 
@@ -86,26 +90,16 @@ def _cli(*args: str) -> None:
 
 def same_blocks(a: dict[str, Any], b: dict[str, Any], block: int, seq_len: int, n_layers: int) -> bool:
     """Whether two attention settings keep the same tiles in every layer and head at ``seq_len``."""
-    from memgpt_jax.attention import layout as L
-    from memgpt_jax.config import AttentionConfig
-
-    ca, cb = AttentionConfig(block_size=block, **a), AttentionConfig(block_size=block, **b)
-    for i in range(n_layers):
-        ka = L.from_config(ca, seq_len, seq_len, i).codes != L.EMPTY
-        kb = L.from_config(cb, seq_len, seq_len, i).codes != L.EMPTY
-        if not np.array_equal(*np.broadcast_arrays(ka, kb)):
-            return False
-    return True
+    return all(np.array_equal(*np.broadcast_arrays(la.codes != 0, lb.codes != 0))
+               for la, lb in zip(_layouts(a, block, seq_len, n_layers), _layouts(b, block, seq_len, n_layers)))
 
 
 def kept_mass_of(attention: dict[str, Any], block: int, mass: np.ndarray) -> float:
     """The teacher's attention mass (``[layers, heads, n, n]``) inside a layout, averaged over layers and heads."""
-    from memgpt_jax.attention import derived as D, layout as L
-    from memgpt_jax.config import AttentionConfig
+    from memgpt_jax.attention import derived as D
 
-    cfg = AttentionConfig(block_size=block, **attention)
-    seq = mass.shape[-1] * block
-    return float(np.mean([D.kept_mass(mass[i], L.from_config(cfg, seq, seq, i)).mean() for i in range(len(mass))]))
+    lays = _layouts(attention, block, mass.shape[-1] * block, len(mass))
+    return float(np.mean([D.kept_mass(m, lay).mean() for m, lay in zip(mass, lays)]))
 
 
 def step_times(configs: dict[str, Any], seq_len: int, batch: int, rounds: int) -> dict[str, tuple[float, ...]]:
@@ -208,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "with --tiny)")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds of the step times")
     p.add_argument("--tiny", action="store_true", help="tiny models, 2 steps: the flow in seconds")
+    p.add_argument("--no-students", action="store_true",
+                   help="only the layouts and the teacher mass each keeps (seconds once the teacher and its mass "
+                        "exist): printed, nothing trained or saved")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
     if any(not 0 < d <= 1 for d in args.densities):
@@ -254,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_results_md and not args.tiny:
             rebuild_results_md()
 
-    students, attentions = {}, {}
+    students = {}
     for target in args.densities:
         fixed = {k: closest(k, target, block, seq) for k in KINDS[1:]}
         # the derived layout gets the density of the fixed layout that keeps the most teacher mass (the
@@ -262,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         best = max(fixed.values(), key=lambda cd: kept_mass_of(cd[0], block, mass))
         budget = best[1]
         layout_file = os.path.join(runs, f"derived_{target:g}.json")
+        if args.no_students:  # a scratch fit: the recorded layout of this density is not replaced
+            layout_file = os.path.join(tempfile.mkdtemp(prefix="memgpt_derived_"), f"derived_{target:g}.json")
         if not os.path.isfile(layout_file):
             _cli("layout", "derive", "--from", measured, "--density", repr(budget), "--out", layout_file)
         layouts = {"derived": dict(pattern="derived", layout_file=layout_file), **{k: c for k, (c, _) in fixed.items()}}
@@ -278,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                    "kept_blocks": round(kept, 1), "teacher_mass_kept": round(kept_mass_of(attention, block, mass), 4),
                    "steps": student_cfg.train.steps,
                    "attention": {k: v for k, v in attention.items() if k != "layout_file"}}
-            attentions[f"{kind}_{target:g}"] = attention
+            if args.no_students:
+                print(row, flush=True)
+                continue
             if kind == "derived" and same is not None and same in args.kinds:
                 twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"]))
                 row.update({k: twin.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")},
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[:] = [r for r in rows if key(r) != key(row)] + [row]
                 print(row, file=sys.stderr, flush=True)
                 save()
+    if args.no_students:
+        return 0
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
     for r in rows:
         name = f"{r['layout']}_{r['target_density']:g}"

@@ -68,19 +68,19 @@ class AttentionConfig:
     derived: str = ""  # pattern "derived": the layout itself (canonical JSON; filled from layout_file)
 
     def __post_init__(self) -> None:
-        if self.pattern == "derived" and not self.derived:
-            if not self.layout_file:
-                _fail("attention.layout_file", "pattern 'derived' needs the file `memgpt-jax layout derive` wrote "
-                                               "(--config.model.attention.layout_file=FILE)")
-            spec = read_layout_file(self.layout_file)
-            object.__setattr__(self, "derived", json.dumps(spec, sort_keys=True, separators=(",", ":")))
         if self.pattern != "derived" and (self.layout_file or self.derived):
             _fail("attention.layout_file", f"a layout file is read by pattern 'derived' only (pattern is "
                                            f"{self.pattern!r}); add --config.model.attention.pattern=derived")
+        if self.derived:  # a saved config's copy
+            check_derived_spec(self.derived_spec, "attention.derived")
+        elif self.pattern == "derived":
+            if not self.layout_file:
+                _fail("attention.layout_file", "pattern 'derived' needs the file `memgpt-jax layout derive` wrote "
+                                               "(--config.model.attention.layout_file=FILE)")
+            spec = read_layout_file(self.layout_file)  # checked
+            object.__setattr__(self, "derived", json.dumps(spec, sort_keys=True, separators=(",", ":")))
         if self.derived:
-            spec = self.derived_spec
-            check_derived_spec(spec, "attention.derived")
-            object.__setattr__(self, "block_size", int(spec["block_size"]))
+            object.__setattr__(self, "block_size", int(self.derived_spec["block_size"]))
         if self.pattern not in PATTERNS:
             hint = f"; {_RENAMED_PATTERNS[self.pattern]}" if self.pattern in _RENAMED_PATTERNS else ""
             _fail("attention.pattern", f"unknown pattern {self.pattern!r}; choose one of {PATTERNS}{hint}")
@@ -102,6 +102,11 @@ class AttentionConfig:
     def is_dense(self) -> bool:
         """Every causal pair is kept (whatever ``impl`` computes it)."""
         return self.pattern == "dense"
+
+    @property
+    def varies_by_layer(self) -> bool:
+        """Each layer has its own layout (a derived one); every other pattern shares one."""
+        return self.pattern == "derived"
 
     @property
     def derived_spec(self) -> dict[str, Any]:

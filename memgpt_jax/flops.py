@@ -68,8 +68,7 @@ def keys_per_query(config: ModelConfig, seq_len: int, computed: bool = False) ->
     attn = config.attention
     if attn.is_dense and not (computed and attn.impl in ("xla", "pallas")):
         return float(seq_len)
-    layers = range(config.n_layers) if attn.pattern == "derived" else (0,)  # a derived layout differs by layer
-    kept = [layout_lib.from_config(attn, seq_len, seq_len, layer).n_kept_blocks for layer in layers]
+    kept = [lay.n_kept_blocks for lay in layout_lib.layer_layouts(attn, config.n_layers, seq_len, seq_len)]
     return float(sum(kept) / len(kept)) * attn.block_size**2 / seq_len
 
 

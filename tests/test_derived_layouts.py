@@ -214,7 +214,9 @@ def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, mo
     assert (maps / "layer_1.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     assert cli_main(["layout", "show", layout]) == 0
-    assert "layer 1 head 3: offsets [0" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "layer 1 head 3: offsets [0" in shown
+    assert "% on the diagonal blocks; by key block 0: " in shown  # from the mass array beside the file
 
 
 def test_benchmark_matches_densities_and_reports(tmp_path):

@@ -22,7 +22,7 @@ from matplotlib import patches
 from matplotlib.figure import Figure
 
 from memgpt_jax import tasks
-from memgpt_jax.attention.layout import derived, from_config
+from memgpt_jax.attention.layout import derived, layer_layouts
 from memgpt_jax.config import read_layout_file
 from memgpt_jax.compress.quantize import dequantize_params
 from memgpt_jax.training.run import Run
@@ -63,7 +63,7 @@ def kept_blocks(run: Run, T: int) -> tuple[list[np.ndarray], int] | None:
         return None
     b = cfg.block_size
     size = max(b, math.ceil(T / b) * b)
-    return [from_config(cfg, size, size, layer).codes != 0 for layer in range(run.model_config.n_layers)], b
+    return [lay.codes != 0 for lay in layer_layouts(cfg, run.model_config.n_layers, size, size)], b
 
 
 def layout_file_blocks(path: str, T: int) -> tuple[list[np.ndarray], int]:

@@ -113,7 +113,7 @@ def make_attention_fn(config: AttentionConfig, layer: int = 0) -> AttentionFn:
     tokens) and the oracle elsewhere; with ``"fused"``, ``jax.nn.dot_product_attention``
     (cuDNN's flash kernel on NVIDIA GPUs, the dense baseline of the GPU benchmarks).
     Sparse patterns run ``impl`` on their layout."""
-    return _attention_fn(config, layer if config.pattern == "derived" else 0)
+    return _attention_fn(config, layer if config.varies_by_layer else 0)
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -221,16 +221,28 @@ def _mass_path(path: str) -> str:
     return os.path.join(os.path.dirname(path), _mass_name(path))
 
 
-def describe(spec: Mapping[str, Any], heads: Sequence[int] | None = None) -> list[str]:
-    """One line per layer and head: what it keeps (for the command's report)."""
-    lines = []
-    for li, layer in enumerate(spec["layers"]):
+def summary_lines(payload: Mapping[str, Any], mass_LHNN: np.ndarray | None = None) -> list[str]:
+    """What a layout file holds, for people: provenance, the mass kept, where the teacher's
+    attention goes (with its mass array), and per layer and head what is kept."""
+    prov = payload.get("provenance", {})
+    lines = [f"{payload['kind']} layout, blocks of {payload['block_size']}, measured at {payload['seq_len']} tokens "
+             f"on {prov.get('examples', '?')} examples of {prov.get('dataset', '?')}:{prov.get('split', '?')} "
+             f"(teacher {prov.get('teacher', '?')} step {prov.get('teacher_step', '?')})",
+             f"keeps {100 * payload['kept_mass']['overall']:.1f}% of the teacher's attention mass at density "
+             f"{payload['density']['overall']:.3f} (kept blocks / all blocks)"]
+    if mass_LHNN is not None:  # each head's share, averaged over layers and heads
+        share = (mass_LHNN / np.maximum(mass_LHNN.sum(axis=(2, 3), keepdims=True), _EPS)).mean(axis=(0, 1))
+        columns = share.sum(axis=0)
+        top = np.argsort(-columns, kind="stable")[:3]
+        lines.append(f"the teacher's attention: {100 * np.trace(share):.1f}% on the diagonal blocks; by key block "
+                     + ", ".join(f"{int(j)}: {100 * columns[j]:.1f}%" for j in top))
+    masses = payload["kept_mass"]["per_head"]
+    for li, layer in enumerate(payload["layers"]):
         for hi, head in enumerate(layer):
-            if heads is not None and hi not in heads:
-                continue
-            if spec["kind"] == "band":
+            if payload["kind"] == "band":
                 rows = f", dense rows 0..{head['dense_rows'] - 1}" if head.get("dense_rows") else ""
-                lines.append(f"layer {li} head {hi}: offsets {head['offsets']}, globals {head.get('globals', [])}{rows}")
+                kept = f"offsets {head['offsets']}, globals {head.get('globals', [])}{rows}"
             else:
-                lines.append(f"layer {li} head {hi}: {sum(len(r) for r in head['rows'])} tiles")
+                kept = f"{sum(len(r) for r in head['rows'])} tiles"
+            lines.append(f"  layer {li} head {hi}: {kept} (mass {100 * masses[li][hi]:.1f}%)")
     return lines

@@ -31,6 +31,7 @@ from memgpt_jax.attention.layout_patterns import (
     full,
     global_blocks,
     global_tokens,
+    layer_layouts,
     local,
     random_blocks,
     stack_heads,
@@ -40,5 +41,5 @@ from memgpt_jax.attention.layout_patterns import (
 __all__ = [
     "BlockLayout", "EMPTY", "FULL", "MASK_FULL", "MASK_PAD", "PARTIAL", "bigbird", "causal", "derived",
     "check_lengths", "fixed", "from_block_map", "from_config", "from_mask_fn", "full",
-    "global_blocks", "global_tokens", "local", "random_blocks", "stack_heads", "strided",
+    "global_blocks", "global_tokens", "layer_layouts", "local", "random_blocks", "stack_heads", "strided",
 ]

@@ -225,11 +225,6 @@ def _head_map(head: Mapping[str, Any], kind: str, n: int) -> np.ndarray:
     return keep & (j <= i)
 
 
-def spec_block_maps(spec: Mapping[str, Any], layer: int, n: int) -> np.ndarray:
-    """``bool [heads, n, n]``: the kept tiles of ``layer`` of a derived spec on ``n`` blocks."""
-    return np.stack([_head_map(h, spec["kind"], n) for h in spec["layers"][layer]])
-
-
 def derived(spec: Mapping[str, Any], layer: int, q_len: int, kv_len: int | None = None) -> BlockLayout:
     """The causal layout of ``layer`` of a derived spec (``AttentionConfig.derived_spec``,
     fitted by :mod:`memgpt_jax.attention.derived`): per head when the layer's heads differ,
@@ -237,7 +232,7 @@ def derived(spec: Mapping[str, Any], layer: int, q_len: int, kv_len: int | None 
     kv_len = q_len if kv_len is None else kv_len
     b = int(spec["block_size"])
     n = max(q_len, kv_len) // b
-    maps = spec_block_maps(spec, layer, n)[:, : q_len // b, : kv_len // b]
+    maps = np.stack([_head_map(h, spec["kind"], n) for h in spec["layers"][layer]])[:, : q_len // b, : kv_len // b]
     if all(np.array_equal(maps[0], m) for m in maps[1:]):
         maps = maps[:1]
     lay = from_block_map(maps[0], q_len, kv_len, block=b) if len(maps) == 1 else \
@@ -278,3 +273,11 @@ def from_config(attn_cfg, q_len: int, kv_len: int | None = None, layer: int = 0)
         return bigbird(q_len, kv_len, window=attn_cfg.window, n_global=attn_cfg.n_global,
                        n_random=attn_cfg.n_random, seed=attn_cfg.seed, causal=True, **kw)
     raise ValueError(f"unknown attention pattern {pattern!r}")
+
+
+def layer_layouts(attn_cfg, n_layers: int, q_len: int, kv_len: int | None = None) -> list[BlockLayout]:
+    """:func:`from_config` for each of ``n_layers`` layers: one object repeated when the layers
+    share their layout (every pattern but ``derived``), built once."""
+    if not attn_cfg.varies_by_layer:
+        return [from_config(attn_cfg, q_len, kv_len)] * n_layers
+    return [from_config(attn_cfg, q_len, kv_len, layer) for layer in range(n_layers)]

@@ -21,20 +21,14 @@ import os
 _USE = "--config.model.attention.pattern=derived --config.model.attention.layout_file={}"
 
 
-def _summary_lines(payload: dict) -> list[str]:
-    prov = payload.get("provenance", {})
-    lines = [f"{payload['kind']} layout, blocks of {payload['block_size']}, measured at {payload['seq_len']} tokens "
-             f"on {prov.get('examples', '?')} examples of {prov.get('dataset', '?')}:{prov.get('split', '?')} "
-             f"(teacher {prov.get('teacher', '?')} step {prov.get('teacher_step', '?')})",
-             f"keeps {100 * payload['kept_mass']['overall']:.1f}% of the teacher's attention mass at density "
-             f"{payload['density']['overall']:.3f} (kept blocks / all blocks)"]
-    from memgpt_jax.attention.derived import describe  # lazy: keeps --help fast
+def _summary_lines(payload: dict, path: str) -> list[str]:
+    from memgpt_jax.attention import derived as derived_lib  # lazy: keeps --help fast
 
-    masses = payload["kept_mass"]["per_head"]
-    for line, (li, hi) in zip(describe(payload), [(li, hi) for li, layer in enumerate(payload["layers"])
-                                                   for hi in range(len(layer))]):
-        lines.append(f"  {line} (mass {100 * masses[li][hi]:.1f}%)")
-    return lines
+    try:
+        mass = derived_lib.read_mass(path)
+    except OSError:  # the mass array was not kept beside the file
+        mass = None
+    return derived_lib.summary_lines(payload, mass)
 
 
 def _refit(args: argparse.Namespace) -> dict:
@@ -70,10 +64,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
         raise SystemExit("error: give --teacher RUN (measure its attention) or --from FILE (refit a measured layout "
                          "file), one of them")
     if args.from_file is not None:
-        payload = _refit(args)
-        print("\n".join(_summary_lines(payload)))
-        print(f"wrote {args.out}; train with it: {_USE.format(args.out)}")
-        return 0
+        return _wrote(_refit(args), args.out)
 
     from memgpt_jax.apps import layouts  # lazy: JAX
     from memgpt_jax.training.run import RunError, open_run
@@ -92,8 +83,12 @@ def cmd_derive(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise SystemExit(f"error: {err}") from None
-    print("\n".join(_summary_lines(payload)))
-    print(f"wrote {args.out}; train with it: {_USE.format(args.out)}")
+    return _wrote(payload, args.out)
+
+
+def _wrote(payload: dict, out: str) -> int:
+    print("\n".join(_summary_lines(payload, out)))
+    print(f"wrote {out}; train with it: {_USE.format(out)}")
     return 0
 
 
@@ -106,7 +101,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             payload = json.load(f)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    print("\n".join(_summary_lines(payload)))
+    print("\n".join(_summary_lines(payload, args.file)))
     return 0
 
 

@@ -73,11 +73,11 @@ def layout_table(config: ModelConfig) -> dict[str, np.ndarray]:
     serves every shorter length): ``mask_table [P, b, b]`` and ``tile_mask_ids [h, nq, nk]``;
     a derived layout, whose layers differ, gives ``tile_mask_ids [layers, heads, nq, nk]``
     (heads broadcast to the widest layer) over one shared ``mask_table``."""
-    attn, n = config.attention, config.max_len
-    if attn.pattern != "derived":
-        lay = L.from_config(attn, n, n).require_causal("the exported model")
+    lays = [lay.require_causal("the exported model")
+            for lay in L.layer_layouts(config.attention, config.n_layers, config.max_len, config.max_len)]
+    if all(lay == lays[0] for lay in lays):
+        lay = lays[0]
         return {"mask_table": np.asarray(lay.mask_table, bool), "tile_mask_ids": np.asarray(lay.tile_mask_ids, np.int32)}
-    lays = [L.from_config(attn, n, n, i).require_causal("the exported model") for i in range(config.n_layers)]
     heads = max(lay.heads for lay in lays)
     table, ids = [], []
     for lay in lays:  # each layer's mask ids, shifted past the tables of the layers before it
