@@ -199,3 +199,28 @@ def test_from_config_patterns_compose_as_documented():
     rows = L.from_config(AttentionConfig(pattern="bigbird", block_size=B, window=1, n_global=1,
                                          n_random=1, seed=2), T, T).rows_dense_mask(np.array([3, 77, 127]))
     np.testing.assert_array_equal(rows[0], mask[[3, 77, 127]])
+
+
+def test_row_groups_are_the_cheapest_split_that_pays():
+    """The dynamic programme against every split of the distinct counts (brute force)."""
+    import itertools
+
+    from memgpt_jax.attention.block_layout import _split_by_count
+
+    def cost(counts, bounds):
+        return sum(counts[(counts > lo) & (counts <= hi)].size * hi for lo, hi in zip(bounds[:-1], bounds[1:]))
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        counts = rng.integers(1, 12, size=int(rng.integers(1, 24)))
+        values = sorted(set(counts.tolist()))
+        best = {}  # groups -> cheapest cost over every choice of cuts
+        for g in range(1, min(4, len(values)) + 1):
+            best[g] = min(cost(counts, [-1, *cuts, values[-1]]) for cuts in itertools.combinations(values[:-1], g - 1))
+        bounds = _split_by_count(counts, max_groups=4)
+        g = len(bounds) - 1
+        assert cost(counts, bounds) == best[g], (counts, bounds)
+        if g > 1:  # each group it kept saved at least the threshold
+            assert best[g] <= 0.92 * best[g - 1] + 1e-9
+        if g < len(best):  # the next one would not have
+            assert best[g + 1] > 0.92 * best[g]

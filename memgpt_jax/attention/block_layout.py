@@ -35,6 +35,10 @@ import numpy as np
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 MASK_FULL, MASK_PAD = 0, 1  # ids of the all-True and all-False tiles in ``mask_table``
+# A row group is added only when it saves this share of the padded tiles: measured on the
+# derived ListOps layouts (blocks of 128, batch 16, bf16 forward + backward), groups that
+# saved 9-18% of the tiles were 11-20% faster, those saving 4% were slower.
+ROW_GROUP_MIN_SAVING = 0.08
 
 
 class BlockLayout:
@@ -216,13 +220,13 @@ class BlockLayout:
         """
         return _block_lists(self.codes.transpose(0, 2, 1), self.tile_mask_ids.transpose(0, 2, 1))
 
-    def row_groups(self, max_groups: int = 3) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def row_groups(self, max_groups: int = 6) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Query blocks split into groups of similar kept count, each padded to its own max.
 
-        A few full rows (global query tokens) would otherwise pad every row to the
-        full key length. Returns ``[(rows [R], kv_indices [heads, R, Wg], mask_ids
-        [heads, R, Wg])]``; groups are chosen to minimise the padded tiles, and a
-        split is made only if it saves at least 25% of them.
+        A few full rows (global query tokens, the dense leading rows of a derived
+        layout) would otherwise pad every row to the full key length. Returns ``[(rows
+        [R], kv_indices [heads, R, Wg], mask_ids [heads, R, Wg])]``; groups are chosen to
+        minimise the padded tiles (:func:`_split_by_count`).
         """
         indices, counts, mask_ids = self.kv_lists
         row_counts = counts.max(axis=0)
@@ -329,29 +333,34 @@ def _block_lists(codes: np.ndarray, tile_ids: np.ndarray):
     return indices, counts, mask_ids
 
 
-def _split_by_count(counts: np.ndarray, max_groups: int) -> list[int]:
+def _split_by_count(counts: np.ndarray, max_groups: int, min_saving: float = ROW_GROUP_MIN_SAVING) -> list[int]:
     """Count thresholds ``[-1, t1, ..., top]`` cutting the sorted row counts into groups.
 
-    Each group is padded to its largest count; a cut is kept only when it saves at
-    least 25% of the padded tiles of the best split with fewer groups.
+    Each group is padded to its largest count, so a split into ``g`` groups costs
+    ``sum(rows in group * its largest count)`` tiles; the cheapest split into each ``g``
+    comes from a dynamic programme over the distinct counts. A group is added only
+    while it saves at least ``min_saving`` of the tiles of the best split with one group
+    fewer: each group is a loop of its own (gathers, compile time), which a small saving
+    does not repay.
     """
-    values = np.unique(counts)
-    top, n = int(values[-1]), len(counts)
+    values = np.unique(counts).astype(np.int64)
+    m = len(values)
     n_le = np.searchsorted(np.sort(counts), values, side="right")  # rows with count <= value
-    best_cost, best = float(n * top), [-1, top]
-    if max_groups >= 2 and len(values) > 1:
-        cost2 = n_le[:-1] * values[:-1] + (n - n_le[:-1]) * top
-        a = int(np.argmin(cost2))
-        if cost2[a] <= 0.75 * best_cost:
-            best_cost, best = float(cost2[a]), [-1, int(values[a]), top]
-    if max_groups >= 3 and len(values) > 2:
-        a_idx, c_idx = np.triu_indices(len(values) - 1, k=1)
-        cost3 = (
-            n_le[a_idx] * values[a_idx]
-            + (n_le[c_idx] - n_le[a_idx]) * values[c_idx]
-            + (n - n_le[c_idx]) * top
-        )
-        k = int(np.argmin(cost3))
-        if cost3[k] <= 0.75 * best_cost:
-            best = [-1, int(values[a_idx[k]]), int(values[c_idx[k]]), top]
-    return best
+    g_max = max(1, min(max_groups, m))
+    # cost[g, j]: the cheapest split of the rows with count <= values[j] into g groups
+    cost = np.full((g_max + 1, m), np.inf)
+    cut = np.zeros((g_max + 1, m), np.int64)
+    cost[1] = n_le * values
+    for g in range(2, g_max + 1):
+        for j in range(g - 1, m):
+            options = cost[g - 1, :j] + (n_le[j] - n_le[:j]) * values[j]
+            cut[g, j] = int(np.argmin(options))
+            cost[g, j] = options[cut[g, j]]
+    g = 1
+    while g < g_max and cost[g + 1, m - 1] <= (1 - min_saving) * cost[g, m - 1]:
+        g += 1
+    bounds, j = [int(values[-1])], m - 1
+    for k in range(g, 1, -1):
+        j = int(cut[k, j])
+        bounds.append(int(values[j]))
+    return [-1, *bounds[::-1]]
