@@ -32,7 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
                     "--torch", "eager"]),
     "forward": ([], ["--preset", "tiny", "--seq-len", "64", "--batch", "2", "--repeats", "1"]),
     "generate": (["--sparse"], ["--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--sparse"]),
-    "attention": (["--dtype", "bfloat16"], ["--quick", "--no-torch", "--lengths", "256", "--layouts", "window_global"]),
+    "attention": ([], ["--quick", "--no-torch", "--lengths", "256", "--layouts", "window_global"]),
     "interop": ([], ["--preset", "tiny", "--seq-len", "64", "--new-tokens", "8", "--repeats", "1"]),
     "lra": ([], ["--tasks", "listops", "--tiny"]),
     "derived_layouts": (["--densities", "0.12", "0.18", "0.3"], ["--tiny", "--examples", "8", "--rounds", "1"]),

@@ -1,10 +1,10 @@
 """Block-sparse attention benchmark: ours vs dense masked XLA, jax.nn causal, PyTorch SDPA and FlexAttention.
 
-Run from the repository root (about 30 minutes on the 2-core CPU; results under
-benchmarks/results/attention_<dtype>.{json,md,png} and a section of benchmarks/RESULTS.md)::
+Run from the repository root (about an hour on the 2-core CPU; results under
+benchmarks/results/<name>.{json,md,png} and a section of benchmarks/RESULTS.md)::
 
-    python -m benchmarks.attention                          # f32, 1k..16k
-    python -m benchmarks.attention --dtype bfloat16 --lengths 1024 4096
+    python -m benchmarks.attention                          # f32 and bf16, 1k..16k, every layout
+    python -m benchmarks.attention --lengths 8192 16384 --layouts window_global --no-memory --name attention_wg
     python -m benchmarks.attention --quick --out /tmp/att   # 1k and 2k, few repeats, no memory
 
 Shapes: batch 1, 4 heads, head_dim 64, block 128. Layouts: ``causal`` (dense causal
@@ -20,6 +20,15 @@ block mask, forward only). Ours and the PyTorch peers alternate for ``--rounds``
 rounds per length (the machine is shared and its load drifts); each figure is the
 median over rounds of the per-round median after warm-up (``block_until_ready``).
 Compile time separately; peak memory with every configuration in its own process.
+
+Peers at their best: everything runs in each of ``--dtypes`` (float32 and bfloat16 by
+default; a CPU's bf16 speed depends on its matrix units), and the report compares our
+best dtype against each peer's best, with the same-dtype ratios beside. The JSON records
+the CPU model and its matrix features, and the matmul peak in each dtype measured in this
+run by JAX and by PyTorch. The ``gemm`` rows are the ceiling of each layout: the same
+kept-block FLOPs as one large square product (``jnp.dot``, bf16 with f32 accumulation as
+in the kernel), timed in the same rounds, so ours / ceiling measures the kernel's own
+overhead whatever the peer's speed on this CPU.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.attention_report import BLOCK, HEAD_DIM, HEADS, machine_info, write_reports
+from benchmarks.attention_report import BLOCK, HEAD_DIM, HEADLINE_LAYOUT, HEADS, kept_gflop, machine_info, write_reports
 from benchmarks.common import RESULTS_DIR
 from memgpt_jax.attention import block_sparse_attention, layout as L
 
@@ -82,8 +91,17 @@ def make_fn(impl: str, layout: L.BlockLayout | None):
     raise ValueError(impl)
 
 
+def gemm_size(flops: float) -> int:
+    """The side ``n`` (a multiple of 64) of the square product closest to ``flops`` (``2 n^3``)."""
+    return max(64, 64 * round((flops / 2) ** (1 / 3) / 64))
+
+
 def make_step(impl: str, mode: str, layout, length: int, dtype):
-    """Returns ``(jitted step, args)`` for one configuration."""
+    """Returns ``(jitted step, args)`` for one configuration (``gemm``: the layout's one-product ceiling)."""
+    if impl == "gemm":
+        n = gemm_size(kept_gflop(dict(mode=mode, kept_blocks=layout.n_kept_blocks)) * 1e9)
+        a = jnp.ones((n, n), dtype)
+        return jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32)), (a, a)
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     q, k, v, cot = (jax.random.normal(kk, (1, length, HEADS, HEAD_DIM), jnp.float32).astype(dtype) for kk in keys)
     fn = make_fn(impl, layout)
@@ -156,7 +174,7 @@ def run_child(cmd: list[str], timeout: float = 900) -> dict | None:
 
 def wants_memory(rec: dict) -> bool:
     """Peak memory for every baseline and every window_global run; fwd+bwd (flex: fwd) elsewhere."""
-    if "skipped" in rec:
+    if "skipped" in rec or rec["impl"] == "gemm":
         return False
     if rec["impl"] in ("dense", "jax_causal", "sdpa") or rec["layout"] == "window_global":
         return True
@@ -171,28 +189,32 @@ def main(argv=None) -> None:
     from memgpt_jax.hostmem import tune_host_allocator
 
     tune_host_allocator()  # the memgpt-jax entry point's setting, before the first computation starts threads
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
-    p.add_argument("--layouts", nargs="+", default=list(LAYOUTS))
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=LAYOUTS)
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                   help="every configuration, ours and the peers', in each (default: both)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--rounds", type=int, default=3, help="alternate ours and the PyTorch peers this many times")
+    p.add_argument("--name", default="attention", help="results/<name>.{json,md,png} (default: %(default)s)")
     p.add_argument("--out", default=str(RESULTS_DIR))
     p.add_argument("--quick", action="store_true", help="1k and 2k, 3 repeats, no memory runs")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--resume", action="store_true", help="keep the lengths (and memory runs) of an interrupted run")
-    p.add_argument("--child-memory", nargs=4, metavar=("IMPL", "MODE", "LAYOUT", "LENGTH"))
+    p.add_argument("--child-memory", nargs=5, metavar=("IMPL", "MODE", "LAYOUT", "LENGTH", "DTYPE"),
+                   help=argparse.SUPPRESS)
     p.add_argument("--report", metavar="JSON", help="only rewrite the reports of a finished run")
     args = p.parse_args(argv)
+    if any(n < BLOCK or n % BLOCK for n in args.lengths):
+        p.error(f"--lengths must be positive multiples of the block size {BLOCK}")
     if args.report:
         payload = json.loads(Path(args.report).read_text())
         write_reports(payload, Path(args.report).parent, tag=Path(args.report).stem)
         return
-    dtype = jnp.dtype(args.dtype)
     if args.child_memory:
-        impl, mode, lay, length = args.child_memory
-        print(json.dumps(child_memory(impl, mode, lay, int(length), dtype)))
+        impl, mode, lay, length, dt = args.child_memory
+        print(json.dumps(child_memory(impl, mode, lay, int(length), jnp.dtype(dt))))
         return
     if args.quick:
         args.lengths, args.repeats, args.rounds, args.no_memory = [1024, 2048], 3, 1, True
@@ -200,8 +222,8 @@ def main(argv=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     records, torch_info = [], {}
-    maps_path = out_dir / "_block_maps.npz"
-    partial = out_dir / f"attention_{args.dtype}.partial.json"
+    maps_path = out_dir / f"_{args.name}_block_maps.npz"
+    partial = out_dir / f"{args.name}.partial.json"
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.resume and partial.exists():
         saved = json.loads(partial.read_text())
@@ -209,14 +231,19 @@ def main(argv=None) -> None:
     done = {r["length"] for r in records if r["impl"] == ("xla" if args.no_torch else "sdpa")}
     from memgpt_jax.flops import measured_peak_flops  # the limit the kernels are measured against
 
-    info["matmul_peak_gflops"] = measured_peak_flops(args.dtype) / 1e9
+    def jax_peaks(cached: bool = True) -> dict:
+        """The best square-product GFLOP/s per dtype (1024^3 and 2048^3: the better)."""
+        return {dt: round(max(measured_peak_flops(dt, n=n, cached=cached) for n in (1024, 2048)) / 1e9, 1)
+                for dt in args.dtypes}
+
+    info["matmul_peak_gflops"] = jax_peaks()
 
     def save_partial() -> None:
         partial.write_text(json.dumps({"machine": info, "torch": torch_info, "records": records}, default=str))
 
     def merge(store: dict, rec: dict) -> None:
         """Adds one round's measurement; the reported median is the median over rounds."""
-        key = (rec["impl"], rec["mode"], rec["layout"])
+        key = (rec["impl"], rec["mode"], rec["layout"], rec["dtype"])
         if key not in store:
             store[key] = dict(rec, round_medians=[])
         if "median_s" in rec:
@@ -231,34 +258,41 @@ def main(argv=None) -> None:
         layouts = {name: build_layout(name, length) for name in args.layouts}
         maps = {f"{n}_{length}": kept_block_map(lay) for n, lay in layouts.items() if n in ("bigbird", "strided")}
         np.savez(maps_path, **maps)
-        base = {"length": length, "dtype": args.dtype}
-        ours = [(impl, mode, name) for name in layouts for impl in jax_impls() for mode in ("fwd", "fwdbwd")]
-        baselines = [(impl, mode, "window_global") for impl in ("dense", "jax_causal") for mode in ("fwd", "fwdbwd")]
+        ours = [(impl, mode, name, dt) for dt in args.dtypes for name in layouts
+                for impl in (*jax_impls(), "gemm") for mode in ("fwd", "fwdbwd")]
+        baselines = [(impl, mode, HEADLINE_LAYOUT, dt) for dt in args.dtypes for impl in ("dense", "jax_causal")
+                     for mode in ("fwd", "fwdbwd")]
         store: dict = {}
         for rnd in range(args.rounds):  # ours and the PyTorch peers alternate, round after round
-            for impl, mode, name in ours + (baselines if rnd == 0 else []):
-                lay = layouts[name]
-                rec = dict(base, impl=impl, mode=mode, layout=name, density=lay.density(),
+            for impl, mode, name, dt in ours + (baselines if rnd == 0 else []):
+                lay = layouts.get(name) or build_layout(name, length)
+                rec = dict(length=length, dtype=dt, impl=impl, mode=mode, layout=name, density=lay.density(),
                            kept_blocks=lay.n_kept_blocks, ideal_speedup=lay.ideal_speedup())
                 if impl in ("dense", "jax_causal") and dense_bytes(length, mode) > 0.5 * available_bytes():
                     rec["skipped"] = f"needs ~{dense_bytes(length, mode) / 2**30:.0f} GB"
                 else:
-                    rec.update(time_step(*make_step(impl, mode, lay, length, dtype), args.repeats))
+                    rec.update(time_step(*make_step(impl, mode, lay, length, jnp.dtype(dt)), args.repeats))
+                if impl == "gemm":
+                    rec["gemm_n"] = gemm_size(kept_gflop(rec) * 1e9)
                 merge(store, rec)
-                log(f"jax   {impl:10s} {mode:6s} {name:14s} T={length:6d} "
+                log(f"jax   {impl:10s} {mode:6s} {name:14s} {dt:8s} T={length:6d} "
                     f"{rec.get('median_s', float('nan')):.4f}s {rec.get('skipped', '')}")
             if not args.no_torch:  # the PyTorch peers, right after ours on the same length
-                cmd = [sys.executable, str(HERE / "torch_attention.py"), "--lengths", str(length), "--dtype",
-                       args.dtype, "--maps", str(maps_path), "--repeats", str(args.repeats), "--layouts",
+                cmd = [sys.executable, str(HERE / "torch_attention.py"), "--lengths", str(length), "--dtypes",
+                       *args.dtypes, "--maps", str(maps_path), "--repeats", str(args.repeats), "--layouts",
                        *args.layouts]
                 res = run_child(cmd, timeout=3600)
+                if res:
+                    peaks = torch_info.get("matmul_peak_gflops", {})
+                    torch_info = {"torch": res["torch"], "threads": res["threads"],
+                                  "matmul_peak_gflops": {dt: max(v, peaks.get(dt, 0.0))
+                                                         for dt, v in res["matmul_peak_gflops"].items()}}
                 for rec in res["results"] if res else []:
-                    torch_info = {"torch": res["torch"], "threads": res["threads"]}
                     lay = layouts.get(rec["layout"]) or build_layout(rec["layout"], length)
-                    merge(store, dict(base, **rec, density=lay.density(), kept_blocks=lay.n_kept_blocks,
+                    merge(store, dict(rec, density=lay.density(), kept_blocks=lay.n_kept_blocks,
                                       ideal_speedup=lay.ideal_speedup()))
-                    log(f"torch {rec['impl']:10s} {rec['mode']:6s} {rec['layout']:14s} T={length:6d} "
-                        f"{rec['median_s']:.4f}s")
+                    log(f"torch {rec['impl']:10s} {rec['mode']:6s} {rec['layout']:14s} {rec['dtype']:8s} "
+                        f"T={length:6d} {rec['median_s']:.4f}s")
         records.extend(store.values())
         save_partial()
 
@@ -268,23 +302,23 @@ def main(argv=None) -> None:
                 continue
             child = [rec["impl"], rec["mode"], rec["layout"], str(rec["length"])]
             if rec["impl"] in ("sdpa", "flex"):
-                cmd = [sys.executable, str(HERE / "torch_attention.py"), "--dtype", args.dtype,
+                cmd = [sys.executable, str(HERE / "torch_attention.py"), "--dtypes", rec["dtype"],
                        "--maps", str(maps_path), "--child-memory", *child]
                 np.savez(maps_path, **{f"{n}_{rec['length']}": kept_block_map(build_layout(n, rec["length"]))
                                        for n in ("bigbird", "strided") if n in args.layouts})
             else:
-                cmd = [sys.executable, "-m", "benchmarks.attention", "--dtype", args.dtype, "--child-memory", *child]
+                cmd = [sys.executable, "-m", "benchmarks.attention", "--child-memory", *child, rec["dtype"]]
             mem = run_child(cmd)
             if mem:
                 rec.update(mem)
-                log(f"mem   {' '.join(child):40s} peak {mem['peak_rss_mb']:.0f} MB")
+                log(f"mem   {' '.join([*child, rec['dtype']]):48s} peak {mem['peak_rss_mb']:.0f} MB")
                 save_partial()
     maps_path.unlink(missing_ok=True)
     info["load_after"] = os.getloadavg()
     # measured again at the end, the better figure kept (the machine is shared)
-    info["matmul_peak_gflops"] = measured_peak_flops(args.dtype, cached=False) / 1e9
+    info["matmul_peak_gflops"] = jax_peaks(cached=False)
     payload = {"machine": info, "torch": torch_info, "config": vars(args), "records": records}
-    write_reports(payload, out_dir, tag=f"attention_{args.dtype}")
+    write_reports(payload, out_dir, tag=args.name)
     partial.unlink(missing_ok=True)
 
 

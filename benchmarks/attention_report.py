@@ -7,9 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.common import machine, rebuild_results_md
+from benchmarks.common import RESULTS_DIR, machine, rebuild_results_md
 
-HEADLINE = "window_global"
+HEADLINE_LAYOUT = "window_global"
 HEADS, HEAD_DIM, BLOCK = 4, 64, 128  # the benchmark's shapes (benchmarks/attention.py imports them)
 
 
@@ -65,28 +65,65 @@ def _mb(rec) -> str:
     return "-" if rec is None or "peak_rss_mb" not in rec else f"{rec['peak_rss_mb']:.0f}"
 
 
-def headline_table(records, dtype: str) -> str:
-    rows = ["| T | kept blocks (density) | ideal speedup | ours xla fwd ms | dense masked fwd ms | "
-            "speedup fwd (of ideal) | ours xla fwd+bwd ms | dense fwd+bwd ms | speedup fwd+bwd (of ideal) | "
-            "Flex fwd ms | Flex / ours fwd | SDPA causal fwd+bwd ms | SDPA / ours fwd+bwd | peak MB ours fwd+bwd |",
-            "|" + "---|" * 14]
+def _dtypes(records) -> list[str]:
+    return [d for d in ("float32", "bfloat16") if any(r.get("dtype") == d for r in records)]
+
+
+def best(records, **kw):
+    """The fastest timed record matching ``kw`` over the dtypes (a peer at its best)."""
+    timed = [r for r in records if "median_s" in r and all(r.get(k) == v for k, v in kw.items())]
+    return min(timed, key=lambda r: r["median_s"]) if timed else None
+
+
+def _short(dtype: str) -> str:
+    return {"float32": "f32", "bfloat16": "bf16"}.get(dtype, dtype)
+
+
+def _at(rec) -> str:
+    """``12.3 (bf16)``: a best record's time and dtype."""
+    return "-" if rec is None else f"{_ms(rec)} ({_short(rec['dtype'])})"
+
+
+def ceiling(records, rec):
+    """The one-product ceiling of ``rec``'s layout, length, mode and dtype: the seconds of the same
+    kept-block FLOPs as one square product (the ``gemm`` row scaled from its rounded size)."""
+    if rec is None:
+        return None
+    g = _find(records, impl="gemm", mode=rec["mode"], layout=rec["layout"], length=rec["length"], dtype=rec["dtype"])
+    if g is None or "median_s" not in g:
+        return None
+    return g["median_s"] * kept_gflop(rec) * 1e9 / (2 * g["gemm_n"] ** 3)
+
+
+def headline_table(records) -> str:
+    """Peers at their best, window+global: our best dtype against each peer's best, the same-dtype
+    ratios beside, and the one-product ceiling."""
+    dts = _dtypes(records)
+    head = ["T", "kept blocks (density)"]
+    head += [f"ours fwd {_short(d)} ms" for d in dts] + [f"Flex fwd {_short(d)} ms" for d in dts]
+    head += [f"SDPA causal fwd {_short(d)} ms" for d in dts]
+    head += ["best / best: Flex / ours fwd", "SDPA / ours fwd"] + [f"Flex / ours {_short(d)}" for d in dts]
+    head += ["ours fwd / ceiling", "ours fwd+bwd best ms", "SDPA fwd+bwd best ms", "SDPA / ours fwd+bwd"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for length in sorted({r["length"] for r in records}):
-        sel = dict(length=length, dtype=dtype)
-        xf = _find(records, impl="xla", mode="fwd", layout=HEADLINE, **sel)
-        xb = _find(records, impl="xla", mode="fwdbwd", layout=HEADLINE, **sel)
-        if xf is None:
+        sel = dict(length=length, layout=HEADLINE_LAYOUT)
+        ours_f, ours_b = best(records, impl="xla", mode="fwd", **sel), best(records, impl="xla", mode="fwdbwd", **sel)
+        if ours_f is None:
             continue
-        df = _find(records, impl="dense", mode="fwd", **sel)
-        db = _find(records, impl="dense", mode="fwdbwd", **sel)
-        fl = _find(records, impl="flex", mode="fwd", layout=HEADLINE, **sel)
-        sb = _find(records, impl="sdpa", mode="fwdbwd", **sel)
-        ideal = xf["ideal_speedup"]
-        sp_f, sp_b = _ratio(df, xf), _ratio(db, xb)
-        rows.append(
-            f"| {length} | {xf['kept_blocks']:.0f} ({xf['density']:.3f}) | {ideal:.1f} | {_ms(xf)} | {_ms(df)} | "
-            f"{_fmt(sp_f)} ({_fmt(sp_f and sp_f / ideal, '{:.0%}')}) | {_ms(xb)} | {_ms(db)} | "
-            f"{_fmt(sp_b)} ({_fmt(sp_b and sp_b / ideal, '{:.0%}')}) | {_ms(fl)} | {_fmt(_ratio(fl, xf))} | "
-            f"{_ms(sb)} | {_fmt(_ratio(sb, xb))} | {_mb(xb)} |")
+        flex_f = best(records, impl="flex", mode="fwd", **sel)
+        sdpa_f = best(records, impl="sdpa", mode="fwd", length=length)
+        sdpa_b = best(records, impl="sdpa", mode="fwdbwd", length=length)
+        cells = [str(length), f"{ours_f['kept_blocks']:.0f} ({ours_f['density']:.3f})"]
+        cells += [_ms(_find(records, impl="xla", mode="fwd", dtype=d, **sel)) for d in dts]
+        cells += [_ms(_find(records, impl="flex", mode="fwd", dtype=d, **sel)) for d in dts]
+        cells += [_ms(_find(records, impl="sdpa", mode="fwd", dtype=d, length=length)) for d in dts]
+        cells += [f"{_fmt(_ratio(flex_f, ours_f))}x", f"{_fmt(_ratio(sdpa_f, ours_f))}x"]
+        cells += [f"{_fmt(_ratio(_find(records, impl='flex', mode='fwd', dtype=d, **sel), _find(records, impl='xla', mode='fwd', dtype=d, **sel)))}x"
+                  for d in dts]
+        c = ceiling(records, ours_f)
+        cells += [_fmt(c and c / ours_f["median_s"], "{:.0%}"), _at(ours_b), _at(sdpa_b),
+                  f"{_fmt(_ratio(sdpa_b, ours_b))}x"]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -126,60 +163,68 @@ def baselines_table(records, dtype: str) -> str:
             f"{_ms(get('jax_causal', 'fwd'))} / {_ms(get('jax_causal', 'fwdbwd'))} | "
             f"{_ms(get('sdpa', 'fwd'))} / {_ms(get('sdpa', 'fwdbwd'))} | "
             f"{_mb(get('dense', 'fwdbwd'))} / {_mb(get('jax_causal', 'fwdbwd'))} / {_mb(get('sdpa', 'fwdbwd'))} | "
-            f"{_mb(get('xla', 'fwd', layout=HEADLINE))} / {_mb(get('flex', 'fwd', layout=HEADLINE))} |")
+            f"{_mb(get('xla', 'fwd', layout=HEADLINE_LAYOUT))} / {_mb(get('flex', 'fwd', layout=HEADLINE_LAYOUT))} |")
     return "\n".join(rows)
 
 
-def efficiency_table(records, dtype: str, peak_gflops: float | None) -> str:
-    """GFLOP/s on the kept blocks and the share of the measured matmul peak (issue 20)."""
-    rows = ["| layout | T | kept GFLOP fwd | ours fwd GFLOP/s (of peak) | ours fwd+bwd GFLOP/s (of peak) | "
-            "Flex fwd GFLOP/s (of peak) |", "|" + "---|" * 6]
+def efficiency_table(records, peaks: dict) -> str:
+    """GFLOP/s on the kept blocks against the bf16 matmul peak and against the layout's one-product ceiling."""
+    bf16 = peaks.get("bfloat16")
+    rows = ["| layout | T | dtype | kept GFLOP fwd | ours fwd GFLOP/s | of bf16 peak | of ceiling | "
+            "ours fwd+bwd GFLOP/s | of bf16 peak | of ceiling | Flex fwd GFLOP/s |", "|" + "---|" * 11]
     for layout in sorted({r["layout"] for r in records if r["impl"] == "xla"}):
         for length in sorted({r["length"] for r in records}):
-            sel = dict(length=length, dtype=dtype, layout=layout)
-            xf, xb = _find(records, impl="xla", mode="fwd", **sel), _find(records, impl="xla", mode="fwdbwd", **sel)
-            if xf is None:
-                continue
-            cells = []
-            for rec in (xf, xb, _find(records, impl="flex", mode="fwd", **sel)):
-                rate, share = achieved(rec, peak_gflops)
-                cells.append(f"{_fmt(rate, '{:.1f}')} ({_fmt(share, '{:.0%}')})")
-            rows.append(f"| {layout} | {length} | {kept_gflop(xf):.2f} | " + " | ".join(cells) + " |")
+            for dt in _dtypes(records):
+                sel = dict(length=length, dtype=dt, layout=layout)
+                xf, xb = _find(records, impl="xla", mode="fwd", **sel), _find(records, impl="xla", mode="fwdbwd", **sel)
+                if xf is None:
+                    continue
+                cells = [layout, str(length), _short(dt), f"{kept_gflop(xf):.2f}"]
+                for rec in (xf, xb):
+                    rate, share = achieved(rec, bf16)
+                    c = ceiling(records, rec)
+                    cells += [_fmt(rate, "{:.1f}"), _fmt(share, "{:.0%}"),
+                              _fmt(c and rec and "median_s" in rec and c / rec["median_s"], "{:.0%}")]
+                cells.append(_fmt(achieved(_find(records, impl="flex", mode="fwd", **sel), None)[0], "{:.1f}"))
+                rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def targets(records, dtype: str, peak_gflops: float | None = None) -> str:
-    """The issue's targets for ours xla on window+global, checked against this run."""
-    get = lambda impl, mode, length, **kw: _find(records, impl=impl, mode=mode, length=length, dtype=dtype, **kw)  # noqa: E731
+def peaks_line(payload) -> str:
+    """The matmul peaks measured in the run, per library and dtype."""
+    jx, th = _peak(payload), (payload.get("torch") or {}).get("matmul_peak_gflops") or {}
+    parts = [f"JAX {_short(d)} {v:,.0f}" for d, v in jx.items()] + [f"PyTorch {_short(d)} {v:,.0f}" for d, v in th.items()]
+    return "matmul peak (best square product, GFLOP/s): " + (", ".join(parts) or "not measured")
+
+
+def targets(records, peaks: dict) -> str:
+    """Issue 44's targets for ours xla on window+global, checked against this run (peers at their best)."""
     lines = []
+    bf16 = peaks.get("bfloat16")
     for length in (8192, 16384):
-        xf, xb = get("xla", "fwd", length, layout=HEADLINE), get("xla", "fwdbwd", length, layout=HEADLINE)
-        fl, sb = get("flex", "fwd", length, layout=HEADLINE), get("sdpa", "fwdbwd", length)
-        r_flex, r_sdpa = _ratio(fl, xf), _ratio(sb, xb)
-        if r_flex is not None:
-            lines.append(f"- {length}: ours fwd {_ms(xf)} ms vs FlexAttention {_ms(fl)} ms: "
-                         f"{'faster' if r_flex > 1 else 'slower'} ({r_flex:.2f}x) [target: >= 1.5x]")
-        for mode, rec in (("fwd", xf), ("fwd+bwd", xb)):
-            rate, share = achieved(rec, peak_gflops)
-            if share is not None:
-                lines.append(f"- {length}: ours {mode} {rate:.0f} GFLOP/s on the kept blocks, {share:.0%} of the "
-                             f"measured {dtype} matmul peak ({peak_gflops:.0f} GFLOP/s) [target: >= 30%]")
-        if r_sdpa is not None:
-            lines.append(f"- {length}: ours fwd+bwd {_ms(xb)} ms vs SDPA causal fwd+bwd {_ms(sb)} ms: "
-                         f"{r_sdpa:.1f}x faster [target: >= 4x]")
-    for length in sorted({r["length"] for r in records if r["length"] >= 4096}):
-        xf, xb = get("xla", "fwd", length, layout=HEADLINE), get("xla", "fwdbwd", length, layout=HEADLINE)
-        df, db = get("dense", "fwd", length), get("dense", "fwdbwd", length)
+        sel = dict(length=length, layout=HEADLINE_LAYOUT)
+        xf, xb = best(records, impl="xla", mode="fwd", **sel), best(records, impl="xla", mode="fwdbwd", **sel)
         if xf is None:
             continue
-        parts = [f"{mode} {_fmt(r and r / xf['ideal_speedup'], '{:.0%}', 'n/a (dense skipped)')}"
-                 for mode, r in (("fwd", _ratio(df, xf)), ("fwd+bwd", _ratio(db, xb)))]
-        lines.append(f"- {length}: fraction of the ideal speedup over dense masked XLA: {', '.join(parts)} "
-                     "[target: >= 60%]")
-    xb = get("xla", "fwdbwd", 16384, layout=HEADLINE)
-    if xb is not None and "peak_rss_mb" in xb:
-        lines.append(f"- 16384: ours fwd+bwd peak RSS {xb['peak_rss_mb']:.0f} MB (process total, runtime included) "
-                     "[target: < 1500 MB]")
+        fl, sd = best(records, impl="flex", mode="fwd", **sel), best(records, impl="sdpa", mode="fwd", length=length)
+        if fl is not None:
+            r = _ratio(fl, xf)
+            lines.append(f"- {length}: ours fwd {_at(xf)} ms vs FlexAttention at its best {_at(fl)} ms: {r:.2f}x "
+                         "[target: >= 1.5x]")
+        if sd is not None:
+            r = _ratio(sd, xf)
+            lines.append(f"- {length}: ours fwd vs dense causal SDPA at its best {_at(sd)} ms: {r:.2f}x [target: >= 5x]")
+        for mode, rec in (("fwd", xf), ("fwd+bwd", xb)):
+            rate, share = achieved(rec, bf16)
+            if share is not None:
+                lines.append(f"- {length}: ours {mode} ({_short(rec['dtype'])}) {rate:.0f} GFLOP/s on the kept blocks, "
+                             f"{share:.0%} of the measured bf16 matmul peak ({bf16:,.0f} GFLOP/s) [target: >= 30%]")
+        for dt in _dtypes(records):
+            rec = _find(records, impl="xla", mode="fwd", dtype=dt, **sel)
+            c = ceiling(records, rec)
+            if c is not None and "median_s" in rec:
+                lines.append(f"- {length}: ours fwd {_short(dt)} {_ms(rec)} ms, the one-product ceiling {1e3 * c:.1f} ms: "
+                             f"{c / rec['median_s']:.0%} of it [target: >= 50%]")
     return "\n".join(lines)
 
 
@@ -192,42 +237,48 @@ def machine_line(payload) -> str:
             "measured side by side)")
 
 
-def plot(payload, path: Path, dtype: str) -> None:
+def plot(payload, path: Path) -> None:
     import matplotlib  # lazy: only the plot needs it; the report renders tables without it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after matplotlib.use("Agg"): no display backend
 
-    records = [r for r in payload["records"] if "median_s" in r and r["dtype"] == dtype]
+    records = [r for r in payload["records"] if "median_s" in r]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    series = [("xla", HEADLINE, "ours xla (window+global)"), ("pallas", HEADLINE, "ours pallas (window+global)"),
-              ("dense", HEADLINE, "dense masked XLA"), ("jax_causal", HEADLINE, "jax.nn causal"),
-              ("sdpa", "causal", "PyTorch SDPA causal"), ("flex", HEADLINE, "FlexAttention (window+global)")]
+    series = [("xla", HEADLINE_LAYOUT, "ours xla (window+global)"), ("pallas", HEADLINE_LAYOUT, "ours pallas"),
+              ("gemm", HEADLINE_LAYOUT, "one-product ceiling"), ("dense", HEADLINE_LAYOUT, "dense masked XLA"),
+              ("jax_causal", HEADLINE_LAYOUT, "jax.nn causal"), ("sdpa", "causal", "PyTorch SDPA causal"),
+              ("flex", HEADLINE_LAYOUT, "FlexAttention (window+global)")]
+    styles = {"bfloat16": "-", "float32": ":"}
     for ax, mode, title in ((axes[0], "fwd", "forward"), (axes[1], "fwdbwd", "forward + backward")):
-        for impl, layout, label in series:
-            pts = sorted((r["length"], r["median_s"]) for r in records
-                         if r["impl"] == impl and r["mode"] == mode and r["layout"] == layout)
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=label)
+        for i, (impl, layout, label) in enumerate(series):
+            for dt in _dtypes(records):
+                pts = sorted((r["length"], r["median_s"]) for r in records if r["impl"] == impl and r["mode"] == mode
+                             and r["layout"] == layout and r["dtype"] == dt)
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", linestyle=styles[dt], color=f"C{i}", label=f"{label} {_short(dt)}")
         ax.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="seconds (median)", title=title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    for layout in sorted({r["layout"] for r in records if r["impl"] == "xla"}):
-        pts = sorted((r["length"], r["peak_rss_mb"]) for r in payload["records"] if r["impl"] == "xla"
-                     and r["layout"] == layout and r["mode"] == "fwdbwd" and "peak_rss_mb" in r)
-        if pts:
-            axes[2].plot(*zip(*pts), marker="o", label=f"ours xla {layout}")
+        ax.legend(fontsize=7)
+    for i, layout in enumerate(sorted({r["layout"] for r in records if r["impl"] == "xla"})):
+        for dt in _dtypes(records):
+            pts = sorted((r["length"], r["peak_rss_mb"]) for r in payload["records"] if r["impl"] == "xla"
+                         and r["layout"] == layout and r["mode"] == "fwdbwd" and r["dtype"] == dt and "peak_rss_mb" in r)
+            if pts:
+                axes[2].plot(*zip(*pts), marker="o", linestyle=styles[dt], color=f"C{i}",
+                             label=f"ours xla {layout} {_short(dt)}")
     for impl, label in (("dense", "dense masked XLA"), ("sdpa", "PyTorch SDPA")):
-        pts = sorted((r["length"], r["peak_rss_mb"]) for r in payload["records"]
-                     if r["impl"] == impl and r["mode"] == "fwdbwd" and "peak_rss_mb" in r)
-        if pts:
-            axes[2].plot(*zip(*pts), marker="s", linestyle="--", label=label)
+        for dt in _dtypes(records):
+            pts = sorted((r["length"], r["peak_rss_mb"]) for r in payload["records"]
+                         if r["impl"] == impl and r["mode"] == "fwdbwd" and r["dtype"] == dt and "peak_rss_mb" in r)
+            if pts:
+                axes[2].plot(*zip(*pts), marker="s", linestyle="--", label=f"{label} {_short(dt)}")
     axes[2].set(xscale="log", yscale="log", xlabel="sequence length", ylabel="peak RSS MB (own process)",
                 title="forward + backward peak memory")
     axes[2].grid(True, which="both", alpha=0.3)
     if axes[2].lines:
-        axes[2].legend(fontsize=8)
-    fig.suptitle(f"Block-sparse attention, batch 1, 4 heads, head_dim 64, block 128, {dtype}")
+        axes[2].legend(fontsize=7)
+    fig.suptitle("Block-sparse attention, batch 1, 4 heads, head_dim 64, block 128 (solid bf16, dotted f32)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -235,14 +286,18 @@ def plot(payload, path: Path, dtype: str) -> None:
 
 def command(config: dict) -> str:
     """The command line that reproduces a run (non-default options only)."""
-    parts = ["python -m benchmarks.attention", f"--dtype {config['dtype']}"]
+    parts = ["python -m benchmarks.attention"]
     if config.get("lengths") != [1024, 2048, 4096, 8192, 16384]:
         parts.append("--lengths " + " ".join(map(str, config["lengths"])))
     if config.get("layouts") and list(config["layouts"]) != ["causal", "window_global", "bigbird", "strided"]:
         parts.append("--layouts " + " ".join(config["layouts"]))
+    if list(config.get("dtypes", [])) != ["float32", "bfloat16"]:
+        parts.append("--dtypes " + " ".join(config.get("dtypes") or [config.get("dtype", "?")]))
     if config.get("rounds", 3) != 3:
         parts.append(f"--rounds {config['rounds']}")
     parts += [f"--{flag.replace('_', '-')}" for flag in ("no_memory", "no_torch") if config.get(flag)]
+    if config.get("name", "attention") != "attention":
+        parts.append(f"--name {config['name']}")
     return " ".join(parts)
 
 
@@ -254,42 +309,49 @@ def _method(payload) -> str:
 
 def section(payload, tag: str, title: str | None = None) -> str:
     """The RESULTS.md section of one attention results file."""
-    dtype, records = payload["config"]["dtype"], payload["records"]
+    records = payload["records"]
     return "\n".join([
-        f"## {title or f'Attention: block-sparse vs dense ({dtype})'}", "", f"Machine: {machine_line(payload)}.", "",
+        f"## {title or 'Attention: block-sparse vs dense'}", "", f"Machine: {machine_line(payload)}; "
+        f"{peaks_line(payload)}.", "",
         f"Command: `{command(payload['config'])}`; full tables in "
         f"`benchmarks/results/{tag}.md`, plot `benchmarks/results/{tag}.png`. {_method(payload)}", "",
         f"![attention times]({'results/' + tag + '.png'})", "",
-        "window+global layout = causal & (q - k < 384 | k < 128), batch 1, 4 heads, head_dim 64, block 128:", "",
-        headline_table(records, dtype), "", "Targets (issues 3 and 20), from this run:", "",
-        targets(records, dtype, _peak(payload))])
+        "window+global layout = causal & (q - k < 384 | k < 128), batch 1, 4 heads, head_dim 64, block 128; "
+        "every implementation in each dtype, the ratios best dtype against best dtype (same-dtype ratios beside); "
+        "ceiling: the same kept-block FLOPs as one square product:", "",
+        headline_table(records), "", "Targets (issue 44), from this run:", "", targets(records, _peak(payload))])
 
 
-def _peak(payload) -> float | None:
-    """The machine's matmul peak in the run's dtype (GFLOP/s), measured in the same run."""
-    return payload.get("machine", {}).get("matmul_peak_gflops")
+def _peak(payload) -> dict:
+    """JAX's matmul peak per dtype (GFLOP/s), measured in the same run."""
+    peak = payload.get("machine", {}).get("matmul_peak_gflops") or {}
+    if not isinstance(peak, dict):  # runs before issue 44 measured the run's one dtype
+        peak = {payload["config"].get("dtype", "float32"): peak}
+    return peak
 
 
 def write_reports(payload, out_dir: Path, tag: str) -> None:
-    dtype = payload["config"]["dtype"]
     records = payload["records"]
     method = _method(payload)
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1, default=str))
-    md = [f"# Attention benchmark ({dtype})", "", machine_line(payload), "",
-          f"Command: `{command(payload['config'])}`. {method}", "",
-          "## window+global = causal & (q - k < 384 | k < 128)", "", headline_table(records, dtype), "",
-          "Targets (issues 3 and 20):", "", targets(records, dtype, _peak(payload)), "",
-          "## All layouts", "", layouts_table(records, dtype), "",
+    md = [f"# Attention benchmark ({', '.join(_dtypes(records))})", "", machine_line(payload), "", peaks_line(payload),
+          "", f"Command: `{command(payload['config'])}`. {method}", "",
+          "## window+global = causal & (q - k < 384 | k < 128): peers at their best", "", headline_table(records), "",
+          "Targets (issue 44):", "", targets(records, _peak(payload)), "",
           "## Toward the matmul limit: GFLOP/s on the kept blocks", "",
-          efficiency_table(records, dtype, _peak(payload)), "",
-          f"Of peak: the share of the {dtype} matmul peak measured in the same run (a 1024^3 product, "
-          f"`memgpt_jax.flops.measured_peak_flops`: {_fmt(_peak(payload), '{:.0f}')} GFLOP/s). Kept FLOPs: QK^T and "
-          "PV forward, dV/dP/dQ/dK backward, over every kept block (the backward's recomputed scores not counted).",
-          "", "## Baselines", "", baselines_table(records, dtype),
-          "", "Times are medians after warm-up; 'of ideal' = (dense masked time / ours) / (dense blocks / kept blocks). "
-          "Peak MB is the peak RSS of a process running only that configuration (JAX or PyTorch runtime included). "
-          "Dense masked XLA computes the full score matrix whatever the mask, so it is timed once per length."]
+          efficiency_table(records, _peak(payload)), "",
+          "Of bf16 peak: the share of the best square bf16 product measured by JAX in the same run. Of ceiling: the "
+          "time of the same kept-block FLOPs as one square product (same dtype, f32 accumulation) over ours. Kept "
+          "FLOPs: QK^T and PV forward, dV/dP/dQ/dK backward, over every kept block (the backward's recomputed scores "
+          "not counted)."]
+    for dt in _dtypes(records):
+        md += ["", f"## All layouts ({dt})", "", layouts_table(records, dt), "", f"## Baselines ({dt})", "",
+               baselines_table(records, dt)]
+    md += ["", "Times are medians after warm-up; 'of ideal' = (dense masked time / ours) / (dense blocks / kept "
+           "blocks). Peak MB is the peak RSS of a process running only that configuration (JAX or PyTorch runtime "
+           "included). Dense masked XLA computes the full score matrix whatever the mask, so it is timed once per "
+           "length."]
     (out_dir / f"{tag}.md").write_text("\n".join(md) + "\n")
-    plot(payload, out_dir / f"{tag}.png", dtype)
-    if not payload["config"].get("quick"):
+    plot(payload, out_dir / f"{tag}.png")
+    if not payload["config"].get("quick") and out_dir.resolve() == RESULTS_DIR.resolve():
         rebuild_results_md()

@@ -3,14 +3,17 @@
 Runs in its own process (never imports JAX), on the shapes of the JAX benchmark:
 ``q, k, v [1, 4, T, 64]``. Launched by ``benchmarks/attention.py``; by hand::
 
-    .venv/bin/python benchmarks/torch_attention.py --lengths 1024 2048 --layouts causal window_global
+    .venv/bin/python benchmarks/torch_attention.py --lengths 1024 2048 --layouts causal window_global --dtypes bfloat16
 
 - ``sdpa``: ``scaled_dot_product_attention(is_causal=True)``, forward and forward+backward.
 - ``flex``: ``torch.compile(flex_attention)`` with ``create_block_mask`` (block 128) of the
   same token mask as our layout, forward only (FlexAttention has no CPU backward).
 
-``--child-memory`` runs one configuration once and prints its peak RSS (one
-process per configuration, so peaks do not mix).
+Every configuration runs in each of ``--dtypes`` (PyTorch's speed in bf16 differs by CPU:
+slow without AVX-512 BF16, fast with AMX), and the output records PyTorch's own matmul
+peak in each dtype, so the peers are compared at their best. ``--child-memory`` runs one
+configuration once and prints its peak RSS (one process per configuration, so peaks do
+not mix).
 """
 
 from __future__ import annotations
@@ -84,6 +87,19 @@ def make_runner(impl: str, mode: str, layout: str, length: int, dtype, maps: dic
     raise ValueError(f"unknown impl {impl!r}")
 
 
+def matmul_peak_gflops(dtype, sizes=(1024, 2048), repeats: int = 5) -> float:
+    """The best GFLOP/s of a square ``n x n`` product in ``dtype`` over ``sizes`` (best of ``repeats``)."""
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n).to(dtype)
+        torch.mm(a, a)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, a)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def time_config(impl, mode, layout, length, dtype, maps, repeats: int) -> dict:
     run, setup = make_runner(impl, mode, layout, length, dtype, maps)
     t0 = time.perf_counter()
@@ -99,7 +115,8 @@ def time_config(impl, mode, layout, length, dtype, maps, repeats: int) -> dict:
         if i >= 2 and time.perf_counter() > budget:
             break
     median = statistics.median(times)
-    return {"impl": impl, "mode": mode, "layout": layout, "length": length, "median_s": median, "min_s": min(times),
+    return {"impl": impl, "mode": mode, "layout": layout, "length": length, "dtype": str(dtype).removeprefix("torch."),
+            "median_s": median, "min_s": min(times),
             "runs": len(times), "compile_s": max(first - median, 0.0) + setup}
 
 
@@ -110,7 +127,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--layouts", nargs="+", default=["causal", "window_global", "bigbird", "strided"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     p.add_argument("--maps", default=None, help="npz of kept-block maps for block-map layouts")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
@@ -118,12 +135,12 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
+    dtypes = [getattr(torch, d) for d in args.dtypes]
     maps = dict(np.load(args.maps)) if args.maps else {}
     if args.child_memory:
         impl, mode, layout, length = args.child_memory
         base = rss_mb("VmRSS")
-        run, _ = make_runner(impl, mode, layout, int(length), dtype, maps)
+        run, _ = make_runner(impl, mode, layout, int(length), dtypes[0], maps)
         run()
         print(json.dumps({"peak_rss_mb": rss_mb(), "baseline_rss_mb": base}))
         return
@@ -132,11 +149,14 @@ def main(argv=None) -> None:
         configs = [("sdpa", "fwd", "causal"), ("sdpa", "fwdbwd", "causal")]
         configs += [("flex", "fwd", lay) for lay in args.layouts]
         for impl, mode, layout in configs:
-            rec = time_config(impl, mode, layout, length, dtype, maps, args.repeats)
-            print(f"torch {impl:5s} {mode:6s} {layout:14s} T={length:6d} {rec['median_s']:.4f}s",
-                  file=sys.stderr, flush=True)
-            results.append(rec)
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results}))
+            for dtype in dtypes:
+                rec = time_config(impl, mode, layout, length, dtype, maps, args.repeats)
+                print(f"torch {impl:5s} {mode:6s} {layout:14s} {rec['dtype']:8s} T={length:6d} "
+                      f"{rec['median_s']:.4f}s", file=sys.stderr, flush=True)
+                results.append(rec)
+    peaks = {str(d).removeprefix("torch."): round(matmul_peak_gflops(d), 1) for d in dtypes}
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_peak_gflops": peaks,
+                      "results": results}))
 
 
 if __name__ == "__main__":
