@@ -1,6 +1,12 @@
 """Test setup, before JAX is imported.
 
 - 8 fake CPU devices (for pmap/pjit tests).
+- XLA's backend (LLVM) optimisation off (``--xla_backend_optimization_level=0``, unless
+  ``XLA_FLAGS`` already sets a level): the suite's programs are tiny, so compiling them
+  costs far more than running them, and unoptimised machine code compiles in about a
+  third less time (tests/test_apps.py and test_model.py cold: 108 s -> 69 s). The
+  arithmetic is the same operations in the same order; speed is measured in
+  benchmarks, never here.
 - A JAX compilation cache shared by the xdist workers and by the subprocesses the
   CLI tests start (they inherit the environment). The suite's cost is thousands
   of small compiles, many of them the same tiny models compiled again in
@@ -28,6 +34,8 @@ import tempfile
 from memgpt_jax import machine  # reads /proc/cpuinfo; imports no JAX
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -244,3 +244,9 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     assert "+3.0 points" in text and "per kept block 1.10x" in text
     rows += [dict(r, target_density=0.3, density=0.3) for r in rows]
     assert bench.plot(rows, str(tmp_path / "plot.png")) == "plot.png" and (tmp_path / "plot.png").stat().st_size
+    # the derived student at 0.17 against fixed students at 1.5x that density or more (0.3): the other way to win
+    (line,) = bench.sparser_lines([r for r in rows if r["layout"] == "derived" and r["density"] < 0.2]
+                                  + [dict(r, test_accuracy=0.39) for r in rows if r["density"] == 0.3
+                                     and r["layout"] != "derived"], "listops")
+    assert "derived student at density 0.170, 40.0%" in line and "(window_global at 0.300, 0.57x" in line
+    assert "39.0% (+1.0 points)" in line

@@ -5,6 +5,8 @@ import gzip
 import json
 import os
 import random
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -138,10 +140,15 @@ def reverser(tmp_path_factory):
     assert cli_main(["data", "prepare", "pairs", "--name", "digits", "--split", f"train={tmp / 'train.jsonl'}",
                      "--split", f"val={tmp / 'val.jsonl'}", "--data-dir", d]) == 0
     run = str(tmp / "run")
-    assert cli_main(["pretrain", "--config", f"{CONFIG}:tiny", "--workdir", run, "--no-progress",
-                     "--config.data.name=memgpt_pairs/digits", f"--config.data.data_dir={d}",
-                     "--config.train.steps=1600", "--config.train.eval_every=1600", "--config.train.checkpoint_every=1600",
-                     "--config.data.batch_size=32"]) == 0
+    # its own process, with XLA's optimisation back on (tests/conftest.py turns it off): 1,600 steps
+    # of one program, where running costs more than compiling
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" not in f)
+    done = subprocess.run([sys.executable, "-m", "memgpt_jax.cli", "pretrain", "--config", f"{CONFIG}:tiny",
+                           "--workdir", run, "--no-progress", "--config.data.name=memgpt_pairs/digits",
+                           f"--config.data.data_dir={d}", "--config.train.steps=1600", "--config.train.eval_every=1600",
+                           "--config.train.checkpoint_every=1600", "--config.data.batch_size=32"],
+                          env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     return run, d, tmp
 
 
