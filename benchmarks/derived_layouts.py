@@ -2,7 +2,7 @@
 
     python -m benchmarks.derived_layouts --task listops                         # LRA ListOps, 2k tokens
     python -m benchmarks.derived_layouts --task listops --densities 0.12 0.18 0.3   # the density sweep
-    python -m benchmarks.derived_layouts --task text --densities 0.18           # byte-level IMDb, 4k tokens
+    python -m benchmarks.derived_layouts --task text --densities 0.18           # IMDb, whole reviews
     python -m benchmarks.derived_layouts --tiny                                 # the whole flow, seconds
     python -m benchmarks.derived_layouts --densities 0.25 0.3 --no-students     # kept mass only, no training
 
@@ -43,8 +43,14 @@ COLUMNS = ["task", "layout", "target_density", "density", "kept_blocks", "teache
            "test_macro_f1", "step_ms", "step_ms_iqr", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
 TASKS = {
-    "listops": dict(config="configs/lra_listops.py", title="LRA ListOps, 2,048 tokens"),
-    "text": dict(config="configs/lra_imdb_bytes.py", title="byte-level IMDb (LRA Text), 4,096 tokens"),
+    "listops": dict(config="configs/lra_listops.py", teacher="dense", student="sparse", title="LRA ListOps, 2,048 tokens"),
+    # IMDb from scratch (no LM pretraining: the recipe's LMs are hours), whole reviews up to 1,024
+    # sentencepiece tokens in blocks of 64, 16 blocks as ListOps. (Byte-level IMDb at 4k, LRA Text,
+    # trains a dense teacher to chance at this budget, 52% in the lra benchmark: nothing to distil.)
+    "text": dict(config="configs/imdb.py", teacher="scratch_teacher", student="scratch_student",
+                 title="IMDb, whole reviews, 1,024 sentencepiece tokens",
+                 needs=("imdb/spm8k.model", ["data", "tokenizer", "train", "--dataset", "memgpt_imdb/val10_seed0",
+                                                  "--splits", "train,unsupervised", "--vocab-size", "8192"])),
 }
 
 
@@ -237,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (tempfile.mkdtemp(prefix="memgpt_derived_tiny_") if args.tiny
                          else os.path.join("runs", "derived_layouts", args.task))
     os.makedirs(runs, exist_ok=True)
-    teacher_variant, student_variant = ("tiny", "tiny") if args.tiny else ("dense", "sparse")
+    teacher_variant, student_variant = ("tiny", "tiny") if args.tiny else (task["teacher"], task["student"])
+    if "needs" in task and not args.tiny:  # what the configs read (the tokenizer), made once
+        path, command = task["needs"]
+        path = run_config.runs_path(path)  # where the config looks for it
+        if not os.path.isfile(path):
+            _cli(*command, "--output", path)
     steps = ["--config.train.steps=2"] if args.tiny else ([f"--config.train.steps={args.steps}"] if args.steps else [])
     common = ["--no-progress", *steps]
     teacher = os.path.join(runs, "teacher")

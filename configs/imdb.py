@@ -14,7 +14,8 @@ classifier -> block-sparse student distilled from it (<= 40% of the parameters).
 Variants: `pretrain`, `pretrain_student` (the two backbones as LMs on train+unsup; every
 text recipe starts from them), `teacher_long` (the recipe's teacher: whole reviews),
 `teacher` (the same on the first 512 tokens), `student` (distilled from the teacher),
-`tiny` (seconds) and `teacher_tpu` (accelerator scale: bf16, larger batch, fsdp mesh).
+`tiny` (seconds), `teacher_tpu` (accelerator scale: bf16, larger batch, fsdp mesh), and
+`scratch_teacher` / `scratch_student` (no LM: the derived-layouts benchmark's text task).
 """
 
 from memgpt_jax import run_config
@@ -50,6 +51,11 @@ VARIANTS = {
     "student": dict(model=STUDENT, data=WHOLE_REVIEWS, optim=dict(lr=1e-3),
                     train=dict(steps=600, init_from=run_config.runs_path("imdb/lm_student")),
                     distill=dict(teacher=run_config.runs_path("imdb/teacher"), temperature=2.0, alpha=0.5)),
+    # From scratch (no LM), for benchmarks/derived_layouts.py: a dense teacher and the student
+    # its layouts are measured on (the benchmark sets the student's layout and teacher).
+    "scratch_teacher": dict(data=WHOLE_REVIEWS),
+    "scratch_student": dict(model=STUDENT, data=WHOLE_REVIEWS, optim=dict(lr=1e-3), train=dict(steps=600),
+                            distill=dict(temperature=2.0, alpha=0.5)),
     "tiny": dict(model=dict(vocab_size=264, d_model=32, n_layers=1, n_heads=2, max_len=128),  # bytes: no tokenizer
                  data=dict(tokenizer="bytes", seq_len=128, batch_size=8, eval_batch_size=8, eval_batches=2),
                  train=dict(steps=4, eval_every=4, checkpoint_every=2)),
