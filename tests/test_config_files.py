@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "listops_tiny.py")
 VARIANTS = {
     "listops.py": ["teacher", "student", "demo_teacher", "demo_student", "lra_teacher", "lra_student"],
-    "imdb.py": ["pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu", "scratch_teacher", "scratch_student"],
+    "imdb.py": ["pretrain", "pretrain_student", "teacher", "teacher_long", "student", "tiny", "teacher_tpu",
+                "scratch_teacher", "scratch_student"],
     "multi30k.py": ["teacher", "student", "tiny"],
     "aeslc.py": ["teacher", "student", "tiny", "lm", "lm_student", "teacher_english_lm", "teacher_copy",
                  "student_copy", "teacher_copy_more", "teacher_copy_lm"],
