@@ -118,8 +118,9 @@ def headline_table(records) -> str:
         cells += [_ms(_find(records, impl="flex", mode="fwd", dtype=d, **sel)) for d in dts]
         cells += [_ms(_find(records, impl="sdpa", mode="fwd", dtype=d, length=length)) for d in dts]
         cells += [f"{_fmt(_ratio(flex_f, ours_f))}x", f"{_fmt(_ratio(sdpa_f, ours_f))}x"]
-        cells += [f"{_fmt(_ratio(_find(records, impl='flex', mode='fwd', dtype=d, **sel), _find(records, impl='xla', mode='fwd', dtype=d, **sel)))}x"
-                  for d in dts]
+        same = [(_find(records, impl="flex", mode="fwd", dtype=d, **sel),
+                 _find(records, impl="xla", mode="fwd", dtype=d, **sel)) for d in dts]
+        cells += [f"{_fmt(_ratio(flex, ours))}x" for flex, ours in same]
         c = ceiling(records, ours_f)
         cells += [_fmt(c and c / ours_f["median_s"], "{:.0%}"), _at(ours_b), _at(sdpa_b),
                   f"{_fmt(_ratio(sdpa_b, ours_b))}x"]
@@ -193,7 +194,8 @@ def efficiency_table(records, peaks: dict) -> str:
 def peaks_line(payload) -> str:
     """The matmul peaks measured in the run, per library and dtype."""
     jx, th = _peak(payload), (payload.get("torch") or {}).get("matmul_peak_gflops") or {}
-    parts = [f"JAX {_short(d)} {v:,.0f}" for d, v in jx.items()] + [f"PyTorch {_short(d)} {v:,.0f}" for d, v in th.items()]
+    parts = [f"JAX {_short(d)} {v:,.0f}" for d, v in jx.items()]
+    parts += [f"PyTorch {_short(d)} {v:,.0f}" for d, v in th.items()]
     return "matmul peak (best square product, GFLOP/s): " + (", ".join(parts) or "not measured")
 
 
@@ -213,7 +215,8 @@ def targets(records, peaks: dict) -> str:
                          "[target: >= 1.5x]")
         if sd is not None:
             r = _ratio(sd, xf)
-            lines.append(f"- {length}: ours fwd vs dense causal SDPA at its best {_at(sd)} ms: {r:.2f}x [target: >= 5x]")
+            lines.append(f"- {length}: ours fwd vs dense causal SDPA at its best {_at(sd)} ms: {r:.2f}x "
+                         "[target: >= 5x]")
         for mode, rec in (("fwd", xf), ("fwd+bwd", xb)):
             rate, share = achieved(rec, bf16)
             if share is not None:
@@ -223,8 +226,8 @@ def targets(records, peaks: dict) -> str:
             rec = _find(records, impl="xla", mode="fwd", dtype=dt, **sel)
             c = ceiling(records, rec)
             if c is not None and "median_s" in rec:
-                lines.append(f"- {length}: ours fwd {_short(dt)} {_ms(rec)} ms, the one-product ceiling {1e3 * c:.1f} ms: "
-                             f"{c / rec['median_s']:.0%} of it [target: >= 50%]")
+                lines.append(f"- {length}: ours fwd {_short(dt)} {_ms(rec)} ms, the one-product ceiling "
+                             f"{1e3 * c:.1f} ms: {c / rec['median_s']:.0%} of it [target: >= 50%]")
     return "\n".join(lines)
 
 
@@ -262,8 +265,9 @@ def plot(payload, path: Path) -> None:
         ax.legend(fontsize=7)
     for i, layout in enumerate(sorted({r["layout"] for r in records if r["impl"] == "xla"})):
         for dt in _dtypes(records):
-            pts = sorted((r["length"], r["peak_rss_mb"]) for r in payload["records"] if r["impl"] == "xla"
-                         and r["layout"] == layout and r["mode"] == "fwdbwd" and r["dtype"] == dt and "peak_rss_mb" in r)
+            pts = sorted((r["length"], r["peak_rss_mb"]) for r in payload["records"]
+                         if r["impl"] == "xla" and r["layout"] == layout and r["mode"] == "fwdbwd"
+                         and r["dtype"] == dt and "peak_rss_mb" in r)
             if pts:
                 axes[2].plot(*zip(*pts), marker="o", linestyle=styles[dt], color=f"C{i}",
                              label=f"ours xla {layout} {_short(dt)}")

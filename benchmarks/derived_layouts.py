@@ -43,7 +43,8 @@ COLUMNS = ["task", "layout", "target_density", "density", "kept_blocks", "teache
            "test_macro_f1", "step_ms", "step_ms_iqr", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
 TASKS = {
-    "listops": dict(config="configs/lra_listops.py", teacher="dense", student="sparse", title="LRA ListOps, 2,048 tokens"),
+    "listops": dict(config="configs/lra_listops.py", teacher="dense", student="sparse",
+                    title="LRA ListOps, 2,048 tokens"),
     # IMDb from scratch (no LM pretraining: the recipe's LMs are hours), whole reviews up to 1,024
     # sentencepiece tokens in blocks of 64, 16 blocks as ListOps. (Byte-level IMDb at 4k, LRA Text,
     # trains a dense teacher to chance at this budget, 52% in the lra benchmark: nothing to distil.)
