@@ -143,3 +143,25 @@ def test_device_check_refuses_without_a_gpu_and_dry_runs_on_cpu(tmp_path):
     assert all(r["ok"] for r in rows) and [(r["layout"], r["dtype"]) for r in rows] == [
         ("window_global", "float32"), ("window_global", "bfloat16")]
     assert {r["kernel"] for r in payload["parts"]["kernel_speed"]["rows"]} == {"pallas_window_global", "cudnn_causal"}
+
+
+def test_train_step_peers_at_their_best_dtype():
+    """Each side's fastest dtype (and PyTorch's fastest framework) is compared; a run of one dtype says so."""
+    from benchmarks.report import _train_step_extra, _train_step_figure
+
+    def row(framework, attention, dtype, tps):
+        return {"framework": framework, "attention": attention, "seq_len": 8192, "compute_dtype": dtype,
+                "tokens_per_s": tps, "tflops_per_s": 1e-3, "mfu": 0.1, "step_ms": 1e3}
+
+    rows = [row("jax", "window_global(b128)", "bfloat16", 900.0), row("jax", "window_global(b128)", "float32", 600.0),
+            row("torch eager", "window_global(b128)(SDPA token mask)", "float32", 400.0),
+            row("torch compile", "window_global(b128)(SDPA token mask)", "bfloat16", 300.0),
+            row("torch compile", "window_global(b128)(SDPA token mask)", "float32", 450.0)]
+    what, ours, peer, ratio = _train_step_figure(8192, "window")({"rows": rows})
+    assert "each at its best dtype" in what and ours == "900 tokens/s (bfloat16)" and ratio == "2.00x"
+    assert "torch compile" in peer and "float32): 450 tokens/s" in peer
+    lines = _train_step_extra({"rows": rows}, "no_plot_single_length")
+    assert any("each side at its best dtype: block-sparse 900 tokens/s (bfloat16) vs PyTorch's best 450 "
+               "(torch compile, float32): 2.00x" in line for line in lines), lines
+    what, *_ = _train_step_figure(8192, "window")({"rows": [r for r in rows if r["compute_dtype"] == "bfloat16"]})
+    assert what.endswith("bfloat16 only")
