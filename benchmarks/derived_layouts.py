@@ -274,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = list(old.values())
 
     def save() -> None:
+        # rows another process wrote since this one started (the other task's run) are kept
+        mine = {key(r) for r in rows}
+        rows.extend(r for k, r in committed_rows(results / "derived_layouts.json", key, lambda row, meta: True).items()
+                    if k not in mine)
         rows.sort(key=lambda r: (r["task"], r["target_density"], KINDS.index(r["layout"]) if r["layout"] in KINDS else -1))
         results.mkdir(parents=True, exist_ok=True)
         png = plot(rows, str(results / "derived_layouts.png"))
