@@ -140,23 +140,37 @@ def listops_data(tmp_path_factory):
     return d
 
 
-@pytest.mark.slow
-def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, monkeypatch):
-    """docs/derived_layouts.md at tiny scale: a dense teacher; `layout derive` on its validation
-    split; a student distilled on the file's layout (per layer, per head); eval; the torch export
-    gives the JAX logits; the layout drawn over the teacher's maps; `layout show`."""
-    import jax.numpy as jnp
-    import torch
+TINY_CFG = os.path.join(ROOT, "configs", "listops_tiny.py")
+TINY = ["--no-progress", "--config.train.steps=4", "--config.model.n_heads=4"]
 
+
+@pytest.fixture(scope="module")
+def tiny_teacher(listops_data, tmp_path_factory):
+    """A 4-step dense teacher on the tiny ListOps data (its data dir in ``MEMGPT_DATA_DIR`` while
+    the module's tests run)."""
     from memgpt_jax.cli import main as cli_main
-    from memgpt_jax.export.torch_model import TorchGPT
-    from memgpt_jax.training.run import open_run
 
-    monkeypatch.setenv("MEMGPT_DATA_DIR", listops_data)
-    tiny_cfg = os.path.join(ROOT, "configs", "listops_tiny.py")
-    common = ["--no-progress", "--config.train.steps=4", "--config.model.n_heads=4"]
-    teacher, student, layout = str(tmp_path / "teacher"), str(tmp_path / "student"), str(tmp_path / "derived.json")
-    assert cli_main(["finetune", "--config", tiny_cfg, "--workdir", teacher, *common]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEMGPT_DATA_DIR", listops_data)
+        teacher = str(tmp_path_factory.mktemp("derived") / "teacher")
+        assert cli_main(["finetune", "--config", TINY_CFG, "--workdir", teacher, *TINY]) == 0
+        yield teacher
+
+
+def _derive(teacher: str, layout: str) -> None:
+    from memgpt_jax.cli import main as cli_main
+
+    if not os.path.exists(layout):
+        assert cli_main(["layout", "derive", "--teacher", teacher, "--split", "validation", "--examples", "12",
+                         "--density", "0.4", "--out", layout, "--no-progress"]) == 0
+
+
+def test_derive_refit_and_show(tiny_teacher, tmp_path, capsys):
+    """`layout derive` on a teacher's validation split (wrong inputs refused first), `--from` another
+    density without the teacher, `layout show`."""
+    from memgpt_jax.cli import main as cli_main
+
+    teacher, layout = tiny_teacher, str(tmp_path / "derived.json")
     capsys.readouterr()
     # wrong inputs first: each is one line, before any work
     for argv, text in (
@@ -169,8 +183,7 @@ def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, mo
         assert len(err) == 1 and err[0].startswith("error: ") and text in err[0], err
     assert not os.path.exists(layout)
 
-    assert cli_main(["layout", "derive", "--teacher", teacher, "--split", "validation", "--examples", "12",
-                     "--density", "0.4", "--out", layout, "--no-progress"]) == 0
+    _derive(teacher, layout)
     out = capsys.readouterr().out
     payload = json.loads(open(layout).read())
     assert payload["kind"] == "band" and len(payload["layers"]) == 2 and len(payload["layers"][0]) == 4
@@ -187,7 +200,28 @@ def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, mo
     mass = D.read_mass(layout)
     assert mass.shape == (2, 4, 4, 4)
     np.testing.assert_allclose(mass.sum(axis=(2, 3)), mass.sum(axis=(2, 3))[0, 0], rtol=1e-5)  # every head: all queries
+    capsys.readouterr()
+    assert cli_main(["layout", "show", layout]) == 0
+    shown = capsys.readouterr().out
+    assert "layer 1 head 3: offsets [0" in shown
+    assert "% on the diagonal blocks; by key block 0: " in shown  # from the mass array beside the file
 
+
+@pytest.mark.slow
+def test_recipe_derive_distil_evaluate_export(tiny_teacher, tmp_path, capsys):
+    """docs/derived_layouts.md at tiny scale: on the teacher's derived layout (per layer, per head)
+    a student is distilled, evaluated and exported (the torch export gives the JAX logits), and the
+    layout is drawn over the teacher's maps."""
+    import jax.numpy as jnp
+    import torch
+
+    from memgpt_jax.cli import main as cli_main
+    from memgpt_jax.export.torch_model import TorchGPT
+    from memgpt_jax.training.run import open_run
+
+    teacher, student, layout = tiny_teacher, str(tmp_path / "student"), str(tmp_path / "derived.json")
+    tiny_cfg, common = TINY_CFG, TINY
+    _derive(teacher, layout)
     assert cli_main(["distill", "--config", tiny_cfg, "--workdir", student, *common,
                      f"--config.distill.teacher={teacher}", "--config.model.attention.pattern=derived",
                      f"--config.model.attention.layout_file={layout}"]) == 0
@@ -212,11 +246,6 @@ def test_recipe_derive_distil_evaluate_export(tmp_path, listops_data, capsys, mo
     assert cli_main(["attention-map", "--checkpoint", teacher, "--text", "[MAX 2 9 [MIN 4 7 ] 0 ]", "--out",
                      str(maps), "--layout", layout, "--layers", "1"]) == 0
     assert (maps / "layer_1.png").read_bytes()[:4] == b"\x89PNG"
-    capsys.readouterr()
-    assert cli_main(["layout", "show", layout]) == 0
-    shown = capsys.readouterr().out
-    assert "layer 1 head 3: offsets [0" in shown
-    assert "% on the diagonal blocks; by key block 0: " in shown  # from the mass array beside the file
 
 
 def test_benchmark_matches_densities_and_reports(tmp_path):
