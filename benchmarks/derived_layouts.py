@@ -111,7 +111,7 @@ def kept_mass_of(attention: dict[str, Any], block: int, mass: np.ndarray) -> flo
 
 def step_times(configs: dict[str, Any], seq_len: int, batch: int, rounds: int) -> dict[str, tuple[float, ...]]:
     """``(median, 25th, 75th percentile)`` forward + backward time (ms) of each student model
-    config, one call per config per round, the rounds interleaved."""
+    config, one call per config per round, the rounds interleaved (their order rotating)."""
     import jax
     import jax.numpy as jnp
 
@@ -132,8 +132,10 @@ def step_times(configs: dict[str, Any], seq_len: int, batch: int, rounds: int) -
         jax.block_until_ready(grad(params))  # compile
         fns[name] = (grad, params)
     samples: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(rounds):
-        for name, (grad, params) in fns.items():
+    names = list(fns)
+    for r in range(rounds):  # each round starts one config later: no config always runs first or last
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            grad, params = fns[name]
             samples[name].append(time_fn(lambda g=grad, p=params: jax.block_until_ready(g(p)), repeats=1,
                                          warmup=0)["median_s"])
     return {name: tuple(1e3 * float(np.percentile(s, q)) for q in (50, 25, 75)) for name, s in samples.items()}
