@@ -275,11 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     old = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
     rows = list(old.values())
 
+    fresh: set = set()  # the rows this process measured; the file's others may be newer than ours
+
     def save() -> None:
-        # rows another process wrote since this one started (the other task's run) are kept
-        mine = {key(r) for r in rows}
-        rows.extend(r for k, r in committed_rows(results / "derived_layouts.json", key, lambda row, meta: True).items()
-                    if k not in mine)
+        # what another process wrote since this one started (the other task, a retiming) is kept
+        merged = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
+        merged.update({key(r): r for r in rows if key(r) in fresh})
+        for r in rows:
+            merged.setdefault(key(r), r)
+        rows[:] = list(merged.values())
         rows.sort(key=lambda r: (r["task"], r["target_density"], KINDS.index(r["layout"]) if r["layout"] in KINDS else -1))
         results.mkdir(parents=True, exist_ok=True)
         png = plot(rows, str(results / "derived_layouts.png"))
@@ -324,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 students[f"{kind}_{target:g}"] = run_config.load(f"{config}:{student_variant}",
                                                                  [*steps, *_overrides(attention)]).model
                 rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+                fresh.add(key(row))
                 save()
                 continue
             if not os.path.isfile(os.path.join(workdir, "summary.json")):
@@ -338,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 row.update(test_accuracy=round(rep["accuracy"], 4), test_macro_f1=round(rep["macro_f1"], 4),
                            train_wall_min=round(summary["wall_s"] / 60, 2))
                 rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+                fresh.add(key(row))
                 print(row, file=sys.stderr, flush=True)
                 save()
     if args.no_students:
@@ -350,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             r["step_ms"] = round(median, 1)
             r["step_ms_iqr"] = f"{p25:.0f}-{p75:.0f}"
             r["ms_per_kept_block"] = round(median / r["kept_blocks"], 3)
+            fresh.add(key(r))
     save()
     print(markdown_table(rows, COLUMNS))
     return 0
