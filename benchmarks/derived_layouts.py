@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         # what another process wrote since this one started (the other task, a retiming) is kept
         merged = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
-        merged.update({key(r): r for r in rows if key(r) in fresh})
+        merged.update({key(r): {**merged.get(key(r), {}), **r} for r in rows if key(r) in fresh})
         for r in rows:
             merged.setdefault(key(r), r)
         rows[:] = list(merged.values())
