@@ -256,6 +256,8 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     config, d = bench.closest("window_global", 0.18, 128, 2048)
     assert config == {"pattern": "window_global", "window": 0, "n_global": 2} and d == pytest.approx(45 / 256)
     assert bench.density_of(config, 128, 2048) == (pytest.approx(45 / 256), 45.0)
+    assert set(bench.fixed_at(0.12, 128, 2048)) == {"window_global"}  # BigBird's sparsest is 0.17
+    assert set(bench.fixed_at(0.3, 128, 2048)) == {"window_global", "bigbird"}
     path = _write(tmp_path, {"block_size": 128, "kind": "band", "seq_len": 2048,
                              "layers": [[{"offsets": [0], "globals": [0, 1]}]] * 2})
     derived = {"pattern": "derived", "layout_file": path}
