@@ -361,14 +361,15 @@ def _lra_figure(task: str):
 
 
 def _derived_figure(payload: dict[str, Any]):
-    """The derived layout's kept teacher mass against the best fixed layout's, at the first density."""
+    """The derived layout's kept teacher mass against the best fixed layout's, at the first density
+    where both were measured."""
     rows = payload.get("rows", [])
-    if not rows:
-        return None
-    task, target = rows[0]["task"], rows[0]["target_density"]
-    by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target}
-    fixed = [by[k] for k in ("window_global", "bigbird") if k in by]
-    if "derived" not in by or not fixed:
+    for task, target in dict.fromkeys((r["task"], r["target_density"]) for r in rows):
+        by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target}
+        fixed = [by[k] for k in ("window_global", "bigbird") if k in by]
+        if "derived" in by and fixed:
+            break
+    else:
         return None
     d, best = by["derived"], max(fixed, key=lambda r: r["teacher_mass_kept"])
     return (f"Derived layout, {task}, density {d['density']:.3f}: teacher attention mass kept",
