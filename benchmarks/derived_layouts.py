@@ -297,9 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         # what another process wrote since this one started (the other task, a retiming) is kept
         merged = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
         merged.update({key(r): {**merged.get(key(r), {}), **r} for r in rows if key(r) in fresh})
-        for r in rows:
-            merged.setdefault(key(r), r)
-        rows[:] = list(merged.values())
+        rows[:] = list(merged.values())  # the file's other rows as they are now (a row deleted there stays gone)
         rows.sort(key=lambda r: (r["task"], r["target_density"], KINDS.index(r["layout"]) if r["layout"] in KINDS else -1))
         results.mkdir(parents=True, exist_ok=True)
         png = plot(rows, str(results / "derived_layouts.png"))

@@ -112,7 +112,7 @@ def _train_step_extra(payload: dict[str, Any], key: str = "train_step") -> list[
         if parts:
             out.append(f"- {T} tokens, {dt}: " + "; ".join(parts) + ".")
     for T in sorted({r["seq_len"] for r in rows}):  # peers at their best, where the run has both dtypes
-        if len({r["compute_dtype"] for r in rows if r["seq_len"] == T}) < 2:
+        if not _both_dtypes(rows, T):
             continue
         parts = []
         for kind, what in (("window", "block-sparse"), ("dense", "dense")):
@@ -300,6 +300,11 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
+def _both_dtypes(rows: list[dict[str, Any]], seq_len: int) -> bool:
+    """Whether a training-step run measured ``seq_len`` in more than one dtype."""
+    return len({r["compute_dtype"] for r in rows if r["seq_len"] == seq_len}) > 1
+
+
 def best_steps(rows: list[dict[str, Any]], seq_len: int, kind: str) -> tuple[dict | None, dict | None]:
     """Our fastest JAX training step of ``kind`` (dense, window) at ``seq_len`` over the dtypes, and
     PyTorch's fastest on the same model (eager or compiled, any dtype): each at its best."""
@@ -316,8 +321,8 @@ def _train_step_figure(seq_len: int, kind: str):
         ours, peer = best_steps(payload["rows"], seq_len, kind)
         if ours and peer:
             what = "block-sparse (window+global)" if kind == "window" else f"dense ({ours['attention']})"
-            dtypes = {r["compute_dtype"] for r in payload["rows"] if r["seq_len"] == seq_len}
-            how = "each at its best dtype" if len(dtypes) > 1 else f"{ours['compute_dtype']} only"
+            both = _both_dtypes(payload["rows"], seq_len)
+            how = "each at its best dtype" if both else f"{ours['compute_dtype']} only"
             return (f"Training step, {what}, {seq_len // 1024}k tokens, {how}",
                     f"{ours['tokens_per_s']:,.0f} tokens/s ({ours['compute_dtype']})",
                     f"PyTorch's best, same model ({peer['framework']}, {peer['attention']}, {peer['compute_dtype']}): "
