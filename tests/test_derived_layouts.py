@@ -258,6 +258,8 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     assert bench.density_of(config, 128, 2048) == (pytest.approx(45 / 256), 45.0)
     assert set(bench.fixed_at(0.12, 128, 2048)) == {"window_global"}  # BigBird's sparsest is 0.17
     assert set(bench.fixed_at(0.3, 128, 2048)) == {"window_global", "bigbird"}
+    assert set(bench.fixed_at(0.25, 32, 256)) == {"window_global", "bigbird"}  # --tiny's default on its 8 blocks
+    assert bench.step_times({}, 256, 2, rounds=3) == {}  # every kind left out: nothing to time
     path = _write(tmp_path, {"block_size": 128, "kind": "band", "seq_len": 2048,
                              "layers": [[{"offsets": [0], "globals": [0, 1]}]] * 2})
     derived = {"pattern": "derived", "layout_file": path}
