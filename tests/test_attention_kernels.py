@@ -142,6 +142,56 @@ def test_xla_small_chunks_match_reference():
     check_against_reference(layout, fn, q, k, v, cot)
 
 
+# Merged forward rows (xla.FORWARD_MERGE): with the cost rule lifted every group of two rows or
+# more merges, so odd groups (a padded pair or triple), per-head unions, masks of the key blocks a
+# query block does not keep, padding and segments all meet the oracle; under jax.grad the forward
+# runs single rows, which every test above checks.
+@pytest.mark.parametrize("name,merge", [("window_global", 2), ("per_head", 3), ("mask_fn_or", 3),
+                                        pytest.param("random0", 3, marks=pytest.mark.slow),
+                                        pytest.param("bigbird_causal", 2, marks=pytest.mark.slow)])
+def test_xla_merged_forward_rows_match_reference(monkeypatch, name, merge):
+    from memgpt_jax.attention import xla
+
+    monkeypatch.setattr(xla, "MERGE_MAX_EXTRA", float("inf"))
+    layout, kv_heads, kind = CASES[name]
+    groups = xla._Plan(layout, 1.0, xla.DEFAULT_CHUNK_BYTES).groups(B, 2, 1, merge=merge)
+    assert any(rows.shape[1] == merge for rows, *_ in groups)
+    q, k, v, _ = make_inputs(kv_heads=kv_heads, seed=11)
+    extras = extras_for(kind)
+    got = jax.jit(functools.partial(xla_attention, layout=layout, merge=merge, **_kernel_extras(extras)))(q, k, v)
+    want = reference_fn(jnp.asarray(layout.to_dense_mask()))(q, k, v, **extras)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), **TOL)
+
+
+def _kernel_extras(extras):
+    seg = extras.get("segment_ids")
+    return {"kv_valid": extras.get("kv_valid"), "q_segment_ids": None if seg is None else seg[0],
+            "kv_segment_ids": None if seg is None else seg[1]}
+
+
+def test_merge_rows_unites_key_blocks_where_it_pays():
+    from memgpt_jax.attention import xla
+    from memgpt_jax.attention.block_layout import MASK_PAD
+    from benchmarks.attention import build_layout
+
+    # window + global at 8k (block 0, the diagonal and 3 blocks back): pairs of rows keep 6 blocks
+    # for their 2 x 5, +20%, and merge
+    layout = build_layout("window_global", 8192)
+    groups = xla._Plan(layout, 1.0, xla.DEFAULT_CHUNK_BYTES).groups(1, 4, 1, merge=2)
+    rows, n_rows, _, _, idx, mid = max(groups, key=lambda g: g[1])
+    assert rows.shape[1] == 2 and idx.shape[-1] == 6 and n_rows == 64
+    pair = rows[10]
+    assert list(pair) == [20, 21] and list(idx[0, 10]) == [0, 17, 18, 19, 20, 21]
+    own = layout.codes[0][pair[:, None], idx[0, 10][None, :]] != 0  # [2, 6]: each query block's own keys
+    assert ((mid[0, 10] != MASK_PAD) == own).all() and list((~own).sum(axis=1)) == [1, 1]
+    # rows whose key blocks barely overlap stay single: their union would double the tiles
+    disjoint = L.from_block_map(np.eye(8, dtype=bool)[:, ::-1] | np.eye(8, dtype=bool), block=BLK)
+    (rows, _, _, _, idx, mid), = xla._Plan(disjoint, 1.0, xla.DEFAULT_CHUNK_BYTES).groups(1, 1, 1, merge=2)
+    assert rows.shape[1] == 1 and idx.shape[-1] == 2
+    with pytest.raises(ValueError, match="merge"):
+        xla_attention(*make_inputs()[:3], layout=CASES["causal"][0], merge=0)
+
+
 @pytest.mark.parametrize("name", [pytest.param("window_global", marks=pytest.mark.slow), "per_head"])
 def test_xla_bf16_moves_inputs_as_bits_and_matches_f32(name):
     """bf16 inputs cross the kernel's gathers and loops as uint16 bit patterns: the compiled
