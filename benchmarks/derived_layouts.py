@@ -82,6 +82,9 @@ def closest(kind: str, target: float, block: int, seq_len: int) -> tuple[dict[st
     """The ``kind`` settings whose density is closest to ``target`` (ties: the sparser)."""
     scored = [(abs(d - target), d, c) for c in fixed_candidates(kind, seq_len // block)
               for d in [density_of(c, block, seq_len)[0]]]
+    if not scored:
+        raise ValueError(f"{seq_len // block} blocks ({seq_len} tokens in blocks of {block}) leave no sparse {kind} "
+                         "layout: use a smaller block or a longer sequence")
     _, d, c = min(scored, key=lambda x: (x[0], x[1]))
     return c, d
 
@@ -270,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         path = run_config.runs_path(path)  # where the config looks for it
         if not os.path.isfile(path):
             _cli(*command, "--output", path)
-    steps = ["--config.train.steps=2"] if args.tiny else ([f"--config.train.steps={args.steps}"] if args.steps else [])
+    steps = [f"--config.train.steps={args.steps}"] if args.steps else []
+    if args.tiny:  # 2 steps, and 8 blocks a row whatever the task's tiny config (its blocks are the real ones)
+        steps = ["--config.train.steps=2",
+                 f"--config.model.attention.block_size={run_config.load(f'{config}:tiny').data.seq_len // 8}"]
     common = ["--no-progress", *steps]
     teacher = os.path.join(runs, "teacher")
     if not os.path.isfile(os.path.join(teacher, "summary.json")):
