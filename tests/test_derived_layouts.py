@@ -260,8 +260,8 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     assert set(bench.fixed_at(0.3, 128, 2048)) == {"window_global", "bigbird"}
     assert set(bench.fixed_at(0.25, 32, 256)) == {"window_global", "bigbird"}  # --tiny's default on its 8 blocks
     assert bench.step_times({}, 256, 2, rounds=3) == {}  # every kind left out: nothing to time
-    with pytest.raises(ValueError, match="2 blocks .* leave no sparse window_global layout"):
-        bench.closest("window_global", 0.25, 64, 128)  # IMDb's tiny config at its real block (--tiny takes 16)
+    with pytest.raises(ValueError, match="2 blocks .* leave no sparse bigbird layout"):
+        bench.closest("bigbird", 0.25, 64, 128)  # IMDb's tiny config at its real block (--tiny takes 16)
     path = _write(tmp_path, {"block_size": 128, "kind": "band", "seq_len": 2048,
                              "layers": [[{"offsets": [0], "globals": [0, 1]}]] * 2})
     derived = {"pattern": "derived", "layout_file": path}
