@@ -194,8 +194,8 @@ BENCHMARKS: list[Benchmark] = [
             "--repeats 3 --name train_step_floor"),
         Run("train_step_sparse_8k", "Block-sparse step at 8k, each side at its best dtype (f32 and bf16), vs "
             "PyTorch eager and compiled",
-            "python -m benchmarks.train_step --seq-lens 8192 --attention sparse --dtypes float32 bfloat16 --torch eager "
-            "compile --tokens-per-step 8192 --repeats 2 --max-f32-len 0 --name train_step_sparse_8k"),
+            "python -m benchmarks.train_step --seq-lens 8192 --attention sparse --dtypes float32 bfloat16 "
+            "--torch eager compile --tokens-per-step 8192 --repeats 2 --max-f32-len 0 --name train_step_sparse_8k"),
         Run("train_step_heap", "Dense and block-sparse steps, bfloat16, vs torch.compile",
             f"python -m benchmarks.train_step --seq-lens 1024 8192 --attention dense_blocked sparse {TRAIN_STEP_8K} "
             "--repeats 2 --name train_step_heap"),

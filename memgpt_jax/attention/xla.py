@@ -10,9 +10,9 @@ query tokens, strided summaries) are split into groups
 (:meth:`BlockLayout.row_groups`), so a few full rows do not inflate the padding
 of every other row. Outside of ``jax.grad`` (inference, prefill), pairs of query
 blocks of a group share one row where the union of their key blocks costs at most a
-quarter more tiles (:data:`FORWARD_MERGE`): fewer, larger products. The token masks of all slots are laid out like the score
-tiles once per call (a few bytes per kept pair), so applying them is a streaming
-select rather than a gather per element.
+quarter more tiles (:data:`FORWARD_MERGE`): fewer, larger products. The token masks
+of all slots are laid out like the score tiles once per call (a few bytes per kept
+pair), so applying them is a streaming select rather than a gather per element.
 
 Two-byte float inputs and outputs (bf16, f16) travel through the gathers and the loops
 as their uint16 bit patterns (:func:`_as_bits`): XLA:CPU would otherwise run those gathers,
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memgpt_jax.attention.block_layout import BlockLayout
+from memgpt_jax.attention.block_layout import MASK_PAD, BlockLayout
 from memgpt_jax.attention.segments import NEG_INF, check_layout, key_segments
 from memgpt_jax.attention.reference import check_shapes
 from memgpt_jax.cpu_layout import materialized_transpose
@@ -122,8 +122,6 @@ def _merge_rows(rows: np.ndarray, idx: np.ndarray, mid: np.ndarray, m: int):
     mask ``MASK_PAD``. Returns the group unmerged (``m = 1``) where merging would add more
     than ``MERGE_MAX_EXTRA`` of its tiles, or it has a single row.
     """
-    from memgpt_jax.attention.block_layout import MASK_PAD
-
     single = rows[:, None], idx, mid[:, :, None]
     R, W = len(rows), idx.shape[-1]
     if m == 1 or R < 2:
