@@ -53,7 +53,7 @@ VARIANTS = {
                     distill=dict(teacher=run_config.runs_path("imdb/teacher"), temperature=2.0, alpha=0.5)),
     # From scratch (no LM), for benchmarks/derived_layouts.py: a dense teacher and the student
     # its layouts are measured on (the benchmark sets the student's layout and teacher). The
-    # students' 400 steps (~0.6 epoch) keep a student near half an hour on 2 CPU cores.
+    # students' 400 steps (~0.6 epoch) take about 16 minutes each on 2 CPU cores (AMD EPYC).
     "scratch_teacher": dict(data=WHOLE_REVIEWS),
     "scratch_student": dict(model=STUDENT, data=WHOLE_REVIEWS, optim=dict(lr=1e-3), train=dict(steps=400),
                             distill=dict(temperature=2.0, alpha=0.5)),

@@ -154,7 +154,7 @@ def test_xla_merged_forward_rows_match_reference(monkeypatch, name, merge):
 
     monkeypatch.setattr(xla, "MERGE_MAX_EXTRA", float("inf"))
     layout, kv_heads, kind = CASES[name]
-    groups = xla._Plan(layout, 1.0, xla.DEFAULT_CHUNK_BYTES).groups(B, 2, 1, merge=merge)
+    groups = xla._Plan(layout, 1.0, xla.DEFAULT_CHUNK_BYTES, merge).groups(B, 2, 1)
     assert any(rows.shape[1] == merge for rows, *_ in groups)
     q, k, v, _ = make_inputs(kv_heads=kv_heads, seed=11)
     extras = extras_for(kind)
@@ -177,7 +177,7 @@ def test_merge_rows_unites_key_blocks_where_it_pays():
     # window + global at 8k (block 0, the diagonal and 3 blocks back): pairs of rows keep 6 blocks
     # for their 2 x 5, +20%, and merge
     layout = build_layout("window_global", 8192)
-    groups = xla._Plan(layout, 1.0, xla.DEFAULT_CHUNK_BYTES).groups(1, 4, 1, merge=2)
+    groups = xla._Plan(layout, 1.0, xla.DEFAULT_CHUNK_BYTES, merge=2).groups(1, 4, 1)
     rows, n_rows, _, _, idx, mid = max(groups, key=lambda g: g[1])
     assert rows.shape[1] == 2 and idx.shape[-1] == 6 and n_rows == 64
     pair = rows[10]
@@ -186,7 +186,7 @@ def test_merge_rows_unites_key_blocks_where_it_pays():
     assert ((mid[0, 10] != MASK_PAD) == own).all() and list((~own).sum(axis=1)) == [1, 1]
     # rows whose key blocks barely overlap stay single: their union would double the tiles
     disjoint = L.from_block_map(np.eye(8, dtype=bool)[:, ::-1] | np.eye(8, dtype=bool), block=BLK)
-    (rows, _, _, _, idx, mid), = xla._Plan(disjoint, 1.0, xla.DEFAULT_CHUNK_BYTES).groups(1, 1, 1, merge=2)
+    (rows, _, _, _, idx, mid), = xla._Plan(disjoint, 1.0, xla.DEFAULT_CHUNK_BYTES, merge=2).groups(1, 1, 1)
     assert rows.shape[1] == 1 and idx.shape[-1] == 2
     with pytest.raises(ValueError, match="merge"):
         xla_attention(*make_inputs()[:3], layout=CASES["causal"][0], merge=0)

@@ -82,14 +82,14 @@ class _Plan:
     chunk_bytes: int
     merge: int = 1
 
-    def groups(self, B: int, H: int, G: int, merge: int = 1):
+    def groups(self, B: int, H: int, G: int):
         """Per row group: ``(rows_padded [R', m], n_rows, n_chunks, rows_per_chunk, idx [I, R', W],
         mid [I, R', m, W])`` (NumPy), ``m`` query blocks per row (1, or ``merge`` where it pays)."""
         b = self.layout.block
         out = []
         for rows, idx, mid in self.layout.row_groups():
             n_rows = len(rows)
-            rows, idx, mid = _merge_rows(rows, idx, mid, merge)
+            rows, idx, mid = _merge_rows(rows, idx, mid, self.merge)
             m, W = rows.shape[1], idx.shape[-1]
             per_row = B * H * G * m * b * W * b * 4
             target = max(1, min(len(rows), self.chunk_bytes // per_row))
@@ -356,7 +356,7 @@ def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
     qid_Bnb, kvid_Bnb = _ids_to_blocks(qid_BT, kvid_BS, b)
     table = np.asarray(lay.mask_table)
     outs, lses, order = [], [], []
-    for rows_p, n_rows, nc, rc, idx, mid in plan.groups(B, H, G, merge=plan.merge):
+    for rows_p, n_rows, nc, rc, idx, mid in plan.groups(B, H, G):
         q_c = _to_chunks(q_Bn, rows_p, nc, rc)
         qb = rows_p.shape[1] * b
         xs = (q_c, jnp.asarray(idx.reshape(-1, nc, rc, idx.shape[-1]).swapaxes(0, 1)),
@@ -385,6 +385,7 @@ def _forward(plan: _Plan, q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS):
 
 def _backward(plan: _Plan, res, do_BTNH):
     q_BTNH, k_BSKH, v_BSKH, qid_BT, kvid_BS, out_BTNH, lse_BHnGb = res
+    plan = dataclasses.replace(plan, merge=1)  # single rows, as the forward under grad (see FORWARD_MERGE)
     lay, b = plan.layout, plan.layout.block
     q_Bn, k_Bn, v_Bn = (_as_bits(x) for x in _split(q_BTNH, k_BSKH, v_BSKH, lay))
     kv_dtypes = (k_BSKH.dtype, v_BSKH.dtype)
@@ -395,7 +396,7 @@ def _backward(plan: _Plan, res, do_BTNH):
     zeros = jnp.zeros((B, H, k_Bn.shape[1], b, D), _F32)
     dk_acc, dv_acc = zeros, zeros
     dqs, order = [], []
-    for rows_p, n_rows, nc, rc, idx, mid in plan.groups(B, H, G):  # single rows (see FORWARD_MERGE)
+    for rows_p, n_rows, nc, rc, idx, mid in plan.groups(B, H, G):
         W = idx.shape[-1]
         lse = lse_BHnGb if np.array_equal(rows_p[:, 0], np.arange(nq)) else _take_rows(lse_BHnGb, rows_p[:, 0], 2)
         lse_c = jnp.moveaxis(lse.reshape(B, H, nc, rc, G * b), 2, 0)
