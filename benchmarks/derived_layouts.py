@@ -11,7 +11,8 @@ attention mass per block on the validation split (``memgpt-jax layout derive``, 
 once, refitted per density with ``--from``); for each density, the window + global and
 BigBird layouts whose density is closest to it, and the derived layout fitted to the density
 of whichever of them keeps more of the teacher's attention mass (the layout it is measured
-against; never more blocks than that one); one student per layout, the same
+against; never more blocks than that one, nor more tiles for the XLA kernel to compute once
+its rows are padded per group: ``--max-kernel-tiles``); one student per layout, the same
 model and budget, distilled from the teacher (``memgpt-jax distill``). Each row reports
 the layout's density (kept blocks / all blocks, averaged over layers and heads), the
 share of the teacher's attention mass it keeps (on the measured split), the student's
@@ -39,8 +40,9 @@ from benchmarks.common import (RESULTS_DIR, committed_rows, machine_line, markdo
                                write_results)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = ["task", "layout", "target_density", "density", "kept_blocks", "teacher_mass_kept", "test_accuracy",
-           "test_macro_f1", "step_ms", "step_ms_iqr", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
+COLUMNS = ["task", "layout", "target_density", "density", "density_by_length", "kept_blocks", "kernel_tiles",
+           "teacher_mass_kept", "test_accuracy", "test_macro_f1", "step_ms", "step_ms_iqr", "ms_per_kept_block", "steps",
+           "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
 MAX_DENSITY_GAP = 0.25  # a fixed layout stands for a target density if within this share of it
 TASKS = {
@@ -76,6 +78,42 @@ def density_of(attention: dict[str, Any], block: int, seq_len: int, n_layers: in
     """``(density, kept blocks per head)`` of a layout at ``seq_len``, averaged over layers and heads."""
     kept = float(np.mean([lay.n_kept_blocks for lay in _layouts(attention, block, seq_len, n_layers)]))
     return kept / (seq_len // block) ** 2, kept
+
+
+def kernel_tiles_of(attention: dict[str, Any], block: int, seq_len: int, n_layers: int = 1) -> float:
+    """Tiles per head the XLA kernel computes (``BlockLayout.kernel_tiles``: row groups padded to
+    their longest row), averaged over layers: what a step costs, where kept blocks are what it keeps."""
+    return float(np.mean([lay.kernel_tiles for lay in _layouts(attention, block, seq_len, n_layers)]))
+
+
+def length_shares(config, tokenizer, steps: int) -> dict[int, float]:
+    """The share of a run's training batches padded to each row length (its ``length_buckets``),
+    read off the training pipeline itself over ``steps`` batches; ``{seq_len: 1.0}`` without buckets."""
+    if not config.data.length_buckets:
+        return {config.data.seq_len: 1.0}
+    from memgpt_jax.training.inputs import make_iterator
+
+    batches = make_iterator(config, config.data.train_split, tokenizer, train=True, batch_size=config.data.batch_size)
+    counts: dict[int, int] = {}
+    for _ in range(steps):
+        t = int(next(batches)["inputs"].shape[1])
+        counts[t] = counts.get(t, 0) + 1
+    return {t: c / steps for t, c in sorted(counts.items())}
+
+
+def density_by_length(attention: dict[str, Any], block: int, shares: dict[int, float], n_layers: int) -> float:
+    """The density a student's batches meet: each row length's density (kept blocks / all blocks
+    at that length) weighted by the share of batches padded to it. Equal densities at the full
+    length can differ here: a layout with dense leading rows is fully causal on short texts."""
+    return float(sum(w * density_of(attention, block, t, n_layers)[0] for t, w in shares.items()))
+
+
+def fitted_for(layout_file: str, n_layers: int, n_heads: int, tiles: int) -> bool:
+    """Whether a derived layout file was fitted for this student (its layers, heads) within ``tiles``."""
+    with open(layout_file, encoding="utf-8") as f:
+        payload = json.load(f)
+    return (len(payload["layers"]) == n_layers and all(len(h) in (1, n_heads) for h in payload["layers"])
+            and payload.get("provenance", {}).get("max_kernel_tiles") == tiles)
 
 
 def closest(kind: str, target: float, block: int, seq_len: int) -> tuple[dict[str, Any], float]:
@@ -167,7 +205,10 @@ def section(payload: dict) -> str:
              "Per task one dense teacher; per density the window + global and BigBird layouts closest to it and the "
              "derived layout within the density of the one that keeps more teacher mass; students of the same model and budget distilled "
              "from the teacher. `teacher_mass_kept`: the share of the teacher's attention (validation split) inside "
-             "the layout; `ms_per_kept_block`: the student's forward + backward step time over its kept blocks.", "",
+             "the layout; `kernel_tiles`: the tiles per head the XLA kernel computes (row groups padded to their longest row), "
+             "which the derived layout may not exceed either; `density_by_length`: the density at the row lengths "
+             "of the students' batches (length buckets), weighted by their share; `ms_per_kept_block`: the student's "
+             "forward + backward step time over its kept blocks.", "",
              markdown_table(rows, payload.get("columns") or COLUMNS)]
     for task in sorted({r["task"] for r in rows}):
         for target in sorted({r["target_density"] for r in rows if r["task"] == task}):
@@ -185,8 +226,9 @@ def section(payload: dict) -> str:
                 best = max(scored, key=lambda r: r["test_accuracy"])
                 parts.append(f"student accuracy {100 * d['test_accuracy']:.1f}% vs {100 * best['test_accuracy']:.1f}% "
                              f"({best['layout']}, {100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points)")
-            if d.get("ms_per_kept_block") and best_mass.get("ms_per_kept_block"):
-                parts.append(f"step time per kept block {d['ms_per_kept_block'] / best_mass['ms_per_kept_block']:.2f}x")
+            if d.get("step_ms") and best_mass.get("step_ms"):
+                parts.append(f"step time {d['step_ms'] / best_mass['step_ms']:.2f}x "
+                             f"({d.get('kernel_tiles')} kernel tiles a head against {best_mass.get('kernel_tiles')})")
             lines.append("; ".join(parts) + ".")
         lines += sparser_lines(rows, task)
     if meta.get("plot"):
@@ -291,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
              str(max(args.densities)), "--out", measured, "--block", str(block), "--no-progress")
     from memgpt_jax.attention import derived as D
 
-    mass = D.read_mass(measured)
+    mass = D.group_mass(D.read_mass(measured), mc.n_layers, mc.n_heads)  # the teacher's heads, as the student's
+    shares = None  # the student's batch lengths (read once, when a row needs them)
 
     # what was measured before (same task, density, layout, steps) is kept
     results = RESULTS_DIR if not args.tiny else Path(runs) / "results"  # a smoke run leaves the committed table
@@ -320,13 +363,28 @@ def main(argv: list[str] | None = None) -> int:
             continue
         # the derived layout gets the density of the fixed layout that keeps the most teacher mass (the
         # one it is measured against), never more
+        # one, in kept blocks and in the tiles the kernel computes for them (rows padded per group)
         best = max(fixed.values(), key=lambda cd: kept_mass_of(cd[0], block, mass))
-        budget = best[1]
+        budget, tiles = best[1], round(kernel_tiles_of(best[0], block, seq))
         layout_file = os.path.join(runs, f"derived_{target:g}.json")
         if args.no_students:  # a scratch fit: the recorded layout of this density is not replaced
             layout_file = os.path.join(tempfile.mkdtemp(prefix="memgpt_derived_"), f"derived_{target:g}.json")
+        if os.path.isfile(layout_file) and not fitted_for(layout_file, mc.n_layers, mc.n_heads, tiles):
+            # fitted by an earlier version (another student shape, no kernel budget): fitted again, and its
+            # student, if any, moved aside rather than reused
+            old_student = os.path.join(runs, f"derived_{target:g}")
+            print(f"{layout_file}: not fitted for this student within {tiles} kernel tiles; fitting again"
+                  + (f" ({old_student} moves to {old_student}.superseded)" if os.path.isdir(old_student) else ""),
+                  file=sys.stderr, flush=True)
+            if os.path.isdir(old_student):
+                os.replace(old_student, f"{old_student}.superseded")
+            os.remove(layout_file)
+            stale = (args.task, "derived", target, student_cfg.train.steps)
+            old.pop(stale, None)
+            rows[:] = [r for r in rows if key(r) != stale]
         if not os.path.isfile(layout_file):
-            _cli("layout", "derive", "--from", measured, "--density", repr(budget), "--out", layout_file)
+            _cli("layout", "derive", "--from", measured, "--density", repr(budget), "--out", layout_file,
+                 "--layers", str(mc.n_layers), "--heads", str(mc.n_heads), "--max-kernel-tiles", str(tiles))
         layouts = {"derived": dict(pattern="derived", layout_file=layout_file), **{k: c for k, (c, _) in fixed.items()}}
         # a derived layout that keeps exactly a fixed layout's blocks is that layout: its student is not
         # trained twice (the row says so, and carries the fixed student's figures)
@@ -338,12 +396,18 @@ def main(argv: list[str] | None = None) -> int:
             workdir = os.path.join(runs, f"{kind}_{target:g}")
             density, kept = density_of(attention, block, seq, mc.n_layers)
             row = {"task": args.task, "layout": kind, "target_density": target, "density": round(density, 4),
-                   "kept_blocks": round(kept, 1), "teacher_mass_kept": round(kept_mass_of(attention, block, mass), 4),
+                   "kept_blocks": round(kept, 1), "kernel_tiles": round(kernel_tiles_of(attention, block, seq,
+                                                                                          mc.n_layers), 1),
+                   "teacher_mass_kept": round(kept_mass_of(attention, block, mass), 4),
                    "steps": student_cfg.train.steps,
                    "attention": {k: v for k, v in attention.items() if k != "layout_file"}}
             if args.no_students:
                 print(row, flush=True)
                 continue
+            if shares is None:
+                shares = length_shares(student_cfg, open_run(teacher).tokenizer, student_cfg.train.steps)
+                print(f"the students' batches by row length: {shares}", file=sys.stderr, flush=True)
+            row["density_by_length"] = round(density_by_length(attention, block, shares, mc.n_layers), 4)
             if kind == "derived" and same is not None and same in args.kinds:
                 twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"]))
                 row.update({k: twin.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")},
@@ -360,16 +424,19 @@ def main(argv: list[str] | None = None) -> int:
                      f"--config.distill.teacher={teacher}", *_overrides(attention))
             run = open_run(workdir, task="classification")
             students[f"{kind}_{target:g}"] = run.model_config
-            if key(row) not in old or old[key(row)].get("test_accuracy") is None:
+            measured_before = old.get(key(row), {})
+            if measured_before.get("test_accuracy") is not None:  # the layout's figures are refreshed, not its student's
+                row.update({k: measured_before.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")})
+            else:
                 rep = evaluate_classifier(run, "test", batch_size=16, progress=False)
                 with open(os.path.join(workdir, "summary.json")) as f:
                     summary = json.load(f)
                 row.update(test_accuracy=round(rep["accuracy"], 4), test_macro_f1=round(rep["macro_f1"], 4),
                            train_wall_min=round(summary["wall_s"] / 60, 2))
-                rows[:] = [r for r in rows if key(r) != key(row)] + [row]
-                fresh.add(key(row))
-                print(row, file=sys.stderr, flush=True)
-                save()
+            rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+            fresh.add(key(row))
+            print(row, file=sys.stderr, flush=True)
+            save()
     if args.no_students:
         return 0
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)

@@ -70,6 +70,45 @@ def test_band_fit_takes_dense_leading_rows_where_early_queries_concentrate():
     assert lay.n_kept_blocks == 4 * n + 6  # at any length: the same first rows, then the diagonal
 
 
+def test_kernel_tiles_count_the_padded_row_groups():
+    from memgpt_jax.attention.block_layout import padded_tiles
+
+    assert padded_tiles([3] * 16) == 48  # even rows: nothing padded
+    # a causal triangle of 11 rows then 5 rows of 3: the rows split in three groups, each padded to its longest
+    counts = [*range(1, 12), *[3] * 5]
+    assert padded_tiles(counts) == 8 * 3 + 4 * 7 + 4 * 11 > sum(counts)
+    assert padded_tiles(counts, max_groups=1) == 16 * 11
+    n, block = 16, 8
+    spec = {"block_size": block, "kind": "band", "seq_len": n * block,
+            "layers": [[{"offsets": [0], "globals": [0, 2], "dense_rows": 11}]]}
+    lay = L.derived(spec, 0, n * block)
+    assert lay.kernel_tiles == 96 == sum(len(rows) * idx.shape[-1] for rows, idx, _ in lay.row_groups())
+    assert lay.n_kept_blocks == 81
+
+
+def test_band_fit_within_the_kernels_tiles():
+    """``max_tiles``: no layer costs the XLA kernel more tiles than asked (the heads of a layer
+    together: the kernel pads a row to its longest across heads); without it, the fit spends its
+    kept blocks on dense leading rows that pad the row groups."""
+    n, block = 16, 8
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    mass = np.stack([np.where(j <= i, 1.0 / (i + 1) + (j == 0) + (i - j == h + 1), 0.0) for h in range(2)])[None]
+    fixed = L.causal(n * block, block=block) & (L.local(n * block, block=block, window=2, causal=False)
+                                                | L.global_blocks(n * block, block=block, n=3))
+    density, tiles = fixed.n_kept_blocks / n**2, fixed.kernel_tiles
+    free = D.fit(mass, density, block=block)
+    assert L.derived(free, 0, n * block).kernel_tiles > tiles  # the case the budget is for
+    spec = D.fit(mass, density, block=block, max_tiles=tiles)
+    lay = L.derived(spec, 0, n * block)
+    assert lay.heads == 2 and lay.kernel_tiles <= tiles and lay.n_kept_blocks <= fixed.n_kept_blocks
+    assert D.kept_mass(mass[0], lay).mean() >= D.kept_mass(mass[0], fixed).mean() - 1e-9  # still no worse than it
+    assert D.summarize(spec, mass)["kernel_tiles"] == [lay.kernel_tiles]
+    with pytest.raises(ValueError, match="the diagonal alone costs 16 kernel tiles"):
+        D.fit(mass, density, block=block, max_tiles=15)
+    with pytest.raises(ValueError, match="band layouts"):
+        D.fit(mass, density, block=block, max_tiles=tiles, raw=True)
+
+
 def test_map_fit_keeps_the_heaviest_tiles_and_the_diagonal():
     n = 8
     mass = _mass(n, {0: 0.1}, {}, noise=0.0)
@@ -195,6 +234,13 @@ def test_derive_refit_and_show(tiny_teacher, tmp_path, capsys):
     again = json.loads(open(refit).read())
     assert again["provenance"]["examples"] == 12 and again["provenance"]["density"] == 0.3
     assert len(again["layers"][0]) == 1 and again["density"]["overall"] <= 0.3 + 1e-9
+    assert cli_main(["layout", "derive", "--from", layout, "--density", "0.3", "--out", refit,
+                     "--max-kernel-tiles", "5"]) == 0  # 4 blocks: the diagonal (4) and one tile more
+    again = json.loads(open(refit).read())
+    assert again["provenance"]["max_kernel_tiles"] == 5 and max(again["kernel_tiles"]) <= 5
+    assert cli_main(["layout", "derive", "--from", layout, "--density", "0.3", "--out", refit,
+                     "--max-kernel-tiles", "3"]) == 2
+    assert "the diagonal alone costs 4 kernel tiles" in capsys.readouterr().err
     assert cli_main(["layout", "derive", "--density", "0.3", "--out", refit]) == 2
     assert "give --teacher RUN" in capsys.readouterr().err
     mass = D.read_mass(layout)
@@ -270,13 +316,24 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     mass = np.zeros((2, 1, 16, 16))
     mass[:, :, :, 0] = 1.0  # every query on the first block
     assert bench.kept_mass_of(config, 128, np.tril(mass)) == pytest.approx(1.0)
+    assert bench.kernel_tiles_of(config, 128, 2048) == 48.0
+    assert bench.kernel_tiles_of(derived, 128, 2048, 2) == 48.0
+    wide = {"pattern": "window_global", "window": 2, "n_global": 3}
+    assert bench.kernel_tiles_of(wide, 128, 2048) == 87.0 > bench.density_of(wide, 128, 2048)[1]  # rows padded
+    # at 512 tokens (4 blocks) window 0 + 2 globals keeps 9 of 16 tiles; half the batches there
+    assert bench.density_by_length(config, 128, {512: 0.5, 2048: 0.5}, 2) == pytest.approx(0.5 * 9 / 16 + 0.5 * 45 / 256)
+    assert not bench.fitted_for(path, 2, 1, tiles=48)  # written without a kernel budget: fitted again
+    payload = json.loads(open(path).read())
+    payload["provenance"]["max_kernel_tiles"] = 48
+    open(path, "w").write(json.dumps(payload))
+    assert bench.fitted_for(path, 2, 4, tiles=48) and not bench.fitted_for(path, 3, 4, tiles=48)
     rows = [dict(task="listops", layout=k, target_density=0.18, density=0.17, kept_blocks=45.0, teacher_mass_kept=m,
-                 test_accuracy=a, ms_per_kept_block=t)
-            for k, m, a, t in (("derived", 0.9, 0.40, 0.011), ("window_global", 0.6, 0.37, 0.010),
-                               ("bigbird", 0.5, 0.36, 0.010))]
+                 test_accuracy=a, step_ms=t, kernel_tiles=48.0)
+            for k, m, a, t in (("derived", 0.9, 0.40, 1100.0), ("window_global", 0.6, 0.37, 1000.0),
+                               ("bigbird", 0.5, 0.36, 1000.0))]
     text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
     assert "keeps 1.50x the teacher's attention mass of the best fixed layout (window_global)" in text
-    assert "+3.0 points" in text and "per kept block 1.10x" in text
+    assert "+3.0 points" in text and "step time 1.10x (48.0 kernel tiles a head against 48.0)" in text
     rows += [dict(r, target_density=0.3, density=0.3) for r in rows]
     assert bench.plot(rows, str(tmp_path / "plot.png")) == "plot.png" and (tmp_path / "plot.png").stat().st_size
     # the derived student at 0.17 against fixed students at 1.5x that density or more (0.3): the other way to win

@@ -132,6 +132,14 @@ class BlockLayout:
         """All tiles / kept tiles: the most a tile-skipping kernel can gain."""
         return self.n_blocks / self.n_kept_blocks
 
+    @property
+    def kernel_tiles(self) -> int:
+        """Tiles the XLA kernel computes per stream: each row group (:meth:`row_groups`)
+        padded to its longest row, over the rows' largest count across heads. What a step
+        costs, where :attr:`n_kept_blocks` is what it keeps: a layout whose rows differ in
+        length (the dense leading rows of a derived layout) pays for padding."""
+        return padded_tiles((self.codes != EMPTY).sum(axis=2).max(axis=0))
+
     # Composition -------------------------------------------------------------------
     def __and__(self, other: "BlockLayout") -> "BlockLayout":
         return _combine(self, other, np.logical_and)
@@ -331,6 +339,14 @@ def _block_lists(codes: np.ndarray, tile_ids: np.ndarray):
     indices = np.where(pad, last, indices).astype(np.int32)
     mask_ids = np.where(pad, MASK_PAD, mask_ids).astype(np.int32)
     return indices, counts, mask_ids
+
+
+def padded_tiles(row_counts, max_groups: int = 6) -> int:
+    """Tiles of rows with these kept counts once split into row groups (as
+    :meth:`BlockLayout.row_groups` splits them) and each group padded to its largest count."""
+    counts = np.asarray(row_counts, np.int64)
+    bounds = _split_by_count(counts, max_groups)
+    return int(sum(((counts > lo) & (counts <= hi)).sum() * max(hi, 1) for lo, hi in zip(bounds[:-1], bounds[1:])))
 
 
 def _split_by_count(counts: np.ndarray, max_groups: int, min_saving: float = ROW_GROUP_MIN_SAVING) -> list[int]:

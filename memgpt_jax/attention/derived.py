@@ -32,8 +32,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from memgpt_jax.attention.block_layout import EMPTY, BlockLayout
+from memgpt_jax.attention.block_layout import EMPTY, BlockLayout, padded_tiles
 from memgpt_jax.attention.layout_patterns import derived as layout_from_spec
+from memgpt_jax.attention.layout_patterns import head_map
 from memgpt_jax.config import DERIVED_FORMAT, check_derived_spec
 
 _EPS = 1e-12
@@ -55,8 +56,9 @@ def _cover(candidates: np.ndarray, chosen: set[int], base: np.ndarray) -> np.nda
 
 
 def _fill(mass: np.ndarray, candidates: np.ndarray, chosen: set[int], base: np.ndarray, budget: int,
-          by_ratio: bool) -> set[int]:
-    """Adds candidates greedily (most new mass per new tile, or most new mass) while the budget allows."""
+          by_ratio: bool, affordable=None) -> set[int]:
+    """Adds candidates greedily (most new mass per new tile, or most new mass) while the budget
+    allows; with ``affordable`` (kept map -> bool, the kernel's tile budget) only candidates it accepts."""
     chosen = set(chosen)
     kept = _cover(candidates, chosen, base)
     while True:
@@ -64,22 +66,24 @@ def _fill(mass: np.ndarray, candidates: np.ndarray, chosen: set[int], base: np.n
         cost = new.sum(axis=(1, 2))
         gain = (new * mass).sum(axis=(1, 2))
         ok = (cost > 0) & (cost <= budget - kept.sum()) & (gain > _EPS)
-        if not ok.any():
-            return chosen
         score = np.where(ok, gain / np.maximum(cost, 1) if by_ratio else gain, -np.inf)
-        best = int(np.argmax(score))
+        best = next((int(c) for c in np.argsort(-score, kind="stable") if ok[c]
+                     and (affordable is None or affordable(kept | candidates[c]))), None)
+        if best is None:
+            return chosen
         chosen.add(best)
         kept |= candidates[best]
 
 
-def _improve(mass: np.ndarray, candidates: np.ndarray, chosen: set[int], base: np.ndarray, budget: int) -> set[int]:
+def _improve(mass: np.ndarray, candidates: np.ndarray, chosen: set[int], base: np.ndarray, budget: int,
+             affordable=None) -> set[int]:
     """Swaps one chosen candidate for one or more others while that keeps more mass within the budget."""
     best_mass = float(mass[_cover(candidates, chosen, base)].sum())
     improved = True
     while improved:
         improved = False
         for c in sorted(chosen):
-            trial = _fill(mass, candidates, chosen - {c}, base, budget, by_ratio=True)
+            trial = _fill(mass, candidates, chosen - {c}, base, budget, by_ratio=True, affordable=affordable)
             value = float(mass[_cover(candidates, trial, base)].sum())
             if value > best_mass + _EPS:
                 chosen, best_mass, improved = trial, value, True
@@ -87,14 +91,20 @@ def _improve(mass: np.ndarray, candidates: np.ndarray, chosen: set[int], base: n
     return chosen
 
 
-def fit_band(mass: np.ndarray, density: float) -> dict[str, list[int]]:
+def fit_band(mass: np.ndarray, density: float, *, max_tiles: int | None = None,
+             floor_counts: np.ndarray | None = None) -> dict[str, list[int]]:
     """One head's band layout from its block mass ``[n, n]`` (causal: mass above the diagonal
     is ignored): ``{"offsets": [...], "globals": [...]}`` within the budget of ``density``.
 
     The search: greedy fills (most mass per new tile; most mass) from nothing and from every
     window + leading-globals start that fits (so the fixed window + global layouts are among
     the starts: a derived layout never keeps less of the mass than the best of them at the
-    same budget), the best improved by swapping out one offset or global at a time."""
+    same budget), the best improved by swapping out one offset or global at a time.
+
+    ``max_tiles``: a second budget, the tiles the XLA kernel computes
+    (:func:`~memgpt_jax.attention.block_layout.padded_tiles` of the row counts, each at
+    least ``floor_counts``, the layer's other heads: the kernel pads a row to its longest
+    across heads). Kept blocks count what a layout keeps; padded tiles what it costs to run."""
     n = mass.shape[0]
     i, j = np.arange(n)[:, None], np.arange(n)[None, :]
     lower = j <= i
@@ -104,20 +114,28 @@ def fit_band(mass: np.ndarray, density: float) -> dict[str, list[int]]:
     dense_rows = [(i < r) & lower for r in range(2, n + 1)]  # the first r query blocks see everything before
     candidates = np.stack(offsets + globals_ + dense_rows)
     base, budget = i == j, budget_blocks(density, n)
+    affordable = None
+    if max_tiles is not None:
+        floor = np.zeros(n, np.int64) if floor_counts is None else np.asarray(floor_counts, np.int64)
+        affordable = lambda kept: padded_tiles(np.maximum(kept.sum(axis=1), floor)) <= max_tiles  # noqa: E731
+        if not affordable(base):
+            raise ValueError(f"max_tiles {max_tiles}: the diagonal alone costs "
+                             f"{padded_tiles(np.maximum(1, floor))} kernel tiles")
     starts = [set()]
     for w in range(n):
         for g in range(n + 1):
             start = set(range(w)) | {len(offsets) + k for k in range(g)}
-            if _cover(candidates, start, base).sum() <= budget:
+            kept = _cover(candidates, start, base)
+            if kept.sum() <= budget and (affordable is None or affordable(kept)):
                 starts.append(start)
     best, best_mass = set(), -1.0
     for start in starts:
         for by_ratio in (True, False):
-            chosen = _fill(mass, candidates, start, base, budget, by_ratio)
+            chosen = _fill(mass, candidates, start, base, budget, by_ratio, affordable)
             value = float(mass[_cover(candidates, chosen, base)].sum())
             if value > best_mass + _EPS:
                 best, best_mass = chosen, value
-    best = _improve(mass, candidates, best, base, budget)
+    best = _improve(mass, candidates, best, base, budget, affordable)
     for c in sorted(best):  # drop what the others cover anyway
         if np.array_equal(_cover(candidates, best - {c}, base), _cover(candidates, best, base)):
             best = best - {c}
@@ -170,28 +188,47 @@ def group_mass(mass_LHNN: np.ndarray, layers: int, heads: int) -> np.ndarray:
     return np.stack([g.mean(axis=1) for g in np.array_split(by_layer, heads, axis=1)], axis=1)
 
 
-def fit(mass_LHNN: np.ndarray, density: float, *, block: int, raw: bool = False) -> dict[str, Any]:
-    """The derived spec (``block_size``, ``kind``, ``seq_len``, ``layers``) of a mass array."""
+def fit(mass_LHNN: np.ndarray, density: float, *, block: int, raw: bool = False,
+        max_tiles: int | None = None) -> dict[str, Any]:
+    """The derived spec (``block_size``, ``kind``, ``seq_len``, ``layers``) of a mass array.
+
+    ``max_tiles`` (band layouts): each layer costs the XLA kernel at most this many tiles per
+    head (:attr:`BlockLayout.kernel_tiles`); the heads are fitted in turn, each within what
+    the earlier ones already pad the rows to."""
     n = mass_LHNN.shape[-1]
-    fitter = fit_map if raw else fit_band
-    spec = {"block_size": int(block), "kind": "map" if raw else "band", "seq_len": int(n * block),
-            "layers": [[fitter(m, density) for m in layer] for layer in mass_LHNN]}
+    if raw and max_tiles is not None:
+        raise ValueError("max_tiles applies to band layouts, not --raw maps")
+    layers = []
+    for layer in mass_LHNN:
+        heads, floor = [], np.zeros(n, np.int64)
+        for m in layer:
+            if raw:
+                heads.append(fit_map(m, density))
+                continue
+            head = fit_band(m, density, max_tiles=max_tiles, floor_counts=floor)
+            floor = np.maximum(floor, head_map(head, "band", n).sum(axis=1))
+            heads.append(head)
+        layers.append(heads)
+    spec = {"block_size": int(block), "kind": "map" if raw else "band", "seq_len": int(n * block), "layers": layers}
     check_derived_spec(spec, "the fitted layout")
     return spec
 
 
 def summarize(spec: Mapping[str, Any], mass_LHNN: np.ndarray) -> dict[str, Any]:
-    """Per head and overall: the teacher's attention mass kept and the density, at the measured length."""
+    """Per head and overall: the teacher's attention mass kept and the density, at the measured length;
+    per layer the tiles the XLA kernel computes per head (:attr:`BlockLayout.kernel_tiles`)."""
     n = mass_LHNN.shape[-1]
     seq = n * int(spec["block_size"])
-    per_mass, per_density = [], []
+    per_mass, per_density, per_tiles = [], [], []
     for li in range(len(spec["layers"])):
         lay = layout_from_spec(spec, li, seq)
         kept = np.broadcast_to(lay.codes != EMPTY, (mass_LHNN.shape[1], n, n))
         per_mass.append([round(float(x), 4) for x in kept_mass(mass_LHNN[li], lay)])
         per_density.append([round(float(k.sum()) / (n * n), 4) for k in kept])
+        per_tiles.append(lay.kernel_tiles)
     return {"kept_mass": {"overall": round(float(np.mean(per_mass)), 4), "per_head": per_mass},
-            "density": {"overall": round(float(np.mean(per_density)), 4), "per_head": per_density}}
+            "density": {"overall": round(float(np.mean(per_density)), 4), "per_head": per_density},
+            "kernel_tiles": per_tiles}
 
 
 def write_file(path: str, spec: Mapping[str, Any], mass_LHNN: np.ndarray, provenance: Mapping[str, Any]) -> dict:

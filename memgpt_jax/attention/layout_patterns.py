@@ -210,7 +210,7 @@ def stack_heads(layouts: Sequence[BlockLayout]) -> BlockLayout:
                        q_len=first.q_len, kv_len=first.kv_len, block=first.block)
 
 
-def _head_map(head: Mapping[str, Any], kind: str, n: int) -> np.ndarray:
+def head_map(head: Mapping[str, Any], kind: str, n: int) -> np.ndarray:
     """The kept tiles ``bool [n, n]`` of one head of a spec, on an ``n``-block grid (causal)."""
     i, j = np.arange(n)[:, None], np.arange(n)[None, :]
     if kind == "band":
@@ -232,7 +232,7 @@ def derived(spec: Mapping[str, Any], layer: int, q_len: int, kv_len: int | None 
     kv_len = q_len if kv_len is None else kv_len
     b = int(spec["block_size"])
     n = max(q_len, kv_len) // b
-    maps = np.stack([_head_map(h, spec["kind"], n) for h in spec["layers"][layer]])[:, : q_len // b, : kv_len // b]
+    maps = np.stack([head_map(h, spec["kind"], n) for h in spec["layers"][layer]])[:, : q_len // b, : kv_len // b]
     if all(np.array_equal(maps[0], m) for m in maps[1:]):
         maps = maps[:1]
     lay = from_block_map(maps[0], q_len, kv_len, block=b) if len(maps) == 1 else \

@@ -45,10 +45,12 @@ def _refit(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: --from {args.from_file}: {err}") from None
     try:
         mass = derived_lib.group_mass(mass, args.layers or mass.shape[0], args.heads or mass.shape[1])
-        spec = derived_lib.fit(mass, args.density, block=old["block_size"], raw=args.raw)
+        spec = derived_lib.fit(mass, args.density, block=old["block_size"], raw=args.raw,
+                               max_tiles=args.max_kernel_tiles)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    provenance = {**old.get("provenance", {}), "density": args.density, "refit_from": args.from_file}
+    provenance = {**old.get("provenance", {}), "density": args.density, "refit_from": args.from_file,
+                  "max_kernel_tiles": args.max_kernel_tiles}
     return derived_lib.write_file(args.out, spec, mass, provenance)
 
 
@@ -57,6 +59,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --density must be in (0, 1] (kept blocks / all blocks), got {args.density}")
     if args.examples < 1:
         raise SystemExit(f"error: --examples must be >= 1, got {args.examples}")
+    if args.max_kernel_tiles is not None and args.raw:
+        raise SystemExit("error: --max-kernel-tiles fits band layouts; --raw keeps the measured map")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise SystemExit(f"error: --out {args.out}: directory {out_dir} does not exist")
@@ -80,6 +84,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     try:
         payload = layouts.derive(run, split, args.examples, args.density, args.out, block=args.block,
                                  seq_len=args.seq_len, layers=args.layers, heads=args.heads, raw=args.raw,
+                                 max_tiles=args.max_kernel_tiles,
                                  batch_size=args.batch_size, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise SystemExit(f"error: {err}") from None
@@ -138,6 +143,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true",
                    help="keep the measured block map itself rather than offsets and globals (valid only up to the "
                         "measured length)")
+    p.add_argument("--max-kernel-tiles", type=int, default=None, metavar="N",
+                   help="a second budget: each layer may cost the XLA kernel at most N tiles per head, its rows "
+                        "split into groups and each group padded to its longest row (a fixed layout's "
+                        "BlockLayout.kernel_tiles, to fit a layout that runs no slower than it)")
     p.add_argument("--batch-size", type=int, default=None, help="examples per forward (default: what fits ~256 MB)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_derive)
