@@ -166,3 +166,19 @@ def test_train_step_peers_at_their_best_dtype():
                "(torch compile, float32): 2.00x" in line for line in lines), lines
     what, *_ = _train_step_figure(8192, "window")({"rows": [r for r in rows if r["compute_dtype"] == "bfloat16"]})
     assert what.endswith("bfloat16 only")
+
+
+def test_attention_targets_give_the_spread_of_best_against_best_per_round():
+    """Each interleaved round's ratio, the peer's best dtype over ours' best, beside the median ratio."""
+    from benchmarks.attention_report import round_ratios, targets
+
+    def rec(impl, dtype, rounds, layout="window_global"):
+        return dict(impl=impl, mode="fwd", layout=layout, length=8192, dtype=dtype, median_s=sorted(rounds)[1],
+                    round_medians=rounds, density=0.06, kept_blocks=310.0)
+
+    records = [rec("xla", "float32", [0.060, 0.062, 0.070]), rec("xla", "bfloat16", [0.040, 0.045, 0.041]),
+               rec("flex", "float32", [0.060, 0.070, 0.064]), rec("flex", "bfloat16", [0.100, 0.050, 0.110])]
+    ratios = round_ratios(records, dict(impl="flex", mode="fwd"), dict(impl="xla", mode="fwd"))
+    assert ratios == pytest.approx([0.060 / 0.040, 0.050 / 0.045, 0.064 / 0.041])  # each round's own best dtypes
+    text = targets(records, {})
+    assert "vs FlexAttention at its best 64.0 (f32) ms: 1.56x (rounds 1.11-1.56x, 3 rounds)" in text
