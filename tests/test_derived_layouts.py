@@ -333,6 +333,9 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
                                ("bigbird", 0.5, 0.36, 1000.0))]
     text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
     assert "keeps 1.50x the teacher's attention mass of the best fixed layout (window_global)" in text
+    rows[0]["mass_bound"] = 0.96
+    text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
+    assert "(window_global) (any layout of its kept blocks keeps at most 96.0%, 1.60x)" in text
     assert "+3.0 points" in text and "step time 1.10x (48.0 kernel tiles a head against 48.0)" in text
     rows += [dict(r, target_density=0.3, density=0.3) for r in rows]
     assert bench.plot(rows, str(tmp_path / "plot.png")) == "plot.png" and (tmp_path / "plot.png").stat().st_size
