@@ -5,6 +5,7 @@
     python -m benchmarks.derived_layouts --task text --densities 0.18           # IMDb, whole reviews
     python -m benchmarks.derived_layouts --tiny                                 # the whole flow, seconds
     python -m benchmarks.derived_layouts --densities 0.25 0.3 --no-students     # kept mass only, no training
+    python -m benchmarks.derived_layouts --task text --kinds derived --budget-scale 0.667   # at 2/3 the density
 
 Per task: a dense teacher (``memgpt-jax finetune``, the config's ``dense`` variant); its
 attention mass per block on the validation split (``memgpt-jax layout derive``, measured
@@ -142,6 +143,11 @@ def fixed_at(target: float, block: int, seq_len: int) -> dict[str, tuple[dict[st
     return out
 
 
+def run_name(kind: str, target: float, scale: float = 1.0) -> str:
+    """A student's run directory (and a derived layout's file, with ``.json``) in ``--runs``."""
+    return f"{kind}_{target:g}" + (f"_x{scale:g}" if kind == "derived" and scale != 1.0 else "")
+
+
 def _overrides(attention: dict[str, Any]) -> list[str]:
     return [f"--config.model.attention.{k}={v}" for k, v in attention.items()]
 
@@ -213,7 +219,8 @@ def section(payload: dict) -> str:
              markdown_table(rows, payload.get("columns") or COLUMNS)]
     for task in sorted({r["task"] for r in rows}):
         for target in sorted({r["target_density"] for r in rows if r["task"] == task}):
-            by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target}
+            by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target
+                  and r.get("budget_scale", 1.0) == 1.0}
             d = by.get("derived")
             fixed = [by[k] for k in KINDS[1:] if k in by]
             if not d or not fixed:
@@ -298,11 +305,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-students", action="store_true",
                    help="only the layouts and the teacher mass each keeps (seconds once the teacher and its mass "
                         "exist): printed, nothing trained or saved")
+    p.add_argument("--budget-scale", type=float, default=1.0, metavar="F",
+                   help="fit the derived layout to F times the density of the fixed layout it is measured against "
+                        "(default 1: equal density; 0.667 tests the other way to win, matching the fixed students "
+                        "at two-thirds of their density: its row carries budget_scale)")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args(argv)
     args.densities = args.densities or ([0.25] if args.tiny else [0.18])
     if any(not 0 < d <= 1 for d in args.densities):
         p.error("--densities must be in (0, 1]")
+    if not 0 < args.budget_scale <= 1:
+        p.error("--budget-scale must be in (0, 1]")
 
     from memgpt_jax import run_config  # lazy (JAX via the run's modules)
     from memgpt_jax.apps.classify import evaluate_classifier
@@ -342,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # what was measured before (same task, density, layout, steps) is kept
     results = RESULTS_DIR if not args.tiny else Path(runs) / "results"  # a smoke run leaves the committed table
-    key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"])  # noqa: E731
+    key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"], r.get("budget_scale", 1.0))  # noqa: E731
     old = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
     rows = list(old.values())
 
@@ -369,21 +382,21 @@ def main(argv: list[str] | None = None) -> int:
         # one it is measured against), never more
         # one, in kept blocks and in the tiles the kernel computes for them (rows padded per group)
         best = max(fixed.values(), key=lambda cd: kept_mass_of(cd[0], block, mass))
-        budget, tiles = best[1], round(kernel_tiles_of(best[0], block, seq))
-        layout_file = os.path.join(runs, f"derived_{target:g}.json")
+        budget, tiles = best[1] * args.budget_scale, round(kernel_tiles_of(best[0], block, seq))
+        layout_file = os.path.join(runs, f"{run_name('derived', target, args.budget_scale)}.json")
         if args.no_students:  # a scratch fit: the recorded layout of this density is not replaced
-            layout_file = os.path.join(tempfile.mkdtemp(prefix="memgpt_derived_"), f"derived_{target:g}.json")
+            layout_file = os.path.join(tempfile.mkdtemp(prefix="memgpt_derived_"), os.path.basename(layout_file))
         if os.path.isfile(layout_file) and not fitted_for(layout_file, mc.n_layers, mc.n_heads, tiles):
             # fitted by an earlier version (another student shape, no kernel budget): fitted again, and its
             # student, if any, moved aside rather than reused
-            old_student = os.path.join(runs, f"derived_{target:g}")
+            old_student = layout_file[:-len(".json")]
             print(f"{layout_file}: not fitted for this student within {tiles} kernel tiles; fitting again"
                   + (f" ({old_student} moves to {old_student}.superseded)" if os.path.isdir(old_student) else ""),
                   file=sys.stderr, flush=True)
             if os.path.isdir(old_student):
                 os.replace(old_student, f"{old_student}.superseded")
             os.remove(layout_file)
-            stale = (args.task, "derived", target, student_cfg.train.steps)
+            stale = (args.task, "derived", target, student_cfg.train.steps, args.budget_scale)
             old.pop(stale, None)
             rows[:] = [r for r in rows if key(r) != stale]
         if not os.path.isfile(layout_file):
@@ -397,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         order = sorted((k for k in args.kinds if k in layouts), key=lambda k: k == "derived")  # fixed ones first
         for kind in order:
             attention = layouts[kind]
-            workdir = os.path.join(runs, f"{kind}_{target:g}")
+            name = run_name(kind, target, args.budget_scale)
+            workdir = os.path.join(runs, name)
             density, kept = density_of(attention, block, seq, mc.n_layers)
             row = {"task": args.task, "layout": kind, "target_density": target, "density": round(density, 4),
                    "kept_blocks": round(kept, 1), "kernel_tiles": round(kernel_tiles_of(attention, block, seq,
@@ -405,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                    "teacher_mass_kept": round(kept_mass_of(attention, block, mass), 4),
                    "steps": student_cfg.train.steps,
                    "attention": {k: v for k, v in attention.items() if k != "layout_file"}}
+            if kind == "derived" and args.budget_scale != 1.0:
+                row["budget_scale"] = args.budget_scale
             if kind == "derived":  # the most any layout of its budget keeps: the heaviest tiles themselves
                 row["mass_bound"] = round(D.summarize(D.fit(mass, budget, block=block, raw=True), mass)
                                           ["kept_mass"]["overall"], 4)
@@ -416,11 +432,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the students' batches by row length: {shares}", file=sys.stderr, flush=True)
             row["density_by_length"] = round(density_by_length(attention, block, shares, mc.n_layers), 4)
             if kind == "derived" and same is not None and same in args.kinds:
-                twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"]))
+                twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"], 1.0))
                 row.update({k: twin.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")},
                            same_as=same)
                 # its step is still timed: the same blocks through the derived pattern's own path
-                students[f"{kind}_{target:g}"] = run_config.load(f"{config}:{student_variant}",
+                students[name] = run_config.load(f"{config}:{student_variant}",
                                                                  [*steps, *_overrides(attention)]).model
                 rows[:] = [r for r in rows if key(r) != key(row)] + [row]
                 fresh.add(key(row))
@@ -430,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 _cli("distill", "--config", f"{config}:{student_variant}", "--workdir", workdir, *common,
                      f"--config.distill.teacher={teacher}", *_overrides(attention))
             run = open_run(workdir, task="classification")
-            students[f"{kind}_{target:g}"] = run.model_config
+            students[name] = run.model_config
             measured_before = old.get(key(row), {})
             if measured_before.get("test_accuracy") is not None:  # the layout's figures are refreshed, not its student's
                 row.update({k: measured_before.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")})
@@ -448,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
     for r in rows:
-        name = f"{r['layout']}_{r['target_density']:g}"
+        name = run_name(r["layout"], r["target_density"], r.get("budget_scale", 1.0))
         if r["task"] == args.task and name in times:
             median, p25, p75 = times[name]
             r["step_ms"] = round(median, 1)

@@ -316,6 +316,8 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     mass = np.zeros((2, 1, 16, 16))
     mass[:, :, :, 0] = 1.0  # every query on the first block
     assert bench.kept_mass_of(config, 128, np.tril(mass)) == pytest.approx(1.0)
+    assert bench.run_name("derived", 0.18, 0.667) == "derived_0.18_x0.667"  # --budget-scale: its own run and file
+    assert bench.run_name("bigbird", 0.18, 0.667) == "bigbird_0.18" == bench.run_name("bigbird", 0.18)
     assert bench.kernel_tiles_of(config, 128, 2048) == 48.0
     assert bench.kernel_tiles_of(derived, 128, 2048, 2) == 48.0
     wide = {"pattern": "window_global", "window": 2, "n_global": 3}

@@ -43,10 +43,14 @@ PRODUCTS = {
     "P V": ("bmn,bnd->bmd", ("bmn", "bnd")),
     "dS^T Q": ("bnm,bmd->bnd", ("bnm", "bmd")),
 }
+# Not a product: the forward softmax's own arithmetic on the same float32 score tiles (row max,
+# exp, row sum; the probabilities cast to the operand dtype for P V), which no kernel skips.
+SOFTMAX = "softmax"
 # how many times each product runs in a pass of the kernel (per tile)
 USES = {"fwd": {"scores": 1, "P V": 1},
+        "fwd+softmax": {"scores": 1, "P V": 1, SOFTMAX: 1},
         "fwd+bwd": {"scores": 1, "P V": 2, "scores^T": 2, "dS^T Q": 2}}
-COUNTED = {"fwd": 2, "fwd+bwd": 6}  # products the attention benchmark's GFLOP/s count
+COUNTED = {"fwd": 2, "fwd+softmax": 2, "fwd+bwd": 6}  # products the attention benchmark's GFLOP/s count
 # (M, N): the window+global layout's rows (5 kept blocks of b keys per query block of b), and
 # long causal rows of the dense step at 8k
 TILES = [(64, 320), (128, 640), (256, 1280), (512, 2560), (128, 4096)]
@@ -92,6 +96,15 @@ def measure(tiles: list[tuple[int, int]], head_dim: int, dtype: str, gflop_per_c
     for m, n in tiles:
         flop_one = 2 * m * n * head_dim
         batch = max(1, round(gflop_per_call * 1e9 / flop_one))
+        scores = _operands(("bmn",), m, n, head_dim, batch, seed=len(PRODUCTS))[0]
+        js = jnp.asarray(scores)  # float32, as the kernel's scores
+        soft = jax.jit(lambda x: _softmax(jnp, x, jdt))
+        jax.block_until_ready(soft(js))
+        timers[(m, n, SOFTMAX, "jax")] = lambda soft=soft, js=js: jax.block_until_ready(soft(js))
+        if torch is not None:
+            ts = torch.from_numpy(scores)
+            timers[(m, n, SOFTMAX, "torch")] = lambda ts=ts: _softmax(torch, ts, getattr(torch, dtype))
+        rows[(m, n, SOFTMAX)] = {"tile": f"{m}x{n}", "product": SOFTMAX, "batch": batch, "gflop": None}
         for i, (name, (spec, axes)) in enumerate(PRODUCTS.items()):
             a, b = _operands(axes, m, n, head_dim, batch, seed=i)
             ja, jb = jnp.asarray(a, jdt), jnp.asarray(b, jdt)
@@ -115,11 +128,22 @@ def measure(tiles: list[tuple[int, int]], head_dim: int, dtype: str, gflop_per_c
         lib = key[-1]
         row = rows[key[:-1]]
         s = statistics.median(times)
-        rate = row["gflop"] / s
         row[f"{lib}_ms"] = 1e3 * s
-        row[f"{lib}_gflops_per_s"] = rate
-        row[f"{lib}_of_peak"] = rate / (jax_peak if lib == "jax" else torch_peak)
+        if row["gflop"] is not None:  # a product (the softmax has only its time)
+            rate = row["gflop"] / s
+            row[f"{lib}_gflops_per_s"] = rate
+            row[f"{lib}_of_peak"] = rate / (jax_peak if lib == "jax" else torch_peak)
     return list(rows.values()), jax_peak, torch_peak
+
+
+def _softmax(xp, s, dtype):
+    """The forward's softmax arithmetic on float32 scores ``[b, m, n]`` (``xp``: jax.numpy or torch):
+    the probabilities in the operand dtype and the row sums."""
+    if xp.__name__ == "torch":
+        p = xp.exp(s - s.amax(dim=-1, keepdim=True))
+    else:
+        p = xp.exp(s - s.max(axis=-1, keepdims=True))
+    return p.astype(dtype) if hasattr(p, "astype") else p.to(dtype), p.sum(-1)
 
 
 def _torch_peak(torch, dtype: str, n: int = 1024, repeats: int = 5) -> float:
@@ -159,7 +183,9 @@ def section(payload: dict[str, Any]) -> str:
         "`M x N` (query rows x keys).", "",
         markdown_table(payload["rows"], COLUMNS), "",
         "The ceilings: the counted products' FLOPs (2 forward, 6 forward + backward) over the time of "
-        "every product the pass runs, nothing else costing anything:", "",
+        "every product the pass runs, nothing else costing anything; `fwd+softmax` adds the softmax's own "
+        "arithmetic on the same score tiles (row max, exp, row sum, the cast for P V), which every kernel "
+        "pays:", "",
         markdown_table(meta["ceilings"], CEILING_COLUMNS)])
 
 

@@ -91,10 +91,12 @@ def test_attention_product_ceilings_by_hand():
     the pass runs (fwd: scores + P V; fwd+bwd: scores + 2 P V + 2 scores^T + 2 dS^T Q)."""
     from benchmarks.studies.attention_products import ceilings
 
-    ms = {"scores": 1.0, "P V": 2.0, "scores^T": 3.0, "dS^T Q": 4.0}
-    rows = [{"tile": "128x640", "product": p, "gflop": 0.1, "jax_ms": t} for p, t in ms.items()]
-    fwd, fwd_bwd = ceilings(rows, jax_peak=100.0, torch_peak=None)
+    ms = {"scores": 1.0, "P V": 2.0, "scores^T": 3.0, "dS^T Q": 4.0, "softmax": 0.5}
+    rows = [{"tile": "128x640", "product": p, "gflop": None if p == "softmax" else 0.1, "jax_ms": t}
+            for p, t in ms.items()]
+    fwd, fwd_softmax, fwd_bwd = ceilings(rows, jax_peak=100.0, torch_peak=None)
     assert fwd["pass"] == "fwd" and fwd["jax_gflops_per_s"] == pytest.approx(0.2 / 0.003)
+    assert fwd_softmax["jax_gflops_per_s"] == pytest.approx(0.2 / 0.0035)  # the softmax's time counts, not its FLOPs
     assert fwd["jax_of_peak"] == pytest.approx(0.2 / 0.003 / 100)
     assert fwd_bwd["jax_gflops_per_s"] == pytest.approx(0.6 / 0.019)  # 1 + 2*2 + 2*3 + 2*4 ms
     assert "torch_gflops_per_s" not in fwd  # no PyTorch timings, no PyTorch ceiling
@@ -111,8 +113,10 @@ def test_attention_products_quick_run(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert not (tmp_path / "results" / "attention_products_quick.json").exists()
     payload = json.loads((tmp_path / "results" / "studies" / "attention_products_quick.json").read_text())
-    assert len(payload["rows"]) == 2 * len(PRODUCTS) and all(r["jax_gflops_per_s"] > 0 for r in payload["rows"])
-    assert [c["pass"] for c in payload["meta"]["ceilings"]] == ["fwd", "fwd+bwd"] * 2
+    assert len(payload["rows"]) == 2 * (len(PRODUCTS) + 1)  # each product and the softmax, per tile
+    assert all(r["jax_gflops_per_s"] > 0 for r in payload["rows"] if r["product"] != "softmax")
+    assert all(r["jax_ms"] > 0 for r in payload["rows"])
+    assert [c["pass"] for c in payload["meta"]["ceilings"]] == ["fwd", "fwd+softmax", "fwd+bwd"] * 2
     assert section(payload).startswith("## Attention products alone") and "## Attention products alone" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "benchmarks.studies.attention_products", "--tiles", "128by640"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
