@@ -3,7 +3,7 @@
     python -m benchmarks.derived_layouts --task listops                         # LRA ListOps, 2k tokens
     python -m benchmarks.derived_layouts --task listops --densities 0.12 0.18 0.3   # the density sweep
     python -m benchmarks.derived_layouts --task text --densities 0.18           # IMDb, whole reviews
-    python -m benchmarks.derived_layouts --tiny                                 # the whole flow, seconds
+    python -m benchmarks.derived_layouts --tiny                                 # the whole flow, minutes
     python -m benchmarks.derived_layouts --densities 0.25 0.3 --no-students     # kept mass only, no training
     python -m benchmarks.derived_layouts --task text --kinds derived --budget-scale 0.667   # at 2/3 the density
 
@@ -41,7 +41,7 @@ from benchmarks.common import (RESULTS_DIR, committed_rows, machine_line, markdo
                                write_results)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = ["task", "layout", "target_density", "density", "density_by_length", "kept_blocks", "kernel_tiles",
+COLUMNS = ["task", "layout", "target_density", "budget_scale", "density", "density_by_length", "kept_blocks", "kernel_tiles",
            "teacher_mass_kept", "mass_bound", "test_accuracy", "test_macro_f1", "step_ms", "step_ms_iqr", "ms_per_kept_block", "steps",
            "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
@@ -238,8 +238,9 @@ def section(payload: dict) -> str:
                 parts.append(f"student accuracy {100 * d['test_accuracy']:.1f}% vs {100 * best['test_accuracy']:.1f}% "
                              f"({best['layout']}, {100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points)")
             if d.get("step_ms") and best_mass.get("step_ms"):
-                parts.append(f"step time {d['step_ms'] / best_mass['step_ms']:.2f}x "
-                             f"({d.get('kernel_tiles')} kernel tiles a head against {best_mass.get('kernel_tiles')})")
+                tiles = (f" ({d['kernel_tiles']:g} kernel tiles a head against {best_mass['kernel_tiles']:g})"
+                         if d.get("kernel_tiles") and best_mass.get("kernel_tiles") else "")
+                parts.append(f"step time {d['step_ms'] / best_mass['step_ms']:.2f}x{tiles}")
             lines.append("; ".join(parts) + ".")
         lines += sparser_lines(rows, task)
     if meta.get("plot"):
@@ -258,8 +259,8 @@ def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
             best = max(denser, key=lambda r: r["test_accuracy"])
             lines.append(f"- {task}: the derived student at density {d['density']:.3f}, "
                          f"{100 * d['test_accuracy']:.1f}%, against the best fixed student at 1.5x that density or "
-                         f"more ({best['layout']} at {best['density']:.3f}, {d['density'] / best['density']:.2f}x the "
-                         f"derived density): {100 * best['test_accuracy']:.1f}% "
+                         f"more ({best['layout']} at {best['density']:.3f}; the derived density is "
+                         f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.1f}% "
                          f"({100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points).")
     return lines
 
@@ -291,7 +292,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.derived_layouts", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=sorted(TASKS), default="listops")
+    p.add_argument("--task", choices=sorted(TASKS), default="listops",
+                   help="listops: LRA ListOps at 2k tokens; text: IMDb, whole reviews (default: %(default)s)")
     p.add_argument("--densities", type=float, nargs="+", default=None,
                    help="target densities, kept blocks / all blocks (default: 0.18; with --tiny 0.25, which the "
                         "fixed layouts reach on its 8 blocks)")
@@ -301,15 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=None, help="run directories (default: runs/derived_layouts/TASK; a temp dir "
                                                 "with --tiny)")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds of the step times")
-    p.add_argument("--tiny", action="store_true", help="tiny models, 2 steps: the flow in seconds")
+    p.add_argument("--tiny", action="store_true", help="tiny models, 2 steps: the whole flow in a few minutes, into a temp dir (the committed table "
+                        "is not touched)")
     p.add_argument("--no-students", action="store_true",
-                   help="only the layouts and the teacher mass each keeps (seconds once the teacher and its mass "
-                        "exist): printed, nothing trained or saved")
+                   help="only the layouts and the teacher mass each keeps, printed; no student trained, no row "
+                        "saved. Seconds once --runs holds the teacher and its mass; without them the teacher is "
+                        "trained and measured first (tens of minutes)")
     p.add_argument("--budget-scale", type=float, default=1.0, metavar="F",
                    help="fit the derived layout to F times the density of the fixed layout it is measured against "
                         "(default 1: equal density; 0.667 tests the other way to win, matching the fixed students "
                         "at two-thirds of their density: its row carries budget_scale)")
-    p.add_argument("--no-results-md", action="store_true")
+    p.add_argument("--no-results-md", action="store_true", help="do not rebuild benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     args.densities = args.densities or ([0.25] if args.tiny else [0.18])
     if any(not 0 < d <= 1 for d in args.densities):
@@ -339,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--no-progress", *steps]
     teacher = os.path.join(runs, "teacher")
     if not os.path.isfile(os.path.join(teacher, "summary.json")):
+        print(f"no teacher in {teacher}: training it first ({teacher_variant} variant, dense attention)",
+              file=sys.stderr, flush=True)
         _cli("finetune", "--config", f"{config}:{teacher_variant}", "--workdir", teacher, *common,
              "--config.model.attention.pattern=dense")
     student_cfg = run_config.load(f"{config}:{student_variant}", steps)

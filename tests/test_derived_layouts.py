@@ -103,7 +103,7 @@ def test_band_fit_within_the_kernels_tiles():
     assert lay.heads == 2 and lay.kernel_tiles <= tiles and lay.n_kept_blocks <= fixed.n_kept_blocks
     assert D.kept_mass(mass[0], lay).mean() >= D.kept_mass(mass[0], fixed).mean() - 1e-9  # still no worse than it
     assert D.summarize(spec, mass)["kernel_tiles"] == [lay.kernel_tiles]
-    with pytest.raises(ValueError, match="the diagonal alone costs 16 kernel tiles"):
+    with pytest.raises(ValueError, match="below what the diagonal alone costs \\(16 tiles\\)"):
         D.fit(mass, density, block=block, max_tiles=15)
     with pytest.raises(ValueError, match="band layouts"):
         D.fit(mass, density, block=block, max_tiles=tiles, raw=True)
@@ -238,9 +238,14 @@ def test_derive_refit_and_show(tiny_teacher, tmp_path, capsys):
                      "--max-kernel-tiles", "5"]) == 0  # 4 blocks: the diagonal (4) and one tile more
     again = json.loads(open(refit).read())
     assert again["provenance"]["max_kernel_tiles"] == 5 and max(again["kernel_tiles"]) <= 5
+    assert "tiles a head per layer (rows padded per group), within --max-kernel-tiles 5" in capsys.readouterr().out
+    for argv, text in ((["--from", str(tmp_path / "none.json")], "no such file"),
+                       (["--from", layout, "--max-kernel-tiles", "0"], "--max-kernel-tiles must be >= 1")):
+        assert cli_main(["layout", "derive", *argv, "--density", "0.3", "--out", refit]) == 2
+        assert text in capsys.readouterr().err
     assert cli_main(["layout", "derive", "--from", layout, "--density", "0.3", "--out", refit,
                      "--max-kernel-tiles", "3"]) == 2
-    assert "the diagonal alone costs 4 kernel tiles" in capsys.readouterr().err
+    assert "below what the diagonal alone costs (4 tiles)" in capsys.readouterr().err
     assert cli_main(["layout", "derive", "--density", "0.3", "--out", refit]) == 2
     assert "give --teacher RUN" in capsys.readouterr().err
     mass = D.read_mass(layout)
@@ -338,12 +343,12 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     rows[0]["mass_bound"] = 0.96
     text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
     assert "(window_global) (any layout of its kept blocks keeps at most 96.0%, 1.60x)" in text
-    assert "+3.0 points" in text and "step time 1.10x (48.0 kernel tiles a head against 48.0)" in text
+    assert "+3.0 points" in text and "step time 1.10x (48 kernel tiles a head against 48)" in text
     rows += [dict(r, target_density=0.3, density=0.3) for r in rows]
     assert bench.plot(rows, str(tmp_path / "plot.png")) == "plot.png" and (tmp_path / "plot.png").stat().st_size
     # the derived student at 0.17 against fixed students at 1.5x that density or more (0.3): the other way to win
     (line,) = bench.sparser_lines([r for r in rows if r["layout"] == "derived" and r["density"] < 0.2]
                                   + [dict(r, test_accuracy=0.39) for r in rows if r["density"] == 0.3
                                      and r["layout"] != "derived"], "listops")
-    assert "derived student at density 0.170, 40.0%" in line and "(window_global at 0.300, 0.57x" in line
+    assert "derived student at density 0.170, 40.0%" in line and "(window_global at 0.300; the derived density is 0.57x that)" in line
     assert "39.0% (+1.0 points)" in line

@@ -119,8 +119,8 @@ def fit_band(mass: np.ndarray, density: float, *, max_tiles: int | None = None,
         floor = np.zeros(n, np.int64) if floor_counts is None else np.asarray(floor_counts, np.int64)
         affordable = lambda kept: padded_tiles(np.maximum(kept.sum(axis=1), floor)) <= max_tiles  # noqa: E731
         if not affordable(base):
-            raise ValueError(f"max_tiles {max_tiles}: the diagonal alone costs "
-                             f"{padded_tiles(np.maximum(1, floor))} kernel tiles")
+            raise ValueError(f"a budget of {max_tiles} kernel tiles is below what the diagonal alone costs "
+                             f"({padded_tiles(np.maximum(1, floor))} tiles)")
     starts = [set()]
     for w in range(n):
         for g in range(n + 1):
@@ -267,6 +267,15 @@ def summary_lines(payload: Mapping[str, Any], mass_LHNN: np.ndarray | None = Non
              f"(teacher {prov.get('teacher', '?')} step {prov.get('teacher_step', '?')})",
              f"keeps {100 * payload['kept_mass']['overall']:.1f}% of the teacher's attention mass at density "
              f"{payload['density']['overall']:.3f} (kept blocks / all blocks)"]
+    if payload.get("kernel_tiles"):  # files written before the kernel's count was recorded lack it
+        budget = prov.get("max_kernel_tiles")
+        lines.append("the XLA kernel computes " + ", ".join(f"{t}" for t in payload["kernel_tiles"])
+                     + " tiles a head per layer (rows padded per group)"
+                     + (f", within --max-kernel-tiles {budget}" if budget is not None else ""))
+        asked = prov.get("density")
+        if budget is not None and asked is not None and payload["density"]["overall"] < 0.9 * asked:
+            lines.append(f"(density {payload['density']['overall']:.3f}, below the {asked:g} asked for: the kernel "
+                         "budget bound first)")
     if mass_LHNN is not None:  # each head's share, averaged over layers and heads
         share = (mass_LHNN / np.maximum(mass_LHNN.sum(axis=(2, 3), keepdims=True), _EPS)).mean(axis=(0, 1))
         columns = share.sum(axis=0)

@@ -6,8 +6,9 @@
 
 ``derive`` runs the teacher over a sample of a prepared split, adds up per layer and head the
 attention mass that falls in each block, and keeps for each head the diagonal plus the block
-offsets and global blocks holding the most mass, within the density (kept blocks over all
-blocks of the square score matrix). A model uses the file with
+offsets, global blocks and dense leading rows holding the most mass, within the density (kept
+blocks over all blocks of the square score matrix) and, with ``--max-kernel-tiles``, within the
+tiles the XLA kernel computes once it pads its row groups. A model uses the file with
 ``--config.model.attention.pattern=derived --config.model.attention.layout_file=FILE``;
 its run then carries the layout (the file is not needed again).
 """
@@ -36,6 +37,9 @@ def _refit(args: argparse.Namespace) -> dict:
     from memgpt_jax.attention import derived as derived_lib
     from memgpt_jax.config import read_layout_file
 
+    if not os.path.isfile(args.from_file):
+        raise SystemExit(f"error: --from {args.from_file}: no such file (a layout file written by `memgpt-jax "
+                         "layout derive --teacher RUN`, with its .mass.npy beside it)")
     try:
         read_layout_file(args.from_file)
         with open(args.from_file, encoding="utf-8") as f:
@@ -59,6 +63,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --density must be in (0, 1] (kept blocks / all blocks), got {args.density}")
     if args.examples < 1:
         raise SystemExit(f"error: --examples must be >= 1, got {args.examples}")
+    if args.max_kernel_tiles is not None and args.max_kernel_tiles < 1:
+        raise SystemExit(f"error: --max-kernel-tiles must be >= 1, got {args.max_kernel_tiles}")
     if args.max_kernel_tiles is not None and args.raw:
         raise SystemExit("error: --max-kernel-tiles fits band layouts; --raw keeps the measured map")
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -119,7 +125,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "derive", help="measure a teacher's attention mass per block and fit a layout to a density",
         description="Runs the teacher over --examples examples of --split and writes a layout file that keeps, "
-                    "per layer and head, the diagonal and the block offsets / global blocks of most attention mass "
+                    "per layer and head, the diagonal and the block offsets, global blocks and dense leading rows "
+                    "of most attention mass "
                     "within --density. Example: memgpt-jax layout derive --teacher runs/demo/teacher --split "
                     "validation --examples 128 --density 0.5 --out runs/demo/derived.json")
     p.add_argument("--teacher", default=None, help="the teacher's run directory (normally a dense model)")
