@@ -374,7 +374,8 @@ def _derived_figure(payload: dict[str, Any]):
     where both were measured."""
     rows = payload.get("rows", [])
     for task, target in dict.fromkeys((r["task"], r["target_density"]) for r in rows):
-        by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target}
+        by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target
+              and r.get("budget_scale", 1.0) == 1.0}  # equal density (not a --budget-scale row)
         fixed = [by[k] for k in ("window_global", "bigbird") if k in by]
         if "derived" in by and fixed:
             break
