@@ -110,11 +110,15 @@ def density_by_length(attention: dict[str, Any], block: int, shares: dict[int, f
 
 
 def fitted_for(layout_file: str, n_layers: int, n_heads: int, tiles: int) -> bool:
-    """Whether a derived layout file was fitted for this student (its layers, heads) within ``tiles``."""
+    """Whether a derived layout file was fitted for this student (its layers, heads) within ``tiles``,
+    by the current fit (heads shared within ``SHARE_TOLERANCE``)."""
     with open(layout_file, encoding="utf-8") as f:
         payload = json.load(f)
+    from memgpt_jax.attention.derived import SHARE_TOLERANCE
+
+    prov = payload.get("provenance", {})
     return (len(payload["layers"]) == n_layers and all(len(h) in (1, n_heads) for h in payload["layers"])
-            and payload.get("provenance", {}).get("max_kernel_tiles") == tiles)
+            and prov.get("max_kernel_tiles") == tiles and prov.get("share_tolerance") == SHARE_TOLERANCE)
 
 
 def closest(kind: str, target: float, block: int, seq_len: int) -> tuple[dict[str, Any], float]:
@@ -392,22 +396,30 @@ def main(argv: list[str] | None = None) -> int:
         layout_file = os.path.join(runs, f"{run_name('derived', target, args.budget_scale)}.json")
         if args.no_students:  # a scratch fit: the recorded layout of this density is not replaced
             layout_file = os.path.join(tempfile.mkdtemp(prefix="memgpt_derived_"), os.path.basename(layout_file))
+        derive = ["layout", "derive", "--from", measured, "--density", repr(budget), "--out", layout_file,
+                  "--layers", str(mc.n_layers), "--heads", str(mc.n_heads), "--max-kernel-tiles", str(tiles)]
         if os.path.isfile(layout_file) and not fitted_for(layout_file, mc.n_layers, mc.n_heads, tiles):
-            # fitted by an earlier version (another student shape, no kernel budget): fitted again, and its
-            # student, if any, moved aside rather than reused
-            old_student = layout_file[:-len(".json")]
-            print(f"{layout_file}: not fitted for this student within {tiles} kernel tiles; fitting again"
-                  + (f" ({old_student} moves to {old_student}.superseded)" if os.path.isdir(old_student) else ""),
-                  file=sys.stderr, flush=True)
-            if os.path.isdir(old_student):
-                os.replace(old_student, f"{old_student}.superseded")
+            # fitted by an earlier version (another student shape, no kernel budget, heads not shared): fitted
+            # again; a student trained on another layout is moved aside rather than reused
+            with open(layout_file, encoding="utf-8") as f:
+                before = json.load(f)["layers"]
+            print(f"{layout_file}: fitted by an earlier version of the fit; fitting again", file=sys.stderr, flush=True)
             os.remove(layout_file)
-            stale = (args.task, "derived", target, student_cfg.train.steps, args.budget_scale)
-            old.pop(stale, None)
-            rows[:] = [r for r in rows if key(r) != stale]
+            _cli(*derive)
+            with open(layout_file, encoding="utf-8") as f:
+                changed = json.load(f)["layers"] != before
+            old_student = layout_file[:-len(".json")]
+            if changed and os.path.isdir(old_student):
+                aside = next(f"{old_student}.superseded{i or ''}" for i in range(1000)
+                             if not os.path.exists(f"{old_student}.superseded{i or ''}"))
+                print(f"the layout changed: {old_student} moves to {aside}", file=sys.stderr, flush=True)
+                os.replace(old_student, aside)
+            if changed:
+                stale = (args.task, "derived", target, student_cfg.train.steps, args.budget_scale)
+                old.pop(stale, None)
+                rows[:] = [r for r in rows if key(r) != stale]
         if not os.path.isfile(layout_file):
-            _cli("layout", "derive", "--from", measured, "--density", repr(budget), "--out", layout_file,
-                 "--layers", str(mc.n_layers), "--heads", str(mc.n_heads), "--max-kernel-tiles", str(tiles))
+            _cli(*derive)
         layouts = {"derived": dict(pattern="derived", layout_file=layout_file), **{k: c for k, (c, _) in fixed.items()}}
         # a derived layout that keeps exactly a fixed layout's blocks is that layout: its student is not
         # trained twice (the row says so, and carries the fixed student's figures)
@@ -448,12 +460,13 @@ def main(argv: list[str] | None = None) -> int:
                 fresh.add(key(row))
                 save()
                 continue
-            if not os.path.isfile(os.path.join(workdir, "summary.json")):
+            trained = not os.path.isfile(os.path.join(workdir, "summary.json"))
+            if trained:
                 _cli("distill", "--config", f"{config}:{student_variant}", "--workdir", workdir, *common,
                      f"--config.distill.teacher={teacher}", *_overrides(attention))
             run = open_run(workdir, task="classification")
             students[name] = run.model_config
-            measured_before = old.get(key(row), {})
+            measured_before = {} if trained else old.get(key(row), {})  # a student trained now is evaluated now
             if measured_before.get("test_accuracy") is not None:  # the layout's figures are refreshed, not its student's
                 row.update({k: measured_before.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")})
             else:

@@ -54,7 +54,7 @@ def _refit(args: argparse.Namespace) -> dict:
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     provenance = {**old.get("provenance", {}), "density": args.density, "refit_from": args.from_file,
-                  "max_kernel_tiles": args.max_kernel_tiles}
+                  "max_kernel_tiles": args.max_kernel_tiles, "share_tolerance": derived_lib.SHARE_TOLERANCE}
     return derived_lib.write_file(args.out, spec, mass, provenance)
 
 
