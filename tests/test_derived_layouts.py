@@ -217,7 +217,8 @@ def _derive(teacher: str, layout: str) -> None:
 
     if not os.path.exists(layout):
         assert cli_main(["layout", "derive", "--teacher", teacher, "--split", "validation", "--examples", "12",
-                         "--density", "0.4", "--out", layout, "--no-progress"]) == 0
+                         "--density", "0.4", "--out", layout, "--no-progress",
+                         "--share-tolerance", "-1"]) == 0  # every head its own layout: the per-head paths
 
 
 def test_derive_refit_and_show(tiny_teacher, tmp_path, capsys):

@@ -104,7 +104,8 @@ def block_mass(run: Run, split: str, examples: int, *, block: int, seq_len: int 
 
 def derive(run: Run, split: str, examples: int, density: float, out: str, *, block: int | None = None,
            seq_len: int | None = None, layers: int | None = None, heads: int | None = None, raw: bool = False,
-           max_tiles: int | None = None, batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+           max_tiles: int | None = None, share_tolerance: float = derived_lib.SHARE_TOLERANCE,
+           batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Measures the mass, fits the layout and writes ``out`` (and its mass array); returns the
     file's payload. ``layers``/``heads``: the student's, when they differ from the teacher's
     (consecutive teacher layers and heads are averaged into each). ``max_tiles``: the tiles
@@ -114,10 +115,10 @@ def derive(run: Run, split: str, examples: int, density: float, out: str, *, blo
     mass, seen = block_mass(run, split, examples, block=block, seq_len=seq_len, batch_size=batch_size,
                             progress=progress)
     mass = derived_lib.group_mass(mass, layers or mass.shape[0], heads or mass.shape[1])
-    spec = derived_lib.fit(mass, density, block=block, raw=raw, max_tiles=max_tiles)
+    spec = derived_lib.fit(mass, density, block=block, raw=raw, max_tiles=max_tiles, share_tolerance=share_tolerance)
     provenance = {"teacher": run.path, "teacher_step": run.step, "dataset": run.config.data.name or
                   run.config.data.dataset, "split": split, "examples": seen, "density": density, "max_kernel_tiles": max_tiles,
-                  "share_tolerance": derived_lib.SHARE_TOLERANCE,
+                  "share_tolerance": share_tolerance,
                   "teacher_layers": run.model_config.n_layers, "teacher_heads": run.model_config.n_heads,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return derived_lib.write_file(out, spec, mass, provenance)

@@ -50,11 +50,11 @@ def _refit(args: argparse.Namespace) -> dict:
     try:
         mass = derived_lib.group_mass(mass, args.layers or mass.shape[0], args.heads or mass.shape[1])
         spec = derived_lib.fit(mass, args.density, block=old["block_size"], raw=args.raw,
-                               max_tiles=args.max_kernel_tiles)
+                               max_tiles=args.max_kernel_tiles, share_tolerance=args.share_tolerance)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     provenance = {**old.get("provenance", {}), "density": args.density, "refit_from": args.from_file,
-                  "max_kernel_tiles": args.max_kernel_tiles, "share_tolerance": derived_lib.SHARE_TOLERANCE}
+                  "max_kernel_tiles": args.max_kernel_tiles, "share_tolerance": args.share_tolerance}
     return derived_lib.write_file(args.out, spec, mass, provenance)
 
 
@@ -63,6 +63,10 @@ def cmd_derive(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --density must be in (0, 1] (kept blocks / all blocks), got {args.density}")
     if args.examples < 1:
         raise SystemExit(f"error: --examples must be >= 1, got {args.examples}")
+    if args.share_tolerance is None:
+        from memgpt_jax.attention.derived import SHARE_TOLERANCE
+
+        args.share_tolerance = SHARE_TOLERANCE
     if args.max_kernel_tiles is not None and args.max_kernel_tiles < 1:
         raise SystemExit(f"error: --max-kernel-tiles must be >= 1, got {args.max_kernel_tiles}")
     if args.max_kernel_tiles is not None and args.raw:
@@ -90,7 +94,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     try:
         payload = layouts.derive(run, split, args.examples, args.density, args.out, block=args.block,
                                  seq_len=args.seq_len, layers=args.layers, heads=args.heads, raw=args.raw,
-                                 max_tiles=args.max_kernel_tiles,
+                                 max_tiles=args.max_kernel_tiles, share_tolerance=args.share_tolerance,
                                  batch_size=args.batch_size, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise SystemExit(f"error: {err}") from None
@@ -154,6 +158,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="a second budget: each layer may cost the XLA kernel at most N tiles per head, its rows "
                         "split into groups and each group padded to its longest row (a fixed layout's "
                         "BlockLayout.kernel_tiles, to fit a layout that runs no slower than it)")
+    p.add_argument("--share-tolerance", type=float, default=None, metavar="T",
+                   help="a layer's heads share one layout unless their own keep more than T of the teacher's mass "
+                        "beyond it (default 0.005: per-head layouts cost the XLA kernel a gather per head); a "
+                        "negative T keeps every head's own layout")
     p.add_argument("--batch-size", type=int, default=None, help="examples per forward (default: what fits ~256 MB)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_derive)
