@@ -226,7 +226,8 @@ def targets(records, peaks: dict) -> str:
         fl, sd = best(records, impl="flex", mode="fwd", **sel), best(records, impl="sdpa", mode="fwd", length=length)
         if fl is not None:
             r = _ratio(fl, xf)
-            spread = _spread(round_ratios(records, dict(impl="flex", mode="fwd", **sel), dict(impl="xla", mode="fwd", **sel)))
+            spread = _spread(round_ratios(records, dict(impl="flex", mode="fwd", **sel),
+                                          dict(impl="xla", mode="fwd", **sel)))
             lines.append(f"- {length}: ours fwd {_at(xf)} ms vs FlexAttention at its best {_at(fl)} ms: {r:.2f}x"
                          f"{spread} [target: >= 1.5x]")
         if sd is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,9 +42,9 @@ from benchmarks.common import (RESULTS_DIR, committed_rows, machine_line, markdo
                                write_results)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = ["task", "layout", "target_density", "budget_scale", "density", "density_by_length", "kept_blocks", "kernel_tiles",
-           "teacher_mass_kept", "mass_bound", "test_accuracy", "test_macro_f1", "step_ms", "step_ms_iqr", "ms_per_kept_block", "steps",
-           "train_wall_min", "same_as"]
+COLUMNS = ["task", "layout", "target_density", "budget_scale", "density", "density_by_length", "kept_blocks",
+           "kernel_tiles", "teacher_mass_kept", "mass_bound", "test_accuracy", "test_macro_f1", "step_ms",
+           "step_ms_iqr", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
 MAX_DENSITY_GAP = 0.25  # a fixed layout stands for a target density if within this share of it
 TASKS = {
@@ -147,6 +148,32 @@ def fixed_at(target: float, block: int, seq_len: int) -> dict[str, tuple[dict[st
     return out
 
 
+def refit(layout_file: str, derive, *, stale: tuple, old: dict, rows: list, key) -> None:
+    """Replaces a layout file fitted by an earlier version of the fit (another student shape, no
+    kernel budget, heads not shared). The new fit is written beside it first; only if its layout
+    differs is the student trained on the old one moved aside (to a free ``.superseded`` name) and
+    its row (``stale``) dropped, and the new file moved in last: an interruption anywhere leaves
+    either the old file with its student or the new file without one."""
+    scratch = tempfile.mkdtemp(prefix="memgpt_refit_")
+    fresh_file = os.path.join(scratch, os.path.basename(layout_file))  # the mass file is named after it
+    derive(fresh_file)
+    with open(layout_file, encoding="utf-8") as f, open(fresh_file, encoding="utf-8") as g:
+        changed = json.load(f)["layers"] != json.load(g)["layers"]
+    student = layout_file[:-len(".json")]
+    if changed and os.path.isdir(student):
+        aside = next(f"{student}.superseded{i or ''}" for i in range(1000)
+                     if not os.path.exists(f"{student}.superseded{i or ''}"))
+        print(f"the layout changed: {student} moves to {aside}", file=sys.stderr, flush=True)
+        os.replace(student, aside)
+    if changed:
+        old.pop(stale, None)
+        rows[:] = [r for r in rows if key(r) != stale]
+    mass_name = os.path.basename(layout_file) + ".mass.npy"
+    shutil.move(os.path.join(scratch, mass_name), os.path.join(os.path.dirname(layout_file) or ".", mass_name))
+    shutil.move(fresh_file, layout_file)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def run_name(kind: str, target: float, scale: float = 1.0) -> str:
     """A student's run directory (and a derived layout's file, with ``.json``) in ``--runs``."""
     return f"{kind}_{target:g}" + (f"_x{scale:g}" if kind == "derived" and scale != 1.0 else "")
@@ -216,7 +243,8 @@ def section(payload: dict) -> str:
              "derived layout within the density of the one that keeps more teacher mass; students of the same model and budget distilled "
              "from the teacher. `teacher_mass_kept`: the share of the teacher's attention (validation split) inside "
              "the layout; `mass_bound`: the most any layout of the derived layout's kept-block budget keeps (the "
-             "heaviest tiles of each head, a map valid only at the measured length); `kernel_tiles`: the tiles per head the XLA kernel computes (row groups padded to their longest row), "
+             "heaviest tiles of each head, a map valid only at the measured length); `kernel_tiles`: the tiles per "
+             "head the XLA kernel computes (row groups padded to their longest row), "
              "which the derived layout may not exceed either; `density_by_length`: the density at the row lengths "
              "of the students' batches (length buckets), weighted by their share; `ms_per_kept_block`: the student's "
              "forward + backward step time over its kept blocks.", "",
@@ -307,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=None, help="run directories (default: runs/derived_layouts/TASK; a temp dir "
                                                 "with --tiny)")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds of the step times")
-    p.add_argument("--tiny", action="store_true", help="tiny models, 2 steps: the whole flow in a few minutes, into a temp dir (the committed table "
-                        "is not touched)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny models, 2 steps: the whole flow in a few minutes, into a temp dir (the committed "
+                        "table is not touched)")
     p.add_argument("--no-students", action="store_true",
                    help="only the layouts and the teacher mass each keeps, printed; no student trained, no row "
                         "saved. Seconds once --runs holds the teacher and its mass; without them the teacher is "
@@ -365,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # what was measured before (same task, density, layout, steps) is kept
     results = RESULTS_DIR if not args.tiny else Path(runs) / "results"  # a smoke run leaves the committed table
-    key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"], r.get("budget_scale", 1.0))  # noqa: E731
+    key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"],  # noqa: E731
+                     r.get("budget_scale", 1.0))
     old = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
     rows = list(old.values())
 
@@ -388,38 +418,23 @@ def main(argv: list[str] | None = None) -> int:
         fixed = fixed_at(target, block, seq)
         if not fixed:
             continue
-        # the derived layout gets the density of the fixed layout that keeps the most teacher mass (the
-        # one it is measured against), never more
-        # one, in kept blocks and in the tiles the kernel computes for them (rows padded per group)
+        # the derived layout gets the budget of the fixed layout that keeps the most teacher mass (the
+        # one it is measured against), never more: in kept blocks and in the tiles the kernel computes
+        # for them (rows padded per group)
         best = max(fixed.values(), key=lambda cd: kept_mass_of(cd[0], block, mass))
         budget, tiles = best[1] * args.budget_scale, round(kernel_tiles_of(best[0], block, seq))
         layout_file = os.path.join(runs, f"{run_name('derived', target, args.budget_scale)}.json")
         if args.no_students:  # a scratch fit: the recorded layout of this density is not replaced
             layout_file = os.path.join(tempfile.mkdtemp(prefix="memgpt_derived_"), os.path.basename(layout_file))
-        derive = ["layout", "derive", "--from", measured, "--density", repr(budget), "--out", layout_file,
-                  "--layers", str(mc.n_layers), "--heads", str(mc.n_heads), "--max-kernel-tiles", str(tiles)]
+        derive = lambda out: _cli("layout", "derive", "--from", measured, "--density", repr(budget),  # noqa: E731
+                                  "--out", out, "--layers", str(mc.n_layers), "--heads", str(mc.n_heads),
+                                  "--max-kernel-tiles", str(tiles))
         if os.path.isfile(layout_file) and not fitted_for(layout_file, mc.n_layers, mc.n_heads, tiles):
-            # fitted by an earlier version (another student shape, no kernel budget, heads not shared): fitted
-            # again; a student trained on another layout is moved aside rather than reused
-            with open(layout_file, encoding="utf-8") as f:
-                before = json.load(f)["layers"]
             print(f"{layout_file}: fitted by an earlier version of the fit; fitting again", file=sys.stderr, flush=True)
-            os.remove(layout_file)
-            _cli(*derive)
-            with open(layout_file, encoding="utf-8") as f:
-                changed = json.load(f)["layers"] != before
-            old_student = layout_file[:-len(".json")]
-            if changed and os.path.isdir(old_student):
-                aside = next(f"{old_student}.superseded{i or ''}" for i in range(1000)
-                             if not os.path.exists(f"{old_student}.superseded{i or ''}"))
-                print(f"the layout changed: {old_student} moves to {aside}", file=sys.stderr, flush=True)
-                os.replace(old_student, aside)
-            if changed:
-                stale = (args.task, "derived", target, student_cfg.train.steps, args.budget_scale)
-                old.pop(stale, None)
-                rows[:] = [r for r in rows if key(r) != stale]
+            refit(layout_file, derive, stale=(args.task, "derived", target, student_cfg.train.steps,
+                                              args.budget_scale), old=old, rows=rows, key=key)
         if not os.path.isfile(layout_file):
-            _cli(*derive)
+            derive(layout_file)
         layouts = {"derived": dict(pattern="derived", layout_file=layout_file), **{k: c for k, (c, _) in fixed.items()}}
         # a derived layout that keeps exactly a fixed layout's blocks is that layout: its student is not
         # trained twice (the row says so, and carries the fixed student's figures)
@@ -467,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             run = open_run(workdir, task="classification")
             students[name] = run.model_config
             measured_before = {} if trained else old.get(key(row), {})  # a student trained now is evaluated now
-            if measured_before.get("test_accuracy") is not None:  # the layout's figures are refreshed, not its student's
+            if measured_before.get("test_accuracy") is not None:  # refresh the layout's figures, keep the student's
                 row.update({k: measured_before.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")})
             else:
                 rep = evaluate_classifier(run, "test", batch_size=16, progress=False)

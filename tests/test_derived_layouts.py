@@ -372,3 +372,31 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
                                      and r["layout"] != "derived"], "listops")
     assert "derived student at density 0.170, 40.0%" in line and "(window_global at 0.300; the derived density is 0.57x that)" in line
     assert "39.0% (+1.0 points)" in line
+
+
+def test_benchmark_refit_keeps_the_student_of_an_unchanged_layout_and_moves_aside_the_others(tmp_path):
+    """An outdated layout file is fitted again beside it: the same layout keeps its student and row;
+    another layout moves the student to a free `.superseded` name, drops its row, and replaces the
+    file together with its mass array."""
+    from pathlib import Path
+
+    from benchmarks import derived_layouts as bench
+
+    runs = tmp_path / "runs"
+    layout = str(runs / "derived_0.3.json")
+    spec = {"block_size": 16, "kind": "band", "seq_len": 64, "layers": [[{"offsets": [0], "globals": [0]}]]}
+    os.makedirs(runs / "derived_0.3.superseded")  # an earlier student already set aside
+    _write(runs, spec, "derived_0.3.json")
+    stale = ("listops", "derived", 0.3, 800, 1.0)
+    key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"], 1.0)  # noqa: E731
+    for new_layers, moved in ((spec["layers"], False), ([[{"offsets": [0, 1], "globals": [0]}]], True)):
+        os.makedirs(runs / "derived_0.3", exist_ok=True)
+        row = dict(task="listops", layout="derived", target_density=0.3, steps=800)
+        old, rows = {stale: row}, [row]
+        derive = lambda out, layers=new_layers: _write(  # noqa: E731
+            Path(os.path.dirname(out)), {**spec, "layers": layers}, os.path.basename(out))
+        bench.refit(layout, derive, stale=stale, old=old, rows=rows, key=key)
+        assert json.loads(open(layout).read())["layers"] == new_layers
+        assert os.path.isfile(layout + ".mass.npy")
+        assert os.path.isdir(runs / "derived_0.3") != moved and os.path.isdir(runs / "derived_0.3.superseded1") == moved
+        assert (rows, stale in old) == (([], False) if moved else ([row], True))

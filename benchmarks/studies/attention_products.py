@@ -141,9 +141,9 @@ def _softmax(xp, s, dtype):
     the probabilities in the operand dtype and the row sums."""
     if xp.__name__ == "torch":
         p = xp.exp(s - s.amax(dim=-1, keepdim=True))
-    else:
-        p = xp.exp(s - s.max(axis=-1, keepdims=True))
-    return p.astype(dtype) if hasattr(p, "astype") else p.to(dtype), p.sum(-1)
+        return p.to(dtype), p.sum(-1)
+    p = xp.exp(s - s.max(axis=-1, keepdims=True))
+    return p.astype(dtype), p.sum(-1)
 
 
 def _torch_peak(torch, dtype: str, n: int = 1024, repeats: int = 5) -> float:

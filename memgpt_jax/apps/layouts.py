@@ -117,8 +117,8 @@ def derive(run: Run, split: str, examples: int, density: float, out: str, *, blo
     mass = derived_lib.group_mass(mass, layers or mass.shape[0], heads or mass.shape[1])
     spec = derived_lib.fit(mass, density, block=block, raw=raw, max_tiles=max_tiles, share_tolerance=share_tolerance)
     provenance = {"teacher": run.path, "teacher_step": run.step, "dataset": run.config.data.name or
-                  run.config.data.dataset, "split": split, "examples": seen, "density": density, "max_kernel_tiles": max_tiles,
-                  "share_tolerance": share_tolerance,
+                  run.config.data.dataset, "split": split, "examples": seen, "density": density,
+                  "max_kernel_tiles": max_tiles, "share_tolerance": share_tolerance,
                   "teacher_layers": run.model_config.n_layers, "teacher_heads": run.model_config.n_heads,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return derived_lib.write_file(out, spec, mass, provenance)

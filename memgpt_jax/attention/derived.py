@@ -192,7 +192,8 @@ def group_mass(mass_LHNN: np.ndarray, layers: int, heads: int) -> np.ndarray:
 # teacher's mass (averaged over the heads) beyond it. Per-head layouts cost the XLA kernel a gather
 # per head: on ListOps at density 0.12 (32 kernel tiles each, B=16, 2k tokens), a student whose
 # second layer had two head layouts stepped in 822 ms against window + global's 738 (1.11x), with
-# the shared fit keeping the same 70.0% of the mass (`python -m benchmarks.derived_layouts`).
+# the shared fit keeping the same 70.0% of the mass (`python -m benchmarks.derived_layouts --task
+# listops --densities 0.3 0.12` at commit 04b891a, before this rule; that row was then replaced).
 SHARE_TOLERANCE = 0.005
 
 
