@@ -6,6 +6,7 @@
     python -m benchmarks.derived_layouts --tiny                                 # the whole flow, minutes
     python -m benchmarks.derived_layouts --densities 0.25 0.3 --no-students     # kept mass only, no training
     python -m benchmarks.derived_layouts --task text --kinds derived --budget-scale 0.667   # at 2/3 the density
+    python -m benchmarks.derived_layouts --task text --no-timing   # evaluate students not yet evaluated, re-pair
 
 Per task: a dense teacher (``memgpt-jax finetune``, the config's ``dense`` variant); its
 attention mass per block on the validation split (``memgpt-jax layout derive``, measured
@@ -17,9 +18,10 @@ its rows are padded per group: ``--max-kernel-tiles``); one student per layout, 
 model and budget, distilled from the teacher (``memgpt-jax distill``). Each row reports
 the layout's density (kept blocks / all blocks, averaged over layers and heads), the
 share of the teacher's attention mass it keeps (on the measured split), the student's
-test accuracy, and the training step time (forward + backward of the student, timed in
-this process in interleaved rounds; ``ms_per_kept_block`` normalises it by the kept
-blocks, for layouts whose block counts differ). Every command runs in its own process
+test accuracy (a derived student's difference from each fixed student's, paired over the
+same test examples, with its 95% interval: ``paired`` in the JSON), and the training step
+time (forward + backward of the student, timed in this process in interleaved rounds;
+``ms_per_kept_block`` normalises it by the kept blocks, for layouts whose block counts differ). Every command runs in its own process
 and resumes in ``--runs``; each row is written to ``benchmarks/results/derived_layouts.json``
 as its student finishes, so an interrupted sweep loses no finished row.
 """
@@ -46,6 +48,7 @@ COLUMNS = ["task", "layout", "target_density", "budget_scale", "density", "densi
            "kernel_tiles", "teacher_mass_kept", "mass_bound", "test_accuracy", "test_macro_f1", "step_ms",
            "step_ms_iqr", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
+PREDICTIONS = "test_predictions.npz"  # a student's test predictions and labels, in its run directory
 MAX_DENSITY_GAP = 0.25  # a fixed layout stands for a target density if within this share of it
 TASKS = {
     "listops": dict(config="configs/lra_listops.py", teacher="dense", student="sparse",
@@ -174,6 +177,51 @@ def refit(layout_file: str, derive, *, stale: tuple, old: dict, rows: list, key)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def row_run(row: dict[str, Any], runs: str) -> str:
+    """The run directory of a row's student (a derived row that is a fixed layout: that one's)."""
+    kind = row.get("same_as") or row["layout"]
+    return os.path.join(runs, run_name(kind, row["target_density"], row.get("budget_scale", 1.0)))
+
+
+def paired_with_fixed(derived: dict[str, Any], rows: list[dict[str, Any]], runs: str) -> dict[str, list[float]]:
+    """``{"LAYOUT DENSITY": [difference, low, high]}``: the derived student's test accuracy minus
+    each fixed student's, example by example on the same test examples, with its 95% interval
+    (``metrics.paired_difference``); fixed students whose predictions are not in ``runs`` are left out."""
+    from memgpt_jax.training.metrics import paired_difference
+
+    def correct(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:  # (right or not, labels)
+        path = os.path.join(row_run(row, runs), PREDICTIONS)
+        if not os.path.isfile(path):
+            return None
+        with np.load(path) as z:
+            return z["predictions"] == z["labels"], z["labels"]
+
+    mine = correct(derived)
+    if mine is None:
+        return {}
+    out = {}
+    for f in rows:
+        theirs = correct(f) if f["layout"] in KINDS[1:] else None
+        if theirs is None or not np.array_equal(theirs[1], mine[1]):  # another test sample: not comparable
+            continue
+        p = paired_difference(mine[0], theirs[0])
+        out[f"{f['layout']} {f['target_density']:g}"] = [round(p["difference"], 4), round(p["low"], 4),
+                                                         round(p["high"], 4)]
+    return out
+
+
+def paired_text(d: dict[str, Any], best: dict[str, Any]) -> str:
+    """``+0.3 points`` with the paired 95% interval and what it says, where both students' predictions were kept."""
+    text = f"{100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points"
+    p = d.get("paired", {}).get(f"{best['layout']} {best['target_density']:g}")
+    if not p:
+        return text
+    diff, low, high = (100 * v for v in p)
+    says = ("better" if low > 0 else "worse" if high < 0 else
+            "no difference shown; within 1 point at worst" if low >= -1 else "no difference shown")
+    return f"{text}, 95% interval {low:+.1f} to {high:+.1f} paired over the test examples: {says}"
+
+
 def run_name(kind: str, target: float, scale: float = 1.0) -> str:
     """A student's run directory (and a derived layout's file, with ``.json``) in ``--runs``."""
     return f"{kind}_{target:g}" + (f"_x{scale:g}" if kind == "derived" and scale != 1.0 else "")
@@ -247,7 +295,8 @@ def section(payload: dict) -> str:
              "head the XLA kernel computes (row groups padded to their longest row), "
              "which the derived layout may not exceed either; `density_by_length`: the density at the row lengths "
              "of the students' batches (length buckets), weighted by their share; `ms_per_kept_block`: the student's "
-             "forward + backward step time over its kept blocks.", "",
+             "forward + backward step time over its kept blocks. Accuracy differences come with their 95% interval "
+             "paired over the same test examples (the test sample's noise; one training seed per student).", "",
              markdown_table(rows, payload.get("columns") or COLUMNS)]
     for task in sorted({r["task"] for r in rows}):
         for target in sorted({r["target_density"] for r in rows if r["task"] == task}):
@@ -268,7 +317,7 @@ def section(payload: dict) -> str:
             if d.get("test_accuracy") is not None and scored:
                 best = max(scored, key=lambda r: r["test_accuracy"])
                 parts.append(f"student accuracy {100 * d['test_accuracy']:.1f}% vs {100 * best['test_accuracy']:.1f}% "
-                             f"({best['layout']}, {100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points)")
+                             f"({best['layout']}, {paired_text(d, best)})")
             if d.get("step_ms") and best_mass.get("step_ms"):
                 tiles = (f" ({d['kernel_tiles']:g} kernel tiles a head against {best_mass['kernel_tiles']:g})"
                          if d.get("kernel_tiles") and best_mass.get("kernel_tiles") else "")
@@ -280,20 +329,26 @@ def section(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def sparser_best(d: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The issue's other way to win: the best fixed student (by test accuracy) of ``d``'s task
+    trained at 1.5x the derived student's density or more (the derived layout at no more than
+    two-thirds of the density), or None."""
+    denser = [r for r in rows if r["task"] == d["task"] and r["layout"] in KINDS[1:]
+              and r.get("test_accuracy") is not None and r["density"] >= 1.5 * d["density"] - 1e-3]
+    return max(denser, key=lambda r: r["test_accuracy"]) if denser else None
+
+
 def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
-    """The issue's other way to win: a derived student against the best fixed student trained at
-    1.5x its density or more (the derived layout at no more than two-thirds of the density)."""
-    scored = [r for r in rows if r["task"] == task and r.get("test_accuracy") is not None]
+    """Each derived student of ``task`` against ``sparser_best``."""
     lines = []
-    for d in (r for r in scored if r["layout"] == "derived"):
-        denser = [r for r in scored if r["layout"] in KINDS[1:] and r["density"] >= 1.5 * d["density"] - 1e-3]
-        if denser:
-            best = max(denser, key=lambda r: r["test_accuracy"])
+    for d in (r for r in rows if r["task"] == task and r["layout"] == "derived" and r.get("test_accuracy") is not None):
+        best = sparser_best(d, rows)
+        if best:
             lines.append(f"- {task}: the derived student at density {d['density']:.3f}, "
                          f"{100 * d['test_accuracy']:.1f}%, against the best fixed student at 1.5x that density or "
                          f"more ({best['layout']} at {best['density']:.3f}; the derived density is "
                          f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.1f}% "
-                         f"({100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points).")
+                         f"({paired_text(d, best)}).")
     return lines
 
 
@@ -346,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fit the derived layout to F times the density of the fixed layout it is measured against "
                         "(default 1: equal density; 0.667 tests the other way to win, matching the fixed students "
                         "at two-thirds of their density: its row carries budget_scale)")
+    p.add_argument("--no-timing", action="store_true",
+                   help="keep the recorded step times (no timing rounds): for re-evaluating students")
     p.add_argument("--no-results-md", action="store_true", help="do not rebuild benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     args.densities = args.densities or ([0.25] if args.tiny else [0.18])
@@ -482,10 +539,14 @@ def main(argv: list[str] | None = None) -> int:
             run = open_run(workdir, task="classification")
             students[name] = run.model_config
             measured_before = {} if trained else old.get(key(row), {})  # a student trained now is evaluated now
-            if measured_before.get("test_accuracy") is not None:  # refresh the layout's figures, keep the student's
+            predictions = os.path.join(workdir, PREDICTIONS)
+            if measured_before.get("test_accuracy") is not None and os.path.isfile(predictions):
+                # refresh the layout's figures, keep the student's
                 row.update({k: measured_before.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")})
-            else:
-                rep = evaluate_classifier(run, "test", batch_size=16, progress=False)
+            else:  # evaluated, its predictions kept for the paired comparisons
+                print(f"evaluating {workdir} on the test split", file=sys.stderr, flush=True)
+                rep = evaluate_classifier(run, "test", batch_size=16, progress=False, per_example=True)
+                np.savez(predictions, predictions=rep["predictions"], labels=rep["labels"])
                 with open(os.path.join(workdir, "summary.json")) as f:
                     summary = json.load(f)
                 row.update(test_accuracy=round(rep["accuracy"], 4), test_macro_f1=round(rep["macro_f1"], 4),
@@ -495,6 +556,16 @@ def main(argv: list[str] | None = None) -> int:
             print(row, file=sys.stderr, flush=True)
             save()
     if args.no_students:
+        return 0
+    for r in rows:  # every derived student against every fixed one of the task, example by example
+        if r["task"] == args.task and r["layout"] == "derived":
+            paired = paired_with_fixed(r, [f for f in rows if f["task"] == args.task], runs)
+            if paired:
+                r["paired"] = paired
+                fresh.add(key(r))
+    save()
+    if args.no_timing:
+        print(markdown_table(rows, COLUMNS))
         return 0
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
     for r in rows:

@@ -387,6 +387,32 @@ def _derived_figure(payload: dict[str, Any]):
             f"{_pct(best['teacher_mass_kept'])}", _x(d["teacher_mass_kept"], best["teacher_mass_kept"]))
 
 
+def _derived_quality_figure(task: str, sparser: bool):
+    """The derived student's test accuracy against the best fixed student's, at equal density
+    (``sparser`` False) or trained at 1.5x the derived density or more (the sparsest derived
+    student that has such a peer), with the paired 95% interval of the difference."""
+    def figure(payload: dict[str, Any]):
+        rows = [r for r in payload.get("rows", []) if r["task"] == task and r.get("test_accuracy") is not None]
+        derived = sorted((r for r in rows if r["layout"] == "derived"), key=lambda r: r["density"])
+        for d in derived:
+            if sparser:
+                best = derived_layouts.sparser_best(d, rows)
+            else:
+                fixed = [r for r in rows if r["layout"] != "derived" and r["target_density"] == d["target_density"]]
+                best = (max(fixed, key=lambda r: r["test_accuracy"])
+                        if fixed and d.get("budget_scale", 1.0) == 1.0 else None)
+            if best:
+                break
+        else:
+            return None
+        where = "1.5x its density or more" if sparser else "equal density"
+        return (f"Derived layout, {task}, density {d['density']:.3f}: student test accuracy (difference "
+                f"{derived_layouts.paired_text(d, best)})", _pct(d["test_accuracy"]),
+                f"best fixed student at {where} ({best['layout']}, density {best['density']:.3f}): "
+                f"{_pct(best['test_accuracy'])}", _x(d["test_accuracy"], best["test_accuracy"]))
+    return figure
+
+
 def _demo_figure(payload: dict[str, Any]):
     rows = {r["model"]: r for r in payload["rows"]}
     t, s = rows.get("teacher"), rows.get("student")
@@ -486,6 +512,8 @@ HEADLINES: list[tuple[str, Callable[[dict[str, Any]], tuple[str, str, str, str] 
     ("lra", _lra_figure("listops")),
     ("lra", _lra_figure("text")),
     ("derived_layouts", _derived_figure),
+    ("derived_layouts", _derived_quality_figure("text", sparser=False)),
+    ("derived_layouts", _derived_quality_figure("text", sparser=True)),
     ("demo", _demo_figure),
     ("imdb_recipe", _imdb_figure("teacher")),
     ("imdb_recipe", _imdb_figure("nbsvm")),

@@ -230,6 +230,10 @@ def test_classify_and_eval_report(tmp_path, listops_dir, capsys):
     expected = np.zeros((10, 10), int)
     np.add.at(expected, (labels, pred), 1)
     assert (cm == expected).all()
+    assert "predictions" not in report  # per example only on request
+    each = evaluate_classifier(loaded, "test", batch_size=4, max_examples=10, progress=False, per_example=True)
+    np.testing.assert_array_equal(each["predictions"], pred)  # in the split's order, padding dropped
+    np.testing.assert_array_equal(each["labels"], labels)
 
     assert cli_main(["classify", "--checkpoint", run, "--json", texts[0], texts[1]]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

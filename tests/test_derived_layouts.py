@@ -400,3 +400,65 @@ def test_benchmark_refit_keeps_the_student_of_an_unchanged_layout_and_moves_asid
         assert os.path.isfile(layout + ".mass.npy")
         assert os.path.isdir(runs / "derived_0.3") != moved and os.path.isdir(runs / "derived_0.3.superseded1") == moved
         assert (rows, stale in old) == (([], False) if moved else ([row], True))
+
+
+def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
+    """Two students compared example by example: the interval of the paired difference, its
+    verdict in the section's words, and students on another test sample left unpaired."""
+    from benchmarks import derived_layouts as bench
+    from memgpt_jax.training.metrics import paired_difference
+
+    a = np.array([1, 1, 1, 0, 0, 1, 1, 0] * 250, bool)  # 2,000 examples
+    b = a.copy()
+    b[:80] = ~b[:80]  # b differs on 80: 30 it gets right that a missed, 50 the other way
+    p = paired_difference(a, b)
+    assert (p["a_only"], p["b_only"], p["examples"]) == (50, 30, 2000)
+    assert p["difference"] == pytest.approx(20 / 2000)
+    d = (a.astype(float) - b.astype(float))
+    se = d.std(ddof=1) / np.sqrt(2000)
+    assert (p["low"], p["high"]) == pytest.approx((0.01 - 1.96 * se, 0.01 + 1.96 * se))
+    # pairing removes what both get right or wrong: far tighter than the unpaired interval
+    unpaired = 1.96 * np.sqrt(a.mean() * (1 - a.mean()) / 2000 + b.mean() * (1 - b.mean()) / 2000)
+    assert p["high"] - p["difference"] < unpaired / 3
+    assert paired_difference(a, a)["low"] == paired_difference(a, a)["high"] == 0.0
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_difference(a, a[:-1])
+
+    labels = np.arange(2000) % 2
+    runs = tmp_path / "runs"
+
+    def student(name, correct, labels=labels):
+        os.makedirs(runs / name)
+        np.savez(runs / name / bench.PREDICTIONS, predictions=np.where(correct, labels, 1 - labels), labels=labels)
+
+    student("derived_0.18", a)
+    student("window_global_0.18", b)
+    student("bigbird_0.18", a, labels=labels[::-1])  # another test sample: not comparable
+    rows = [dict(task="text", layout=k, target_density=0.18, density=0.17, kept_blocks=44.0, teacher_mass_kept=0.8,
+                 test_accuracy=acc) for k, acc in (("derived", a.mean()), ("window_global", b.mean()),
+                                                   ("bigbird", 0.5))]
+    paired = bench.paired_with_fixed(rows[0], rows, str(runs))
+    assert list(paired) == ["window_global 0.18"]
+    assert paired["window_global 0.18"] == [round(v, 4) for v in (p["difference"], p["low"], p["high"])]
+    rows[0]["paired"] = paired
+    rows[2]["test_accuracy"] = 0.1  # window + global is the best fixed student
+    text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
+    assert f"(window_global, +1.0 points, 95% interval +{100 * p['low']:.1f} to +{100 * p['high']:.1f}" in text
+    assert ": better)" in text
+    # a same_as row is paired through its twin's run; a row without predictions is not paired
+    twin = dict(rows[0], same_as="window_global", budget_scale=0.65)
+    assert bench.paired_with_fixed(twin, rows, str(runs))["window_global 0.18"][0] == 0.0
+    assert bench.paired_with_fixed(dict(rows[0], target_density=0.3), rows, str(runs)) == {}
+    from benchmarks.report import _derived_quality_figure
+
+    what, ours, peer, _ = _derived_quality_figure("text", sparser=False)({"rows": rows})
+    assert "density 0.170" in what and "+1.0 points, 95% interval" in what and ours == "62.50%"
+    assert peer == "best fixed student at equal density (window_global, density 0.170): 61.50%"
+    assert _derived_quality_figure("text", sparser=True)({"rows": rows}) is None  # no fixed student 1.5x as dense
+    sparse = dict(rows[0], density=0.11, budget_scale=0.65)  # a --budget-scale student
+    what, *_ = _derived_quality_figure("text", sparser=True)({"rows": rows + [sparse]})
+    assert what.startswith("Derived layout, text, density 0.110")
+    close = dict(rows[0], paired={"window_global 0.18": [0.002, -0.008, 0.012]})
+    assert "no difference shown; within 1 point at worst" in bench.paired_text(close, rows[1])
+    wide = dict(rows[0], paired={"window_global 0.18": [0.002, -0.02, 0.024]})
+    assert bench.paired_text(wide, rows[1]).endswith(": no difference shown")

@@ -58,10 +58,12 @@ class Classifier:
         return np.concatenate(out) if out else np.zeros((0, self.run.model_config.num_labels), np.float32)
 
 def evaluate_classifier(run: Run, split: str, *, batch_size: int = 64, max_examples: int = 0,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, per_example: bool = False) -> dict[str, Any]:
     """The full classification report of ``run`` on a split of its data (the shared
     evaluator, ``training.evaluate``: accuracy, per-class and macro precision/recall/F1,
-    confusion, ``examples_per_s``), with the split and the label names."""
+    confusion, ``examples_per_s``), with the split and the label names. ``per_example``:
+    with ``predictions`` and ``labels`` (arrays in the split's order: two runs evaluated
+    on one split can be compared example by example, ``paired_difference``)."""
     dc = run.config.data
     source = load_source(dc, split)
     if max_examples:
@@ -69,7 +71,8 @@ def evaluate_classifier(run: Run, split: str, *, batch_size: int = 64, max_examp
     batches = ClassificationIterator(source, run.tokenizer, batch_size=batch_size, max_len=dc.seq_len, shuffle=False,
                                      num_epochs=1, drop_remainder=False, text_key=dc.text_key,
                                      truncate=KEEP[dc.kept()])  # as the run was trained
-    report = evaluate(run.task, run.model, run.params, batches, full=True, progress=progress)
+    report = evaluate(run.task, run.model, run.params, batches, full=True, progress=progress,
+                      per_example=per_example)
     report.update(split=split, label_names=list(run.label_names))
     report.setdefault("examples_per_s", float("nan"))
     return report

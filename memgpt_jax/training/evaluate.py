@@ -53,10 +53,11 @@ def compiled_eval_step(task: str, model: nn.Module) -> Callable[[Any, Any], dict
 
 def evaluate(task: str, model: nn.Module, params: Any, batches: Iterable[dict[str, Any]], *,
              place: Callable[[dict[str, Any]], Any] = lambda b: b, full: bool = False,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, per_example: bool = False) -> dict[str, Any]:
     """Weighted means over ``batches`` (``place`` puts a host batch on the devices), and
     ``examples_per_s``: model time only, the first batch (which compiles) excluded.
-    ``full``: classifiers report per-class precision/recall/F1 and the confusion matrix."""
+    ``full``: classifiers report per-class precision/recall/F1 and the confusion matrix;
+    ``per_example``: their ``predictions`` and ``labels`` too (arrays, in the batches' order)."""
     step = compiled_eval_step(task, model)
     timing = {"seconds": 0.0, "examples": 0}
 
@@ -70,7 +71,7 @@ def evaluate(task: str, model: nn.Module, params: Any, batches: Iterable[dict[st
                 timing["examples"] += _examples(batch)
             yield sums, batch
 
-    report = summarize_eval(results(), task, model.config.num_labels, full=full)
+    report = summarize_eval(results(), task, model.config.num_labels, full=full, per_example=per_example)
     if timing["seconds"] > 0:
         report["examples_per_s"] = timing["examples"] / timing["seconds"]
     return report
