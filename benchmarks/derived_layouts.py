@@ -21,9 +21,10 @@ share of the teacher's attention mass it keeps (on the measured split), the stud
 test accuracy (a derived student's difference from each fixed student's, paired over the
 same test examples, with its 95% interval: ``paired`` in the JSON), and the training step
 time (forward + backward of the student, timed in this process in interleaved rounds;
-``ms_per_kept_block`` normalises it by the kept blocks, for layouts whose block counts differ). Every command runs in its own process
-and resumes in ``--runs``; each row is written to ``benchmarks/results/derived_layouts.json``
-as its student finishes, so an interrupted sweep loses no finished row.
+``ms_per_kept_block`` normalises it by the kept blocks, for layouts whose block counts
+differ). Every command runs in its own process and resumes in ``--runs``; each row is
+written to ``benchmarks/results/derived_layouts.json`` as its student finishes, so an
+interrupted sweep loses no finished row.
 """
 
 from __future__ import annotations
