@@ -184,6 +184,22 @@ def row_run(row: dict[str, Any], runs: str) -> str:
     return os.path.join(runs, run_name(kind, row["target_density"], row.get("budget_scale", 1.0)))
 
 
+def also_timed(rows: list[dict[str, Any]], task: str, densities: list[float], runs: str,
+               timed: dict[str, Any]) -> dict[str, str]:
+    """``{name: run directory}`` of the trained students of ``task`` at ``densities`` that this
+    process did not visit (``timed``), e.g. the equal-density derived student in a --budget-scale
+    run: every student of a density is timed in the same rounds, so a row's step time is only
+    ever compared with those measured in its own process."""
+    out = {}
+    for r in rows:
+        name = run_name(r["layout"], r["target_density"], r.get("budget_scale", 1.0))
+        workdir = os.path.join(runs, name)
+        if (r["task"] == task and r["target_density"] in densities and name not in timed and not r.get("same_as")
+                and os.path.isfile(os.path.join(workdir, "summary.json"))):
+            out[name] = workdir
+    return out
+
+
 def paired_with_fixed(derived: dict[str, Any], rows: list[dict[str, Any]], runs: str) -> dict[str, list[float]]:
     """``{"LAYOUT DENSITY": [difference, low, high]}``: the derived student's test accuracy minus
     each fixed student's, example by example on the same test examples, with its 95% interval
@@ -568,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_timing:
         print(markdown_table(rows, COLUMNS))
         return 0
+    for name, workdir in also_timed(rows, args.task, args.densities, runs, students):
+        students[name] = open_run(workdir, task="classification").model_config
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
     for r in rows:
         name = run_name(r["layout"], r["target_density"], r.get("budget_scale", 1.0))

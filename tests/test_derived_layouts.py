@@ -458,6 +458,15 @@ def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
     sparse = dict(rows[0], density=0.11, budget_scale=0.65)  # a --budget-scale student
     what, *_ = _derived_quality_figure("text", sparser=True)({"rows": rows + [sparse]})
     assert what.startswith("Derived layout, text, density 0.110")
+    # a --budget-scale run times the equal-density students it did not train too, not a twin's or
+    # another density's or an untrained one's
+    for name in ("derived_0.18", "derived_0.18_x0.65", "derived_0.18_x0.5", "bigbird_0.3"):
+        os.makedirs(runs / name, exist_ok=True)
+        (runs / name / "summary.json").write_text("{}")
+    others = [dict(rows[0], layout="bigbird", target_density=0.3), dict(rows[0], budget_scale=0.65),
+              dict(rows[0], budget_scale=0.5, same_as="window_global"), dict(rows[0], budget_scale=0.4)]
+    assert bench.also_timed(rows + others, "text", [0.18], str(runs), {"derived_0.18_x0.65": None}) == {
+        "derived_0.18": str(runs / "derived_0.18")}
     close = dict(rows[0], paired={"window_global 0.18": [0.002, -0.008, 0.012]})
     assert "no difference shown; within 1 point at worst" in bench.paired_text(close, rows[1])
     wide = dict(rows[0], paired={"window_global 0.18": [0.002, -0.02, 0.024]})
