@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ from benchmarks.common import (RESULTS_DIR, committed_rows, machine_line, markdo
                                write_results)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = ["task", "layout", "target_density", "budget_scale", "density", "density_by_length", "kept_blocks",
+COLUMNS = ["task", "layout", "target_density", "budget_scale", "seed", "density", "density_by_length", "kept_blocks",
            "kernel_tiles", "teacher_mass_kept", "mass_bound", "test_accuracy", "test_macro_f1", "step_ms",
            "step_ms_iqr", "ms_per_kept_block", "steps", "train_wall_min", "same_as"]
 KINDS = ("derived", "window_global", "bigbird")
@@ -163,15 +164,19 @@ def refit(layout_file: str, derive, *, stale: tuple, old: dict, rows: list, key)
     derive(fresh_file)
     with open(layout_file, encoding="utf-8") as f, open(fresh_file, encoding="utf-8") as g:
         changed = json.load(f)["layers"] != json.load(g)["layers"]
-    student = layout_file[:-len(".json")]
-    if changed and os.path.isdir(student):
-        aside = next(f"{student}.superseded{i or ''}" for i in range(1000)
-                     if not os.path.exists(f"{student}.superseded{i or ''}"))
-        print(f"the layout changed: {student} moves to {aside}", file=sys.stderr, flush=True)
-        os.replace(student, aside)
-    if changed:
-        old.pop(stale, None)
-        rows[:] = [r for r in rows if key(r) != stale]
+    base = layout_file[:-len(".json")]
+    seeds = [os.path.join(os.path.dirname(base), n) for n in sorted(os.listdir(os.path.dirname(base) or "."))
+             if re.fullmatch(re.escape(os.path.basename(base)) + r"_s\d+", n)]  # its students of other seeds
+    for student in [base, *seeds] if changed else []:
+        if os.path.isdir(student):
+            aside = next(f"{student}.superseded{i or ''}" for i in range(1000)
+                         if not os.path.exists(f"{student}.superseded{i or ''}"))
+            print(f"the layout changed: {student} moves to {aside}", file=sys.stderr, flush=True)
+            os.replace(student, aside)
+    if changed:  # the rows of its students, every seed's (their keys start with ``stale``)
+        for k in [k for k in old if k[:len(stale)] == stale]:
+            old.pop(k)
+        rows[:] = [r for r in rows if key(r)[:len(stale)] != stale]
     mass_name = os.path.basename(layout_file) + ".mass.npy"
     shutil.move(os.path.join(scratch, mass_name), os.path.join(os.path.dirname(layout_file) or ".", mass_name))
     shutil.move(fresh_file, layout_file)
@@ -181,7 +186,8 @@ def refit(layout_file: str, derive, *, stale: tuple, old: dict, rows: list, key)
 def row_run(row: dict[str, Any], runs: str) -> str:
     """The run directory of a row's student (a derived row that is a fixed layout: that one's)."""
     kind = row.get("same_as") or row["layout"]
-    return os.path.join(runs, run_name(kind, row["target_density"], row.get("budget_scale", 1.0)))
+    return os.path.join(runs, run_name(kind, row["target_density"], row.get("budget_scale", 1.0),
+                                       row.get("seed", 0)))
 
 
 def also_timed(rows: list[dict[str, Any]], task: str, densities: list[float], runs: str,
@@ -195,7 +201,7 @@ def also_timed(rows: list[dict[str, Any]], task: str, densities: list[float], ru
         name = run_name(r["layout"], r["target_density"], r.get("budget_scale", 1.0))
         workdir = os.path.join(runs, name)
         if (r["task"] == task and r["target_density"] in densities and name not in timed and not r.get("same_as")
-                and os.path.isfile(os.path.join(workdir, "summary.json"))):
+                and not r.get("seed") and os.path.isfile(os.path.join(workdir, "summary.json"))):
             out[name] = workdir
     return out
 
@@ -218,7 +224,7 @@ def paired_with_fixed(derived: dict[str, Any], rows: list[dict[str, Any]], runs:
         return {}
     out = {}
     for f in rows:
-        theirs = correct(f) if f["layout"] in KINDS[1:] else None
+        theirs = correct(f) if f["layout"] in KINDS[1:] and f.get("seed", 0) == derived.get("seed", 0) else None
         if theirs is None or not np.array_equal(theirs[1], mine[1]):  # another test sample: not comparable
             continue
         p = paired_difference(mine[0], theirs[0])
@@ -239,9 +245,10 @@ def paired_text(d: dict[str, Any], best: dict[str, Any]) -> str:
     return f"{text}, 95% interval {low:+.1f} to {high:+.1f} paired over the test examples: {says}"
 
 
-def run_name(kind: str, target: float, scale: float = 1.0) -> str:
-    """A student's run directory (and a derived layout's file, with ``.json``) in ``--runs``."""
-    return f"{kind}_{target:g}" + (f"_x{scale:g}" if kind == "derived" and scale != 1.0 else "")
+def run_name(kind: str, target: float, scale: float = 1.0, seed: int = 0) -> str:
+    """A student's run directory (and, for seed 0, a derived layout's file, with ``.json``) in ``--runs``."""
+    return (f"{kind}_{target:g}" + (f"_x{scale:g}" if kind == "derived" and scale != 1.0 else "")
+            + (f"_s{seed}" if seed else ""))
 
 
 def _overrides(attention: dict[str, Any]) -> list[str]:
@@ -318,7 +325,7 @@ def section(payload: dict) -> str:
     for task in sorted({r["task"] for r in rows}):
         for target in sorted({r["target_density"] for r in rows if r["task"] == task}):
             by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target
-                  and r.get("budget_scale", 1.0) == 1.0}
+                  and r.get("budget_scale", 1.0) == 1.0 and not r.get("seed")}
             d = by.get("derived")
             fixed = [by[k] for k in KINDS[1:] if k in by]
             if not d or not fixed:
@@ -340,7 +347,7 @@ def section(payload: dict) -> str:
                          if d.get("kernel_tiles") and best_mass.get("kernel_tiles") else "")
                 parts.append(f"step time {d['step_ms'] / best_mass['step_ms']:.2f}x{tiles}")
             lines.append("; ".join(parts) + ".")
-        lines += sparser_lines(rows, task)
+        lines += seed_lines(rows, task) + sparser_lines(rows, task)
     if meta.get("plot"):
         lines += ["", f"![quality against density]({meta['plot']})"]
     return "\n".join(lines)
@@ -351,8 +358,26 @@ def sparser_best(d: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any
     trained at 1.5x the derived student's density or more (the derived layout at no more than
     two-thirds of the density), or None."""
     denser = [r for r in rows if r["task"] == d["task"] and r["layout"] in KINDS[1:]
+              and r.get("seed", 0) == d.get("seed", 0)
               and r.get("test_accuracy") is not None and r["density"] >= 1.5 * d["density"] - 1e-3]
     return max(denser, key=lambda r: r["test_accuracy"]) if denser else None
+
+
+def seed_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
+    """Each equal-density derived student of another seed (``--seed``) against the fixed students
+    of its seed: whether the seed-0 comparison holds for another training run."""
+    lines = []
+    for d in rows:
+        if not (d["task"] == task and d["layout"] == "derived" and d.get("seed") and d.get("test_accuracy") is not None
+                and d.get("budget_scale", 1.0) == 1.0):
+            continue
+        fixed = [r for r in rows if r["task"] == task and r["layout"] in KINDS[1:] and r.get("seed") == d["seed"]
+                 and r["target_density"] == d["target_density"] and r.get("test_accuracy") is not None]
+        for best in sorted(fixed, key=lambda r: -r["test_accuracy"])[:1]:
+            lines.append(f"- {task} at density ~{d['target_density']}, seed {d['seed']}: derived student "
+                         f"{100 * d['test_accuracy']:.1f}% vs {100 * best['test_accuracy']:.1f}% "
+                         f"({best['layout']}, {paired_text(d, best)}).")
+    return lines
 
 
 def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
@@ -361,7 +386,8 @@ def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
     for d in (r for r in rows if r["task"] == task and r["layout"] == "derived" and r.get("test_accuracy") is not None):
         best = sparser_best(d, rows)
         if best:
-            lines.append(f"- {task}: the derived student at density {d['density']:.3f}, "
+            seed = f", seed {d['seed']}" if d.get("seed") else ""
+            lines.append(f"- {task}: the derived student at density {d['density']:.3f}{seed}, "
                          f"{100 * d['test_accuracy']:.1f}%, against the best fixed student at 1.5x that density or "
                          f"more ({best['layout']} at {best['density']:.3f}; the derived density is "
                          f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.1f}% "
@@ -381,7 +407,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> str | None:
     for ax, task in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks):
         for kind, marker in zip(KINDS, "os^"):
             pts = sorted((r["density"], r["test_accuracy"]) for r in rows
-                         if r["task"] == task and r["layout"] == kind and r.get("test_accuracy") is not None)
+                         if r["task"] == task and r["layout"] == kind and r.get("test_accuracy") is not None
+                         and not r.get("seed"))
             if pts:
                 ax.plot(*zip(*pts), marker=marker, label=kind)
         ax.set_title(task)
@@ -418,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="fit the derived layout to F times the density of the fixed layout it is measured against "
                         "(default 1: equal density; 0.667 tests the other way to win, matching the fixed students "
                         "at two-thirds of their density: its row carries budget_scale)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the students' training seed (initialisation and batch order; the teacher and the "
+                        "layouts are the same for every seed). Seeds other than 0 train into NAME_sSEED, add rows "
+                        "that carry their seed, are compared with the fixed students of their own seed, and are "
+                        "not timed (default: %(default)s)")
     p.add_argument("--no-timing", action="store_true",
                    help="keep the recorded step times (no timing rounds): for re-evaluating students")
     p.add_argument("--no-results-md", action="store_true", help="do not rebuild benchmarks/RESULTS.md")
@@ -427,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--densities must be in (0, 1]")
     if not 0 < args.budget_scale <= 1:
         p.error("--budget-scale must be in (0, 1]")
+    if args.seed < 0:
+        p.error("--seed must be 0 or more")
+    args.no_timing = args.no_timing or args.seed != 0  # another seed's student is the same model as seed 0's
 
     from memgpt_jax import run_config  # lazy (JAX via the run's modules)
     from memgpt_jax.apps.classify import evaluate_classifier
@@ -469,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     # what was measured before (same task, density, layout, steps) is kept
     results = RESULTS_DIR if not args.tiny else Path(runs) / "results"  # a smoke run leaves the committed table
     key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"],  # noqa: E731
-                     r.get("budget_scale", 1.0))
+                     r.get("budget_scale", 1.0), r.get("seed", 0))
     old = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
     rows = list(old.values())
 
@@ -480,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         merged = committed_rows(results / "derived_layouts.json", key, lambda row, meta: True)
         merged.update({key(r): {**merged.get(key(r), {}), **r} for r in rows if key(r) in fresh})
         rows[:] = list(merged.values())  # the file's other rows as they are now (a row deleted there stays gone)
-        rows.sort(key=lambda r: (r["task"], r["target_density"], KINDS.index(r["layout"]) if r["layout"] in KINDS else -1))
+        rows.sort(key=lambda r: (r["task"], r["target_density"], r.get("seed", 0),
+                                 KINDS.index(r["layout"]) if r["layout"] in KINDS else -1))
         results.mkdir(parents=True, exist_ok=True)
         png = plot(rows, str(results / "derived_layouts.png"))
         write_results("derived_layouts", rows, COLUMNS, {"plot": png, "examples": args.examples}, directory=results)
@@ -517,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         order = sorted((k for k in args.kinds if k in layouts), key=lambda k: k == "derived")  # fixed ones first
         for kind in order:
             attention = layouts[kind]
-            name = run_name(kind, target, args.budget_scale)
+            name = run_name(kind, target, args.budget_scale, args.seed)
             workdir = os.path.join(runs, name)
             density, kept = density_of(attention, block, seq, mc.n_layers)
             row = {"task": args.task, "layout": kind, "target_density": target, "density": round(density, 4),
@@ -528,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
                    "attention": {k: v for k, v in attention.items() if k != "layout_file"}}
             if kind == "derived" and args.budget_scale != 1.0:
                 row["budget_scale"] = args.budget_scale
+            if args.seed:
+                row["seed"] = args.seed
             if kind == "derived":  # the most any layout of its budget keeps: the heaviest tiles themselves
                 row["mass_bound"] = round(D.summarize(D.fit(mass, budget, block=block, raw=True), mass)
                                           ["kept_mass"]["overall"], 4)
@@ -539,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the students' batches by row length: {shares}", file=sys.stderr, flush=True)
             row["density_by_length"] = round(density_by_length(attention, block, shares, mc.n_layers), 4)
             if kind == "derived" and same is not None and same in args.kinds:
-                twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"], 1.0))
+                twin = next(r for r in rows if key(r) == (args.task, same, target, row["steps"], 1.0, args.seed))
                 row.update({k: twin.get(k) for k in ("test_accuracy", "test_macro_f1", "train_wall_min")},
                            same_as=same)
                 # its step is still timed: the same blocks through the derived pattern's own path
@@ -552,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
             trained = not os.path.isfile(os.path.join(workdir, "summary.json"))
             if trained:
                 _cli("distill", "--config", f"{config}:{student_variant}", "--workdir", workdir, *common,
-                     f"--config.distill.teacher={teacher}", *_overrides(attention))
+                     f"--config.distill.teacher={teacher}", *_overrides(attention),
+                     *([f"--config.train.seed={args.seed}", f"--config.data.seed={args.seed}"] if args.seed else []))
             run = open_run(workdir, task="classification")
             students[name] = run.model_config
             measured_before = {} if trained else old.get(key(row), {})  # a student trained now is evaluated now

@@ -375,7 +375,7 @@ def _derived_figure(payload: dict[str, Any]):
     rows = payload.get("rows", [])
     for task, target in dict.fromkeys((r["task"], r["target_density"]) for r in rows):
         by = {r["layout"]: r for r in rows if r["task"] == task and r["target_density"] == target
-              and r.get("budget_scale", 1.0) == 1.0}  # equal density (not a --budget-scale row)
+              and r.get("budget_scale", 1.0) == 1.0 and not r.get("seed")}  # equal density, seed 0
         fixed = [by[k] for k in ("window_global", "bigbird") if k in by]
         if "derived" in by and fixed:
             break
@@ -392,7 +392,8 @@ def _derived_quality_figure(task: str, sparser: bool):
     (``sparser`` False) or trained at 1.5x the derived density or more (the sparsest derived
     student that has such a peer), with the paired 95% interval of the difference."""
     def figure(payload: dict[str, Any]):
-        rows = [r for r in payload.get("rows", []) if r["task"] == task and r.get("test_accuracy") is not None]
+        rows = [r for r in payload.get("rows", []) if r["task"] == task and r.get("test_accuracy") is not None
+                and not r.get("seed")]  # the seed-0 students; other seeds are in the section
         derived = sorted((r for r in rows if r["layout"] == "derived"), key=lambda r: r["density"])
         for d in derived:
             if sparser:

@@ -386,6 +386,7 @@ def test_benchmark_refit_keeps_the_student_of_an_unchanged_layout_and_moves_asid
     layout = str(runs / "derived_0.3.json")
     spec = {"block_size": 16, "kind": "band", "seq_len": 64, "layers": [[{"offsets": [0], "globals": [0]}]]}
     os.makedirs(runs / "derived_0.3.superseded")  # an earlier student already set aside
+    os.makedirs(runs / "derived_0.3_s2")  # a student of another seed (--seed 2) on the same layout
     _write(runs, spec, "derived_0.3.json")
     stale = ("listops", "derived", 0.3, 800, 1.0)
     key = lambda r: (r["task"], r["layout"], r["target_density"], r["steps"], 1.0)  # noqa: E731
@@ -400,6 +401,7 @@ def test_benchmark_refit_keeps_the_student_of_an_unchanged_layout_and_moves_asid
         assert os.path.isfile(layout + ".mass.npy")
         assert os.path.isdir(runs / "derived_0.3") != moved and os.path.isdir(runs / "derived_0.3.superseded1") == moved
         assert (rows, stale in old) == (([], False) if moved else ([row], True))
+        assert os.path.isdir(runs / "derived_0.3_s2") != moved and os.path.isdir(runs / "derived_0.3_s2.superseded") == moved
 
 
 def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
@@ -467,6 +469,22 @@ def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
               dict(rows[0], budget_scale=0.5, same_as="window_global"), dict(rows[0], budget_scale=0.4)]
     assert bench.also_timed(rows + others, "text", [0.18], str(runs), {"derived_0.18_x0.65": None}) == {
         "derived_0.18": str(runs / "derived_0.18")}
+    # another training seed (--seed 1): its own run directories, paired with the fixed students of its seed only,
+    # a line of its own in the section, not timed again, and left out of the headline
+    assert bench.run_name("derived", 0.18, 0.65, seed=1) == "derived_0.18_x0.65_s1"
+    student("derived_0.18_s1", b)
+    student("bigbird_0.18_s1", a)
+    seed1 = [dict(rows[0], seed=1, test_accuracy=b.mean()), dict(rows[2], seed=1, test_accuracy=a.mean())]
+    assert list(bench.paired_with_fixed(seed1[0], rows + seed1, str(runs))) == ["bigbird 0.18"]
+    seed1[0]["paired"] = bench.paired_with_fixed(seed1[0], rows + seed1, str(runs))
+    (line,) = bench.seed_lines(rows + seed1, "text")
+    assert line.startswith("- text at density ~0.18, seed 1: derived student 61.5% vs 62.5% (bigbird, -1.0 points")
+    assert ": worse)" in line
+    assert "seed 1" not in bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
+    assert "seed 1: derived student" in bench.section({"rows": rows + seed1, "machine": {"cpu": "x"}, "meta": {}})
+    assert _derived_quality_figure("text", sparser=False)({"rows": seed1 + rows})[1] == "62.50%"  # seed 0's
+    (runs / "derived_0.18_s1" / "summary.json").write_text("{}")
+    assert "derived_0.18_s1" not in bench.also_timed(seed1, "text", [0.18], str(runs), {})
     close = dict(rows[0], paired={"window_global 0.18": [0.002, -0.008, 0.012]})
     assert "no difference shown; within 1 point at worst" in bench.paired_text(close, rows[1])
     wide = dict(rows[0], paired={"window_global 0.18": [0.002, -0.02, 0.024]})
