@@ -391,7 +391,9 @@ def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
                          f"{100 * d['test_accuracy']:.1f}%, against the best fixed student at 1.5x that density or "
                          f"more ({best['layout']} at {best['density']:.3f}; the derived density is "
                          f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.1f}% "
-                         f"({paired_text(d, best)}).")
+                         f"({paired_text(d, best)})"
+                         + (f"; step time {d['step_ms'] / best['step_ms']:.2f}x" if d.get("step_ms") and best.get("step_ms")
+                            else "") + ".")
     return lines
 
 
@@ -623,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_timing:
         print(markdown_table(rows, COLUMNS))
         return 0
-    for name, workdir in also_timed(rows, args.task, args.densities, runs, students):
+    for name, workdir in also_timed(rows, args.task, args.densities, runs, students).items():
         students[name] = open_run(workdir, task="classification").model_config
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
     for r in rows:
