@@ -393,7 +393,8 @@ def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
                          f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.1f}% "
                          f"({paired_text(d, best)})"
                          + (f"; step time {d['step_ms'] / best['step_ms']:.2f}x" if d.get("step_ms") and best.get("step_ms")
-                            else "") + ".")
+                            and d["target_density"] == best["target_density"] else "")  # timed in one process
+                         + ".")
     return lines
 
 
