@@ -353,12 +353,12 @@ def section(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def sparser_best(d: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The issue's other way to win: the best fixed student (by test accuracy) of ``d``'s task
-    trained at 1.5x the derived student's density or more (the derived layout at no more than
-    two-thirds of the density), or None."""
+def sparser_best(d: dict[str, Any], rows: list[dict[str, Any]], target: float | None = None) -> dict[str, Any] | None:
+    """The issue's other way to win: the best fixed student (by test accuracy) of ``d``'s task and
+    seed trained at 1.5x the derived student's density or more (the derived layout at no more
+    than two-thirds of the density), among those of target density ``target`` (None: any), or None."""
     denser = [r for r in rows if r["task"] == d["task"] and r["layout"] in KINDS[1:]
-              and r.get("seed", 0) == d.get("seed", 0)
+              and r.get("seed", 0) == d.get("seed", 0) and target in (None, r["target_density"])
               and r.get("test_accuracy") is not None and r["density"] >= 1.5 * d["density"] - 1e-3]
     return max(denser, key=lambda r: r["test_accuracy"]) if denser else None
 
@@ -381,15 +381,15 @@ def seed_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
 
 
 def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
-    """Each derived student of ``task`` against ``sparser_best``."""
+    """Each derived student of ``task`` against ``sparser_best`` of each target density."""
     lines = []
     for d in (r for r in rows if r["task"] == task and r["layout"] == "derived" and r.get("test_accuracy") is not None):
-        best = sparser_best(d, rows)
-        if best:
+        for best in filter(None, (sparser_best(d, rows, t) for t in sorted({r["target_density"] for r in rows
+                                                                            if r["task"] == task}))):
             seed = f", seed {d['seed']}" if d.get("seed") else ""
             lines.append(f"- {task}: the derived student at density {d['density']:.3f}{seed}, "
-                         f"{100 * d['test_accuracy']:.1f}%, against the best fixed student at 1.5x that density or "
-                         f"more ({best['layout']} at {best['density']:.3f}; the derived density is "
+                         f"{100 * d['test_accuracy']:.1f}%, against the best fixed student at ~{best['target_density']} "
+                         f"({best['layout']} at {best['density']:.3f}; the derived density is "
                          f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.1f}% "
                          f"({paired_text(d, best)})"
                          + (f"; step time {d['step_ms'] / best['step_ms']:.2f}x" if d.get("step_ms") and best.get("step_ms")

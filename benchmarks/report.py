@@ -397,7 +397,8 @@ def _derived_quality_figure(task: str, sparser: bool):
         derived = sorted((r for r in rows if r["layout"] == "derived"), key=lambda r: r["density"])
         for d in derived:
             if sparser:
-                best = derived_layouts.sparser_best(d, rows)
+                best = (derived_layouts.sparser_best(d, rows, d["target_density"])  # the test
+                        or derived_layouts.sparser_best(d, rows))
             else:
                 fixed = [r for r in rows if r["layout"] != "derived" and r["target_density"] == d["target_density"]]
                 best = (max(fixed, key=lambda r: r["test_accuracy"])
