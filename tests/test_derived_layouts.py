@@ -425,6 +425,7 @@ def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
     unpaired = 1.96 * np.sqrt(a.mean() * (1 - a.mean()) / 2000 + b.mean() * (1 - b.mean()) / 2000)
     assert p["high"] - p["difference"] < unpaired / 3
     assert paired_difference(a, a)["low"] == paired_difference(a, a)["high"] == 0.0
+    assert np.isnan(paired_difference([True], [False])["low"])  # one example gives no interval
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_difference(a, a[:-1])
 

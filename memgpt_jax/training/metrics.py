@@ -55,7 +55,7 @@ def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, z: float = 1
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"paired_difference needs two equal, non-empty 1-D arrays; got shapes {a.shape} and {b.shape}")
     d = a.astype(np.float64) - b.astype(np.float64)
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")  # one example: no interval
     diff = float(d.mean())
     return {"difference": diff, "low": diff - z * se, "high": diff + z * se, "se": se, "examples": len(d),
             "a_only": int(np.sum(a & ~b)), "b_only": int(np.sum(b & ~a))}
