@@ -5,7 +5,7 @@
     python -m benchmarks.derived_layouts --task text --densities 0.18           # IMDb, whole reviews
     python -m benchmarks.derived_layouts --tiny                                 # the whole flow, minutes
     python -m benchmarks.derived_layouts --densities 0.25 0.3 --no-students     # kept mass only, no training
-    python -m benchmarks.derived_layouts --task text --kinds derived --budget-scale 0.667   # at 2/3 the density
+    python -m benchmarks.derived_layouts --task text --budget-scale 0.65   # derived at 2/3 the density
     python -m benchmarks.derived_layouts --task text --no-timing   # evaluate students not yet evaluated, re-pair
 
 Per task: a dense teacher (``memgpt-jax finetune``, the config's ``dense`` variant); its
@@ -235,7 +235,7 @@ def paired_with_fixed(derived: dict[str, Any], rows: list[dict[str, Any]], runs:
 
 def paired_text(d: dict[str, Any], best: dict[str, Any]) -> str:
     """``+0.3 points`` with the paired 95% interval and what it says, where both students' predictions were kept."""
-    text = f"{100 * (d['test_accuracy'] - best['test_accuracy']):+.1f} points"
+    text = f"{100 * (d['test_accuracy'] - best['test_accuracy']):+.2f} points"
     p = d.get("paired", {}).get(f"{best['layout']} {best['target_density']:g}")
     if not p:
         return text
@@ -258,7 +258,10 @@ def _overrides(attention: dict[str, Any]) -> list[str]:
 def _cli(*args: str) -> None:
     cmd = [sys.executable, "-m", "memgpt_jax.cli", *args]
     print("== memgpt-jax " + " ".join(args), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
+    rc = subprocess.run(cmd).returncode
+    if rc:  # its own error is printed above; what finished before it is kept in --runs and the results
+        raise SystemExit(f"python -m benchmarks.derived_layouts: `memgpt-jax {args[0]}` failed (exit {rc}); "
+                         "rerunning resumes from what is saved")
 
 
 def same_blocks(a: dict[str, Any], b: dict[str, Any], block: int, seq_len: int, n_layers: int) -> bool:
@@ -320,7 +323,9 @@ def section(payload: dict) -> str:
              "which the derived layout may not exceed either; `density_by_length`: the density at the row lengths "
              "of the students' batches (length buckets), weighted by their share; `ms_per_kept_block`: the student's "
              "forward + backward step time over its kept blocks. Accuracy differences come with their 95% interval "
-             "paired over the same test examples (the test sample's noise; one training seed per student).", "",
+             "paired over the same test examples (the test sample's noise; each row is one training run, `seed` "
+             "names the others). The table gathers rows over several runs (per task, density, --budget-scale and "
+             "--seed; the command above is the newest); students of one density are timed in the same rounds.", "",
              markdown_table(rows, payload.get("columns") or COLUMNS)]
     for task in sorted({r["task"] for r in rows}):
         for target in sorted({r["target_density"] for r in rows if r["task"] == task}):
@@ -340,7 +345,7 @@ def section(payload: dict) -> str:
             scored = [r for r in fixed if r.get("test_accuracy") is not None]
             if d.get("test_accuracy") is not None and scored:
                 best = max(scored, key=lambda r: r["test_accuracy"])
-                parts.append(f"student accuracy {100 * d['test_accuracy']:.1f}% vs {100 * best['test_accuracy']:.1f}% "
+                parts.append(f"student accuracy {100 * d['test_accuracy']:.2f}% vs {100 * best['test_accuracy']:.2f}% "
                              f"({best['layout']}, {paired_text(d, best)})")
             if d.get("step_ms") and best_mass.get("step_ms"):
                 tiles = (f" ({d['kernel_tiles']:g} kernel tiles a head against {best_mass['kernel_tiles']:g})"
@@ -375,7 +380,7 @@ def seed_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
                  and r["target_density"] == d["target_density"] and r.get("test_accuracy") is not None]
         for best in sorted(fixed, key=lambda r: -r["test_accuracy"])[:1]:
             lines.append(f"- {task} at density ~{d['target_density']}, seed {d['seed']}: derived student "
-                         f"{100 * d['test_accuracy']:.1f}% vs {100 * best['test_accuracy']:.1f}% "
+                         f"{100 * d['test_accuracy']:.2f}% vs {100 * best['test_accuracy']:.2f}% "
                          f"({best['layout']}, {paired_text(d, best)}).")
     return lines
 
@@ -388,9 +393,9 @@ def sparser_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
                                                                             if r["task"] == task}))):
             seed = f", seed {d['seed']}" if d.get("seed") else ""
             lines.append(f"- {task}: the derived student at density {d['density']:.3f}{seed}, "
-                         f"{100 * d['test_accuracy']:.1f}%, against the best fixed student at ~{best['target_density']} "
+                         f"{100 * d['test_accuracy']:.2f}%, against the best fixed student at ~{best['target_density']} "
                          f"({best['layout']} at {best['density']:.3f}; the derived density is "
-                         f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.1f}% "
+                         f"{d['density'] / best['density']:.2f}x that): {100 * best['test_accuracy']:.2f}% "
                          f"({paired_text(d, best)})"
                          + (f"; step time {d['step_ms'] / best['step_ms']:.2f}x" if d.get("step_ms") and best.get("step_ms")
                             and d["target_density"] == best["target_density"] else "")  # timed in one process
@@ -431,30 +436,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--densities", type=float, nargs="+", default=None,
                    help="target densities, kept blocks / all blocks (default: 0.18; with --tiny 0.25, which the "
                         "fixed layouts reach on its 8 blocks)")
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="layouts to train students on")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                   help="layouts to train students on (default: all)")
     p.add_argument("--steps", type=int, default=None, help="training steps of teacher and students (default: the config's)")
-    p.add_argument("--examples", type=int, default=256, help="validation examples the attention mass is measured on")
+    p.add_argument("--examples", type=int, default=256,
+                   help="validation examples the attention mass is measured on (default: %(default)s)")
     p.add_argument("--runs", default=None, help="run directories (default: runs/derived_layouts/TASK; a temp dir "
                                                 "with --tiny)")
-    p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds of the step times")
+    p.add_argument("--rounds", type=int, default=15,
+                   help="interleaved timing rounds of the step times (default: %(default)s)")
     p.add_argument("--tiny", action="store_true",
-                   help="tiny models, 2 steps: the whole flow in a few minutes, into a temp dir (the committed "
-                        "table is not touched)")
+                   help="tiny models, 2 steps: the whole flow in a few minutes, into a temp dir or --runs DIR, "
+                        "its table in DIR/results (the committed table is not touched)")
     p.add_argument("--no-students", action="store_true",
                    help="only the layouts and the teacher mass each keeps, printed; no student trained, no row "
                         "saved. Seconds once --runs holds the teacher and its mass; without them the teacher is "
                         "trained and measured first (tens of minutes)")
     p.add_argument("--budget-scale", type=float, default=1.0, metavar="F",
                    help="fit the derived layout to F times the density of the fixed layout it is measured against "
-                        "(default 1: equal density; 0.667 tests the other way to win, matching the fixed students "
+                        "(default 1: equal density; 0.65 tests the other way to win, matching the fixed students "
                         "at two-thirds of their density: its row carries budget_scale)")
     p.add_argument("--seed", type=int, default=0,
                    help="the students' training seed (initialisation and batch order; the teacher and the "
-                        "layouts are the same for every seed). Seeds other than 0 train into NAME_sSEED, add rows "
+                        "layouts are the same for every seed). Seeds other than 0 train into their own run "
+                        "directories (e.g. derived_0.18_s1), add rows "
                         "that carry their seed, are compared with the fixed students of their own seed, and are "
                         "not timed (default: %(default)s)")
     p.add_argument("--no-timing", action="store_true",
-                   help="keep the recorded step times (no timing rounds): for re-evaluating students")
+                   help="keep the recorded step times (no timing rounds): evaluates the students these options "
+                        "select (--task, --densities, --budget-scale, --seed) that have no kept predictions, and "
+                        "pairs every derived student of the task again")
     p.add_argument("--no-results-md", action="store_true", help="do not rebuild benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     args.densities = args.densities or ([0.25] if args.tiny else [0.18])
@@ -464,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--budget-scale must be in (0, 1]")
     if args.seed < 0:
         p.error("--seed must be 0 or more")
+    if args.rounds < 1 or args.examples < 1 or (args.steps is not None and args.steps < 1):
+        p.error("--rounds, --examples and --steps must be 1 or more")
     args.no_timing = args.no_timing or args.seed != 0  # another seed's student is the same model as seed 0's
 
     from memgpt_jax import run_config  # lazy (JAX via the run's modules)
@@ -631,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
     for r in rows:
         name = run_name(r["layout"], r["target_density"], r.get("budget_scale", 1.0))
-        if r["task"] == args.task and name in times:
+        if r["task"] == args.task and name in times and not r.get("seed"):  # other seeds: the same model, untimed
             median, p25, p75 = times[name]
             r["step_ms"] = round(median, 1)
             r["step_ms_iqr"] = f"{p25:.0f}-{p75:.0f}"

@@ -363,17 +363,17 @@ def test_benchmark_matches_densities_and_reports(tmp_path):
     rows[0]["mass_bound"] = 0.96
     text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
     assert "(window_global) (any layout of its kept blocks keeps at most 96.0%, 1.60x)" in text
-    assert "+3.0 points" in text and "step time 1.10x (48 kernel tiles a head against 48)" in text
+    assert "+3.00 points" in text and "step time 1.10x (48 kernel tiles a head against 48)" in text
     rows += [dict(r, target_density=0.3, density=0.3) for r in rows]
     assert bench.plot(rows, str(tmp_path / "plot.png")) == "plot.png" and (tmp_path / "plot.png").stat().st_size
     # the derived student at 0.17 against fixed students at 1.5x that density or more (0.3): the other way to win
     (line,) = bench.sparser_lines([r for r in rows if r["layout"] == "derived" and r["density"] < 0.2]
                                   + [dict(r, test_accuracy=0.39) for r in rows if r["density"] == 0.3
                                      and r["layout"] != "derived"], "listops")
-    assert "derived student at density 0.170, 40.0%" in line and "(window_global at 0.300; the derived density is 0.57x that)" in line
-    assert "39.0% (+1.0 points)." in line  # no step time: another density's students are timed in another process
+    assert "derived student at density 0.170, 40.00%" in line and "(window_global at 0.300; the derived density is 0.57x that)" in line
+    assert "39.00% (+1.00 points)." in line  # no step time: another density's students are timed in another process
     (line,) = bench.sparser_lines([dict(rows[0], density=0.11)] + rows[1:3], "listops")
-    assert "(+3.0 points); step time 1.10x." in line
+    assert "(+3.00 points); step time 1.10x." in line
 
 
 def test_benchmark_refit_keeps_the_student_of_an_unchanged_layout_and_moves_aside_the_others(tmp_path):
@@ -418,14 +418,19 @@ def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
     p = paired_difference(a, b)
     assert (p["a_only"], p["b_only"], p["examples"]) == (50, 30, 2000)
     assert p["difference"] == pytest.approx(20 / 2000)
-    d = (a.astype(float) - b.astype(float))
-    se = d.std(ddof=1) / np.sqrt(2000)
-    assert (p["low"], p["high"]) == pytest.approx((0.01 - 1.96 * se, 0.01 + 1.96 * se))
+    p10, p01 = 50.5 / 2002, 30.5 / 2002  # Agresti-Min: half an example added to each cell
+    se = np.sqrt((p10 + p01 - (p10 - p01) ** 2) / 2002)
+    assert (p["low"], p["high"]) == pytest.approx((p10 - p01 - 1.96 * se, p10 - p01 + 1.96 * se))
+    d = (a.astype(float) - b.astype(float))  # at 2,000 examples: the plain Wald interval of the differences
+    assert p["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(2000), rel=0.01)
     # pairing removes what both get right or wrong: far tighter than the unpaired interval
     unpaired = 1.96 * np.sqrt(a.mean() * (1 - a.mean()) / 2000 + b.mean() * (1 - b.mean()) / 2000)
     assert p["high"] - p["difference"] < unpaired / 3
-    assert paired_difference(a, a)["low"] == paired_difference(a, a)["high"] == 0.0
-    assert np.isnan(paired_difference([True], [False])["low"])  # one example gives no interval
+    assert paired_difference(a, a)["low"] == pytest.approx(-paired_difference(a, a)["high"])  # centred on 0
+    few = paired_difference([1, 1], [0, 0])  # two examples, both for A: no certainty, and within [-1, 1]
+    assert few["difference"] == 1.0 and few["low"] < 0 and few["high"] == 1.0
+    with pytest.raises(ValueError, match="correct flags"):
+        paired_difference([3, 0, 2, 1], [3, 1, 2, 0])  # predictions, not whether they are right
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_difference(a, a[:-1])
 
@@ -448,7 +453,7 @@ def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
     rows[0]["paired"] = paired
     rows[2]["test_accuracy"] = 0.1  # window + global is the best fixed student
     text = bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
-    assert f"(window_global, +1.0 points, 95% interval +{100 * p['low']:.1f} to +{100 * p['high']:.1f}" in text
+    assert f"(window_global, +1.00 points, 95% interval +{100 * p['low']:.1f} to +{100 * p['high']:.1f}" in text
     assert ": better)" in text
     # a same_as row is paired through its twin's run; a row without predictions is not paired
     twin = dict(rows[0], same_as="window_global", budget_scale=0.65)
@@ -457,7 +462,7 @@ def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
     from benchmarks.report import _derived_quality_figure
 
     what, ours, peer, _ = _derived_quality_figure("text", sparser=False)({"rows": rows})
-    assert "density 0.170" in what and "+1.0 points, 95% interval" in what and ours == "62.50%"
+    assert "density 0.170" in what and "+1.00 points, 95% interval" in what and ours == "62.50%"
     assert peer == "best fixed student at equal density (window_global, density 0.170): 61.50%"
     assert _derived_quality_figure("text", sparser=True)({"rows": rows}) is None  # no fixed student 1.5x as dense
     sparse = dict(rows[0], density=0.11, budget_scale=0.65)  # a --budget-scale student
@@ -481,7 +486,7 @@ def test_paired_difference_and_the_benchmarks_pairing(tmp_path):
     assert list(bench.paired_with_fixed(seed1[0], rows + seed1, str(runs))) == ["bigbird 0.18"]
     seed1[0]["paired"] = bench.paired_with_fixed(seed1[0], rows + seed1, str(runs))
     (line,) = bench.seed_lines(rows + seed1, "text")
-    assert line.startswith("- text at density ~0.18, seed 1: derived student 61.5% vs 62.5% (bigbird, -1.0 points")
+    assert line.startswith("- text at density ~0.18, seed 1: derived student 61.50% vs 62.50% (bigbird, -1.00 points")
     assert ": worse)" in line
     assert "seed 1" not in bench.section({"rows": rows, "machine": {"cpu": "x"}, "meta": {}})
     assert "seed 1: derived student" in bench.section({"rows": rows + seed1, "machine": {"cpu": "x"}, "meta": {}})

@@ -44,21 +44,35 @@ def classification_report(predictions: np.ndarray, labels: np.ndarray, num_class
     return report
 
 
-def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, z: float = 1.96) -> dict[str, float]:
-    """Accuracy of classifier A minus that of B, measured on the same examples (``correct_*``:
-    one boolean per example, in the same order), with its confidence interval (``z`` 1.96:
-    95%). Pairing removes the examples' own difficulty from the noise: the interval comes from
-    the per-example differences (each -1, 0 or 1), so two models that agree on most examples
-    are told apart at differences far below the unpaired standard errors of their accuracies.
-    It covers the test sample's noise only, not that of training (seeds)."""
-    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+def paired_difference(correct_a: Any, correct_b: Any, z: float = 1.96) -> dict[str, float]:
+    """Accuracy of classifier A minus that of B, measured on the same examples, with its
+    confidence interval (``z`` 1.96: 95%). ``correct_*``: one flag per example, in the same
+    order, booleans or 0/1 (``predictions == labels``, not the predictions themselves).
+
+    Pairing removes the examples' own difficulty from the noise: only the examples one model
+    gets right and the other wrong count, so two models that agree on most examples are told
+    apart at differences far below the unpaired standard errors of their accuracies. The
+    interval is Agresti and Min's (2005) paired Wald interval, with half an example added to
+    each cell of the 2x2 table (so a handful of examples never gives a zero-width interval),
+    clipped to [-1, 1]. It covers the test sample's noise only, not that of training (seeds).
+
+    Returns fractions, not points: ``difference`` (unadjusted), ``low``, ``high``, ``se``,
+    ``examples``, and ``a_only`` / ``b_only``, the examples only A or only B gets right."""
+    a, b = np.asarray(correct_a), np.asarray(correct_b)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"paired_difference needs two equal, non-empty 1-D arrays; got shapes {a.shape} and {b.shape}")
-    d = a.astype(np.float64) - b.astype(np.float64)
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")  # one example: no interval
-    diff = float(d.mean())
-    return {"difference": diff, "low": diff - z * se, "high": diff + z * se, "se": se, "examples": len(d),
-            "a_only": int(np.sum(a & ~b)), "b_only": int(np.sum(b & ~a))}
+    for x in (a, b):
+        if x.dtype != bool and not (np.issubdtype(x.dtype, np.number) and np.isin(x, (0, 1)).all()):
+            raise ValueError("paired_difference takes per-example correct flags (booleans or 0/1), e.g. "
+                             f"predictions == labels; got values such as {x[:4].tolist()}")
+    a, b = a.astype(bool), b.astype(bool)
+    n, a_only, b_only = len(a), int(np.sum(a & ~b)), int(np.sum(b & ~a))
+    m = n + 2.0  # half an example in each of the four cells
+    p10, p01 = (a_only + 0.5) / m, (b_only + 0.5) / m
+    centre = p10 - p01
+    se = float(np.sqrt(max(p10 + p01 - centre ** 2, 0.0) / m))
+    return {"difference": (a_only - b_only) / n, "low": max(-1.0, centre - z * se), "high": min(1.0, centre + z * se),
+            "se": se, "examples": n, "a_only": a_only, "b_only": b_only}
 
 
 def summarize_eval(results: Iterable[tuple[dict[str, Any], dict[str, Any]]], task: str,
