@@ -183,11 +183,14 @@ def refit(layout_file: str, derive, *, stale: tuple, old: dict, rows: list, key)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def row_name(row: dict[str, Any], kind: str | None = None) -> str:
+    """``run_name`` of a row (its layout, density, budget scale and seed; ``kind`` for another layout's)."""
+    return run_name(kind or row["layout"], row["target_density"], row.get("budget_scale", 1.0), row.get("seed", 0))
+
+
 def row_run(row: dict[str, Any], runs: str) -> str:
     """The run directory of a row's student (a derived row that is a fixed layout: that one's)."""
-    kind = row.get("same_as") or row["layout"]
-    return os.path.join(runs, run_name(kind, row["target_density"], row.get("budget_scale", 1.0),
-                                       row.get("seed", 0)))
+    return os.path.join(runs, row_name(row, row.get("same_as")))
 
 
 def also_timed(rows: list[dict[str, Any]], task: str, densities: list[float], runs: str,
@@ -198,7 +201,7 @@ def also_timed(rows: list[dict[str, Any]], task: str, densities: list[float], ru
     ever compared with those measured in its own process."""
     out = {}
     for r in rows:
-        name = run_name(r["layout"], r["target_density"], r.get("budget_scale", 1.0))
+        name = row_name(r)
         workdir = os.path.join(runs, name)
         if (r["task"] == task and r["target_density"] in densities and name not in timed and not r.get("same_as")
                 and not r.get("seed") and os.path.isfile(os.path.join(workdir, "summary.json"))):
@@ -342,9 +345,8 @@ def section(payload: dict) -> str:
             if d.get("mass_bound"):
                 parts[0] += (f" (any layout of its kept blocks keeps at most {100 * d['mass_bound']:.1f}%, "
                              f"{d['mass_bound'] / best_mass['teacher_mass_kept']:.2f}x)")
-            scored = [r for r in fixed if r.get("test_accuracy") is not None]
-            if d.get("test_accuracy") is not None and scored:
-                best = max(scored, key=lambda r: r["test_accuracy"])
+            best = equal_best(d, rows)
+            if d.get("test_accuracy") is not None and best:
                 parts.append(f"student accuracy {100 * d['test_accuracy']:.2f}% vs {100 * best['test_accuracy']:.2f}% "
                              f"({best['layout']}, {paired_text(d, best)})")
             if d.get("step_ms") and best_mass.get("step_ms"):
@@ -356,6 +358,14 @@ def section(payload: dict) -> str:
     if meta.get("plot"):
         lines += ["", f"![quality against density]({meta['plot']})"]
     return "\n".join(lines)
+
+
+def equal_best(d: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best fixed student (by test accuracy) of ``d``'s task, target density and seed, or None."""
+    scored = [r for r in rows if r["task"] == d["task"] and r["layout"] in KINDS[1:]
+              and r["target_density"] == d["target_density"] and r.get("seed", 0) == d.get("seed", 0)
+              and r.get("budget_scale", 1.0) == 1.0 and r.get("test_accuracy") is not None]
+    return max(scored, key=lambda r: r["test_accuracy"]) if scored else None
 
 
 def sparser_best(d: dict[str, Any], rows: list[dict[str, Any]], target: float | None = None) -> dict[str, Any] | None:
@@ -376,9 +386,8 @@ def seed_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
         if not (d["task"] == task and d["layout"] == "derived" and d.get("seed") and d.get("test_accuracy") is not None
                 and d.get("budget_scale", 1.0) == 1.0):
             continue
-        fixed = [r for r in rows if r["task"] == task and r["layout"] in KINDS[1:] and r.get("seed") == d["seed"]
-                 and r["target_density"] == d["target_density"] and r.get("test_accuracy") is not None]
-        for best in sorted(fixed, key=lambda r: -r["test_accuracy"])[:1]:
+        best = equal_best(d, rows)
+        if best:
             lines.append(f"- {task} at density ~{d['target_density']}, seed {d['seed']}: derived student "
                          f"{100 * d['test_accuracy']:.2f}% vs {100 * best['test_accuracy']:.2f}% "
                          f"({best['layout']}, {paired_text(d, best)}).")
@@ -643,8 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         students[name] = open_run(workdir, task="classification").model_config
     times = step_times(students, seq, student_cfg.data.batch_size if not args.tiny else 2, args.rounds)
     for r in rows:
-        name = run_name(r["layout"], r["target_density"], r.get("budget_scale", 1.0))
-        if r["task"] == args.task and name in times and not r.get("seed"):  # other seeds: the same model, untimed
+        name = row_name(r)  # another seed's name is never timed: the same model as seed 0's
+        if r["task"] == args.task and name in times:
             median, p25, p75 = times[name]
             r["step_ms"] = round(median, 1)
             r["step_ms_iqr"] = f"{p25:.0f}-{p75:.0f}"

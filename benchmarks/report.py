@@ -400,9 +400,7 @@ def _derived_quality_figure(task: str, sparser: bool):
                 best = (derived_layouts.sparser_best(d, rows, d["target_density"])  # the test
                         or derived_layouts.sparser_best(d, rows))
             else:
-                fixed = [r for r in rows if r["layout"] != "derived" and r["target_density"] == d["target_density"]]
-                best = (max(fixed, key=lambda r: r["test_accuracy"])
-                        if fixed and d.get("budget_scale", 1.0) == 1.0 else None)
+                best = derived_layouts.equal_best(d, rows) if d.get("budget_scale", 1.0) == 1.0 else None
             if best:
                 break
         else:
